@@ -1,0 +1,282 @@
+//! Resource control: one cgroup per execution environment.
+//!
+//! * memory limit = the function's memory size (no swap);
+//! * CPU quota proportional to memory, as in Lambda: 1,769 MB = 1 vCPU;
+//! * a `pids` limit so a fork bomb stays inside its environment;
+//! * the memory high-water mark feeds REPORT's `Max Memory Used`.
+//!
+//! cgroup v2 (one unified hierarchy) is preferred; hosts that still run the
+//! v1 layout (one hierarchy per controller, as this project's CI machine
+//! does) get the same limits through the v1 files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// CPU period written to `cpu.max` / `cpu.cfs_period_us`, in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
+/// Lambda gives one full vCPU at this memory size; CPU scales linearly with memory.
+pub const MB_PER_VCPU: u64 = 1769;
+
+/// Errors creating, limiting or reading a cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No usable cgroup hierarchy was found on this host.
+    #[error("no usable cgroup hierarchy: {0}")]
+    Unavailable(String),
+    /// Writing or reading a cgroup file failed.
+    #[error("cgroup file {path}: {source}")]
+    File {
+        /// The cgroup file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Where the cgroup controllers live on this host.
+#[derive(Debug, Clone)]
+pub enum CgroupLayout {
+    /// Unified hierarchy; the path is the parent cgroup of all environments.
+    V2 {
+        /// e.g. `/sys/fs/cgroup/nimbus`.
+        parent: PathBuf,
+    },
+    /// One hierarchy per controller; each path is the parent cgroup in it.
+    V1 {
+        /// e.g. `/sys/fs/cgroup/memory/nimbus`.
+        memory: PathBuf,
+        /// e.g. `/sys/fs/cgroup/cpu/nimbus` (may be the joint `cpu,cpuacct`).
+        cpu: PathBuf,
+        /// e.g. `/sys/fs/cgroup/pids/nimbus`.
+        pids: PathBuf,
+    },
+}
+
+impl CgroupLayout {
+    /// Finds the hierarchy and creates the `parent_name` cgroup under it.
+    pub fn detect(parent_name: &str) -> Result<Self, CgroupError> {
+        let root = Path::new("/sys/fs/cgroup");
+        if root.join("cgroup.controllers").exists() {
+            let parent = root.join(parent_name);
+            mkdir(&parent)?;
+            // Delegate the controllers we need to the parent and below it.
+            write(&root.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+            write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+            return Ok(CgroupLayout::V2 { parent });
+        }
+        let mounts = fs::read_to_string("/proc/self/mounts").map_err(|source| CgroupError::File {
+            path: "/proc/self/mounts".into(),
+            source,
+        })?;
+        let find = |controller: &str| -> Option<PathBuf> {
+            mounts.lines().find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() >= 4 && f[2] == "cgroup" && f[3].split(',').any(|o| o == controller))
+                    .then(|| PathBuf::from(f[1]).join(parent_name))
+            })
+        };
+        match (find("memory"), find("cpu"), find("pids")) {
+            (Some(memory), Some(cpu), Some(pids)) => {
+                for dir in [&memory, &cpu, &pids] {
+                    mkdir(dir)?;
+                }
+                Ok(CgroupLayout::V1 { memory, cpu, pids })
+            }
+            _ => Err(CgroupError::Unavailable(
+                "neither cgroup v2 nor the v1 memory, cpu and pids controllers are mounted".into(),
+            )),
+        }
+    }
+}
+
+/// Limits applied to one environment's cgroup.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupLimits {
+    /// Hard memory limit in MiB (the function's MemorySize).
+    pub memory_mb: u64,
+    /// Maximum number of tasks (processes and threads).
+    pub pids_max: u64,
+}
+
+impl CgroupLimits {
+    /// CPU quota per [`CPU_PERIOD_US`]: proportional to memory, at least 1 %.
+    pub fn cpu_quota_us(&self) -> u64 {
+        (CPU_PERIOD_US * self.memory_mb / MB_PER_VCPU).max(CPU_PERIOD_US / 100)
+    }
+}
+
+/// One environment's cgroup (v2) or cgroups (v1).
+#[derive(Debug)]
+pub struct Cgroup {
+    layout: CgroupLayoutKind,
+}
+
+#[derive(Debug)]
+enum CgroupLayoutKind {
+    V2(PathBuf),
+    V1 {
+        memory: PathBuf,
+        cpu: PathBuf,
+        pids: PathBuf,
+    },
+}
+
+impl Cgroup {
+    /// Creates the cgroup `id` under `layout` and applies `limits`.
+    pub(crate) fn create(
+        layout: &CgroupLayout,
+        id: &str,
+        limits: CgroupLimits,
+    ) -> Result<Self, CgroupError> {
+        let bytes = (limits.memory_mb * 1024 * 1024).to_string();
+        let cgroup = match layout {
+            CgroupLayout::V2 { parent } => {
+                let dir = parent.join(id);
+                mkdir(&dir)?;
+                let cg = Cgroup {
+                    layout: CgroupLayoutKind::V2(dir.clone()),
+                };
+                write(&dir.join("memory.max"), &bytes)?;
+                // Best effort: absent when the host has no swap accounting.
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                write(
+                    &dir.join("cpu.max"),
+                    &format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us()),
+                )?;
+                write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+                cg
+            }
+            CgroupLayout::V1 { memory, cpu, pids } => {
+                let (memory, cpu, pids) = (memory.join(id), cpu.join(id), pids.join(id));
+                for d in [&memory, &cpu, &pids] {
+                    mkdir(d)?;
+                }
+                let cg = Cgroup {
+                    layout: CgroupLayoutKind::V1 {
+                        memory: memory.clone(),
+                        cpu: cpu.clone(),
+                        pids: pids.clone(),
+                    },
+                };
+                write(&memory.join("memory.limit_in_bytes"), &bytes)?;
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &bytes)?;
+                }
+                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(
+                    &cpu.join("cpu.cfs_quota_us"),
+                    &limits.cpu_quota_us().to_string(),
+                )?;
+                write(&pids.join("pids.max"), &limits.pids_max.to_string())?;
+                cg
+            }
+        };
+        Ok(cgroup)
+    }
+
+    /// Moves `pid` (the paused child) into the cgroup(s).
+    pub(crate) fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        for dir in self.dirs() {
+            write(&dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
+    }
+
+    /// The environment's memory high-water mark in bytes (`memory.peak` /
+    /// `memory.max_usage_in_bytes`).
+    pub fn memory_peak_bytes(&self) -> Result<u64, CgroupError> {
+        let path = match &self.layout {
+            CgroupLayoutKind::V2(dir) => dir.join("memory.peak"),
+            CgroupLayoutKind::V1 { memory, .. } => memory.join("memory.max_usage_in_bytes"),
+        };
+        let text = read(&path)?;
+        Ok(text.trim().parse().unwrap_or(0))
+    }
+
+    /// How many times the kernel's OOM killer fired inside this environment.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        let path = match &self.layout {
+            CgroupLayoutKind::V2(dir) => dir.join("memory.events"),
+            CgroupLayoutKind::V1 { memory, .. } => memory.join("memory.oom_control"),
+        };
+        let text = read(&path)?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Removes the cgroup(s). Only succeeds once every task has exited, which
+    /// is the case after the namespace's init has been reaped.
+    pub(crate) fn remove(&self) {
+        for dir in self.dirs() {
+            for attempt in 0..50 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if attempt == 49 => {
+                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove cgroup");
+                    }
+                    Err(_) => {
+                        #[allow(clippy::disallowed_methods)] // cleanup runs on a blocking thread
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                }
+            }
+        }
+    }
+
+    fn dirs(&self) -> Vec<&Path> {
+        match &self.layout {
+            CgroupLayoutKind::V2(dir) => vec![dir.as_path()],
+            CgroupLayoutKind::V1 { memory, cpu, pids } => {
+                vec![memory.as_path(), cpu.as_path(), pids.as_path()]
+            }
+        }
+    }
+}
+
+fn mkdir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(CgroupError::File {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read(path: &Path) -> Result<String, CgroupError> {
+    fs::read_to_string(path).map_err(|source| CgroupError::File {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_proportional_to_memory() {
+        let l = |memory_mb| CgroupLimits {
+            memory_mb,
+            pids_max: 1,
+        };
+        assert_eq!(l(1769).cpu_quota_us(), 100_000);
+        assert_eq!(l(3538).cpu_quota_us(), 200_000);
+        assert_eq!(l(128).cpu_quota_us(), 7_235);
+        assert_eq!(l(1).cpu_quota_us(), 1_000);
+    }
+}

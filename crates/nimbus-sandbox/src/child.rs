@@ -1,0 +1,341 @@
+//! The code that runs in the cloned child, between `clone(2)` and `execve(2)`.
+//!
+//! The worker is multi-threaded, so the child may only do what is safe after
+//! `fork` in such a process: no heap allocation, no locks. Everything it needs
+//! (C strings, pointer arrays, the compiled BPF programs) is prepared by the
+//! parent in a [`ChildPlan`]; the child only makes system calls. Any failure
+//! is reported as `(step, errno)` over a close-on-exec pipe and the child
+//! exits without running the workload — the sandbox fails closed.
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::resource::Resource;
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
+
+use crate::filesystem::RootfsOp;
+
+/// Which isolation step failed inside the child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildStep {
+    /// Closing the parent's end of the start pipe.
+    Setup,
+    /// `sethostname` in the new UTS namespace.
+    Hostname,
+    /// Making every mount private so nothing propagates back to the host.
+    MakeMountsPrivate,
+    /// One root file system operation (see `filesystem.rs`), described.
+    Rootfs(String),
+    /// `pivot_root` into the new root and detaching the old one.
+    PivotRoot,
+    /// Remounting the new root read-only.
+    ReadOnlyRoot,
+    /// Waiting for the parent's go-ahead (cgroup and network ready).
+    WaitForParent,
+    /// Setting resource limits.
+    Rlimits,
+    /// Dropping to the unprivileged user.
+    DropPrivileges,
+    /// Wiring stdin/stdout/stderr.
+    Stdio,
+    /// Changing to the working directory.
+    Chdir,
+    /// Installing the seccomp filters.
+    Seccomp,
+    /// `execve` of the runtime itself.
+    Exec,
+}
+
+impl fmt::Display for ChildStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildStep::Rootfs(what) => write!(f, "rootfs: {what}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+/// Step codes on the wire; rootfs operation `i` is `ROOTFS_BASE + i`.
+const ROOTFS_BASE: u32 = 1000;
+
+fn code(step: &SimpleStep) -> u32 {
+    *step as u32
+}
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum SimpleStep {
+    Setup = 1,
+    Hostname,
+    MakeMountsPrivate,
+    PivotRoot,
+    ReadOnlyRoot,
+    WaitForParent,
+    Rlimits,
+    DropPrivileges,
+    Stdio,
+    Chdir,
+    Seccomp,
+    Exec,
+}
+
+/// Decodes a step code sent by the child.
+pub(crate) fn decode_step(code: u32, plan: &ChildPlan) -> ChildStep {
+    if code >= ROOTFS_BASE {
+        let i = (code - ROOTFS_BASE) as usize;
+        return ChildStep::Rootfs(
+            plan.rootfs
+                .get(i)
+                .map(RootfsOp::describe)
+                .unwrap_or_else(|| format!("op #{i}")),
+        );
+    }
+    use SimpleStep as S;
+    let all = [
+        S::Setup,
+        S::Hostname,
+        S::MakeMountsPrivate,
+        S::PivotRoot,
+        S::ReadOnlyRoot,
+        S::WaitForParent,
+        S::Rlimits,
+        S::DropPrivileges,
+        S::Stdio,
+        S::Chdir,
+        S::Seccomp,
+        S::Exec,
+    ];
+    match all.into_iter().find(|s| *s as u32 == code) {
+        Some(S::Setup) | None => ChildStep::Setup,
+        Some(S::Hostname) => ChildStep::Hostname,
+        Some(S::MakeMountsPrivate) => ChildStep::MakeMountsPrivate,
+        Some(S::PivotRoot) => ChildStep::PivotRoot,
+        Some(S::ReadOnlyRoot) => ChildStep::ReadOnlyRoot,
+        Some(S::WaitForParent) => ChildStep::WaitForParent,
+        Some(S::Rlimits) => ChildStep::Rlimits,
+        Some(S::DropPrivileges) => ChildStep::DropPrivileges,
+        Some(S::Stdio) => ChildStep::Stdio,
+        Some(S::Chdir) => ChildStep::Chdir,
+        Some(S::Seccomp) => ChildStep::Seccomp,
+        Some(S::Exec) => ChildStep::Exec,
+    }
+}
+
+/// Everything the child needs, prepared by the parent.
+pub(crate) struct ChildPlan {
+    pub hostname: CString,
+    pub rootfs: Vec<RootfsOp>,
+    pub new_root: CString,
+    /// `<new_root>/.old-root`, where `pivot_root` parks the host root.
+    pub put_old: CString,
+    pub cwd: CString,
+    pub uid: u32,
+    pub gid: u32,
+    pub rlimits: Vec<(Resource, u64)>,
+    pub seccomp: Vec<seccompiler::BpfProgram>,
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    /// Read end of the start pipe: one byte means "go", EOF means "abort".
+    pub go_read: RawFd,
+    /// Write end of the start pipe, closed first thing in the child.
+    pub go_write: RawFd,
+    /// Write end of the error pipe (close-on-exec).
+    pub err_write: RawFd,
+    pub program: CString,
+    /// Keeps the argument and environment strings alive for the pointer arrays.
+    pub _strings: Vec<CString>,
+    /// NULL-terminated `argv`.
+    pub argv: Vec<*const libc::c_char>,
+    /// NULL-terminated `envp`.
+    pub envp: Vec<*const libc::c_char>,
+}
+
+/// Runs in the child. Never returns: execs the runtime or exits with 127.
+pub(crate) fn run(plan: &ChildPlan) -> isize {
+    if let Err((code, errno)) = setup(plan) {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&code.to_le_bytes());
+        msg[4..].copy_from_slice(&(errno as i32).to_le_bytes());
+        // SAFETY: err_write is a valid pipe fd owned by this process; msg is a
+        // live 8-byte buffer. Only async-signal-safe calls are made here.
+        unsafe {
+            libc::write(plan.err_write, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    }
+    // setup() only returns Ok after a successful execve, which does not return.
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(127) }
+}
+
+type StepResult = Result<(), (u32, Errno)>;
+
+fn step(s: SimpleStep, r: nix::Result<()>) -> StepResult {
+    r.map_err(|e| (code(&s), e))
+}
+
+fn setup(plan: &ChildPlan) -> StepResult {
+    use SimpleStep as S;
+    // SAFETY: closing our copy of the parent's end of the start pipe; the fd
+    // number is valid and not used again in the child.
+    step(S::Setup, Errno::result(unsafe { libc::close(plan.go_write) }).map(drop))?;
+    step(
+        S::Hostname,
+        nix::unistd::sethostname(plan.hostname.to_str().unwrap_or("sandbox")),
+    )?;
+    step(
+        S::MakeMountsPrivate,
+        nix::mount::mount::<str, str, str, str>(
+            None,
+            "/",
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        ),
+    )?;
+    for (i, op) in plan.rootfs.iter().enumerate() {
+        rootfs_op(op).map_err(|e| (ROOTFS_BASE + i as u32, e))?;
+    }
+    step(S::PivotRoot, pivot(plan))?;
+    step(
+        S::ReadOnlyRoot,
+        nix::mount::mount::<str, str, str, str>(
+            None,
+            "/",
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            None,
+        ),
+    )?;
+
+    // Wait until the parent has put us in the cgroup and wired the network.
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(borrow(plan.go_read), &mut byte) {
+        Ok(1) => {}
+        Ok(_) => return Err((code(&S::WaitForParent), Errno::ECANCELED)),
+        Err(e) => return Err((code(&S::WaitForParent), e)),
+    }
+
+    for (resource, limit) in &plan.rlimits {
+        step(S::Rlimits, nix::sys::resource::setrlimit(*resource, *limit, *limit))?;
+    }
+    step(S::Stdio, stdio(plan))?;
+    step(S::DropPrivileges, drop_privileges(plan.uid, plan.gid))?;
+    step(S::Chdir, nix::unistd::chdir(plan.cwd.as_c_str()))?;
+    // Reset what the worker changed for itself: Rust ignores SIGPIPE, and the
+    // runtime thread may have signals blocked. Dispositions survive exec.
+    // SAFETY: setting SIG_DFL installs no handler, so there is no handler code
+    // that could run in an inconsistent state.
+    step(S::Setup, unsafe {
+        nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+    }
+    .map(drop))?;
+    step(
+        S::Setup,
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None),
+    )?;
+    for program in &plan.seccomp {
+        seccompiler::apply_filter(program).map_err(|_| (code(&S::Seccomp), Errno::last()))?;
+    }
+    // SAFETY: program, argv and envp are NUL-terminated C strings and
+    // NULL-terminated pointer arrays kept alive by `plan` for this call.
+    unsafe { libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
+    Err((code(&S::Exec), Errno::last()))
+}
+
+fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: the fds in the plan stay open for the child's whole life (until exec).
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
+    let none: Option<&str> = None;
+    match op {
+        RootfsOp::MkDir(path) => match nix::unistd::mkdir(path.as_c_str(), Mode::from_bits_truncate(0o755)) {
+            Err(Errno::EEXIST) => Ok(()),
+            other => other,
+        },
+        RootfsOp::MkFile(path) => {
+            let fd = nix::fcntl::open(
+                path.as_c_str(),
+                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )?;
+            drop(fd);
+            Ok(())
+        }
+        RootfsOp::Symlink { target, link } => {
+            nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str())
+        }
+        RootfsOp::BindReadOnly { src, dst } => {
+            nix::mount::mount(Some(src.as_c_str()), dst.as_c_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+            nix::mount::mount(
+                none,
+                dst.as_c_str(),
+                none,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV,
+                none,
+            )
+        }
+        RootfsOp::BindDevice { src, dst } => {
+            nix::mount::mount(Some(src.as_c_str()), dst.as_c_str(), none, MsFlags::MS_BIND, none)
+        }
+        RootfsOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => nix::mount::mount(
+            Some(source.as_c_str()),
+            target.as_c_str(),
+            Some(fstype.as_c_str()),
+            *flags,
+            Some(data.as_c_str()),
+        ),
+        RootfsOp::Chown { path, uid, gid } => nix::unistd::chown(
+            path.as_c_str(),
+            Some(Uid::from_raw(*uid)),
+            Some(Gid::from_raw(*gid)),
+        ),
+    }
+}
+
+fn pivot(plan: &ChildPlan) -> nix::Result<()> {
+    nix::unistd::pivot_root(plan.new_root.as_c_str(), plan.put_old.as_c_str())?;
+    nix::unistd::chdir("/")?;
+    nix::mount::umount2("/.old-root", MntFlags::MNT_DETACH)?;
+    // SAFETY: rmdir on a constant NUL-terminated path.
+    Errno::result(unsafe { libc::rmdir(c"/.old-root".as_ptr()) }).map(drop)
+}
+
+fn stdio(plan: &ChildPlan) -> nix::Result<()> {
+    for (from, to) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
+        // SAFETY: both fds are valid; dup2 onto 0/1/2 is what every spawner does.
+        Errno::result(unsafe { libc::dup2(from, to) })?;
+    }
+    Ok(())
+}
+
+fn drop_privileges(uid: u32, gid: u32) -> nix::Result<()> {
+    let gid = Gid::from_raw(gid);
+    let uid = Uid::from_raw(uid);
+    nix::unistd::setgroups(&[gid])?;
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)?;
+    // Belt and braces: there must be no way back to root.
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
+}

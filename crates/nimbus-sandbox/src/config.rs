@@ -1,0 +1,143 @@
+//! What the host allows ([`JailConfig`], once per worker) and what one
+//! environment asks for ([`SandboxSpec`]).
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use crate::network::NetworkMode;
+
+/// Host-wide sandbox settings. `Default` gives the production layout.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// Scratch-disk templates and (empty) per-environment root mount points.
+    pub state_dir: PathBuf,
+    /// Name of the cgroup, under each hierarchy's root, that parents all environments.
+    pub cgroup_parent: String,
+    /// Host paths exposed read-only at the same place (directories are bound,
+    /// symlinks such as Debian's `/bin -> usr/bin` recreated).
+    pub host_ro_paths: Vec<PathBuf>,
+    /// Paths inside `host_ro_paths` that are hidden (secrets).
+    pub masked_paths: Vec<PathBuf>,
+    /// Network given to environments.
+    pub network: NetworkMode,
+    /// DEVELOPER ONLY: run the workload as a plain child process with no
+    /// isolation at all. Logs a loud warning every time it is used.
+    pub insecure_no_isolation: bool,
+}
+
+impl Default for JailConfig {
+    fn default() -> Self {
+        JailConfig {
+            state_dir: PathBuf::from("/var/lib/nimbus/sandbox"),
+            cgroup_parent: "nimbus".into(),
+            host_ro_paths: ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            masked_paths: [
+                "/etc/shadow",
+                "/etc/shadow-",
+                "/etc/gshadow",
+                "/etc/gshadow-",
+                "/etc/sudoers",
+                "/etc/sudoers.d",
+                "/etc/ssh",
+                "/etc/ssl/private",
+                "/etc/machine-id",
+                "/etc/nimbus",
+            ]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+            network: NetworkMode::Loopback,
+            insecure_no_isolation: false,
+        }
+    }
+}
+
+/// The unprivileged identity the workload runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxUser {
+    /// User id (never 0).
+    pub uid: u32,
+    /// Group id (never 0).
+    pub gid: u32,
+}
+
+impl Default for SandboxUser {
+    /// Lambda's `sbx_user1051` is uid/gid 993.
+    fn default() -> Self {
+        SandboxUser { uid: 993, gid: 990 }
+    }
+}
+
+/// One environment: what to run and within which limits.
+#[derive(Debug)]
+pub struct SandboxSpec {
+    /// Unique id, `[A-Za-z0-9_-]{1,64}`: names the cgroup and scratch image.
+    pub id: String,
+    /// Program path *inside* the sandbox (e.g. `/var/task/bootstrap`).
+    pub program: PathBuf,
+    /// `argv[1..]`.
+    pub args: Vec<String>,
+    /// The complete environment of the workload (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    /// Host directory mounted read-only at `/var/task`.
+    pub code_dir: PathBuf,
+    /// Host directory mounted read-only at `/var/runtime`.
+    pub runtime_dir: Option<PathBuf>,
+    /// Host directories merged read-only at `/opt`, in order (last wins).
+    pub layers: Vec<PathBuf>,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    /// Size of `/tmp` in MiB.
+    pub ephemeral_mb: u64,
+    /// Maximum number of tasks in the environment.
+    pub pids_max: u64,
+    /// Maximum open files (Lambda: 1024).
+    pub nofile: u64,
+    /// Who the workload runs as.
+    pub user: SandboxUser,
+    /// Where the workload's stdout goes.
+    pub stdout: OwnedFd,
+    /// Where the workload's stderr goes.
+    pub stderr: OwnedFd,
+    /// If set, the host opens a TCP listener on `127.0.0.1:<port>` inside the
+    /// environment (the Runtime API) and exports its address to the workload
+    /// in the variable named by `service_addr_env`.
+    pub service_port: Option<u16>,
+    /// Name of the variable that receives the service address.
+    pub service_addr_env: String,
+}
+
+impl SandboxSpec {
+    pub(crate) fn validate(&self) -> Result<(), crate::SandboxError> {
+        let bad = |m: String| Err(crate::SandboxError::InvalidSpec(m));
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(format!("id {:?} must be [A-Za-z0-9_-]{{1,64}}", self.id));
+        }
+        if self.user.uid == 0 || self.user.gid == 0 {
+            return bad("the workload must not run as root".into());
+        }
+        for p in [&self.program, &self.cwd, &self.code_dir] {
+            if !p.is_absolute() {
+                return bad(format!("{} must be absolute", p.display()));
+            }
+        }
+        if !self.code_dir.is_dir() {
+            return bad(format!("code dir {} is not a directory", self.code_dir.display()));
+        }
+        if self.memory_mb == 0 || self.ephemeral_mb == 0 || self.pids_max == 0 {
+            return bad("memory, ephemeral storage and pids must be > 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! [`Jail`]: creates execution environments, one isolation step per module,
+//! in the order Firecracker's jailer uses: validate, resources (scratch disk,
+//! cgroup), namespaces + file system (child), network, limits and identity,
+//! seccomp, exec.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
+
+use crate::cgroup::{Cgroup, CgroupLayout, CgroupLimits};
+use crate::child::{self, ChildPlan};
+use crate::config::{JailConfig, SandboxSpec};
+use crate::error::SandboxError;
+use crate::filesystem::{self, cstr, RootfsInputs};
+use crate::nat::NatNetwork;
+use crate::network::{self, NetworkMode};
+use crate::process::{PreparedSandbox, SandboxResources};
+use crate::scratch::ScratchFactory;
+use crate::seccomp::SeccompPolicy;
+
+/// Namespaces every environment gets: its own PID, mount, IPC, UTS, network
+/// and cgroup view. (No user namespace: the workload runs as a real
+/// unprivileged uid, which keeps the kernel's user-namespace surface closed.)
+const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
+    .union(CloneFlags::CLONE_NEWNS)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWNET)
+    .union(CloneFlags::CLONE_NEWCGROUP);
+
+/// Stack for the cloned child until it execs; it only makes system calls.
+const CHILD_STACK_BYTES: usize = 256 * 1024;
+
+/// Creates isolated execution environments on this host.
+#[derive(Debug)]
+pub struct Jail {
+    config: JailConfig,
+    /// `None` only in insecure mode.
+    cgroups: Option<CgroupLayout>,
+    seccomp: Option<SeccompPolicy>,
+    scratch: ScratchFactory,
+    nat: Option<NatNetwork>,
+}
+
+impl Jail {
+    /// Checks that every isolation mechanism is available and prepares the
+    /// host (cgroup parent, state directory, firewall). Fails closed.
+    pub fn new(config: JailConfig) -> Result<Self, SandboxError> {
+        std::fs::create_dir_all(config.state_dir.join("roots"))
+            .map_err(|e| SandboxError::io(format!("create {}", config.state_dir.display()), e))?;
+        let scratch = ScratchFactory::new(config.state_dir.join("scratch"));
+        if config.insecure_no_isolation {
+            tracing::warn!(
+                "!!! nimbus-sandbox: insecure_no_isolation is ON — functions run as plain \
+                 processes with full access to this host. Never use this in production. !!!"
+            );
+            return Ok(Jail {
+                config,
+                cgroups: None,
+                seccomp: None,
+                scratch,
+                nat: None,
+            });
+        }
+        let cgroups = CgroupLayout::detect(&config.cgroup_parent)?;
+        let seccomp = SeccompPolicy::compile()?;
+        let nat = match &config.network {
+            NetworkMode::Loopback => None,
+            NetworkMode::Nat(nat) => Some(NatNetwork::install(nat.clone())?),
+        };
+        Ok(Jail {
+            config,
+            cgroups: Some(cgroups),
+            seccomp: Some(seccomp),
+            scratch,
+            nat,
+        })
+    }
+
+    /// The host-wide configuration.
+    pub fn config(&self) -> &JailConfig {
+        &self.config
+    }
+
+    /// Creates the environment and leaves its first process paused right
+    /// before dropping privileges; [`PreparedSandbox::start`] lets it exec.
+    /// Blocking: call it from a blocking thread.
+    pub fn prepare(&self, spec: SandboxSpec) -> Result<PreparedSandbox, SandboxError> {
+        spec.validate()?;
+        if self.config.insecure_no_isolation {
+            return crate::insecure::spawn(spec);
+        }
+        let mut res = SandboxResources::default();
+        match self.prepare_isolated(spec, &mut res) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                res.cleanup();
+                Err(e)
+            }
+        }
+    }
+
+    fn prepare_isolated(
+        &self,
+        spec: SandboxSpec,
+        res: &mut SandboxResources,
+    ) -> Result<PreparedSandbox, SandboxError> {
+        let (Some(cgroups), Some(seccomp)) = (&self.cgroups, &self.seccomp) else {
+            return Err(SandboxError::InvalidSpec("jail not initialised".into()));
+        };
+        // 1. Resources that outlive the child's setup: scratch disk, cgroup, network link.
+        let scratch = self.scratch.create(&spec.id, spec.ephemeral_mb)?;
+        let device = scratch.device.clone();
+        res.scratch = Some(scratch);
+        res.cgroup = Some(Cgroup::create(
+            cgroups,
+            &spec.id,
+            CgroupLimits {
+                memory_mb: spec.memory_mb,
+                pids_max: spec.pids_max,
+            },
+        )?);
+        let link = match &self.nat {
+            Some(nat) => Some(nat.allocate(&spec.id, &self.config.state_dir)?),
+            None => None,
+        };
+        let resolv_conf = link.as_ref().map(|l| l.resolv_conf.clone());
+        res.link = link;
+        let root = self.config.state_dir.join("roots").join(&spec.id);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| SandboxError::io(format!("create {}", root.display()), e))?;
+        res.root_dir = Some(root.clone());
+
+        // 2. The child's plan: file system, identity, limits, seccomp, exec.
+        let rootfs = filesystem::plan(&RootfsInputs {
+            root: &root,
+            host_ro_paths: &self.config.host_ro_paths,
+            masked_paths: &self.config.masked_paths,
+            code_dir: &spec.code_dir,
+            runtime_dir: spec.runtime_dir.as_deref(),
+            layers: &spec.layers,
+            scratch_device: Some(&device),
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            resolv_conf: resolv_conf.as_deref(),
+        })?;
+        let mut env = spec.env.clone();
+        if let Some(port) = spec.service_port {
+            env.push((spec.service_addr_env.clone(), format!("127.0.0.1:{port}")));
+        }
+        let (go_read, go_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let stdin = File::open("/dev/null").map_err(|e| SandboxError::io("open /dev/null", e))?;
+        let exec = ExecStrings::new(&spec.program, &spec.args, &env)?;
+        let mut plan = ChildPlan {
+            hostname: CString::new("sandbox").expect("no NUL"),
+            rootfs,
+            new_root: cstr(&root)?,
+            put_old: cstr(&root.join(".old-root"))?,
+            cwd: cstr(&spec.cwd)?,
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+            rlimits: vec![
+                (Resource::RLIMIT_NOFILE, spec.nofile),
+                (Resource::RLIMIT_CORE, 0),
+            ],
+            seccomp: seccomp.programs.clone(),
+            stdin: stdin.as_raw_fd(),
+            stdout: spec.stdout.as_raw_fd(),
+            stderr: spec.stderr.as_raw_fd(),
+            go_read: go_read.as_raw_fd(),
+            go_write: go_write.as_raw_fd(),
+            err_write: err_write.as_raw_fd(),
+            program: exec.program,
+            _strings: exec.strings,
+            argv: exec.argv,
+            envp: exec.envp,
+        };
+
+        // 3. Clone into the new namespaces.
+        let mut stack = vec![0u8; CHILD_STACK_BYTES];
+        let plan_ref = &mut plan;
+        // SAFETY: the child gets a copy-on-write copy of this process (no
+        // CLONE_VM) and runs `child::run`, which only makes system calls on
+        // data prepared above (no allocation, no locks) and ends in execve or
+        // _exit. The stack buffer outlives the call in the parent and is the
+        // child's own copy in the child.
+        let pid = unsafe {
+            nix::sched::clone(
+                Box::new(|| child::run(plan_ref)),
+                &mut stack,
+                NAMESPACES,
+                Some(libc::SIGCHLD),
+            )
+        }
+        .map_err(SandboxError::Clone)?;
+        res.pid = Some(pid);
+        drop(go_read);
+        drop(err_write);
+        drop(stdin);
+        drop(spec.stdout);
+        drop(spec.stderr);
+
+        // 4. Host side while the child builds its root: cgroup, network, Runtime API socket.
+        if let Some(cg) = &res.cgroup {
+            cg.attach(pid.as_raw())?;
+        }
+        let netns = File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(|e| SandboxError::io("open the child's network namespace", e))?;
+        if let (Some(nat), Some(link)) = (&self.nat, &res.link) {
+            nat.connect(link, pid.as_raw())?;
+        }
+        let listener = match spec.service_port {
+            Some(port) => Some(network::bind_in_netns(&netns, port)?),
+            None => None,
+        };
+        let pidfd = crate::process::pidfd_open(pid.as_raw())?;
+        Ok(PreparedSandbox::new(
+            pid,
+            pidfd,
+            Some(go_write),
+            err_read,
+            plan,
+            std::mem::take(res),
+            listener,
+        ))
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SandboxError::io("pipe", e))
+}
+
+/// `execve`'s arguments, as C strings and NULL-terminated pointer arrays.
+pub(crate) struct ExecStrings {
+    pub program: CString,
+    pub strings: Vec<CString>,
+    pub argv: Vec<*const libc::c_char>,
+    pub envp: Vec<*const libc::c_char>,
+}
+
+impl ExecStrings {
+    pub(crate) fn new(
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Self, SandboxError> {
+        let nul = |what: &str| SandboxError::InvalidSpec(format!("{what} contains NUL"));
+        let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| nul("program"))?;
+        let mut strings = vec![program.clone()];
+        for a in args {
+            strings.push(CString::new(a.as_bytes()).map_err(|_| nul("argument"))?);
+        }
+        let argc = strings.len();
+        for (k, v) in env {
+            if k.is_empty() || k.contains('=') {
+                return Err(SandboxError::InvalidSpec(format!("bad variable name {k:?}")));
+            }
+            strings.push(CString::new(format!("{k}={v}")).map_err(|_| nul("environment"))?);
+        }
+        // The CStrings' heap buffers do not move when `strings` moves.
+        let ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        let mut argv = ptrs[..argc].to_vec();
+        argv.push(std::ptr::null());
+        let mut envp = ptrs[argc..].to_vec();
+        envp.push(std::ptr::null());
+        Ok(ExecStrings {
+            program,
+            strings,
+            argv,
+            envp,
+        })
+    }
+}

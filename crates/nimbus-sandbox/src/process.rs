@@ -1,0 +1,322 @@
+//! The running environment: [`PreparedSandbox`] (paused before exec) and
+//! [`Sandbox`] (running), plus everything to clean up when it ends.
+
+use std::fmt;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cgroup::Cgroup;
+use crate::child::{self, ChildPlan};
+use crate::error::SandboxError;
+use crate::nat::NatLink;
+use crate::scratch::ScratchDisk;
+
+/// Host-side resources of one environment, released when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct SandboxResources {
+    pub pid: Option<Pid>,
+    pub cgroup: Option<Cgroup>,
+    pub scratch: Option<ScratchDisk>,
+    pub root_dir: Option<PathBuf>,
+    pub link: Option<NatLink>,
+}
+
+impl SandboxResources {
+    /// Kills and reaps the process (if any), then frees everything else.
+    pub(crate) fn cleanup(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // SIGKILL to the PID namespace's init kills every process in it.
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        self.finish();
+    }
+
+    /// Frees resources once the process has been reaped.
+    pub(crate) fn finish(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            cg.remove();
+        }
+        if let Some(mut s) = self.scratch.take() {
+            s.release();
+        }
+        if let Some(dir) = self.root_dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Some(link) = self.link.take() {
+            link.release();
+        }
+    }
+}
+
+/// How the environment's first process ended, worded as Lambda words it in
+/// `Runtime exited with error: ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(Signal),
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exit status {code}"),
+            ExitStatus::Signaled(sig) => {
+                let name = match sig {
+                    Signal::SIGKILL => "killed",
+                    Signal::SIGSEGV => "segmentation fault",
+                    Signal::SIGABRT => "aborted",
+                    Signal::SIGTERM => "terminated",
+                    Signal::SIGBUS => "bus error",
+                    Signal::SIGILL => "illegal instruction",
+                    Signal::SIGFPE => "floating point exception",
+                    Signal::SIGPIPE => "broken pipe",
+                    Signal::SIGINT => "interrupt",
+                    other => other.as_str(),
+                };
+                write!(f, "signal: {name}")
+            }
+        }
+    }
+}
+
+/// An environment whose first process is paused before exec.
+pub struct PreparedSandbox {
+    pid: Pid,
+    pidfd: OwnedFd,
+    go_write: Option<OwnedFd>,
+    err_read: Option<OwnedFd>,
+    /// Kept so error codes from the child can be described, and because its
+    /// strings must outlive the clone in the parent.
+    plan: Option<ChildPlan>,
+    resources: SandboxResources,
+    listener: Option<TcpListener>,
+    /// No isolation (developer mode): kill by process group.
+    insecure: bool,
+    /// Set by `start`; an unstarted child is killed and reaped on drop.
+    started: bool,
+}
+
+// SAFETY (Send): ChildPlan holds raw pointers into its own CStrings, which
+// are heap-allocated and owned by the same struct; the parent never
+// dereferences them, so moving the plan across threads is sound.
+#[allow(unsafe_code)]
+// SAFETY: see the comment above.
+unsafe impl Send for PreparedSandbox {}
+
+impl fmt::Debug for PreparedSandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedSandbox").field("pid", &self.pid).finish()
+    }
+}
+
+impl PreparedSandbox {
+    pub(crate) fn new(
+        pid: Pid,
+        pidfd: OwnedFd,
+        go_write: Option<OwnedFd>,
+        err_read: OwnedFd,
+        plan: ChildPlan,
+        mut resources: SandboxResources,
+        listener: Option<TcpListener>,
+    ) -> Self {
+        resources.pid = None; // owned by the sandbox handle from now on
+        PreparedSandbox {
+            pid,
+            pidfd,
+            go_write,
+            err_read: Some(err_read),
+            plan: Some(plan),
+            resources,
+            listener,
+            insecure: false,
+            started: false,
+        }
+    }
+
+    pub(crate) fn new_insecure(pid: Pid, pidfd: OwnedFd, listener: Option<TcpListener>) -> Self {
+        PreparedSandbox {
+            pid,
+            pidfd,
+            go_write: None,
+            err_read: None,
+            plan: None,
+            resources: SandboxResources::default(),
+            listener,
+            insecure: true,
+            started: false,
+        }
+    }
+
+    /// The listening socket for the service port (the Runtime API), bound
+    /// inside the environment. Take it before [`start`](Self::start).
+    pub fn take_service_listener(&mut self) -> Option<TcpListener> {
+        self.listener.take()
+    }
+
+    /// Lets the child drop privileges, install seccomp and exec. Returns once
+    /// exec has succeeded, or the step that failed (the child is then reaped
+    /// and everything released).
+    pub fn start(mut self) -> Result<Sandbox, SandboxError> {
+        self.started = true;
+        if let Some(go) = self.go_write.take() {
+            nix::unistd::write(&go, &[1u8]).map_err(|e| SandboxError::io("start child", e))?;
+        }
+        let mut report = Vec::with_capacity(8);
+        if let Some(err) = self.err_read.take() {
+            let mut f = std::fs::File::from(err);
+            f.read_to_end(&mut report)
+                .map_err(|e| SandboxError::io("read child status", e))?;
+        }
+        let pidfd = self.pidfd.try_clone().map_err(|e| SandboxError::io("dup pidfd", e))?;
+        let mut sandbox = Sandbox {
+            pid: self.pid,
+            pidfd,
+            resources: std::mem::take(&mut self.resources),
+            status: None,
+            insecure: self.insecure,
+        };
+        // The child has mounted /tmp (or died): the mount holds the loop device now.
+        if let Some(s) = sandbox.resources.scratch.as_mut() {
+            s.release();
+        }
+        if report.len() >= 8 {
+            let code = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
+            let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
+            let step = match &self.plan {
+                Some(plan) => child::decode_step(code, plan),
+                None => child::ChildStep::Exec,
+            };
+            sandbox.kill();
+            let _ = sandbox.wait();
+            return Err(SandboxError::ChildStep {
+                step,
+                errno: Errno::from_raw(errno),
+            });
+        }
+        Ok(sandbox)
+    }
+}
+
+impl Drop for PreparedSandbox {
+    fn drop(&mut self) {
+        // Not started: closing go_write makes the child abort; reap it.
+        self.go_write = None;
+        if !self.started {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            self.resources.finish();
+        }
+    }
+}
+
+/// A running execution environment. Dropping it kills everything in it and
+/// releases its resources.
+#[derive(Debug)]
+pub struct Sandbox {
+    pid: Pid,
+    pidfd: OwnedFd,
+    resources: SandboxResources,
+    status: Option<ExitStatus>,
+    insecure: bool,
+}
+
+impl Sandbox {
+    /// Host pid of the environment's first process (its PID namespace's init).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// A pidfd that becomes readable when the first process exits; poll it
+    /// (e.g. tokio `AsyncFd`) and then call [`try_wait`](Self::try_wait).
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Kills every process in the environment (SIGKILL to the namespace's init).
+    pub fn kill(&self) {
+        if self.status.is_none() {
+            if self.insecure {
+                // No PID namespace: kill the process group we created.
+                let _ = kill(Pid::from_raw(-self.pid.as_raw()), Signal::SIGKILL);
+            }
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// Reaps the first process if it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, SandboxError> {
+        self.reap(Some(WaitPidFlag::WNOHANG))
+    }
+
+    /// Blocks until the first process has exited and reaps it.
+    pub fn wait(&mut self) -> Result<ExitStatus, SandboxError> {
+        self.reap(None)
+            .map(|s| s.unwrap_or(ExitStatus::Exited(-1)))
+    }
+
+    fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<Option<ExitStatus>, SandboxError> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let status = match waitpid(self.pid, flags) {
+            Ok(WaitStatus::Exited(_, code)) => ExitStatus::Exited(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => ExitStatus::Signaled(sig),
+            Ok(_) => return Ok(None),
+            Err(Errno::ECHILD) => ExitStatus::Exited(-1),
+            Err(e) => return Err(SandboxError::io("waitpid", e)),
+        };
+        self.status = Some(status);
+        self.resources.finish();
+        Ok(Some(status))
+    }
+
+    /// Memory high-water mark of the whole environment, in bytes.
+    pub fn memory_peak_bytes(&self) -> Option<u64> {
+        self.resources.cgroup.as_ref()?.memory_peak_bytes().ok()
+    }
+
+    /// Number of OOM kills in the environment so far.
+    pub fn oom_kills(&self) -> u64 {
+        self.resources
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.oom_kills().ok())
+            .unwrap_or(0)
+    }
+
+    /// The environment's address on the NAT network, if it has one.
+    pub fn network_address(&self) -> Option<std::net::Ipv4Addr> {
+        self.resources.link.as_ref().map(|l| l.env_addr)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            self.kill();
+            let _ = self.wait();
+        }
+        self.resources.finish();
+    }
+}
+
+/// `pidfd_open(2)`.
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(SandboxError::io("pidfd_open", Errno::last()));
+    }
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

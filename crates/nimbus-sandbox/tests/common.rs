@@ -1,0 +1,79 @@
+// Shared helpers for the sandbox's contract tests (real namespaces, cgroups,
+// loop devices: they need root, like the worker itself).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nimbus_sandbox::{ExitStatus, Jail, JailConfig, SandboxSpec, SandboxUser};
+
+pub fn state_dir() -> PathBuf {
+    let d = std::env::temp_dir().join("nimbus-sandbox-tests");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn jail() -> Jail {
+    Jail::new(JailConfig {
+        state_dir: state_dir(),
+        cgroup_parent: "nimbus-test".into(),
+        ..JailConfig::default()
+    })
+    .expect("jail")
+}
+
+pub fn unique_id(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("nimbus-code").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, body) in files {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+pub fn spec(id: &str, code: &Path, script: &str, out: OwnedFd) -> SandboxSpec {
+    let err = out.try_clone().unwrap();
+    SandboxSpec {
+        id: id.to_owned(),
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+        cwd: "/var/task".into(),
+        code_dir: code.to_owned(),
+        runtime_dir: None,
+        layers: vec![],
+        memory_mb: 128,
+        ephemeral_mb: 64,
+        pids_max: 64,
+        nofile: 1024,
+        user: SandboxUser::default(),
+        stdout: out,
+        stderr: err,
+        service_port: None,
+        service_addr_env: "SERVICE".into(),
+    }
+}
+
+/// Runs `script` with `/bin/sh -c` in a fresh sandbox; returns (status, output).
+pub fn run_sh(jail: &Jail, script: &str, tweak: impl FnOnce(&mut SandboxSpec)) -> (ExitStatus, String) {
+    let code = code_dir(&[("hello.txt", "hello from code\n")]);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("sh"), code.path(), script, w);
+    tweak(&mut s);
+    let prepared = jail.prepare(s).expect("prepare");
+    let mut sandbox = prepared.start().expect("start");
+    let mut out = String::new();
+    std::fs::File::from(r).read_to_string(&mut out).unwrap();
+    let status = sandbox.wait().unwrap();
+    (status, out)
+}
