@@ -83,6 +83,8 @@ pub(crate) struct RootfsInputs<'a> {
     pub gid: u32,
     /// Host file bound over `/etc/resolv.conf` (network mode), if any.
     pub resolv_conf: Option<&'a Path>,
+    /// An empty, read-only regular file bound over masked files.
+    pub empty_file: &'a Path,
 }
 
 pub(crate) fn cstr(p: &Path) -> Result<CString, SandboxError> {
@@ -150,7 +152,7 @@ pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> 
             });
         } else {
             ops.push(RootfsOp::BindReadOnly {
-                src: c(Path::new("/dev/null"))?,
+                src: c(i.empty_file)?,
                 dst,
             });
         }

@@ -45,6 +45,8 @@ pub struct Jail {
     seccomp: Option<SeccompPolicy>,
     scratch: ScratchFactory,
     nat: Option<NatNetwork>,
+    /// Empty read-only file bound over masked secrets.
+    empty_file: std::path::PathBuf,
 }
 
 impl Jail {
@@ -54,6 +56,12 @@ impl Jail {
         std::fs::create_dir_all(config.state_dir.join("roots"))
             .map_err(|e| SandboxError::io(format!("create {}", config.state_dir.display()), e))?;
         let scratch = ScratchFactory::new(config.state_dir.join("scratch"));
+        let empty_file = config.state_dir.join("empty");
+        std::fs::write(&empty_file, b"")
+            .and_then(|()| {
+                std::fs::set_permissions(&empty_file, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            })
+            .map_err(|e| SandboxError::io("create the mask file", e))?;
         if config.insecure_no_isolation {
             tracing::warn!(
                 "!!! nimbus-sandbox: insecure_no_isolation is ON — functions run as plain \
@@ -65,6 +73,7 @@ impl Jail {
                 seccomp: None,
                 scratch,
                 nat: None,
+                empty_file,
             });
         }
         let cgroups = CgroupLayout::detect(&config.cgroup_parent)?;
@@ -79,6 +88,7 @@ impl Jail {
             seccomp: Some(seccomp),
             scratch,
             nat,
+            empty_file,
         })
     }
 
@@ -148,6 +158,7 @@ impl Jail {
             uid: spec.user.uid,
             gid: spec.user.gid,
             resolv_conf: resolv_conf.as_deref(),
+            empty_file: &self.empty_file,
         })?;
         let mut env = spec.env.clone();
         if let Some(port) = spec.service_port {
@@ -207,17 +218,24 @@ impl Jail {
         drop(spec.stderr);
 
         // 4. Host side while the child builds its root: cgroup, network, Runtime API socket.
-        if let Some(cg) = &res.cgroup {
-            cg.attach(pid.as_raw())?;
-        }
-        let netns = File::open(format!("/proc/{pid}/ns/net"))
-            .map_err(|e| SandboxError::io("open the child's network namespace", e))?;
-        if let (Some(nat), Some(link)) = (&self.nat, &res.link) {
-            nat.connect(link, pid.as_raw())?;
-        }
-        let listener = match spec.service_port {
-            Some(port) => Some(network::bind_in_netns(&netns, port)?),
-            None => None,
+        let host_side = || -> Result<Option<std::net::TcpListener>, SandboxError> {
+            if let Some(cg) = &res.cgroup {
+                cg.attach(pid.as_raw())?;
+            }
+            let netns = File::open(format!("/proc/{pid}/ns/net"))
+                .map_err(|e| SandboxError::io("open the child's network namespace", e))?;
+            if let (Some(nat), Some(link)) = (&self.nat, &res.link) {
+                nat.connect(link, pid.as_raw())?;
+            }
+            match spec.service_port {
+                Some(port) => Ok(Some(network::bind_in_netns(&netns, port)?)),
+                None => Ok(None),
+            }
+        };
+        let listener = match host_side() {
+            Ok(l) => l,
+            // If the child already failed, its error is the real cause.
+            Err(e) => return Err(crate::process::child_report(&err_read, &plan).unwrap_or(e)),
         };
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
         Ok(PreparedSandbox::new(

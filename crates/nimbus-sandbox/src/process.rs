@@ -189,19 +189,10 @@ impl PreparedSandbox {
         if let Some(s) = sandbox.resources.scratch.as_mut() {
             s.release();
         }
-        if report.len() >= 8 {
-            let code = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
-            let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
-            let step = match &self.plan {
-                Some(plan) => child::decode_step(code, plan),
-                None => child::ChildStep::Exec,
-            };
+        if let Some(err) = decode_report(&report, self.plan.as_ref()) {
             sandbox.kill();
             let _ = sandbox.wait();
-            return Err(SandboxError::ChildStep {
-                step,
-                errno: Errno::from_raw(errno),
-            });
+            return Err(err);
         }
         Ok(sandbox)
     }
@@ -308,6 +299,32 @@ impl Drop for Sandbox {
         }
         self.resources.finish();
     }
+}
+
+fn decode_report(report: &[u8], plan: Option<&ChildPlan>) -> Option<SandboxError> {
+    if report.len() < 8 {
+        return None;
+    }
+    let code = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
+    let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
+    let step = match plan {
+        Some(plan) => child::decode_step(code, plan),
+        None => child::ChildStep::Exec,
+    };
+    Some(SandboxError::ChildStep {
+        step,
+        errno: Errno::from_raw(errno),
+    })
+}
+
+/// The child's error report, if it has already written one (non-blocking).
+pub(crate) fn child_report(err_read: &OwnedFd, plan: &ChildPlan) -> Option<SandboxError> {
+    let mut fds = [nix::poll::PollFd::new(err_read.as_fd(), nix::poll::PollFlags::POLLIN)];
+    // Give a child that is failing right now a moment to say why.
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).ok()?;
+    let mut buf = [0u8; 8];
+    let n = nix::unistd::read(err_read, &mut buf).ok()?;
+    decode_report(&buf[..n], Some(plan))
 }
 
 /// `pidfd_open(2)`.
