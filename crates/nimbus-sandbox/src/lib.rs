@@ -43,3 +43,5 @@ pub use jail::Jail;
 pub use nat::NatConfig;
 pub use network::NetworkMode;
 pub use process::{ExitStatus, PreparedSandbox, Sandbox};
+#[cfg(feature = "tokio")]
+pub use process::ExitWatch;

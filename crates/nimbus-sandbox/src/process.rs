@@ -337,3 +337,28 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, SandboxError> {
     // SAFETY: the kernel just returned this fd to us; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Async notification that an environment's first process has exited
+/// (its pidfd became readable). Requires the `tokio` feature.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub struct ExitWatch(tokio::io::unix::AsyncFd<OwnedFd>);
+
+#[cfg(feature = "tokio")]
+impl ExitWatch {
+    /// Watches `sandbox`'s pidfd (a duplicate is registered with the reactor).
+    pub fn new(sandbox: &Sandbox) -> std::io::Result<Self> {
+        let fd = sandbox.pidfd().try_clone_to_owned()?;
+        // SAFETY: the AsyncFd owns this OwnedFd, which nobody else can close
+        // or replace while it is registered (the I/O-safety requirement).
+        let watch = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }?;
+        Ok(ExitWatch(watch))
+    }
+
+    /// Resolves once the process has exited (it can then be reaped without blocking).
+    pub async fn exited(&self) {
+        let _ = self.0.readable().await;
+    }
+}

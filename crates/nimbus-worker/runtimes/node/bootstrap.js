@@ -1,0 +1,192 @@
+'use strict';
+// Nimbus's Node.js runtime.
+//
+// Implements Lambda's Node.js handler contract on top of the Runtime API
+// (2018-06-01): `_HANDLER` is `file.export` (file may contain slashes, below
+// /var/task; .js, .cjs or .mjs), handlers may be async (return a promise) or
+// take a callback, and errors are reported as
+// {"errorMessage", "errorType", "stackTrace"}. Node standard library only.
+
+const http = require('http');
+const path = require('path');
+const fs = require('fs');
+const { pathToFileURL } = require('url');
+const util = require('util');
+
+const [HOST, PORT] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
+const PREFIX = '/2018-06-01/runtime';
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function request(method, p, body, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: HOST, port: PORT, method, path: PREFIX + p, agent, headers: headers || {} },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+function errorBody(err, type) {
+  const e = err instanceof Error ? err : new Error(typeof err === 'string' ? err : util.inspect(err));
+  return {
+    errorType: type || e.name || 'Error',
+    errorMessage: e.message,
+    stackTrace: (e.stack || '').split('\n').slice(1).map((l) => l.trim()),
+  };
+}
+
+function postError(p, body) {
+  const data = JSON.stringify(body);
+  return request('POST', p, data, {
+    'Content-Type': 'application/json',
+    'Lambda-Runtime-Function-Error-Type': body.errorType,
+  });
+}
+
+let currentRequestId = undefined;
+// Lambda's log format: timestamp, request id, level, message.
+for (const [name, level] of [['log', 'INFO'], ['info', 'INFO'], ['warn', 'WARN'], ['error', 'ERROR'], ['debug', 'DEBUG']]) {
+  console[name] = (...args) => {
+    const line = `${new Date().toISOString()}\t${currentRequestId || 'undefined'}\t${level}\t${util.format(...args)}\n`;
+    fs.writeSync(1, line.replace(/\n(?!$)/g, '\r'));
+  };
+}
+
+async function loadHandler(spec) {
+  const dot = spec.lastIndexOf('.');
+  if (dot <= 0 || dot === spec.length - 1) {
+    throw Object.assign(new Error(`Bad handler ${spec}`), { lambdaType: 'Runtime.MalformedHandlerName' });
+  }
+  const file = spec.slice(0, dot);
+  const exportName = spec.slice(dot + 1);
+  const base = path.resolve('/var/task', file);
+  const candidate = ['.js', '.mjs', '.cjs'].map((ext) => base + ext).find((f) => fs.existsSync(f));
+  if (!candidate) {
+    throw Object.assign(new Error(`Cannot find module '${file}'`), { lambdaType: 'Runtime.ImportModuleError' });
+  }
+  let mod;
+  try {
+    if (candidate.endsWith('.mjs')) {
+      mod = await import(pathToFileURL(candidate).href);
+    } else {
+      try {
+        mod = require(candidate);
+      } catch (err) {
+        if (err && err.code === 'ERR_REQUIRE_ESM') mod = await import(pathToFileURL(candidate).href);
+        else throw err;
+      }
+    }
+  } catch (err) {
+    const type = err instanceof SyntaxError ? 'Runtime.UserCodeSyntaxError' : 'Runtime.ImportModuleError';
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { lambdaType: type });
+  }
+  const handler = mod[exportName] !== undefined ? mod[exportName] : mod.default && mod.default[exportName];
+  if (typeof handler !== 'function') {
+    throw Object.assign(new Error(`${file}.${exportName} is undefined or not exported`), {
+      lambdaType: 'Runtime.HandlerNotFound',
+    });
+  }
+  return handler;
+}
+
+function makeContext(headers) {
+  const deadline = Number(headers['lambda-runtime-deadline-ms'] || 0);
+  const cc = headers['lambda-runtime-client-context'];
+  const id = headers['lambda-runtime-cognito-identity'];
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    awsRequestId: headers['lambda-runtime-aws-request-id'],
+    invokedFunctionArn: headers['lambda-runtime-invoked-function-arn'],
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: cc ? JSON.parse(cc) : undefined,
+    identity: id ? JSON.parse(id) : undefined,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+  };
+}
+
+function runHandler(handler, event, context) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback = (err, result) => {
+      if (settled) return;
+      settled = true;
+      if (err !== undefined && err !== null) reject(err);
+      else resolve(result);
+    };
+    context.done = callback;
+    context.succeed = (r) => callback(null, r);
+    context.fail = (e) => callback(e || new Error('handled'));
+    try {
+      const ret = handler(event, context, callback);
+      if (ret && typeof ret.then === 'function') {
+        ret.then((r) => callback(null, r), (e) => callback(e === undefined ? new Error('undefined') : e));
+      } else if (handler.length < 3) {
+        callback(null, ret);
+      }
+    } catch (err) {
+      callback(err);
+    }
+  });
+}
+
+async function main() {
+  let handler;
+  try {
+    handler = await loadHandler(process.env._HANDLER || '');
+  } catch (err) {
+    const body = errorBody(err, err.lambdaType);
+    console.error(`${body.errorType}: ${body.errorMessage}`);
+    await postError('/init/error', body);
+    process.exit(1);
+  }
+  process.on('unhandledRejection', async (reason) => {
+    const body = errorBody(reason, 'Runtime.UnhandledPromiseRejection');
+    console.error(`Unhandled Promise Rejection\t${JSON.stringify(body)}`);
+    if (currentRequestId) await postError(`/invocation/${currentRequestId}/error`, body);
+    process.exit(128);
+  });
+  for (;;) {
+    const next = await request('GET', '/invocation/next');
+    const requestId = next.headers['lambda-runtime-aws-request-id'];
+    currentRequestId = requestId;
+    const trace = next.headers['lambda-runtime-trace-id'];
+    if (trace) process.env._X_AMZN_TRACE_ID = trace;
+    else delete process.env._X_AMZN_TRACE_ID;
+    const context = makeContext(next.headers);
+    let result;
+    try {
+      const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : null;
+      result = await runHandler(handler, event, context);
+    } catch (err) {
+      const body = errorBody(err);
+      console.error(`Invoke Error \t${JSON.stringify(body)}`);
+      await postError(`/invocation/${requestId}/error`, body);
+      continue;
+    }
+    let payload;
+    try {
+      payload = JSON.stringify(result === undefined ? null : result);
+    } catch (err) {
+      await postError(`/invocation/${requestId}/error`, errorBody(err, 'Runtime.MarshalError'));
+      continue;
+    }
+    await request('POST', `/invocation/${requestId}/response`, payload, { 'Content-Type': 'application/json' });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

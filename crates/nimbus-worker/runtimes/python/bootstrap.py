@@ -1,0 +1,180 @@
+"""Nimbus's Python runtime.
+
+Implements Lambda's Python handler contract on top of the Runtime API
+(2018-06-01): `_HANDLER` is `module.function` (module may be a dotted or
+slash path below /var/task), handlers may be plain or `async def`, and
+errors are reported as {"errorMessage", "errorType", "stackTrace"}.
+Runs unmodified on the host's python3; standard library only.
+"""
+
+import asyncio
+import http.client
+import importlib
+import inspect
+import json
+import os
+import sys
+import time
+import traceback
+
+RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
+PREFIX = "/2018-06-01/runtime"
+
+
+class RuntimeClient:
+    """One keep-alive HTTP/1.1 connection to this environment's Runtime API."""
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self._host, self._port = host, int(port)
+        self._conn = None
+
+    def request(self, method, path, body=None, headers=None):
+        for attempt in (0, 1):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(self._host, self._port)
+            try:
+                self._conn.request(method, PREFIX + path, body=body, headers=headers or {})
+                resp = self._conn.getresponse()
+                return resp.status, resp.headers, resp.read()
+            except (http.client.HTTPException, ConnectionError):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+
+    def next(self):
+        return self.request("GET", "/invocation/next")
+
+    def respond(self, request_id, body):
+        return self.request("POST", f"/invocation/{request_id}/response", body)
+
+    def error(self, path, error):
+        body = json.dumps(error).encode()
+        headers = {"Lambda-Runtime-Function-Error-Type": error["errorType"],
+                   "Content-Type": "application/json"}
+        return self.request("POST", path, body, headers)
+
+
+class LambdaContext:
+    """The `context` argument, as in AWS's Python runtime."""
+
+    def __init__(self, request_id, deadline_ms, invoked_function_arn, client_context, identity):
+        self.aws_request_id = request_id
+        self.invoked_function_arn = invoked_function_arn
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.client_context = client_context
+        self.identity = identity
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+
+class HandlerError(Exception):
+    def __init__(self, error_type, message):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def error_body(exc, error_type=None):
+    # Like Lambda, show the function's frames, not the runtime's own.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("/var/runtime/")]
+    return {
+        "errorMessage": str(exc),
+        "errorType": error_type or type(exc).__name__,
+        "requestId": "",
+        "stackTrace": traceback.format_list(frames),
+    }
+
+
+def log_error(body):
+    sys.stderr.write(f"[ERROR] {body['errorType']}: {body['errorMessage']}\n")
+    if body.get("stackTrace"):
+        sys.stderr.write("Traceback (most recent call last):\n" + "".join(body["stackTrace"]))
+    sys.stderr.flush()
+
+
+def load_handler(spec):
+    module_name, _, function_name = spec.rpartition(".")
+    if not module_name or not function_name:
+        raise HandlerError("Runtime.MalformedHandlerName", f"Bad handler '{spec}': not enough values to unpack")
+    module_name = module_name.replace("/", ".")
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        raise HandlerError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{module_name}': {exc}")
+    except ImportError as exc:
+        raise HandlerError("Runtime.ImportModuleError", f"Unable to import module '{module_name}': {exc}")
+    handler = getattr(module, function_name, None)
+    if handler is None:
+        raise HandlerError("Runtime.HandlerNotFound", f"Handler '{function_name}' missing on module '{module_name}'")
+    return handler
+
+
+def main():
+    sys.path[:0] = ["/var/task", "/opt/python"]
+    client = RuntimeClient(RUNTIME_API)
+    try:
+        handler = load_handler(os.environ["_HANDLER"])
+    except HandlerError as exc:
+        body = {"errorMessage": str(exc), "errorType": exc.error_type, "requestId": "", "stackTrace": []}
+        log_error(body)
+        client.error("/init/error", body)
+        sys.exit(1)
+    except Exception as exc:  # an exception raised by the module's top-level code
+        body = error_body(exc)
+        log_error(body)
+        client.error("/init/error", body)
+        sys.exit(1)
+
+    while True:
+        _, headers, event_bytes = client.next()
+        request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        client_context = headers.get("Lambda-Runtime-Client-Context")
+        identity = headers.get("Lambda-Runtime-Cognito-Identity")
+        context = LambdaContext(
+            request_id,
+            int(headers.get("Lambda-Runtime-Deadline-Ms", "0")),
+            headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+            json.loads(client_context) if client_context else None,
+            json.loads(identity) if identity else None,
+        )
+        try:
+            event = json.loads(event_bytes) if event_bytes else None
+            result = handler(event, context)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+        except Exception as exc:
+            body = error_body(exc)
+            body["requestId"] = request_id
+            log_error(body)
+            client.error(f"/invocation/{request_id}/error", body)
+            continue
+        try:
+            payload = json.dumps(result).encode()
+        except (TypeError, ValueError) as exc:
+            body = error_body(exc, "Runtime.MarshalError")
+            body["errorMessage"] = f"Unable to marshal response: {exc}"
+            log_error(body)
+            client.error(f"/invocation/{request_id}/error", body)
+            continue
+        client.respond(request_id, payload)
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+//! [`EngineConfig`]: a plain struct with `Default` and `validate()`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nimbus_sandbox::{NetworkMode, SandboxUser};
+
+use crate::error::EngineError;
+
+/// Worker-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// State directory (runtimes, scratch images, sandbox roots).
+    pub state_dir: PathBuf,
+    /// Memory that environments may reserve in total (sum of their MemorySize).
+    pub max_memory_mb: u64,
+    /// An idle environment is shut down after this long.
+    pub idle_timeout: Duration,
+    /// How often the idle reaper runs.
+    pub reap_interval: Duration,
+    /// Limit for the Init phase (Lambda: 10 s).
+    pub init_timeout: Duration,
+    /// `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    pub region: String,
+    /// Interpreter for `python3.x` runtimes (must be under a read-only host path).
+    pub python: PathBuf,
+    /// Interpreter for `nodejs*` runtimes.
+    pub node: PathBuf,
+    /// Port of the Runtime API inside each environment (Lambda: 9001).
+    pub runtime_api_port: u16,
+    /// Task limit per environment (Lambda allows 1,024).
+    pub pids_max: u64,
+    /// Who functions run as.
+    pub user: SandboxUser,
+    /// Network for environments.
+    pub network: NetworkMode,
+    /// cgroup under which environments are created.
+    pub cgroup_parent: String,
+    /// DEVELOPER ONLY: no isolation at all (warns loudly on every start).
+    pub insecure_no_isolation: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            state_dir: PathBuf::from("/var/lib/nimbus/worker"),
+            max_memory_mb: 16 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            reap_interval: Duration::from_secs(1),
+            init_timeout: Duration::from_secs(10),
+            region: "us-east-1".into(),
+            python: PathBuf::from("/usr/bin/python3"),
+            node: PathBuf::from("/usr/bin/node"),
+            runtime_api_port: 9001,
+            pids_max: 1024,
+            user: SandboxUser::default(),
+            network: NetworkMode::Loopback,
+            cgroup_parent: "nimbus".into(),
+            insecure_no_isolation: false,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |m: &str| Err(EngineError::Config(m.into()));
+        if !self.state_dir.is_absolute() {
+            return bad("state_dir must be absolute");
+        }
+        if self.max_memory_mb < 128 {
+            return bad("max_memory_mb must be at least 128");
+        }
+        if self.init_timeout.is_zero() || self.reap_interval.is_zero() {
+            return bad("timeouts must be positive");
+        }
+        if self.runtime_api_port == 0 {
+            return bad("runtime_api_port must not be 0");
+        }
+        Ok(())
+    }
+}

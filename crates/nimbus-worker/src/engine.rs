@@ -1,0 +1,267 @@
+//! [`Engine`]: the worker's execution side as one object the node calls.
+
+use std::sync::{Arc, Mutex};
+
+use nimbus_sandbox::{Jail, JailConfig};
+use tokio::task::JoinHandle;
+
+use crate::config::EngineConfig;
+use crate::environment::{ExecutionEnvironment, InitializationType, StartError};
+use crate::error::EngineError;
+use crate::function::{FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+use crate::logs;
+use crate::pool::{Acquire, Pool, PoolMetrics};
+use crate::runtime_api::MAX_RESPONSE_BYTES;
+use crate::runtimes::RuntimeKind;
+
+/// Runs Lambda invocations in sandboxed, reusable execution environments.
+/// Cheap to clone; all clones share one pool.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    jail: Arc<Jail>,
+    pool: Mutex<Pool>,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("metrics", &self.metrics()).finish()
+    }
+}
+
+impl Engine {
+    /// Validates the configuration, checks the sandbox prerequisites (fails
+    /// closed if isolation is unavailable), installs the bundled runtimes and
+    /// starts the idle reaper. Must be called inside a tokio runtime.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| EngineError::io(format!("create {}", config.state_dir.display()), e))?;
+        crate::runtimes::install(&config.state_dir)?;
+        let jail = Jail::new(JailConfig {
+            state_dir: config.state_dir.join("sandbox"),
+            cgroup_parent: config.cgroup_parent.clone(),
+            network: config.network.clone(),
+            insecure_no_isolation: config.insecure_no_isolation,
+            ..JailConfig::default()
+        })?;
+        let inner = Arc::new(Inner {
+            pool: Mutex::new(Pool::new(config.max_memory_mb)),
+            jail: Arc::new(jail),
+            config,
+            reaper: Mutex::new(None),
+            shutting_down: false.into(),
+        });
+        let weak = Arc::downgrade(&inner);
+        let interval = inner.config.reap_interval;
+        let reaper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let expired = inner.pool().expire(inner.config.idle_timeout);
+                for env in expired {
+                    tracing::debug!(env = %env.id, "shutting down idle environment");
+                    env.shutdown().await;
+                }
+            }
+        });
+        *inner.reaper.lock().unwrap_or_else(|p| p.into_inner()) = Some(reaper);
+        Ok(Engine { inner })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Invokes `spec` synchronously: warm environment if one is idle, cold
+    /// start otherwise. Function failures (errors, timeouts, crashes, Init
+    /// failures) are `Ok` outcomes with [`InvokeStatus::FunctionError`];
+    /// `Err` means the invocation could not be attempted.
+    pub async fn invoke(&self, spec: &FunctionSpec, inv: Invocation) -> Result<InvokeOutcome, EngineError> {
+        self.check(spec)?;
+        if inv.payload.len() > MAX_RESPONSE_BYTES {
+            return Err(EngineError::PayloadTooLarge {
+                size: inv.payload.len(),
+                limit: MAX_RESPONSE_BYTES,
+            });
+        }
+        let acquired = self.inner.pool().acquire(&spec.key(), spec.memory_mb, true);
+        let mut env = match acquired {
+            Acquire::Warm(env) => env,
+            Acquire::NoCapacity { free_mb } => {
+                return Err(EngineError::NoCapacity {
+                    needed_mb: spec.memory_mb,
+                    free_mb,
+                })
+            }
+            Acquire::Cold { evicted } => {
+                for e in evicted {
+                    e.shutdown().await;
+                }
+                match ExecutionEnvironment::start(
+                    &self.inner.config,
+                    self.inner.jail.clone(),
+                    spec,
+                    InitializationType::OnDemand,
+                )
+                .await
+                {
+                    Ok(env) => {
+                        self.inner.pool().started_busy();
+                        env
+                    }
+                    Err(StartError::Engine(e)) => {
+                        self.inner.pool().start_failed(spec.memory_mb);
+                        return Err(e);
+                    }
+                    Err(StartError::Init(failure)) => {
+                        self.inner.pool().start_failed(spec.memory_mb);
+                        return Ok(init_failure_outcome(spec, inv, failure));
+                    }
+                }
+            }
+        };
+        let (outcome, healthy) = env.invoke(spec, inv).await;
+        let keep = healthy && !self.is_shutting_down();
+        if keep {
+            self.inner.pool().release(env);
+        } else {
+            self.inner.pool().discard(env.memory_mb);
+            env.shutdown().await;
+        }
+        Ok(outcome)
+    }
+
+    /// Starts `count` environments for `spec` ahead of demand
+    /// (`AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency`).
+    /// Returns how many were started.
+    pub async fn prewarm(&self, spec: &FunctionSpec, count: usize) -> Result<usize, EngineError> {
+        self.check(spec)?;
+        let mut started = 0;
+        for _ in 0..count {
+            match self.inner.pool().acquire(&spec.key(), spec.memory_mb, false) {
+                Acquire::Warm(_) => unreachable!("acquire(for_invoke=false) never returns Warm"),
+                Acquire::NoCapacity { .. } => break,
+                Acquire::Cold { evicted } => {
+                    for e in evicted {
+                        e.shutdown().await;
+                    }
+                    match ExecutionEnvironment::start(
+                        &self.inner.config,
+                        self.inner.jail.clone(),
+                        spec,
+                        InitializationType::ProvisionedConcurrency,
+                    )
+                    .await
+                    {
+                        Ok(env) => {
+                            self.inner.pool().started_idle(env);
+                            started += 1;
+                        }
+                        Err(StartError::Engine(e)) => {
+                            self.inner.pool().start_failed(spec.memory_mb);
+                            return Err(e);
+                        }
+                        Err(StartError::Init(_)) => {
+                            self.inner.pool().start_failed(spec.memory_mb);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Current pool counts.
+    pub fn metrics(&self) -> PoolMetrics {
+        self.inner.pool().metrics()
+    }
+
+    /// Stops the reaper and shuts down every idle environment; busy ones are
+    /// shut down when their invocation ends.
+    pub async fn shutdown(&self) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = self.inner.reaper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            r.abort();
+        }
+        let idle = self.inner.pool().drain_idle();
+        for env in idle {
+            env.shutdown().await;
+        }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn check(&self, spec: &FunctionSpec) -> Result<(), EngineError> {
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        RuntimeKind::parse(&spec.runtime)?;
+        if !(128..=10_240).contains(&spec.memory_mb) {
+            return Err(EngineError::InvalidFunction("MemorySize must be 128-10240".into()));
+        }
+        if !(512..=10_240).contains(&spec.ephemeral_mb) {
+            return Err(EngineError::InvalidFunction("EphemeralStorage must be 512-10240".into()));
+        }
+        if spec.timeout.is_zero() {
+            return Err(EngineError::InvalidFunction("Timeout must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn init_failure_outcome(
+    spec: &FunctionSpec,
+    inv: Invocation,
+    failure: crate::environment::InitFailure,
+) -> InvokeOutcome {
+    let rid = &inv.request_id;
+    let mut log = failure.logs;
+    log.push(logs::start_line(rid, &spec.version));
+    log.push(logs::end_line(rid));
+    log.push(logs::report_line(
+        rid,
+        std::time::Duration::ZERO,
+        spec.memory_mb,
+        0,
+        Some(failure.init_duration),
+    ));
+    let mut text = log.join("\n");
+    text.push('\n');
+    InvokeOutcome {
+        request_id: inv.request_id,
+        status: InvokeStatus::FunctionError {
+            error_type: failure.error_type,
+        },
+        payload: failure.payload,
+        log_tail: logs::tail(&text),
+        log: text,
+        executed_version: spec.version.clone(),
+        init_duration: Some(failure.init_duration),
+        duration: std::time::Duration::ZERO,
+        billed_duration_ms: 0,
+        memory_mb: spec.memory_mb,
+        max_memory_mb: 0,
+    }
+}

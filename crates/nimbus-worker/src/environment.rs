@@ -1,0 +1,484 @@
+//! [`ExecutionEnvironment`]: one sandbox running one runtime for one function
+//! version, through Lambda's lifecycle: Init (bounded), Invoke (one at a
+//! time, repeated while warm), Shutdown.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use nimbus_sandbox::{ExitStatus, Jail, Sandbox, SandboxSpec};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+use crate::logs::{self, LogCapture};
+use crate::runtime_api::{Dispatch, InitSignal, RuntimeApi, RuntimeReply, MAX_RESPONSE_BYTES};
+use crate::runtimes;
+
+/// How the first process of an environment ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExitInfo {
+    status: ExitStatus,
+    oom_killed: bool,
+    peak_bytes: Option<u64>,
+}
+
+/// `AWS_LAMBDA_INITIALIZATION_TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitializationType {
+    /// Created for an invocation.
+    OnDemand,
+    /// Created ahead of demand (`prewarm`).
+    ProvisionedConcurrency,
+}
+
+impl InitializationType {
+    fn as_str(self) -> &'static str {
+        match self {
+            InitializationType::OnDemand => "on-demand",
+            InitializationType::ProvisionedConcurrency => "provisioned-concurrency",
+        }
+    }
+}
+
+/// Init failed: the environment is gone; the invocation gets this error.
+#[derive(Debug)]
+pub(crate) struct InitFailure {
+    pub error_type: String,
+    pub payload: Bytes,
+    pub logs: Vec<String>,
+    pub init_duration: Duration,
+}
+
+/// Why `start` failed.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The platform could not create the environment (nothing ran).
+    Engine(EngineError),
+    /// The runtime ran and failed its Init.
+    Init(InitFailure),
+}
+
+/// A running, initialised environment.
+pub(crate) struct ExecutionEnvironment {
+    /// Unique id (cgroup, scratch image, logs).
+    pub id: String,
+    /// The function version it serves.
+    pub key: FunctionKey,
+    /// Reserved memory.
+    pub memory_mb: u64,
+    sandbox: Arc<Mutex<Sandbox>>,
+    events: mpsc::Sender<Dispatch>,
+    logs: LogCapture,
+    api_task: JoinHandle<()>,
+    exit_task: JoinHandle<()>,
+    exited: watch::Receiver<Option<ExitInfo>>,
+    /// Init duration and Init's log lines, reported with the first invocation.
+    pending_init: Option<(Duration, Vec<String>)>,
+    /// When it last finished an invocation (LRU and idle timeout).
+    pub last_used: Instant,
+}
+
+impl std::fmt::Debug for ExecutionEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionEnvironment")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+fn lambda_env(
+    config: &EngineConfig,
+    spec: &FunctionSpec,
+    launch_env: &[(String, String)],
+    log_stream: &str,
+    init_type: InitializationType,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let reserved = [
+        ("_HANDLER", spec.handler.clone()),
+        ("LAMBDA_TASK_ROOT", "/var/task".into()),
+        ("LAMBDA_RUNTIME_DIR", "/var/runtime".into()),
+        ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.function_name)),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
+        ("AWS_REGION", config.region.clone()),
+        ("AWS_DEFAULT_REGION", config.region.clone()),
+        ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", spec.runtime)),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.as_str().into()),
+        ("TZ", ":UTC".into()),
+        ("LANG", "en_US.UTF-8".into()),
+        ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
+        (
+            "LD_LIBRARY_PATH",
+            "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
+        ),
+        ("_X_AMZN_TRACE_ID", String::new()),
+    ];
+    let reserved_names: Vec<&str> = reserved.iter().map(|(k, _)| *k).collect();
+    env.retain(|(k, _)| !reserved_names.contains(&k.as_str()) && k != "AWS_LAMBDA_RUNTIME_API");
+    env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    env.extend(launch_env.iter().cloned());
+    env
+}
+
+fn error_payload(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(
+        serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string(),
+    )
+}
+
+impl ExecutionEnvironment {
+    /// Creates the sandbox, starts the runtime and waits for Init to finish.
+    pub(crate) async fn start(
+        config: &EngineConfig,
+        jail: Arc<Jail>,
+        spec: &FunctionSpec,
+        init_type: InitializationType,
+    ) -> Result<Self, StartError> {
+        let started = Instant::now();
+        let id = format!("env-{}", uuid::Uuid::new_v4().simple());
+        let log_stream = logs::log_stream_name(&spec.version);
+        let launch = match runtimes::launch(config, spec) {
+            Ok(l) => l,
+            Err(message) => {
+                return Err(StartError::Init(InitFailure {
+                    error_type: "Runtime.InvalidEntrypoint".into(),
+                    payload: error_payload("Runtime.InvalidEntrypoint", &message),
+                    logs: vec![],
+                    init_duration: started.elapsed(),
+                }))
+            }
+        };
+        let (read_end, write_end) = std::io::pipe()
+            .map_err(|e| StartError::Engine(EngineError::io("log pipe", e)))?;
+        let write_end: OwnedFd = write_end.into();
+        let stderr = write_end
+            .try_clone()
+            .map_err(|e| StartError::Engine(EngineError::io("log pipe", e)))?;
+        let sandbox_spec = SandboxSpec {
+            id: id.clone(),
+            program: launch.program.clone(),
+            args: launch.args.clone(),
+            env: lambda_env(config, spec, &launch.env, &log_stream, init_type),
+            cwd: "/var/task".into(),
+            code_dir: spec.code_dir.clone(),
+            runtime_dir: launch.runtime_dir.clone(),
+            layers: spec.layers.clone(),
+            memory_mb: spec.memory_mb,
+            ephemeral_mb: spec.ephemeral_mb,
+            pids_max: config.pids_max,
+            nofile: 1024,
+            user: config.user,
+            stdout: write_end,
+            stderr,
+            service_port: Some(config.runtime_api_port),
+            service_addr_env: "AWS_LAMBDA_RUNTIME_API".into(),
+        };
+        let (api, events, init_rx) = RuntimeApi::new();
+        // Sandbox creation makes blocking system calls.
+        let jail2 = jail.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            let mut prepared = jail2.prepare(sandbox_spec)?;
+            let listener = prepared.take_service_listener();
+            let sandbox = prepared.start()?;
+            Ok::<_, nimbus_sandbox::SandboxError>((sandbox, listener))
+        })
+        .await
+        .map_err(|e| StartError::Engine(EngineError::io("sandbox task", std::io::Error::other(e))))?;
+        let (sandbox, listener) = created.map_err(|e| StartError::Engine(e.into()))?;
+        let logs = LogCapture::start(id.clone(), read_end.into())
+            .map_err(|e| StartError::Engine(EngineError::io("log capture", e)))?;
+        let api_task = match listener {
+            Some(l) => api
+                .serve(l)
+                .map_err(|e| StartError::Engine(EngineError::io("runtime api", e)))?,
+            None => tokio::spawn(async {}),
+        };
+        let watch = nimbus_sandbox::ExitWatch::new(&sandbox)
+            .map_err(|e| StartError::Engine(EngineError::io("pidfd", e)))?;
+        let sandbox = Arc::new(Mutex::new(sandbox));
+        let (exit_tx, exited) = watch::channel(None);
+        let exit_task = spawn_exit_watcher(watch, sandbox.clone(), exit_tx);
+
+        let mut env = ExecutionEnvironment {
+            id,
+            key: spec.key(),
+            memory_mb: spec.memory_mb,
+            sandbox,
+            events,
+            logs,
+            api_task,
+            exit_task,
+            exited,
+            pending_init: None,
+            last_used: Instant::now(),
+        };
+
+        // Init: the runtime's first /next, an /init/error, its death, or the time limit.
+        let mut exited = env.exited.clone();
+        let outcome = tokio::select! {
+            signal = init_rx => match signal {
+                Ok(InitSignal::Ready) => Ok(()),
+                Ok(InitSignal::Failed { body, error_type }) => {
+                    let error_type = error_type
+                        .or_else(|| json_error_type(&body))
+                        .unwrap_or_else(|| "Runtime.Unknown".into());
+                    Err((error_type, normalise_error(body, None)))
+                }
+                Err(_) => Err(("Runtime.Unknown".into(), error_payload("Runtime.Unknown", "init signal lost"))),
+            },
+            info = wait_exit(&mut exited) => {
+                let message = format!("Runtime exited with error: {}", info.status);
+                let t = if info.oom_killed { "Runtime.OutOfMemory" } else { "Runtime.ExitError" };
+                Err((t.to_owned(), error_payload(t, &message)))
+            }
+            _ = tokio::time::sleep(config.init_timeout) => {
+                let message = format!("INIT phase timed out after {:.2} seconds", config.init_timeout.as_secs_f64());
+                Err(("Sandbox.Timedout".to_owned(), error_payload("Sandbox.Timedout", &message)))
+            }
+        };
+        let init_duration = started.elapsed();
+        match outcome {
+            Ok(()) => {
+                let init_logs = env.logs.drain().await;
+                env.pending_init = Some((init_duration, init_logs));
+                Ok(env)
+            }
+            Err((error_type, payload)) => {
+                env.kill();
+                let _ = wait_exit(&mut env.exited.clone()).await;
+                let logs = env.logs.drain().await;
+                env.shutdown().await;
+                Err(StartError::Init(InitFailure {
+                    error_type,
+                    payload,
+                    logs,
+                    init_duration,
+                }))
+            }
+        }
+    }
+
+    /// Runs one invocation. Returns the outcome and whether the environment
+    /// can be reused (false after a timeout, crash or OOM).
+    pub(crate) async fn invoke(&mut self, spec: &FunctionSpec, inv: Invocation) -> (InvokeOutcome, bool) {
+        let cold = self.pending_init.take();
+        let mut log = Vec::new();
+        let mut init_duration = None;
+        if let Some((d, init_logs)) = cold {
+            init_duration = Some(d);
+            log.extend(init_logs);
+        }
+        log.push(logs::start_line(&inv.request_id, &spec.version));
+
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let trace_id = inv.trace_id.clone().unwrap_or_else(new_trace_id);
+        let dispatch = Dispatch {
+            request_id: inv.request_id.clone(),
+            payload: inv.payload.clone(),
+            deadline: SystemTime::now() + spec.timeout,
+            function_arn: spec.arn.clone(),
+            trace_id,
+            client_context: inv.client_context.clone(),
+            cognito_identity: inv.cognito_identity.clone(),
+            reply: reply_tx,
+        };
+        let sent_at = Instant::now();
+        let _ = self.events.send(dispatch).await;
+        let mut exited = self.exited.clone();
+        let rid = &inv.request_id;
+        enum End {
+            Reply(RuntimeReply),
+            Exit(ExitInfo),
+            Timeout,
+        }
+        let end = tokio::select! {
+            r = reply_rx => match r {
+                Ok(reply) => End::Reply(reply),
+                // The API dropped the event: the runtime is gone.
+                Err(_) => End::Exit(wait_exit(&mut exited).await),
+            },
+            info = wait_exit(&mut exited) => End::Exit(info),
+            _ = tokio::time::sleep(spec.timeout) => End::Timeout,
+        };
+        let finished = Instant::now();
+        let (status, payload, healthy, duration) = match end {
+            End::Reply(RuntimeReply::Response { body, delivered_at }) => {
+                (InvokeStatus::Ok, body, true, finished - delivered_at)
+            }
+            End::Reply(RuntimeReply::ResponseTooLarge { delivered_at }) => {
+                let t = "Function.ResponseSizeTooLarge";
+                let msg = format!(
+                    "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+                );
+                (fe(t), error_payload(t, &msg), true, finished - delivered_at)
+            }
+            End::Reply(RuntimeReply::Error { body, error_type, delivered_at }) => {
+                let t = json_error_type(&body)
+                    .or(error_type.clone())
+                    .unwrap_or_else(|| "Unhandled".into());
+                (fe(&t), normalise_error(body, error_type), true, finished - delivered_at)
+            }
+            End::Exit(info) => {
+                let t = if info.oom_killed { "Runtime.OutOfMemory" } else { "Runtime.ExitError" };
+                let msg = format!("RequestId: {rid} Error: Runtime exited with error: {}", info.status);
+                (fe(t), error_payload(t, &msg), false, finished - sent_at)
+            }
+            End::Timeout => {
+                self.kill();
+                let t = "Sandbox.Timedout";
+                let msg = format!(
+                    "RequestId: {rid} Error: Task timed out after {:.2} seconds",
+                    spec.timeout.as_secs_f64()
+                );
+                (fe(t), error_payload(t, &msg), false, spec.timeout)
+            }
+        };
+        if !healthy {
+            let _ = wait_exit(&mut exited).await;
+        }
+        let max_memory_mb = self.peak_mb();
+        log.extend(self.logs.drain().await);
+        if matches!(status, InvokeStatus::FunctionError { ref error_type } if error_type == "Sandbox.Timedout") {
+            log.push(logs::timeout_line(rid, spec.timeout));
+        }
+        log.push(logs::end_line(rid));
+        log.push(logs::report_line(rid, duration, spec.memory_mb, max_memory_mb, init_duration));
+        let mut text = log.join("\n");
+        text.push('\n');
+        self.last_used = Instant::now();
+        let outcome = InvokeOutcome {
+            request_id: inv.request_id,
+            status,
+            payload,
+            log_tail: logs::tail(&text),
+            log: text,
+            executed_version: spec.version.clone(),
+            init_duration,
+            duration,
+            billed_duration_ms: logs::billed_ms(duration),
+            memory_mb: spec.memory_mb,
+            max_memory_mb,
+        };
+        (outcome, healthy)
+    }
+
+    fn peak_mb(&self) -> u64 {
+        let exit_peak = self.exited.borrow().and_then(|i| i.peak_bytes);
+        let peak = exit_peak.or_else(|| {
+            self.sandbox
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .memory_peak_bytes()
+        });
+        peak.unwrap_or(0).div_ceil(1024 * 1024)
+    }
+
+    /// True while the runtime process is alive.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.exited.borrow().is_none()
+    }
+
+    fn kill(&self) {
+        self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).kill();
+    }
+
+    /// Kills the environment and releases its sandbox (on a blocking thread).
+    pub(crate) async fn shutdown(self) {
+        let sandbox = self.sandbox.clone();
+        drop(self);
+        let _ = tokio::task::spawn_blocking(move || drop(sandbox)).await;
+    }
+}
+
+impl Drop for ExecutionEnvironment {
+    fn drop(&mut self) {
+        self.kill();
+        self.api_task.abort();
+        self.exit_task.abort();
+        // Reaping and cleanup block; keep them off the async threads.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let sandbox = self.sandbox.clone();
+            handle.spawn_blocking(move || drop(sandbox));
+        }
+    }
+}
+
+fn fe(t: &str) -> InvokeStatus {
+    InvokeStatus::FunctionError {
+        error_type: t.to_owned(),
+    }
+}
+
+fn json_error_type(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("errorType")?.as_str().map(str::to_owned)
+}
+
+/// Runtimes post `{"errorMessage","errorType","stackTrace"}`; anything else is wrapped.
+fn normalise_error(body: Bytes, header_type: Option<String>) -> Bytes {
+    if serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.is_object()) {
+        return body;
+    }
+    let t = header_type.unwrap_or_else(|| "Unhandled".into());
+    error_payload(&t, &String::from_utf8_lossy(&body))
+}
+
+/// `Root=1-<8 hex epoch>-<24 hex>;Parent=<16 hex>;Sampled=0`
+fn new_trace_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("Root=1-{secs:08x}-{};Parent={};Sampled=0", &a[..24], &b[..16])
+}
+
+async fn wait_exit(rx: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
+    match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.unwrap_or(ExitInfo {
+            status: ExitStatus::Exited(-1),
+            oom_killed: false,
+            peak_bytes: None,
+        }),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn spawn_exit_watcher(
+    watch: nimbus_sandbox::ExitWatch,
+    sandbox: Arc<Mutex<Sandbox>>,
+    tx: watch::Sender<Option<ExitInfo>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        watch.exited().await;
+        // Reaping releases the cgroup and scratch disk: blocking work.
+        let info = tokio::task::spawn_blocking(move || {
+            let mut s = sandbox.lock().unwrap_or_else(|p| p.into_inner());
+            // Read the cgroup before reaping: reaping removes it.
+            let oom_killed = s.oom_kills() > 0;
+            let peak_bytes = s.memory_peak_bytes();
+            let status = s.wait().unwrap_or(ExitStatus::Exited(-1));
+            ExitInfo {
+                status,
+                oom_killed,
+                peak_bytes,
+            }
+        })
+        .await
+        .unwrap_or(ExitInfo {
+            status: ExitStatus::Exited(-1),
+            oom_killed: false,
+            peak_bytes: None,
+        });
+        let _ = tx.send(Some(info));
+    })
+}

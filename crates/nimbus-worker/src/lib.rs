@@ -1,0 +1,44 @@
+//! # nimbus-worker
+//!
+//! The worker's execution side: runs Lambda invocations in isolated,
+//! reusable execution environments. No metadata or gateway logic — the node
+//! resolves the function version and hands this crate a [`FunctionSpec`].
+//!
+//! ```text
+//! Engine::invoke(spec, invocation)
+//!   └─ Pool: warm environment for (name, version)? else reserve memory (LRU-evict idle)
+//!        └─ ExecutionEnvironment::start  — nimbus-sandbox + runtime, Init ≤ 10 s
+//!        └─ ExecutionEnvironment::invoke — event via the Runtime API, wait for
+//!                                          response / error / exit / timeout
+//!   └─ InvokeOutcome (payload, status, START/END/REPORT log, durations, memory)
+//! ```
+//!
+//! ## Layout
+//!
+//! * [`config`]      — [`EngineConfig`].
+//! * [`function`]    — [`FunctionSpec`], [`Invocation`], [`InvokeOutcome`].
+//! * [`engine`]      — [`Engine`]: invoke, prewarm, metrics, shutdown.
+//! * [`pool`]        — warm environments per function version; memory budget, LRU, idle expiry.
+//! * `environment`   — one environment's lifecycle (Init, Invoke, Shutdown).
+//! * [`runtime_api`] — the Runtime API 2018-06-01 server, one per environment.
+//! * [`logs`]        — log capture and the START / END / REPORT lines.
+//! * [`runtimes`]    — runtime identifiers → what to exec; bundled Python/Node bootstraps.
+//! * [`error`]       — [`EngineError`].
+
+pub mod config;
+pub mod engine;
+mod environment;
+pub mod error;
+pub mod function;
+pub mod logs;
+pub mod pool;
+pub mod runtime_api;
+pub mod runtimes;
+
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use environment::InitializationType;
+pub use error::EngineError;
+pub use function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+pub use nimbus_sandbox::{NatConfig, NetworkMode, SandboxUser};
+pub use pool::PoolMetrics;

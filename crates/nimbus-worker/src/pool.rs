@@ -1,0 +1,185 @@
+//! The environment pool: warm environments keyed by function version, and
+//! the memory they reserve. Policy lives here; the engine does the I/O.
+//!
+//! * Warm reuse: an invocation takes the most recently used idle environment
+//!   of its function version (LIFO keeps the working set small).
+//! * Memory: each environment reserves its MemorySize from the worker's
+//!   budget while it exists (starting, busy or idle).
+//! * Pressure: when a new environment does not fit, idle environments are
+//!   evicted least-recently-used first, across all functions.
+//! * Idle timeout: the reaper evicts environments idle for too long.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::environment::ExecutionEnvironment;
+use crate::function::FunctionKey;
+
+/// Counts for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolMetrics {
+    /// Idle, initialised environments.
+    pub warm: usize,
+    /// Environments running an invocation.
+    pub busy: usize,
+    /// Environments being created (Init).
+    pub starting: usize,
+    /// Memory reserved by all of them, in MB.
+    pub reserved_mb: u64,
+    /// The worker's budget, in MB.
+    pub capacity_mb: u64,
+    /// Cold starts since the engine started.
+    pub cold_starts: u64,
+    /// Invocations since the engine started.
+    pub invocations: u64,
+}
+
+/// What `acquire` decided.
+pub(crate) enum Acquire {
+    /// Reuse this warm environment.
+    Warm(ExecutionEnvironment),
+    /// Start a new one (memory already reserved); shut down the evicted ones first.
+    Cold { evicted: Vec<ExecutionEnvironment> },
+    /// Does not fit even after evicting every idle environment.
+    NoCapacity { free_mb: u64 },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: HashMap<FunctionKey, Vec<ExecutionEnvironment>>,
+    busy: usize,
+    starting: usize,
+    reserved_mb: u64,
+    capacity_mb: u64,
+    cold_starts: u64,
+    invocations: u64,
+}
+
+impl Pool {
+    pub(crate) fn new(capacity_mb: u64) -> Self {
+        Pool {
+            capacity_mb,
+            ..Pool::default()
+        }
+    }
+
+    /// Takes a warm environment for `key`, or reserves memory for a new one.
+    pub(crate) fn acquire(&mut self, key: &FunctionKey, memory_mb: u64, for_invoke: bool) -> Acquire {
+        if for_invoke {
+            self.invocations += 1;
+            while let Some(env) = self.idle.get_mut(key).and_then(Vec::pop) {
+                if env.is_alive() {
+                    self.busy += 1;
+                    return Acquire::Warm(env);
+                }
+                // Died while idle: release its memory, try the next.
+                self.reserved_mb -= env.memory_mb;
+                drop(env);
+            }
+        }
+        // Evict only if that can make enough room.
+        let idle_mb: u64 = self.idle.values().flatten().map(|e| e.memory_mb).sum();
+        let free_mb = self.capacity_mb.saturating_sub(self.reserved_mb);
+        if free_mb + idle_mb < memory_mb {
+            return Acquire::NoCapacity { free_mb };
+        }
+        let mut evicted = Vec::new();
+        while self.reserved_mb + memory_mb > self.capacity_mb {
+            let Some(env) = self.pop_lru() else { break };
+            self.reserved_mb -= env.memory_mb;
+            evicted.push(env);
+        }
+        self.reserved_mb += memory_mb;
+        self.starting += 1;
+        self.cold_starts += 1;
+        Acquire::Cold { evicted }
+    }
+
+    /// A started environment begins its first invocation.
+    pub(crate) fn started_busy(&mut self) {
+        self.starting -= 1;
+        self.busy += 1;
+    }
+
+    /// A started environment (prewarm) goes straight to idle.
+    pub(crate) fn started_idle(&mut self, env: ExecutionEnvironment) {
+        self.starting -= 1;
+        self.idle.entry(env.key.clone()).or_default().push(env);
+    }
+
+    /// Start failed: release its reservation.
+    pub(crate) fn start_failed(&mut self, memory_mb: u64) {
+        self.starting -= 1;
+        self.reserved_mb -= memory_mb;
+    }
+
+    /// An invocation finished on a healthy environment.
+    pub(crate) fn release(&mut self, env: ExecutionEnvironment) {
+        self.busy -= 1;
+        self.idle.entry(env.key.clone()).or_default().push(env);
+    }
+
+    /// An invocation finished and the environment is being destroyed.
+    pub(crate) fn discard(&mut self, memory_mb: u64) {
+        self.busy -= 1;
+        self.reserved_mb -= memory_mb;
+    }
+
+    fn pop_lru(&mut self) -> Option<ExecutionEnvironment> {
+        let (key, index) = self
+            .idle
+            .iter()
+            .flat_map(|(k, envs)| envs.iter().enumerate().map(move |(i, e)| (k, i, e.last_used)))
+            .min_by_key(|(_, _, t)| *t)
+            .map(|(k, i, _)| (k.clone(), i))?;
+        let envs = self.idle.get_mut(&key)?;
+        let env = envs.remove(index);
+        if envs.is_empty() {
+            self.idle.remove(&key);
+        }
+        Some(env)
+    }
+
+    /// Removes environments idle for longer than `idle_timeout` (or dead).
+    pub(crate) fn expire(&mut self, idle_timeout: Duration) -> Vec<ExecutionEnvironment> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for envs in self.idle.values_mut() {
+            let mut keep = Vec::with_capacity(envs.len());
+            for env in envs.drain(..) {
+                if now.duration_since(env.last_used) >= idle_timeout || !env.is_alive() {
+                    out.push(env);
+                } else {
+                    keep.push(env);
+                }
+            }
+            *envs = keep;
+        }
+        self.idle.retain(|_, v| !v.is_empty());
+        for env in &out {
+            self.reserved_mb -= env.memory_mb;
+        }
+        out
+    }
+
+    /// Removes every idle environment (shutdown).
+    pub(crate) fn drain_idle(&mut self) -> Vec<ExecutionEnvironment> {
+        let out: Vec<_> = self.idle.drain().flat_map(|(_, v)| v).collect();
+        for env in &out {
+            self.reserved_mb -= env.memory_mb;
+        }
+        out
+    }
+
+    pub(crate) fn metrics(&self) -> PoolMetrics {
+        PoolMetrics {
+            warm: self.idle.values().map(Vec::len).sum(),
+            busy: self.busy,
+            starting: self.starting,
+            reserved_mb: self.reserved_mb,
+            capacity_mb: self.capacity_mb,
+            cold_starts: self.cold_starts,
+            invocations: self.invocations,
+        }
+    }
+}

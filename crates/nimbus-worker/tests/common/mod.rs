@@ -1,0 +1,99 @@
+// Helpers shared by the worker's tests. They drive a real Engine: real
+// sandboxes (namespaces, cgroups, loop devices), real interpreters. Root only.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nimbus_worker::{Engine, EngineConfig, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+
+pub struct TestEngine {
+    pub engine: Engine,
+    _state: tempfile::TempDir,
+}
+
+pub fn engine() -> TestEngine {
+    engine_with(|_| {})
+}
+
+pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
+    let state = tempfile::Builder::new().prefix("nimbus-worker-test").tempdir().unwrap();
+    let mut config = EngineConfig {
+        state_dir: state.path().to_owned(),
+        cgroup_parent: "nimbus-test".into(),
+        ..EngineConfig::default()
+    };
+    tweak(&mut config);
+    TestEngine {
+        engine: Engine::new(config).expect("engine"),
+        _state: state,
+    }
+}
+
+/// A world-readable code directory with the given files (executable if they start with #!).
+pub fn code(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("nimbus-fn").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, body) in files {
+        let p = dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(&p, body).unwrap();
+        let mode = if body.starts_with("#!") { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    dir
+}
+
+pub fn spec(name: &str, runtime: &str, handler: &str, code_dir: &Path) -> FunctionSpec {
+    FunctionSpec {
+        function_name: name.into(),
+        version: "$LATEST".into(),
+        arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+        code_dir: code_dir.to_owned(),
+        layers: vec![],
+        runtime: runtime.into(),
+        handler: handler.into(),
+        memory_mb: 128,
+        timeout: Duration::from_secs(10),
+        ephemeral_mb: 512,
+        env: BTreeMap::new(),
+    }
+}
+
+pub async fn invoke(engine: &Engine, spec: &FunctionSpec, payload: &str) -> InvokeOutcome {
+    engine
+        .invoke(spec, Invocation::new(payload.to_owned()))
+        .await
+        .expect("invoke")
+}
+
+pub fn json(o: &InvokeOutcome) -> serde_json::Value {
+    serde_json::from_slice(&o.payload)
+        .unwrap_or_else(|e| panic!("payload is not JSON ({e}): {:?}\nlog:\n{}", o.payload, o.log))
+}
+
+pub fn assert_ok(o: &InvokeOutcome) {
+    assert_eq!(o.status, InvokeStatus::Ok, "payload {:?}\nlog:\n{}", o.payload, o.log);
+}
+
+pub fn assert_error(o: &InvokeOutcome, error_type: &str) {
+    assert_eq!(
+        o.status,
+        InvokeStatus::FunctionError {
+            error_type: error_type.into()
+        },
+        "payload {:?}\nlog:\n{}",
+        String::from_utf8_lossy(&o.payload),
+        o.log
+    );
+}
+
+/// The repo root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}

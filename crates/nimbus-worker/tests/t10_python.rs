@@ -1,0 +1,198 @@
+//! Python functions through Nimbus's bundled bootstrap.
+mod common;
+use common::*;
+
+const APP: &str = r#"
+import asyncio, os, json, time
+
+COLD = {"count": 0}
+
+def handler(event, context):
+    COLD["count"] += 1
+    print("hello from python", event.get("name"))
+    return {
+        "echo": event,
+        "calls": COLD["count"],
+        "request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "function_version": context.function_version,
+        "memory": context.memory_limit_in_mb,
+        "arn": context.invoked_function_arn,
+        "group": context.log_group_name,
+        "stream": context.log_stream_name,
+        "remaining": context.get_remaining_time_in_millis(),
+        "env": {k: os.environ.get(k) for k in [
+            "_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_LAMBDA_FUNCTION_NAME",
+            "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
+            "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_EXECUTION_ENV",
+            "AWS_LAMBDA_INITIALIZATION_TYPE", "TZ", "_X_AMZN_TRACE_ID", "AWS_LAMBDA_RUNTIME_API", "MY_VAR"]},
+        "cwd": os.getcwd(),
+        "uid": os.getuid(),
+    }
+
+async def async_handler(event, context):
+    await asyncio.sleep(0.01)
+    return {"async": True}
+
+def fail(event, context):
+    raise ValueError("boom")
+
+def sleepy(event, context):
+    print("going to sleep")
+    time.sleep(30)
+
+def crash(event, context):
+    import ctypes
+    ctypes.string_at(0)
+
+def hog(event, context):
+    data = []
+    while True:
+        data.append(bytearray(16 * 1024 * 1024))
+
+def big(event, context):
+    return "x" * (7 * 1024 * 1024)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t10_python_cold_then_warm() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let mut s = spec("py-hello", "python3.11", "app.handler", code.path());
+    s.env.insert("MY_VAR".into(), "mine".into());
+    s.env.insert("AWS_REGION".into(), "must-not-override".into());
+    let first = invoke(&t.engine, &s, r#"{"name":"nimbus"}"#).await;
+    assert_ok(&first);
+    let v = json(&first);
+    assert_eq!(v["echo"]["name"], "nimbus");
+    assert_eq!(v["calls"], 1);
+    assert_eq!(v["request_id"], first.request_id.as_str());
+    assert_eq!(v["function_name"], "py-hello");
+    assert_eq!(v["function_version"], "$LATEST");
+    assert_eq!(v["memory"], "128");
+    assert_eq!(v["arn"], s.arn.as_str());
+    assert_eq!(v["group"], "/aws/lambda/py-hello");
+    assert!(v["stream"].as_str().unwrap().contains("/[$LATEST]"));
+    let remaining = v["remaining"].as_i64().unwrap();
+    assert!(remaining > 8_000 && remaining <= 10_000, "{remaining}");
+    let env = &v["env"];
+    assert_eq!(env["_HANDLER"], "app.handler");
+    assert_eq!(env["LAMBDA_TASK_ROOT"], "/var/task");
+    assert_eq!(env["LAMBDA_RUNTIME_DIR"], "/var/runtime");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "128");
+    assert_eq!(env["AWS_REGION"], "us-east-1");
+    assert_eq!(env["AWS_DEFAULT_REGION"], "us-east-1");
+    assert_eq!(env["AWS_EXECUTION_ENV"], "AWS_Lambda_python3.11");
+    assert_eq!(env["AWS_LAMBDA_INITIALIZATION_TYPE"], "on-demand");
+    assert_eq!(env["TZ"], ":UTC");
+    assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+    assert!(env["_X_AMZN_TRACE_ID"].as_str().unwrap().starts_with("Root=1-"));
+    assert_eq!(env["MY_VAR"], "mine");
+    assert_eq!(v["cwd"], "/var/task");
+    assert_eq!(v["uid"], 993);
+
+    // Log framing: START, the function's output, END, REPORT with Init Duration.
+    let lines: Vec<&str> = first.log.lines().collect();
+    let start = lines.iter().position(|l| l.starts_with("START RequestId: ")).unwrap();
+    assert_eq!(lines[start], format!("START RequestId: {} Version: $LATEST", first.request_id));
+    assert_eq!(lines[start + 1], "hello from python nimbus");
+    assert_eq!(lines[start + 2], format!("END RequestId: {}", first.request_id));
+    let report = lines[start + 3];
+    assert!(report.starts_with(&format!("REPORT RequestId: {}\tDuration: ", first.request_id)), "{report}");
+    assert!(report.contains("\tMemory Size: 128 MB\tMax Memory Used: "), "{report}");
+    assert!(report.contains("\tInit Duration: "), "{report}");
+    assert!(first.init_duration.is_some());
+    assert!(first.max_memory_mb > 1 && first.max_memory_mb <= 128, "{}", first.max_memory_mb);
+
+    // Warm: same environment (module state kept), no Init Duration.
+    let second = invoke(&t.engine, &s, r#"{"name":"again"}"#).await;
+    assert_ok(&second);
+    assert_eq!(json(&second)["calls"], 2);
+    assert!(second.init_duration.is_none());
+    assert!(!second.log.contains("Init Duration"), "{}", second.log);
+    assert!(second.log.contains("hello from python again"));
+    assert!(!second.log.contains("hello from python nimbus"));
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.busy, m.starting, m.cold_starts), (1, 0, 0, 1));
+    assert_eq!(m.reserved_mb, 128);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t11_python_async_handler_and_errors() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let o = invoke(&t.engine, &spec("py-async", "python3.12", "app.async_handler", code.path()), "{}").await;
+    assert_ok(&o);
+    assert_eq!(json(&o)["async"], true);
+
+    let o = invoke(&t.engine, &spec("py-fail", "python3.12", "app.fail", code.path()), "{}").await;
+    assert_error(&o, "ValueError");
+    assert_eq!(o.function_error_header(), Some("Unhandled"));
+    let v = json(&o);
+    assert_eq!(v["errorMessage"], "boom");
+    assert_eq!(v["errorType"], "ValueError");
+    assert!(v["stackTrace"][0].as_str().unwrap().contains("app.py"), "{v}");
+    assert!(o.log.contains("[ERROR] ValueError: boom"), "{}", o.log);
+    // A handled error leaves the environment warm.
+    assert_eq!(t.engine.metrics().warm, 2);
+
+    let o = invoke(&t.engine, &spec("py-missing", "python3.12", "nope.handler", code.path()), "{}").await;
+    assert_error(&o, "Runtime.ImportModuleError");
+    let o = invoke(&t.engine, &spec("py-nohandler", "python3.12", "app.nothing", code.path()), "{}").await;
+    assert_error(&o, "Runtime.HandlerNotFound");
+    assert!(o.init_duration.is_some() && o.log.contains("Init Duration"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t12_python_timeout_kills_and_replaces_the_environment() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let mut s = spec("py-sleepy", "python3.11", "app.sleepy", code.path());
+    s.timeout = std::time::Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_error(&o, "Sandbox.Timedout");
+    let v = json(&o);
+    assert_eq!(
+        v["errorMessage"],
+        format!("RequestId: {} Error: Task timed out after 1.00 seconds", o.request_id)
+    );
+    assert!(o.log.contains("going to sleep"), "{}", o.log);
+    assert!(o.log.contains(&format!("{} Task timed out after 1.00 seconds", o.request_id)), "{}", o.log);
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.busy, m.reserved_mb), (0, 0, 0), "{m:?}");
+    // Next invocation is a fresh cold start.
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert!(o.init_duration.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t13_python_crash_and_out_of_memory() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let o = invoke(&t.engine, &spec("py-crash", "python3.11", "app.crash", code.path()), "{}").await;
+    assert_error(&o, "Runtime.ExitError");
+    assert_eq!(
+        json(&o)["errorMessage"],
+        format!("RequestId: {} Error: Runtime exited with error: signal: segmentation fault", o.request_id)
+    );
+    let o = invoke(&t.engine, &spec("py-hog", "python3.11", "app.hog", code.path()), "{}").await;
+    assert_error(&o, "Runtime.OutOfMemory");
+    assert_eq!(
+        json(&o)["errorMessage"],
+        format!("RequestId: {} Error: Runtime exited with error: signal: killed", o.request_id)
+    );
+    assert!(o.max_memory_mb >= 120, "{}", o.max_memory_mb);
+    assert_eq!(t.engine.metrics().reserved_mb, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t14_response_over_6mb_is_rejected() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let mut s = spec("py-big", "python3.11", "app.big", code.path());
+    s.memory_mb = 512;
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_error(&o, "Function.ResponseSizeTooLarge");
+}
