@@ -18,6 +18,7 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
+
 use crate::filesystem::RootfsOp;
 
 /// Which isolation step failed inside the child.
@@ -328,13 +329,21 @@ fn stdio(plan: &ChildPlan) -> nix::Result<()> {
 }
 
 fn drop_privileges(uid: u32, gid: u32) -> nix::Result<()> {
-    let gid = Gid::from_raw(gid);
-    let uid = Uid::from_raw(uid);
-    nix::unistd::setgroups(&[gid])?;
-    nix::unistd::setresgid(gid, gid, gid)?;
-    nix::unistd::setresuid(uid, uid, uid)?;
+    // Raw system calls on purpose: glibc's setgroups/setresuid/setresgid
+    // broadcast the change to every thread glibc believes exists (SIGSETXID)
+    // and wait for them on a futex. After clone(2) from a multi-threaded
+    // worker those threads do not exist in the child, so glibc would wait
+    // forever. The kernel calls change just this (only) thread.
+    let groups = [gid as libc::gid_t];
+    // SAFETY: `groups` is a live one-element array; the kernel only reads it.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setgroups, 1, groups.as_ptr()) })?;
+    // SAFETY: plain integer arguments.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+    // SAFETY: plain integer arguments.
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
     // Belt and braces: there must be no way back to root.
-    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+    // SAFETY: plain integer arguments.
+    if unsafe { libc::syscall(libc::SYS_setuid, 0) } == 0 {
         return Err(Errno::EPERM);
     }
     Ok(())

@@ -146,3 +146,46 @@ fn t19_failed_step_never_runs_the_workload() {
     let err = jail.prepare(s).and_then(|p| p.start()).unwrap_err();
     assert!(err.to_string().contains("rootfs"), "{err}");
 }
+
+#[test]
+fn t20_spawning_from_a_busy_multithreaded_process_never_deadlocks() {
+    // Regression: after clone(2) the child must not touch glibc state that
+    // other (non-existent) threads may hold: malloc locks, setxid broadcast.
+    let jail = std::sync::Arc::new(jail());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v: Vec<Vec<u8>> = (0..64).map(|i| vec![0u8; 1 + i * 97]).collect();
+                    std::hint::black_box(v);
+                }
+            })
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawners: Vec<_> = (0..3)
+        .map(|_| {
+            let jail = jail.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let (status, out) = run_sh(&jail, "id -u", |_| {});
+                    tx.send((status, out)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for _ in 0..15 {
+        let (status, out) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a sandbox start hung");
+        assert_eq!(status, ExitStatus::Exited(0), "{out}");
+        assert_eq!(out.trim(), "993");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in spawners.into_iter().chain(churn) {
+        t.join().unwrap();
+    }
+}

@@ -328,7 +328,10 @@ impl ExecutionEnvironment {
             }
             End::Exit(info) => {
                 let t = if info.oom_killed { "Runtime.OutOfMemory" } else { "Runtime.ExitError" };
-                let msg = format!("RequestId: {rid} Error: Runtime exited with error: {}", info.status);
+                let msg = match info.status {
+                    ExitStatus::Exited(0) => format!("RequestId: {rid} Error: Runtime exited without providing a reason"),
+                    status => format!("RequestId: {rid} Error: Runtime exited with error: {status}"),
+                };
                 (fe(t), error_payload(t, &msg), false, finished - sent_at)
             }
             End::Timeout => {

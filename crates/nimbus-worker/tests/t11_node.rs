@@ -1,0 +1,95 @@
+//! Node.js functions through Nimbus's bundled bootstrap.
+mod common;
+use common::*;
+
+const INDEX: &str = r#"
+let calls = 0;
+exports.handler = async (event, context) => {
+  calls += 1;
+  console.log('hello from node', event.name);
+  return {
+    echo: event, calls,
+    requestId: context.awsRequestId,
+    functionName: context.functionName,
+    functionVersion: context.functionVersion,
+    memory: context.memoryLimitInMB,
+    arn: context.invokedFunctionArn,
+    group: context.logGroupName,
+    remaining: context.getRemainingTimeInMillis(),
+    trace: process.env._X_AMZN_TRACE_ID,
+    execEnv: process.env.AWS_EXECUTION_ENV,
+    uid: process.getuid(),
+  };
+};
+exports.callback = (event, context, cb) => { setTimeout(() => cb(null, { cb: true }), 5); };
+exports.fail = async () => { throw new TypeError('bad type'); };
+exports.sleepy = () => new Promise((resolve) => setTimeout(resolve, 30000));
+exports.hog = async () => { const a = []; for (;;) a.push(Buffer.alloc(16 * 1024 * 1024, 1)); };
+"#;
+
+const ESM: &str = "export const handler = async (e) => ({ esm: true, got: e });\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t10_node_async_handler_context_and_logs() {
+    let t = engine();
+    let code = code(&[("index.js", INDEX)]);
+    let s = spec("node-hello", "nodejs20.x", "index.handler", code.path());
+    let o = invoke(&t.engine, &s, r#"{"name":"nimbus"}"#).await;
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["echo"]["name"], "nimbus");
+    assert_eq!(v["requestId"], o.request_id.as_str());
+    assert_eq!(v["functionName"], "node-hello");
+    assert_eq!(v["functionVersion"], "$LATEST");
+    assert_eq!(v["memory"], "128");
+    assert_eq!(v["arn"], s.arn.as_str());
+    assert_eq!(v["group"], "/aws/lambda/node-hello");
+    assert_eq!(v["execEnv"], "AWS_Lambda_nodejs20.x");
+    assert_eq!(v["uid"], 993);
+    assert!(v["remaining"].as_i64().unwrap() > 5_000);
+    assert!(v["trace"].as_str().unwrap().starts_with("Root=1-"));
+    assert!(o.log.contains(&format!("\t{}\tINFO\thello from node nimbus", o.request_id)), "{}", o.log);
+    assert!(o.log.contains("Init Duration"));
+    let o2 = invoke(&t.engine, &s, r#"{"name":"warm"}"#).await;
+    assert_eq!(json(&o2)["calls"], 2);
+    assert!(!o2.log.contains("Init Duration"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t11_node_callback_esm_and_errors() {
+    let t = engine();
+    let code = code(&[("index.js", INDEX), ("esm.mjs", ESM)]);
+    let o = invoke(&t.engine, &spec("node-cb", "nodejs20.x", "index.callback", code.path()), "{}").await;
+    assert_ok(&o);
+    assert_eq!(json(&o)["cb"], true);
+    let o = invoke(&t.engine, &spec("node-esm", "nodejs20.x", "esm.handler", code.path()), "[1,2]").await;
+    assert_ok(&o);
+    assert_eq!(json(&o)["got"], serde_json::json!([1, 2]));
+    let o = invoke(&t.engine, &spec("node-fail", "nodejs20.x", "index.fail", code.path()), "{}").await;
+    assert_error(&o, "TypeError");
+    let v = json(&o);
+    assert_eq!(v["errorMessage"], "bad type");
+    assert!(v["stackTrace"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("/var/task/index.js")), "{v}");
+    let o = invoke(&t.engine, &spec("node-missing", "nodejs20.x", "index.nothing", code.path()), "{}").await;
+    assert_error(&o, "Runtime.HandlerNotFound");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t12_node_timeout_and_out_of_memory() {
+    let t = engine();
+    let code = code(&[("index.js", INDEX)]);
+    let mut s = spec("node-sleepy", "nodejs20.x", "index.sleepy", code.path());
+    s.timeout = std::time::Duration::from_millis(1500);
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_error(&o, "Sandbox.Timedout");
+    assert!(o.log.contains("Task timed out after 1.50 seconds"), "{}", o.log);
+    let o = invoke(&t.engine, &spec("node-hog", "nodejs20.x", "index.hog", code.path()), "{}").await;
+    // Node either dies by the cgroup OOM killer or aborts on its own heap limit.
+    match &o.status {
+        nimbus_worker::InvokeStatus::FunctionError { error_type } => {
+            assert!(error_type == "Runtime.OutOfMemory" || error_type == "Runtime.ExitError", "{error_type}: {}", o.log)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.engine.metrics().reserved_mb, 0);
+}

@@ -1,0 +1,136 @@
+//! `provided.al2023` functions: a shell bootstrap speaking the Runtime API
+//! with curl, and AWS's own Runtime Interface Client (awslambdaric) unmodified.
+mod common;
+use common::*;
+
+/// A custom runtime in POSIX shell + curl, as in AWS's tutorial.
+const SHELL_BOOTSTRAP: &str = r#"#!/bin/sh
+set -eu
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+echo "init: handler=$_HANDLER"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -LD "$HEADERS" "$API/invocation/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  DEADLINE=$(grep -Fi Lambda-Runtime-Deadline-Ms "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  ARN=$(grep -Fi Lambda-Runtime-Invoked-Function-Arn "$HEADERS" | tr -d '[:space:]' | cut -d: -f2-)
+  echo "got event $EVENT"
+  case "$EVENT" in
+    *fail*)
+      curl -sS -o /dev/null -w "error:%{http_code}\n" -H "Lambda-Runtime-Function-Error-Type: Custom.Failure" \
+        -d '{"errorMessage":"shell says no","errorType":"Custom.Failure"}' "$API/invocation/$ID/error" ;;
+    *)
+      curl -sS -o /dev/null -w "first:%{http_code}\n" -d "{\"shell\":$EVENT,\"deadline\":$DEADLINE,\"arn\":\"$ARN\"}" "$API/invocation/$ID/response"
+      # The protocol allows one answer per invocation.
+      curl -sS -o /dev/null -w "second:%{http_code}\n" -d '{}' "$API/invocation/$ID/response"
+      curl -sS -o /dev/null -w "wrongid:%{http_code}\n" -d '{}' "$API/invocation/not-the-id/response"
+      curl -sS -o /dev/null -w "initerror:%{http_code}\n" -d '{}' "$API/init/error" ;;
+  esac
+  rm -f "$HEADERS"
+done
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t10_shell_bootstrap_with_curl() {
+    let t = engine();
+    let code = code(&[("bootstrap", SHELL_BOOTSTRAP)]);
+    let s = spec("shell", "provided.al2023", "function.handler", code.path());
+    let o = invoke(&t.engine, &s, r#"{"n":1}"#).await;
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["shell"]["n"], 1);
+    assert_eq!(v["arn"], s.arn.as_str());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let deadline = v["deadline"].as_i64().unwrap();
+    assert!(deadline > now_ms + 5_000 && deadline <= now_ms + 10_000, "{deadline} vs {now_ms}");
+    assert!(o.log.contains("init: handler=function.handler"), "{}", o.log);
+    assert!(o.log.contains(r#"got event {"n":1}"#), "{}", o.log);
+
+    // curl prints the status codes after the response is in, so they land
+    // in the next invocation's log.
+    let o = invoke(&t.engine, &s, r#"{"fail":true}"#).await;
+    assert!(o.log.contains("first:202"), "{}", o.log);
+    assert!(o.log.contains("second:403"), "{}", o.log);
+    assert!(o.log.contains("wrongid:400"), "{}", o.log);
+    assert!(o.log.contains("initerror:403"), "{}", o.log);
+    assert_error(&o, "Custom.Failure");
+    assert_eq!(json(&o)["errorMessage"], "shell says no");
+    let o = invoke(&t.engine, &s, r#"{"n":3}"#).await;
+    assert!(o.log.contains("error:202"), "{}", o.log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t11_missing_bootstrap_is_an_init_error() {
+    let t = engine();
+    let code = code(&[("README", "no bootstrap here")]);
+    let o = invoke(&t.engine, &spec("nobootstrap", "provided.al2", "x", code.path()), "{}").await;
+    assert_error(&o, "Runtime.InvalidEntrypoint");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t12_init_error_and_init_timeout() {
+    let t = engine_with(|c| c.init_timeout = std::time::Duration::from_secs(1));
+    let failing = code(&[(
+        "bootstrap",
+        "#!/bin/sh\necho starting\ncurl -sS -H 'Lambda-Runtime-Function-Error-Type: Runtime.Custom' \
+         -d '{\"errorMessage\":\"cannot init\",\"errorType\":\"Runtime.Custom\"}' \
+         http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/init/error\nsleep 5\n",
+    )]);
+    let o = invoke(&t.engine, &spec("initerr", "provided.al2023", "x", failing.path()), "{}").await;
+    assert_error(&o, "Runtime.Custom");
+    assert_eq!(json(&o)["errorMessage"], "cannot init");
+    assert!(o.log.contains("starting"), "{}", o.log);
+
+    let slow = code(&[("bootstrap", "#!/bin/sh\nsleep 30\n")]);
+    let started = std::time::Instant::now();
+    let o = invoke(&t.engine, &spec("initslow", "provided.al2023", "x", slow.path()), "{}").await;
+    assert_error(&o, "Sandbox.Timedout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert_eq!(t.engine.metrics().reserved_mb, 0);
+}
+
+/// AWS's Runtime Interface Client, unmodified, as the function's bootstrap.
+/// Needs `crates/nimbus-worker/tests/setup-python.sh` to have created .venv.
+#[tokio::test(flavor = "multi_thread")]
+async fn t13_awslambdaric_unmodified() {
+    let venv = repo_root().join(".venv");
+    let site = std::fs::read_dir(venv.join("lib"))
+        .expect("run crates/nimbus-worker/tests/setup-python.sh first (.venv missing)")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("site-packages/awslambdaric").exists())
+        .expect("awslambdaric not installed in .venv; run tests/setup-python.sh");
+    let code = code(&[
+        (
+            "bootstrap",
+            "#!/bin/sh\nexport PYTHONPATH=/opt/site-packages:/var/task\nexec /usr/bin/python3 -m awslambdaric \"$_HANDLER\"\n",
+        ),
+        (
+            "ric_app.py",
+            "import os\n\ndef handler(event, context):\n    print('ric says hi')\n    return {'ric': True, 'event': event, 'rid': context.aws_request_id, 'remaining': context.get_remaining_time_in_millis()}\n\ndef fail(event, context):\n    raise KeyError('nope')\n",
+        ),
+    ]);
+    let t = engine();
+    let mut s = spec("ric", "provided.al2023", "ric_app.handler", code.path());
+    s.layers = vec![site]; // .venv/lib/python3.11 → /opt (site-packages inside)
+    let o = invoke(&t.engine, &s, r#"{"k":"v"}"#).await;
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["ric"], true);
+    assert_eq!(v["event"]["k"], "v");
+    assert_eq!(v["rid"], o.request_id.as_str());
+    assert!(v["remaining"].as_i64().unwrap() > 5_000);
+    assert!(o.log.contains("ric says hi"), "{}", o.log);
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    assert!(o.init_duration.is_none());
+
+    s.function_name = "ric-fail".into();
+    s.handler = "ric_app.fail".into();
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_error(&o, "KeyError");
+    assert!(json(&o)["errorMessage"].as_str().unwrap().contains("nope"));
+}
