@@ -1,0 +1,33 @@
+//! The Nimbus metadata cluster.
+//!
+//! Three or five `nimbus meta` nodes replicate every function, version, alias, code package
+//! and concurrency limit with Raft (openraft 0.9, pinned; see docs/design/0001). Each node
+//! serves Raft and the metadata API on one tonic listen address.
+//!
+//! Layout:
+//! - [`raft_types`]: the openraft type configuration: what a log entry carries and returns.
+//! - [`log_store`]: the Raft log, vote and committed id in RocksDB, fsync'd before acking.
+//! - [`state_machine`]: applies [`nimbus_types::Command`]s to a RocksDB state machine;
+//!   snapshots are RocksDB checkpoints streamed as a file in chunks; keeps the change log
+//!   the watch stream serves and the request-id table that makes retries idempotent.
+//! - [`crypto`]: AES-256-GCM sealing of code chunks and access-key secrets.
+//! - [`network`]: the Raft transport (openraft's RPCs over tonic).
+//! - [`service`]: the gRPC services (Raft and Metadata) and leader forwarding.
+//! - [`node`]: starting a node: open storage, create Raft, serve, form the initial cluster.
+//! - [`client`]: the client that gateways, workers and the CLI use.
+//! - [`error`]: this crate's error types.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod crypto;
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod raft_types;
+pub mod service;
+pub mod state_machine;
+
+pub use client::MetaClient;
+pub use error::{ClientError, NodeError};
+pub use node::{MetaNode, NodeConfig};

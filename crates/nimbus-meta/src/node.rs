@@ -1,0 +1,260 @@
+//! Starting and running one metadata node.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_proto::meta::metadata_server::MetadataServer;
+use nimbus_proto::meta::raft_server::RaftServer;
+use openraft::{BasicNode, SnapshotPolicy};
+
+use crate::crypto::ClusterKey;
+use crate::error::NodeError;
+use crate::log_store::LogStore;
+use crate::network::Network;
+use crate::raft_types::{NodeId, Raft};
+use crate::service::{MetadataService, NodeContext, RaftService};
+use crate::state_machine::StateMachineStore;
+
+/// Everything a metadata node is configured with. Shared by the CLI and tests.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// The members of the cluster on its first start: id → address. Ignored on restart.
+    pub initial_cluster: BTreeMap<NodeId, String>,
+    /// The AES-256 key file; all members must share it. Created if absent and `create_key`.
+    pub key_file: PathBuf,
+    pub create_key: bool,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    pub keep_after_snapshot: u64,
+    /// How long a write waits for a quorum before failing with "unavailable".
+    pub write_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a node with this id, data dir and address.
+    pub fn new(id: NodeId, data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            id,
+            key_file: data_dir.join("cluster.key"),
+            data_dir,
+            listen,
+            initial_cluster: BTreeMap::new(),
+            create_key: true,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(600),
+            election_timeout_max: Duration::from_millis(1200),
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the configuration before anything is opened.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        if self.id == 0 {
+            return Err(NodeError::Config("node id must be at least 1".into()));
+        }
+        if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.id) {
+            return Err(NodeError::Config(format!(
+                "--initial-cluster does not contain this node's id {}",
+                self.id
+            )));
+        }
+        if self.election_timeout_min <= self.heartbeat_interval * 2
+            || self.election_timeout_max <= self.election_timeout_min
+        {
+            return Err(NodeError::Config(
+                "election timeouts must exceed twice the heartbeat and be ordered min < max".into(),
+            ));
+        }
+        for addr in self.initial_cluster.values() {
+            addr.parse::<SocketAddr>().map_err(|_| {
+                NodeError::Config(format!("'{addr}' in --initial-cluster is not ip:port"))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, NodeError> {
+        let c = openraft::Config {
+            cluster_name: "nimbus-meta".into(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            // Chunks of 1 MiB: a snapshot streams as many small messages.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        };
+        c.validate().map_err(|e| NodeError::Config(e.to_string()))
+    }
+}
+
+/// A running metadata node.
+pub struct MetaNode {
+    pub ctx: Arc<NodeContext>,
+    pub local_addr: SocketAddr,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl MetaNode {
+    /// Opens storage, starts Raft and the gRPC server, and forms the initial cluster on a
+    /// first start. Serves until `shutdown` resolves.
+    pub async fn start(
+        cfg: NodeConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, NodeError> {
+        cfg.validate()?;
+        let raft_config = Arc::new(cfg.raft_config()?);
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| NodeError::io(&cfg.data_dir, e))?;
+        let key = ClusterKey::load_or_create(&cfg.key_file, cfg.create_key)?;
+        let log = LogStore::open(&cfg.data_dir.join("raft"))?;
+        let sm =
+            StateMachineStore::open(&cfg.data_dir.join("sm"), &cfg.data_dir.join("snapshots"))?;
+        let raft = Raft::new(cfg.id, raft_config, Network, log, sm.clone())
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| NodeError::io(cfg.listen.to_string(), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::io(cfg.listen.to_string(), e))?;
+        let advertised = cfg
+            .initial_cluster
+            .get(&cfg.id)
+            .cloned()
+            .unwrap_or_else(|| local_addr.to_string());
+        let ctx = Arc::new(NodeContext::new(
+            cfg.id,
+            advertised,
+            raft.clone(),
+            sm,
+            key,
+            cfg.write_timeout,
+        ));
+
+        let raft_svc = RaftServer::new(RaftService(ctx.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let meta_svc = MetadataServer::new(MetadataService(ctx.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let shutdown_raft = raft.clone();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(raft_svc)
+                .add_service(meta_svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    shutdown.await;
+                    let _ = shutdown_raft.shutdown().await;
+                }),
+        );
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        if initialized {
+            tracing::info!(
+                id = cfg.id,
+                "recovered from {}; --initial-cluster ignored",
+                cfg.data_dir.display()
+            );
+        } else if !cfg.initial_cluster.is_empty() {
+            let members: BTreeMap<NodeId, BasicNode> = cfg
+                .initial_cluster
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            // Every founding member initializes with the same membership; openraft
+            // accepts that, and the cluster forms as soon as a quorum is up.
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(id = cfg.id, "initialized a new cluster"),
+                Err(openraft::error::RaftError::APIError(
+                    openraft::error::InitializeError::NotAllowed(_),
+                )) => {}
+                Err(e) => return Err(NodeError::Raft(e.to_string())),
+            }
+        } else {
+            tracing::info!(
+                id = cfg.id,
+                "waiting to be added to a cluster (nimbus cluster add-member)"
+            );
+        }
+        Ok(Self {
+            ctx,
+            local_addr,
+            server,
+        })
+    }
+
+    /// Waits until the server stops (after `shutdown` resolved).
+    pub async fn wait(self) -> Result<(), NodeError> {
+        match self.server.await {
+            Ok(r) => r.map_err(NodeError::Transport),
+            Err(e) => Err(NodeError::Raft(format!("server task: {e}"))),
+        }
+    }
+}
+
+/// Parses `1=127.0.0.1:17001,2=127.0.0.1:17002`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, NodeError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| NodeError::Config(format!("'{part}' is not ID=HOST:PORT")))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| NodeError::Config(format!("'{id}' is not a node id")))?;
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(NodeError::Config(format!("node id {id} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_cluster_parses_and_rejects() {
+        let m = parse_initial_cluster("1=127.0.0.1:1,2=127.0.0.1:2").unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(parse_initial_cluster("1=a,1=b").is_err());
+        assert!(parse_initial_cluster("x=a").is_err());
+        assert!(parse_initial_cluster("1").is_err());
+    }
+
+    #[test]
+    fn config_validation() {
+        let mut c = NodeConfig::new(1, "/tmp/x".into(), "127.0.0.1:0".parse().unwrap());
+        c.initial_cluster = parse_initial_cluster("2=127.0.0.1:2").unwrap();
+        assert!(
+            c.validate().is_err(),
+            "own id must be in the initial cluster"
+        );
+        c.initial_cluster = parse_initial_cluster("1=127.0.0.1:2").unwrap();
+        assert!(c.validate().is_ok());
+        c.id = 0;
+        assert!(c.validate().is_err());
+    }
+}

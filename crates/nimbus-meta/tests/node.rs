@@ -1,0 +1,97 @@
+//! A single in-process node: code storage integrity and the request-id contract.
+
+use std::time::Duration;
+
+use nimbus_meta::node::{MetaNode, NodeConfig};
+use nimbus_meta::state_machine::chunk_key;
+use nimbus_meta::MetaClient;
+
+async fn single_node() -> (
+    MetaNode,
+    MetaClient,
+    tempfile::TempDir,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cfg = NodeConfig::new(1, dir.path().join("n1"), addr);
+    cfg.initial_cluster = [(1, addr.to_string())].into();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let node = MetaNode::start(cfg, async move {
+        let _ = rx.await;
+    })
+    .await
+    .unwrap();
+    let client = MetaClient::new(&[addr.to_string()]).unwrap();
+    // Wait for the single node to elect itself.
+    for _ in 0..100 {
+        if node.ctx.raft.metrics().borrow().current_leader == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (node, client, dir, tx)
+}
+
+fn zip_of(n: usize) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        w.start_file("f.bin", opts).unwrap();
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        std::io::Write::write_all(&mut w, &data).unwrap();
+        w.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_code_chunk_is_detected_and_never_served() {
+    let (node, client, _dir, _stop) = single_node().await;
+    let zip = zip_of(2 * 1024 * 1024 + 5);
+    let (rev, code) = client.upload_code(&zip).await.unwrap();
+    assert_eq!(client.fetch_code(&code.sha256, rev).await.unwrap(), zip);
+
+    // At rest the chunk is ciphertext: the plaintext does not appear in the database.
+    let db = node.ctx.sm.db();
+    let cf = db.cf_handle("code").unwrap();
+    let sealed = db.get_cf(cf, chunk_key(&code.sha256, 1)).unwrap().unwrap();
+    assert!(
+        !sealed
+            .windows(64)
+            .any(|w| w == &zip[1024 * 1024..1024 * 1024 + 64]),
+        "chunk must be encrypted at rest"
+    );
+
+    // Flip one byte of chunk 1 on disk: the read fails loudly instead of serving it.
+    let mut bad = sealed.clone();
+    bad[40] ^= 0xff;
+    db.put_cf(cf, chunk_key(&code.sha256, 1), &bad).unwrap();
+    drop(cf);
+    drop(db);
+    let err = client.fetch_code(&code.sha256, rev).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_and_invalid_packages_are_refused_before_writing() {
+    let (_node, client, _dir, _stop) = single_node().await;
+    let err = client
+        .upload_code(b"PK\x03\x04 but not really")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Could not unzip"), "{err}");
+    let too_big = vec![0u8; 50 * 1024 * 1024 + 1];
+    let err = client.upload_code(&too_big).await.unwrap_err();
+    assert!(
+        err.to_string().contains("RequestTooLargeException"),
+        "{err}"
+    );
+}

@@ -1,0 +1,455 @@
+//! The state machine against a simple model (proptest), retries, and snapshot round trips.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nimbus_meta::raft_types::{Entry, Request, Response};
+use nimbus_meta::state_machine::StateMachineStore;
+use nimbus_types::{
+    keys, CodePackage, CodeRef, Command, CommandOutput, Entity, ErrorKind, FunctionConfig,
+    FunctionKey, Query, QueryOutput,
+};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use proptest::prelude::*;
+
+const ACCOUNT: &str = "000000000000";
+const REGION: &str = "us-east-1";
+const SHA: &str = "c2hhLW9mLWNvZGU=";
+
+fn key(name: &str) -> FunctionKey {
+    FunctionKey::new(ACCOUNT, REGION, name)
+}
+
+fn config(memory: u32) -> FunctionConfig {
+    FunctionConfig {
+        runtime: "python3.11".into(),
+        handler: "app.handler".into(),
+        role: "arn:aws:iam::000000000000:role/r".into(),
+        memory_mb: memory,
+        ..Default::default()
+    }
+}
+
+struct Harness {
+    sm: StateMachineStore,
+    index: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(&dir.path().join("sm"), &dir.path().join("snap")).unwrap();
+        Self {
+            sm,
+            index: 0,
+            _dir: dir,
+        }
+    }
+
+    async fn apply_with_id(&mut self, id: &str, command: Command) -> Response {
+        self.index += 1;
+        let entry = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(Request {
+                request_id: id.into(),
+                command,
+            }),
+        };
+        self.sm.apply(vec![entry]).await.unwrap().remove(0)
+    }
+
+    async fn apply(&mut self, command: Command) -> Response {
+        let id = format!("req-{}", self.index + 1);
+        self.apply_with_id(&id, command).await
+    }
+
+    async fn setup(&mut self) {
+        assert!(self
+            .apply(Command::PutAccount {
+                account_id: ACCOUNT.into()
+            })
+            .await
+            .result
+            .is_ok());
+        let chunk = Command::PutCodeChunk {
+            sha256: SHA.into(),
+            index: 0,
+            ciphertext: vec![1, 2, 3],
+        };
+        assert!(self.apply(chunk).await.result.is_ok());
+        let package = CodePackage {
+            sha256: SHA.into(),
+            size: 3,
+            unzipped_size: 3,
+            chunks: 1,
+            chunk_sha256: vec!["x".into()],
+        };
+        assert!(self
+            .apply(Command::CommitCode { package })
+            .await
+            .result
+            .is_ok());
+    }
+
+    fn list(&self, prefix: &str) -> Vec<(String, Entity)> {
+        match self
+            .sm
+            .query(&Query::List {
+                prefix: prefix.into(),
+                start_after: None,
+                limit: 10_000,
+            })
+            .unwrap()
+        {
+            QueryOutput::Entities(v) => v,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn code() -> CodeRef {
+    CodeRef {
+        sha256: SHA.into(),
+        size: 3,
+    }
+}
+
+/// The operations the model covers.
+#[derive(Debug, Clone)]
+enum Op {
+    Create(u8),
+    Configure(u8, u32),
+    Publish(u8),
+    Delete(u8),
+    CreateAlias(u8, u8, bool),
+    DeleteAlias(u8, u8),
+    /// Re-send the request id of an earlier operation (by position).
+    Retry(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..3).prop_map(Op::Create),
+        (0u8..3, 128u32..140).prop_map(|(f, m)| Op::Configure(f, m)),
+        (0u8..3).prop_map(Op::Publish),
+        (0u8..3).prop_map(Op::Delete),
+        (0u8..3, 0u8..2, any::<bool>()).prop_map(|(f, a, l)| Op::CreateAlias(f, a, l)),
+        (0u8..3, 0u8..2).prop_map(|(f, a)| Op::DeleteAlias(f, a)),
+        (0usize..40).prop_map(Op::Retry),
+    ]
+}
+
+/// The model: per function, its memory, published versions (memory of each), aliases.
+#[derive(Default, Debug)]
+struct ModelFn {
+    memory: u32,
+    versions: Vec<u32>,
+    aliases: BTreeSet<u8>,
+}
+
+fn to_command(op: &Op) -> Command {
+    match op {
+        Op::Create(f) => Command::CreateFunction {
+            key: key(&format!("f{f}")),
+            config: config(128),
+            code: code(),
+            tags: BTreeMap::new(),
+            publish: false,
+            now_ms: 1,
+        },
+        Op::Configure(f, m) => Command::UpdateFunctionConfiguration {
+            key: key(&format!("f{f}")),
+            config: config(*m),
+            expected_revision: None,
+            now_ms: 2,
+        },
+        Op::Publish(f) => Command::PublishVersion {
+            key: key(&format!("f{f}")),
+            description: String::new(),
+            expected_code_sha256: None,
+            expected_revision: None,
+            now_ms: 3,
+        },
+        Op::Delete(f) => Command::DeleteFunction {
+            key: key(&format!("f{f}")),
+            version: None,
+        },
+        Op::CreateAlias(f, a, latest) => Command::CreateAlias {
+            key: key(&format!("f{f}")),
+            name: format!("a{a}"),
+            function_version: if *latest {
+                "$LATEST".into()
+            } else {
+                "1".into()
+            },
+            description: String::new(),
+            routing: None,
+        },
+        Op::DeleteAlias(f, a) => Command::DeleteAlias {
+            key: key(&format!("f{f}")),
+            name: format!("a{a}"),
+        },
+        Op::Retry(_) => unreachable!("retries re-send an earlier command"),
+    }
+}
+
+/// Applies an op to the model; returns whether it should succeed.
+fn model_apply(model: &mut BTreeMap<u8, ModelFn>, op: &Op) -> bool {
+    match op {
+        Op::Create(f) => {
+            if model.contains_key(f) {
+                return false;
+            }
+            model.insert(
+                *f,
+                ModelFn {
+                    memory: 128,
+                    ..Default::default()
+                },
+            );
+            true
+        }
+        Op::Configure(f, m) => match model.get_mut(f) {
+            Some(mf) => {
+                mf.memory = *m;
+                true
+            }
+            None => false,
+        },
+        Op::Publish(f) => match model.get_mut(f) {
+            Some(mf) => {
+                if mf.versions.last() != Some(&mf.memory) {
+                    mf.versions.push(mf.memory);
+                }
+                true
+            }
+            None => false,
+        },
+        Op::Delete(f) => model.remove(f).is_some(),
+        Op::CreateAlias(f, a, latest) => match model.get_mut(f) {
+            Some(mf) if !mf.aliases.contains(a) && (*latest || !mf.versions.is_empty()) => {
+                mf.aliases.insert(*a);
+                true
+            }
+            _ => false,
+        },
+        Op::DeleteAlias(f, a) => match model.get_mut(f) {
+            Some(mf) => mf.aliases.remove(a),
+            None => false,
+        },
+        Op::Retry(_) => unreachable!(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn apply_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut h = Harness::new();
+            h.setup().await;
+            let mut model: BTreeMap<u8, ModelFn> = BTreeMap::new();
+            // (request id, response) of every operation so far, for retries.
+            let mut sent: Vec<(String, Command, Response)> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                if let Op::Retry(j) = op {
+                    if sent.is_empty() { continue; }
+                    let (id, cmd, first) = sent[*j % sent.len()].clone();
+                    let again = h.apply_with_id(&id, cmd).await;
+                    prop_assert_eq!(&again, &first, "a retried request id must return the first response");
+                    continue;
+                }
+                let id = format!("op-{i}");
+                let cmd = to_command(op);
+                let resp = h.apply_with_id(&id, cmd.clone()).await;
+                let expect_ok = model_apply(&mut model, op);
+                prop_assert_eq!(resp.result.is_ok(), expect_ok, "op {:?} gave {:?}", op, resp.result);
+                sent.push((id, cmd, resp));
+            }
+            // Final state equals the model.
+            let functions: BTreeMap<String, u32> = h.list(keys::FUNCTION).into_iter().filter_map(|(_, e)| match e {
+                Entity::Function(f) => Some((f.key.name, f.config.memory_mb)),
+                _ => None,
+            }).collect();
+            let expected: BTreeMap<String, u32> = model.iter().map(|(f, m)| (format!("f{f}"), m.memory)).collect();
+            prop_assert_eq!(functions, expected);
+            for (f, mf) in &model {
+                let versions: Vec<u32> = h.list(&keys::versions_of(&key(&format!("f{f}")))).into_iter().filter_map(|(_, e)| match e {
+                    Entity::Version(v) => Some(v.config.memory_mb),
+                    _ => None,
+                }).collect();
+                prop_assert_eq!(&versions, &mf.versions);
+                let aliases: BTreeSet<String> = h.list(&keys::aliases_of(&key(&format!("f{f}")))).into_iter().map(|(k, _)| k.rsplit('/').next().unwrap().to_string()).collect();
+                let expected: BTreeSet<String> = mf.aliases.iter().map(|a| format!("a{a}")).collect();
+                prop_assert_eq!(aliases, expected);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test]
+async fn errors_carry_lambda_names() {
+    let mut h = Harness::new();
+    h.setup().await;
+    let create = Command::CreateFunction {
+        key: key("f"),
+        config: config(128),
+        code: code(),
+        tags: BTreeMap::new(),
+        publish: false,
+        now_ms: 1,
+    };
+    let first = h.apply(create.clone()).await;
+    let Ok(CommandOutput::Function(f)) = first.result else {
+        panic!("create failed: {first:?}")
+    };
+    assert_eq!(
+        h.apply(create).await.result.unwrap_err().kind,
+        ErrorKind::ResourceConflict
+    );
+
+    let stale = Command::UpdateFunctionConfiguration {
+        key: key("f"),
+        config: config(256),
+        expected_revision: Some("stale".into()),
+        now_ms: 2,
+    };
+    assert_eq!(
+        h.apply(stale).await.result.unwrap_err().kind,
+        ErrorKind::PreconditionFailed
+    );
+    let fresh = Command::UpdateFunctionConfiguration {
+        key: key("f"),
+        config: config(256),
+        expected_revision: Some(f.revision_id.clone()),
+        now_ms: 2,
+    };
+    assert!(h.apply(fresh).await.result.is_ok());
+
+    let missing = Command::DeleteFunction {
+        key: key("nope"),
+        version: None,
+    };
+    assert_eq!(
+        h.apply(missing).await.result.unwrap_err().kind,
+        ErrorKind::ResourceNotFound
+    );
+
+    let no_code = Command::CreateFunction {
+        key: key("g"),
+        config: config(128),
+        code: CodeRef {
+            sha256: "bm90LXVwbG9hZGVk".into(),
+            size: 1,
+        },
+        tags: BTreeMap::new(),
+        publish: false,
+        now_ms: 1,
+    };
+    assert_eq!(
+        h.apply(no_code).await.result.unwrap_err().kind,
+        ErrorKind::InvalidParameterValue
+    );
+
+    // Reserved concurrency may not eat into the unreserved minimum (1000 - 100).
+    let too_much = Command::PutFunctionConcurrency {
+        key: key("f"),
+        reserved: 901,
+    };
+    assert_eq!(
+        h.apply(too_much).await.result.unwrap_err().kind,
+        ErrorKind::InvalidParameterValue
+    );
+    assert!(h
+        .apply(Command::PutFunctionConcurrency {
+            key: key("f"),
+            reserved: 900
+        })
+        .await
+        .result
+        .is_ok());
+
+    // A version referenced by an alias cannot be deleted.
+    let publish = Command::PublishVersion {
+        key: key("f"),
+        description: String::new(),
+        expected_code_sha256: None,
+        expected_revision: None,
+        now_ms: 3,
+    };
+    assert!(h.apply(publish).await.result.is_ok());
+    let alias = Command::CreateAlias {
+        key: key("f"),
+        name: "live".into(),
+        function_version: "1".into(),
+        description: String::new(),
+        routing: None,
+    };
+    assert!(h.apply(alias).await.result.is_ok());
+    let del_v1 = Command::DeleteFunction {
+        key: key("f"),
+        version: Some(1),
+    };
+    assert_eq!(
+        h.apply(del_v1).await.result.unwrap_err().kind,
+        ErrorKind::ResourceConflict
+    );
+}
+
+#[tokio::test]
+async fn changes_are_recorded_for_watchers() {
+    let mut h = Harness::new();
+    let mut rx = h.sm.subscribe();
+    h.setup().await;
+    let first = rx.recv().await.unwrap();
+    assert_eq!(first.revision, 1);
+    assert_eq!(first.changes[0].key, keys::account(ACCOUNT));
+    let history = h.sm.changes_since(1, 100).unwrap().unwrap();
+    // PutAccount and CommitCode change entities; a code chunk is not an entity change.
+    assert_eq!(
+        history.iter().map(|b| b.revision).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_restores_the_same_state() {
+    let mut a = Harness::new();
+    a.setup().await;
+    for i in 0..20 {
+        let cmd = Command::CreateFunction {
+            key: key(&format!("fn{i}")),
+            config: config(128),
+            code: code(),
+            tags: BTreeMap::new(),
+            publish: i % 2 == 0,
+            now_ms: 1,
+        };
+        assert!(a.apply(cmd).await.result.is_ok());
+    }
+    let snap = a.sm.build_snapshot().await.unwrap();
+    let mut b = Harness::new();
+    b.index = a.index;
+    b.sm.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(a.list(""), b.list(""));
+    let (applied, _) = b.sm.applied_state().await.unwrap();
+    assert_eq!(applied.unwrap().index, a.index);
+    // The installed state keeps working: a retried request id is still answered once.
+    let retry = b
+        .apply_with_id(
+            "req-5",
+            Command::PutAccount {
+                account_id: "111111111111".into(),
+            },
+        )
+        .await;
+    assert_eq!(retry.revision, 5, "request ids survive a snapshot");
+    // And the current snapshot is reported after install.
+    assert!(b.sm.get_current_snapshot().await.unwrap().is_some());
+}

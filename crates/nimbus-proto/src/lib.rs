@@ -1,0 +1,9 @@
+//! Generated gRPC types and services for traffic between Nimbus nodes.
+//!
+//! The `.proto` sources live in the repository's top-level `proto/` folder.
+#![allow(clippy::all, missing_docs)]
+
+/// `nimbus.meta.v1`: Raft transport and the metadata API.
+pub mod meta {
+    tonic::include_proto!("nimbus.meta.v1");
+}

@@ -1,0 +1,206 @@
+//! The writes the replicated state machine applies and the reads it answers.
+//!
+//! A command is validated before it is proposed (by [`crate::validate`]); the state
+//! machine re-checks everything that depends on current state (existence, `RevisionId`,
+//! limits across functions) deterministically at apply time. Anything time-dependent
+//! (`now_ms`) is chosen by the proposer, never read from the clock during apply, so every
+//! replica computes the same result.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::*;
+
+/// A qualifier of a function: `$LATEST`, a version number, or an alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Qualifier {
+    Latest,
+    Version(u64),
+    Alias(String),
+}
+
+/// One write. Each variant is one Lambda (or cluster) operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    PutAccount {
+        account_id: String,
+    },
+    SetAccountLimits {
+        account_id: String,
+        region: String,
+        limits: RegionLimits,
+    },
+    PutAccessKey {
+        key: AccessKey,
+    },
+    DeleteAccessKey {
+        access_key_id: String,
+    },
+    PutRegion {
+        name: String,
+    },
+    PutEdgeLocation {
+        region: String,
+        location: String,
+    },
+
+    /// One chunk of a code package (already encrypted by the proposer), one Raft entry.
+    PutCodeChunk {
+        sha256: String,
+        index: u32,
+        ciphertext: Vec<u8>,
+    },
+    /// Seals a package once all chunks are in; fails if any is missing.
+    CommitCode {
+        package: CodePackage,
+    },
+
+    CreateFunction {
+        key: FunctionKey,
+        config: FunctionConfig,
+        code: CodeRef,
+        tags: BTreeMap<String, String>,
+        publish: bool,
+        now_ms: u64,
+    },
+    UpdateFunctionCode {
+        key: FunctionKey,
+        code: CodeRef,
+        expected_revision: Option<String>,
+        publish: bool,
+        now_ms: u64,
+    },
+    UpdateFunctionConfiguration {
+        key: FunctionKey,
+        config: FunctionConfig,
+        expected_revision: Option<String>,
+        now_ms: u64,
+    },
+    /// Deletes the function (`qualifier` None) or one published version.
+    DeleteFunction {
+        key: FunctionKey,
+        version: Option<u64>,
+    },
+    PublishVersion {
+        key: FunctionKey,
+        description: String,
+        expected_code_sha256: Option<String>,
+        expected_revision: Option<String>,
+        now_ms: u64,
+    },
+    CreateAlias {
+        key: FunctionKey,
+        name: String,
+        function_version: String,
+        description: String,
+        routing: Option<AliasRouting>,
+    },
+    UpdateAlias {
+        key: FunctionKey,
+        name: String,
+        function_version: Option<String>,
+        description: Option<String>,
+        /// `Some(None)` removes routing; `None` leaves it as is.
+        routing: Option<Option<AliasRouting>>,
+        expected_revision: Option<String>,
+    },
+    DeleteAlias {
+        key: FunctionKey,
+        name: String,
+    },
+    PutFunctionConcurrency {
+        key: FunctionKey,
+        reserved: u32,
+    },
+    DeleteFunctionConcurrency {
+        key: FunctionKey,
+    },
+    PutProvisionedConcurrency {
+        key: FunctionKey,
+        qualifier: String,
+        requested: u32,
+    },
+    DeleteProvisionedConcurrency {
+        key: FunctionKey,
+        qualifier: String,
+    },
+    PutEventInvokeConfig {
+        key: FunctionKey,
+        qualifier: String,
+        config: EventInvokeConfig,
+    },
+    DeleteEventInvokeConfig {
+        key: FunctionKey,
+        qualifier: String,
+    },
+    PutFunctionUrlConfig {
+        key: FunctionKey,
+        config: FunctionUrlConfig,
+    },
+    DeleteFunctionUrlConfig {
+        key: FunctionKey,
+    },
+    TagResource {
+        key: FunctionKey,
+        tags: BTreeMap<String, String>,
+    },
+    UntagResource {
+        key: FunctionKey,
+        tag_keys: Vec<String>,
+    },
+
+    RegisterWorker {
+        worker: Worker,
+    },
+    DeregisterWorker {
+        id: String,
+    },
+
+    /// Recorded before a metadata node is removed, so its id is never used again.
+    RetireNode {
+        id: u64,
+    },
+}
+
+/// What a successful write returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutput {
+    Done,
+    Function(Box<Function>),
+    Version(Box<Version>),
+    Alias(Alias),
+    /// `CreateFunction`/`UpdateFunctionCode` with `publish`: the head and the new version.
+    FunctionAndVersion(Box<Function>, Box<Version>),
+}
+
+/// One read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    Get {
+        key: String,
+    },
+    /// Keys under `prefix`, in order, after `start_after`, at most `limit`.
+    List {
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    },
+}
+
+/// What a read returns.
+// Short-lived return values: boxing the single entity would cost an allocation per read
+// to save stack space nobody holds on to.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryOutput {
+    Entity(Option<Entity>),
+    Entities(Vec<(String, Entity)>),
+}
+
+/// One key's change, as the watch stream delivers it. `None` means deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub key: String,
+    pub value: Option<Entity>,
+}

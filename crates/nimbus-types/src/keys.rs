@@ -1,0 +1,53 @@
+//! The state machine's key layout. Keys are UTF-8 paths so prefixes list naturally;
+//! numbers are zero-padded so byte order is numeric order.
+
+use crate::model::FunctionKey;
+
+pub const ACCOUNT: &str = "acct/";
+pub const ACCESS_KEY: &str = "akey/";
+pub const REGION: &str = "region/";
+pub const FUNCTION: &str = "fn/";
+pub const VERSION: &str = "ver/";
+pub const ALIAS: &str = "alias/";
+pub const CODE: &str = "code/";
+pub const WORKER: &str = "worker/";
+pub const RETIRED_NODE: &str = "node-retired/";
+
+pub fn account(id: &str) -> String {
+    format!("{ACCOUNT}{id}")
+}
+pub fn access_key(id: &str) -> String {
+    format!("{ACCESS_KEY}{id}")
+}
+pub fn region(name: &str) -> String {
+    format!("{REGION}{name}")
+}
+/// All functions of an account in a region.
+pub fn functions_of(account_id: &str, region: &str) -> String {
+    format!("{FUNCTION}{account_id}/{region}/")
+}
+pub fn function(k: &FunctionKey) -> String {
+    format!("{FUNCTION}{}/{}/{}", k.account_id, k.region, k.name)
+}
+pub fn versions_of(k: &FunctionKey) -> String {
+    format!("{VERSION}{}/{}/{}/", k.account_id, k.region, k.name)
+}
+pub fn version(k: &FunctionKey, n: u64) -> String {
+    format!("{}{n:010}", versions_of(k))
+}
+pub fn aliases_of(k: &FunctionKey) -> String {
+    format!("{ALIAS}{}/{}/{}/", k.account_id, k.region, k.name)
+}
+pub fn alias(k: &FunctionKey, name: &str) -> String {
+    format!("{}{name}", aliases_of(k))
+}
+/// Code keys use the URL-safe form of the base64 hash, since `/` is a separator.
+pub fn code(sha256_b64: &str) -> String {
+    format!("{CODE}{}", sha256_b64.replace('/', "_").replace('+', "-"))
+}
+pub fn worker(id: &str) -> String {
+    format!("{WORKER}{id}")
+}
+pub fn retired_node(id: u64) -> String {
+    format!("{RETIRED_NODE}{id:020}")
+}

@@ -1,0 +1,37 @@
+//! Nimbus's domain model: what the metadata cluster stores and how it is validated.
+//!
+//! Layout:
+//! - [`error`]: [`MetaError`], typed after the Lambda API's own error names, so every edge
+//!   (gRPC, the Lambda REST API) maps it in one place.
+//! - [`limits`]: Lambda's published limits and defaults, as constants.
+//! - [`model`]: accounts, regions, functions, versions, aliases, code packages, workers.
+//! - [`validate`]: checks applied to user input before anything is written.
+//! - [`command`]: the writes the replicated state machine applies, and the reads it answers.
+//! - [`keys`]: the key layout of the state machine (shared by the store and its readers).
+//! - [`arn`]: ARNs and the function-name forms Lambda accepts.
+#![forbid(unsafe_code)]
+
+pub mod arn;
+pub mod command;
+pub mod error;
+pub mod keys;
+pub mod limits;
+pub mod model;
+pub mod validate;
+
+pub use command::{Change, Command, CommandOutput, Query, QueryOutput};
+pub use error::{ErrorKind, MetaError};
+pub use model::*;
+
+/// Encodes a value in the compact binary form used on the wire and at rest (postcard).
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // postcard only fails to serialize on types serde cannot represent
+    // (e.g. maps with unknown length from iterators); our types are all plain data.
+    postcard::to_stdvec(value).expect("model types always serialize")
+}
+
+/// Decodes a value written by [`encode`].
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| MetaError::new(ErrorKind::Service, format!("corrupt record: {e}")))
+}

@@ -1,0 +1,31 @@
+//! Lambda's limits and defaults (see shared/reference/LAMBDA.md and AWS's quotas page).
+
+pub const MEMORY_MIN_MB: u32 = 128;
+pub const MEMORY_MAX_MB: u32 = 10_240;
+pub const MEMORY_DEFAULT_MB: u32 = 128;
+pub const TIMEOUT_MIN_S: u32 = 1;
+pub const TIMEOUT_MAX_S: u32 = 900;
+pub const TIMEOUT_DEFAULT_S: u32 = 3;
+pub const EPHEMERAL_MIN_MB: u32 = 512;
+pub const EPHEMERAL_MAX_MB: u32 = 10_240;
+pub const EPHEMERAL_DEFAULT_MB: u32 = 512;
+/// Environment variables: 4 KB for all keys and values together.
+pub const ENVIRONMENT_MAX_BYTES: usize = 4 * 1024;
+pub const DESCRIPTION_MAX_CHARS: usize = 256;
+pub const FUNCTION_NAME_MAX: usize = 64;
+pub const ALIAS_NAME_MAX: usize = 128;
+pub const LAYERS_MAX: usize = 5;
+pub const TAGS_MAX: usize = 50;
+/// Zipped deployment package, direct upload.
+pub const CODE_ZIPPED_MAX_BYTES: u64 = 50 * 1024 * 1024;
+/// Unzipped deployment package, including layers.
+pub const CODE_UNZIPPED_MAX_BYTES: u64 = 250 * 1024 * 1024;
+/// Each code chunk travels as its own Raft entry of at most this size.
+pub const CODE_CHUNK_BYTES: usize = 1024 * 1024;
+/// Default per-region, per-account concurrent executions.
+pub const ACCOUNT_CONCURRENCY_DEFAULT: u32 = 1000;
+/// Concurrency that always stays unreserved.
+pub const UNRESERVED_MIN_DEFAULT: u32 = 100;
+pub const ASYNC_RETRIES_MAX: u32 = 2;
+pub const ASYNC_EVENT_AGE_MIN_S: u32 = 60;
+pub const ASYNC_EVENT_AGE_MAX_S: u32 = 21_600;

@@ -1,0 +1,259 @@
+//! The records the metadata cluster replicates.
+//!
+//! These are the *resolved* forms the platform runs on (like Spin's locked app): what a
+//! user sent is validated by [`crate::validate`] and turned into these before any write.
+//! Every type serializes with postcard (no `skip_serializing_if`, no untagged enums), so
+//! keep them plain data.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An account: 12 digits, as on AWS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    /// Concurrency limits per region; a region without an entry uses the defaults.
+    pub limits: BTreeMap<String, RegionLimits>,
+}
+
+/// Per-region, per-account concurrency limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionLimits {
+    pub concurrent_executions: u32,
+    pub unreserved_minimum: u32,
+}
+
+impl Default for RegionLimits {
+    fn default() -> Self {
+        Self {
+            concurrent_executions: crate::limits::ACCOUNT_CONCURRENCY_DEFAULT,
+            unreserved_minimum: crate::limits::UNRESERVED_MIN_DEFAULT,
+        }
+    }
+}
+
+/// An access key for Signature V4. The secret is stored encrypted (AES-256-GCM under the
+/// cluster key), never in the clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub account_id: String,
+    pub secret_ciphertext: Vec<u8>,
+}
+
+/// A region and the edge locations attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub name: String,
+    pub edge_locations: Vec<String>,
+}
+
+/// Identifies a function: account, region and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FunctionKey {
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+}
+
+impl FunctionKey {
+    pub fn new(account_id: &str, region: &str, name: &str) -> Self {
+        Self {
+            account_id: account_id.into(),
+            region: region.into(),
+            name: name.into(),
+        }
+    }
+
+    /// `arn:aws:lambda:REGION:ACCOUNT:function:NAME`
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{}",
+            self.region, self.account_id, self.name
+        )
+    }
+}
+
+/// The configuration a function version runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub runtime: String,
+    pub handler: String,
+    pub role: String,
+    pub description: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub ephemeral_storage_mb: u32,
+    pub environment: BTreeMap<String, String>,
+    pub layers: Vec<String>,
+    /// Lambda's `LoggingConfig.LogFormat`: `Text` or `JSON`.
+    pub log_format: String,
+}
+
+impl Default for FunctionConfig {
+    fn default() -> Self {
+        use crate::limits::*;
+        Self {
+            runtime: String::new(),
+            handler: String::new(),
+            role: String::new(),
+            description: String::new(),
+            memory_mb: MEMORY_DEFAULT_MB,
+            timeout_s: TIMEOUT_DEFAULT_S,
+            ephemeral_storage_mb: EPHEMERAL_DEFAULT_MB,
+            environment: BTreeMap::new(),
+            layers: Vec::new(),
+            log_format: "Text".into(),
+        }
+    }
+}
+
+/// A code package as a function refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRef {
+    /// Base64 of the SHA-256 of the zip (Lambda's `CodeSha256`).
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A stored code package: its chunks are kept apart, each encrypted at rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodePackage {
+    pub sha256: String,
+    pub size: u64,
+    pub unzipped_size: u64,
+    pub chunks: u32,
+    /// Hex SHA-256 of each chunk's plaintext, so a corrupt chunk is named precisely.
+    pub chunk_sha256: Vec<String>,
+}
+
+/// Lambda's `State`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FunctionState {
+    Pending,
+    Active,
+    Inactive,
+    Failed,
+}
+
+/// Lambda's `LastUpdateStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LastUpdateStatus {
+    InProgress,
+    Successful,
+    Failed,
+}
+
+/// Where async results go (`DestinationConfig`): an ARN, usually another function.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    pub maximum_retry_attempts: u32,
+    pub maximum_event_age_s: u32,
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
+    pub last_modified_ms: u64,
+}
+
+/// A function URL's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionUrlConfig {
+    /// `NONE` or `AWS_IAM`.
+    pub auth_type: String,
+    pub url_id: String,
+    pub created_ms: u64,
+}
+
+/// `$LATEST`: the mutable head of a function, with everything attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Function {
+    pub key: FunctionKey,
+    pub config: FunctionConfig,
+    pub code: CodeRef,
+    pub tags: BTreeMap<String, String>,
+    pub state: FunctionState,
+    pub last_update_status: LastUpdateStatus,
+    /// Changes on every write to the function; `RevisionId` checks compare against it.
+    pub revision_id: String,
+    pub last_modified_ms: u64,
+    /// Reserved concurrency (`PutFunctionConcurrency`); `None` draws on the unreserved pool.
+    pub reserved_concurrency: Option<u32>,
+    /// Per qualifier (`$LATEST`, a version number or an alias name).
+    pub event_invoke_configs: BTreeMap<String, EventInvokeConfig>,
+    /// Provisioned concurrency requested per qualifier (version number or alias name).
+    pub provisioned_concurrency: BTreeMap<String, u32>,
+    pub url_config: Option<FunctionUrlConfig>,
+    /// The number the next published version gets.
+    pub next_version: u64,
+}
+
+/// A published, immutable version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub key: FunctionKey,
+    pub number: u64,
+    pub config: FunctionConfig,
+    pub code: CodeRef,
+    pub description: String,
+    pub revision_id: String,
+    pub last_modified_ms: u64,
+}
+
+/// Weighted routing to one additional version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRouting {
+    pub version: u64,
+    /// In [0.0, 1.0]: the share of invocations routed to `version`.
+    pub weight: f64,
+}
+
+// Weights are validated to be finite, so equality is total in practice.
+impl Eq for AliasRouting {}
+
+/// A named pointer at a version, with optional weighted routing to a second one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    pub key: FunctionKey,
+    pub name: String,
+    /// A version number as a string (`"1"`), or `$LATEST`.
+    pub function_version: String,
+    pub description: String,
+    pub routing: Option<AliasRouting>,
+    pub revision_id: String,
+}
+
+/// Where a worker sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    Zone(String),
+    EdgeLocation(String),
+}
+
+/// A registered worker node and its last reported capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: String,
+    pub addr: String,
+    pub region: String,
+    pub placement: Placement,
+    pub memory_total_mb: u64,
+    pub memory_used_mb: u64,
+    pub environments_warm: u32,
+    pub environments_busy: u32,
+    pub last_heartbeat_ms: u64,
+}
+
+/// Every record type the state machine stores under a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entity {
+    Account(Account),
+    AccessKey(AccessKey),
+    Region(Region),
+    Function(Function),
+    Version(Version),
+    Alias(Alias),
+    CodePackage(CodePackage),
+    Worker(Worker),
+    /// A metadata node id that was removed; ids are never reused.
+    RetiredNode(u64),
+}

@@ -1,0 +1,110 @@
+//! Command-line interface, in the style of consul/nomad/vault: one binary, a subcommand
+//! per role and per client action.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "Nimbus: an AWS-Lambda-compatible serverless platform that runs as a cluster"
+)]
+pub struct Cli {
+    /// Format of Nimbus's own logs on stderr. Level via RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NIMBUS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a metadata node (Raft-replicated store of functions, versions, aliases, code, limits).
+    Meta(MetaArgs),
+    /// Administer a metadata cluster: status, add or remove members.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct MetaArgs {
+    /// This node's id (1 or more). Never reuse the id of a removed member.
+    #[arg(long)]
+    pub id: u64,
+    /// Where the Raft log, state machine, snapshots and (by default) the cluster key live.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address for Raft and the metadata API (gRPC).
+    #[arg(long, default_value = "127.0.0.1:17001")]
+    pub listen: SocketAddr,
+    /// Founding members, `ID=HOST:PORT,...`, used on the first start only; on restart the
+    /// node recovers from --data-dir and ignores it. Omit to start a node that waits to be
+    /// added with `nimbus cluster add-member`.
+    #[arg(long, default_value = "")]
+    pub initial_cluster: String,
+    /// AES-256 key (32 raw bytes) that encrypts code and secrets at rest. Every member must
+    /// hold the same key. Default: DATA_DIR/cluster.key, created if missing.
+    #[arg(long, env = "NIMBUS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    #[arg(long, default_value_t = 1_000)]
+    pub keep_after_snapshot: u64,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout, in milliseconds (upper = 2x).
+    #[arg(long, default_value_t = 600)]
+    pub election_timeout_ms: u64,
+    /// How long a write waits for a quorum before failing as unavailable, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Show the leader, the term, and each member with its role and applied index.
+    Status {
+        /// Metadata node addresses, comma-separated.
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Add a voting member (it starts as a learner, catches up, then votes).
+    AddMember {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        /// The new member's id; must never have been used before.
+        #[arg(long)]
+        id: u64,
+        /// The new member's --listen address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a member. Its id is retired and can never be used again.
+    RemoveMember {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(Clone, Debug, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}

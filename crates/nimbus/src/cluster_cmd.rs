@@ -1,0 +1,107 @@
+//! `nimbus cluster …`: administration of the metadata cluster.
+
+use anyhow::Context;
+use nimbus_meta::MetaClient;
+use serde::Serialize;
+
+use crate::cli::{ClusterCommand, Output};
+
+#[derive(Serialize)]
+struct Status {
+    leader: Option<u64>,
+    term: u64,
+    members: Vec<Member>,
+}
+
+#[derive(Serialize)]
+struct Member {
+    id: u64,
+    addr: String,
+    role: String,
+    applied: Option<u64>,
+    reachable: bool,
+}
+
+pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Status { meta, output } => status(&meta, output).await,
+        ClusterCommand::AddMember { meta, id, addr } => {
+            let client = MetaClient::from_list(&meta)?;
+            println!(
+                "{}",
+                client.add_member(id, &addr).await.context("add-member")?
+            );
+            Ok(())
+        }
+        ClusterCommand::RemoveMember { meta, id } => {
+            let client = MetaClient::from_list(&meta)?;
+            println!(
+                "{}",
+                client.remove_member(id).await.context("remove-member")?
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
+    let addrs: Vec<String> = meta
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    // Ask every given node; the membership comes from the highest-term answer.
+    let mut answers = Vec::new();
+    for a in &addrs {
+        if let Ok(s) = MetaClient::node_status(a).await {
+            answers.push(s);
+        }
+    }
+    let best = answers
+        .iter()
+        .max_by_key(|s| (s.term, s.leader.is_some(), s.applied))
+        .with_context(|| format!("no metadata node answered at {meta}"))?
+        .clone();
+    let mut members = Vec::new();
+    for m in &best.members {
+        // Each member's own view of its applied index; ask it if we did not already.
+        let own = match answers.iter().find(|s| s.id == m.id) {
+            Some(s) => Some(s.clone()),
+            None => MetaClient::node_status(&m.addr).await.ok(),
+        };
+        members.push(Member {
+            id: m.id,
+            addr: m.addr.clone(),
+            role: m.role.clone(),
+            applied: own.as_ref().map(|s| s.applied),
+            reachable: own.is_some(),
+        });
+    }
+    let status = Status {
+        leader: best.leader,
+        term: best.term,
+        members,
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Text => {
+            let leader = status
+                .leader
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "none".into());
+            println!("leader: {leader}  term: {}", status.term);
+            println!(
+                "{:<4} {:<22} {:<9} {:>8}",
+                "ID", "ADDRESS", "ROLE", "APPLIED"
+            );
+            for m in &status.members {
+                let applied = m
+                    .applied
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "down".into());
+                println!("{:<4} {:<22} {:<9} {:>8}", m.id, m.addr, m.role, applied);
+            }
+        }
+    }
+    Ok(())
+}
