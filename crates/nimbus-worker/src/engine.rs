@@ -147,7 +147,9 @@ impl Engine {
         self.check(spec)?;
         let mut started = 0;
         for _ in 0..count {
-            match self.inner.pool().acquire(&spec.key(), spec.memory_mb, false) {
+            // Bind first: a guard in the match scrutinee would live through the arms.
+            let acquired = self.inner.pool().acquire(&spec.key(), spec.memory_mb, false);
+            match acquired {
                 Acquire::Warm(_) => unreachable!("acquire(for_invoke=false) never returns Warm"),
                 Acquire::NoCapacity { .. } => break,
                 Acquire::Cold { evicted } => {

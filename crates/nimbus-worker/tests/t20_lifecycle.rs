@@ -1,0 +1,97 @@
+//! Environment lifecycle: warm reuse per version, concurrency, idle expiry,
+//! LRU eviction under memory pressure, prewarm.
+mod common;
+use common::*;
+use std::time::Duration;
+
+const APP: &str = r#"
+import os, time
+def handler(event, context):
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    return {"pid_ns_init": os.getpid(), "init_type": os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"],
+            "stream": context.log_stream_name}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t20_concurrent_invocations_get_separate_environments() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let s = spec("conc", "python3.11", "app.handler", code.path());
+    let (a, b) = tokio::join!(
+        invoke(&t.engine, &s, r#"{"sleep":0.5}"#),
+        invoke(&t.engine, &s, r#"{"sleep":0.5}"#)
+    );
+    assert_ok(&a);
+    assert_ok(&b);
+    assert_ne!(json(&a)["stream"], json(&b)["stream"], "one environment ran two invocations at once");
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.busy, m.cold_starts, m.reserved_mb), (2, 0, 2, 256), "{m:?}");
+    // Versions do not share environments.
+    let mut v1 = s.clone();
+    v1.version = "1".into();
+    let o = invoke(&t.engine, &v1, "{}").await;
+    assert!(o.init_duration.is_some());
+    assert_eq!(o.executed_version, "1");
+    assert!(o.log.contains("Version: 1"));
+    assert_eq!(t.engine.metrics().cold_starts, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t21_idle_environments_are_shut_down() {
+    let t = engine_with(|c| {
+        c.idle_timeout = Duration::from_millis(500);
+        c.reap_interval = Duration::from_millis(100);
+    });
+    let code = code(&[("app.py", APP)]);
+    let s = spec("idle", "python3.11", "app.handler", code.path());
+    assert_ok(&invoke(&t.engine, &s, "{}").await);
+    assert_eq!(t.engine.metrics().warm, 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.reserved_mb), (0, 0), "{m:?}");
+    assert!(invoke(&t.engine, &s, "{}").await.init_duration.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t22_memory_pressure_evicts_least_recently_used() {
+    let t = engine_with(|c| c.max_memory_mb = 256);
+    let code = code(&[("app.py", APP)]);
+    let a = spec("lru-a", "python3.11", "app.handler", code.path());
+    let b = spec("lru-b", "python3.11", "app.handler", code.path());
+    let c = spec("lru-c", "python3.11", "app.handler", code.path());
+    assert_ok(&invoke(&t.engine, &a, "{}").await);
+    assert_ok(&invoke(&t.engine, &b, "{}").await);
+    assert_ok(&invoke(&t.engine, &a, "{}").await); // a is now more recent than b
+    assert_ok(&invoke(&t.engine, &c, "{}").await); // evicts b
+    assert_eq!(t.engine.metrics().reserved_mb, 256);
+    assert!(invoke(&t.engine, &a, "{}").await.init_duration.is_none(), "a should still be warm");
+    assert!(invoke(&t.engine, &b, "{}").await.init_duration.is_some(), "b should have been evicted");
+
+    // A function bigger than the whole budget cannot run here.
+    let mut huge = spec("huge", "python3.11", "app.handler", code.path());
+    huge.memory_mb = 512;
+    let err = t.engine.invoke(&huge, nimbus_worker::Invocation::new("{}")).await.unwrap_err();
+    assert!(matches!(err, nimbus_worker::EngineError::NoCapacity { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t23_prewarm_creates_provisioned_environments() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let s = spec("pre", "python3.11", "app.handler", code.path());
+    assert_eq!(t.engine.prewarm(&s, 2).await.unwrap(), 2);
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.reserved_mb), (2, 256));
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    assert_eq!(json(&o)["init_type"], "provisioned-concurrency");
+    // Init Duration was paid ahead of time and is reported with the first invocation.
+    assert!(o.log.contains("Init Duration"));
+    t.engine.shutdown().await;
+    assert_eq!(t.engine.metrics().warm, 0);
+    assert!(matches!(
+        t.engine.invoke(&s, nimbus_worker::Invocation::new("{}")).await,
+        Err(nimbus_worker::EngineError::ShuttingDown)
+    ));
+}
