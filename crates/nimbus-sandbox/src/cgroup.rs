@@ -64,10 +64,11 @@ impl CgroupLayout {
             write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
             return Ok(CgroupLayout::V2 { parent });
         }
-        let mounts = fs::read_to_string("/proc/self/mounts").map_err(|source| CgroupError::File {
-            path: "/proc/self/mounts".into(),
-            source,
-        })?;
+        let mounts =
+            fs::read_to_string("/proc/self/mounts").map_err(|source| CgroupError::File {
+                path: "/proc/self/mounts".into(),
+                source,
+            })?;
         let find = |controller: &str| -> Option<PathBuf> {
             mounts.lines().find_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();

@@ -18,7 +18,6 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
-
 use crate::filesystem::RootfsOp;
 
 /// Which isolation step failed inside the child.
@@ -185,7 +184,8 @@ fn setup(plan: &ChildPlan) -> StepResult {
     use SimpleStep as S;
     // SAFETY: closing our copy of the parent's end of the start pipe; the fd
     // number is valid and not used again in the child.
-    step(S::Setup, Errno::result(unsafe { libc::close(plan.go_write) }).map(drop))?;
+    let closed = unsafe { libc::close(plan.go_write) };
+    step(S::Setup, Errno::result(closed).map(drop))?;
     step(
         S::Hostname,
         nix::unistd::sethostname(plan.hostname.to_str().unwrap_or("sandbox")),
@@ -224,7 +224,10 @@ fn setup(plan: &ChildPlan) -> StepResult {
     }
 
     for (resource, limit) in &plan.rlimits {
-        step(S::Rlimits, nix::sys::resource::setrlimit(*resource, *limit, *limit))?;
+        step(
+            S::Rlimits,
+            nix::sys::resource::setrlimit(*resource, *limit, *limit),
+        )?;
     }
     step(S::Stdio, stdio(plan))?;
     step(S::DropPrivileges, drop_privileges(plan.uid, plan.gid))?;
@@ -233,10 +236,13 @@ fn setup(plan: &ChildPlan) -> StepResult {
     // runtime thread may have signals blocked. Dispositions survive exec.
     // SAFETY: setting SIG_DFL installs no handler, so there is no handler code
     // that could run in an inconsistent state.
-    step(S::Setup, unsafe {
-        nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
-    }
-    .map(drop))?;
+    let sigpipe = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
+    step(S::Setup, sigpipe.map(drop))?;
     step(
         S::Setup,
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None),
@@ -246,7 +252,13 @@ fn setup(plan: &ChildPlan) -> StepResult {
     }
     // SAFETY: program, argv and envp are NUL-terminated C strings and
     // NULL-terminated pointer arrays kept alive by `plan` for this call.
-    unsafe { libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
+    unsafe {
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+        )
+    };
     Err((code(&S::Exec), Errno::last()))
 }
 
@@ -258,14 +270,18 @@ fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
     let none: Option<&str> = None;
     match op {
-        RootfsOp::MkDir(path) => match nix::unistd::mkdir(path.as_c_str(), Mode::from_bits_truncate(0o755)) {
-            Err(Errno::EEXIST) => Ok(()),
-            other => other,
-        },
+        RootfsOp::MkDir(path) => {
+            match nix::unistd::mkdir(path.as_c_str(), Mode::from_bits_truncate(0o755)) {
+                Err(Errno::EEXIST) => Ok(()),
+                other => other,
+            }
+        }
         RootfsOp::MkFile(path) => {
             let fd = nix::fcntl::open(
                 path.as_c_str(),
-                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::fcntl::OFlag::O_CREAT
+                    | nix::fcntl::OFlag::O_WRONLY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(0o644),
             )?;
             drop(fd);
@@ -275,7 +291,13 @@ fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
             nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str())
         }
         RootfsOp::BindReadOnly { src, dst } => {
-            nix::mount::mount(Some(src.as_c_str()), dst.as_c_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+            nix::mount::mount(
+                Some(src.as_c_str()),
+                dst.as_c_str(),
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )?;
             nix::mount::mount(
                 none,
                 dst.as_c_str(),
@@ -288,9 +310,13 @@ fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
                 none,
             )
         }
-        RootfsOp::BindDevice { src, dst } => {
-            nix::mount::mount(Some(src.as_c_str()), dst.as_c_str(), none, MsFlags::MS_BIND, none)
-        }
+        RootfsOp::BindDevice { src, dst } => nix::mount::mount(
+            Some(src.as_c_str()),
+            dst.as_c_str(),
+            none,
+            MsFlags::MS_BIND,
+            none,
+        ),
         RootfsOp::Mount {
             source,
             target,

@@ -133,7 +133,10 @@ impl SandboxSpec {
             }
         }
         if !self.code_dir.is_dir() {
-            return bad(format!("code dir {} is not a directory", self.code_dir.display()));
+            return bad(format!(
+                "code dir {} is not a directory",
+                self.code_dir.display()
+            ));
         }
         if self.memory_mb == 0 || self.ephemeral_mb == 0 || self.pids_max == 0 {
             return bad("memory, ephemeral storage and pids must be > 0".into());

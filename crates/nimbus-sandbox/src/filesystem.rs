@@ -61,9 +61,13 @@ impl RootfsOp {
             RootfsOp::MkDir(p) => format!("mkdir {}", s(p)),
             RootfsOp::MkFile(p) => format!("create {}", s(p)),
             RootfsOp::Symlink { link, target } => format!("symlink {} -> {}", s(link), s(target)),
-            RootfsOp::BindReadOnly { src, dst } => format!("bind {} at {} read-only", s(src), s(dst)),
+            RootfsOp::BindReadOnly { src, dst } => {
+                format!("bind {} at {} read-only", s(src), s(dst))
+            }
             RootfsOp::BindDevice { src, dst } => format!("bind device {} at {}", s(src), s(dst)),
-            RootfsOp::Mount { fstype, target, .. } => format!("mount {} at {}", s(fstype), s(target)),
+            RootfsOp::Mount { fstype, target, .. } => {
+                format!("mount {} at {}", s(fstype), s(target))
+            }
             RootfsOp::Chown { path, .. } => format!("chown {}", s(path)),
         }
     }
@@ -188,13 +192,11 @@ pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> 
         many => {
             // overlayfs lists the top-most lower dir first; Lambda extracts
             // layers in order, so later layers win.
-            let lower: Vec<String> = many
-                .iter()
-                .rev()
-                .map(|p| p.display().to_string())
-                .collect();
+            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
             if lower.iter().any(|l| l.contains([':', ','])) {
-                return Err(SandboxError::InvalidSpec("layer path contains ':' or ','".into()));
+                return Err(SandboxError::InvalidSpec(
+                    "layer path contains ':' or ','".into(),
+                ));
             }
             ops.push(RootfsOp::Mount {
                 source: c(Path::new("overlay"))?,

@@ -47,7 +47,9 @@ pub(crate) fn spawn(spec: SandboxSpec) -> Result<PreparedSandbox, SandboxError> 
         .stderr(Stdio::from(spec.stderr))
         .process_group(0);
     if let Some(l) = &listener {
-        let addr = l.local_addr().map_err(|e| SandboxError::io("local_addr", e))?;
+        let addr = l
+            .local_addr()
+            .map_err(|e| SandboxError::io("local_addr", e))?;
         cmd.env(&spec.service_addr_env, addr.to_string());
     }
     let child = cmd
@@ -57,5 +59,9 @@ pub(crate) fn spawn(spec: SandboxSpec) -> Result<PreparedSandbox, SandboxError> 
     // std's Child does not reap on drop; the Sandbox handle does.
     drop(child);
     let pidfd = pidfd_open(pid)?;
-    Ok(PreparedSandbox::new_insecure(Pid::from_raw(pid), pidfd, listener))
+    Ok(PreparedSandbox::new_insecure(
+        Pid::from_raw(pid),
+        pidfd,
+        listener,
+    ))
 }

@@ -59,7 +59,10 @@ impl Jail {
         let empty_file = config.state_dir.join("empty");
         std::fs::write(&empty_file, b"")
             .and_then(|()| {
-                std::fs::set_permissions(&empty_file, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+                std::fs::set_permissions(
+                    &empty_file,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o444),
+                )
             })
             .map_err(|e| SandboxError::io("create the mask file", e))?;
         if config.insecure_no_isolation {
@@ -277,7 +280,9 @@ impl ExecStrings {
         let argc = strings.len();
         for (k, v) in env {
             if k.is_empty() || k.contains('=') {
-                return Err(SandboxError::InvalidSpec(format!("bad variable name {k:?}")));
+                return Err(SandboxError::InvalidSpec(format!(
+                    "bad variable name {k:?}"
+                )));
             }
             strings.push(CString::new(format!("{k}={v}")).map_err(|_| nul("environment"))?);
         }

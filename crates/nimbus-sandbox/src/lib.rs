@@ -42,6 +42,6 @@ pub use error::SandboxError;
 pub use jail::Jail;
 pub use nat::NatConfig;
 pub use network::NetworkMode;
-pub use process::{ExitStatus, PreparedSandbox, Sandbox};
 #[cfg(feature = "tokio")]
 pub use process::ExitWatch;
+pub use process::{ExitStatus, PreparedSandbox, Sandbox};

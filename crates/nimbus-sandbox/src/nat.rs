@@ -77,7 +77,11 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetworkE
     let command = format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -92,10 +96,12 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetworkE
                 detail: e.to_string(),
             })?;
     }
-    let out = child.wait_with_output().map_err(|e| NetworkError::Command {
-        command: command.clone(),
-        detail: e.to_string(),
-    })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetworkError::Command {
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(NetworkError::Command {
             command: format!("{command} <<< {}", stdin.unwrap_or("")),
@@ -108,9 +114,11 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), NetworkE
 impl NatNetwork {
     /// Enables forwarding and (re)installs the `inet nimbus` nftables table.
     pub fn install(config: NatConfig) -> Result<Self, NetworkError> {
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| NetworkError::Command {
-            command: "sysctl net.ipv4.ip_forward=1".into(),
-            detail: e.to_string(),
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| {
+            NetworkError::Command {
+                command: "sysctl net.ipv4.ip_forward=1".into(),
+                detail: e.to_string(),
+            }
         })?;
         let [a, b] = config.pool;
         let dns = config.dns_resolver;

@@ -115,7 +115,9 @@ unsafe impl Send for PreparedSandbox {}
 
 impl fmt::Debug for PreparedSandbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PreparedSandbox").field("pid", &self.pid).finish()
+        f.debug_struct("PreparedSandbox")
+            .field("pid", &self.pid)
+            .finish()
     }
 }
 
@@ -177,7 +179,10 @@ impl PreparedSandbox {
             f.read_to_end(&mut report)
                 .map_err(|e| SandboxError::io("read child status", e))?;
         }
-        let pidfd = self.pidfd.try_clone().map_err(|e| SandboxError::io("dup pidfd", e))?;
+        let pidfd = self
+            .pidfd
+            .try_clone()
+            .map_err(|e| SandboxError::io("dup pidfd", e))?;
         let mut sandbox = Sandbox {
             pid: self.pid,
             pidfd,
@@ -251,8 +256,7 @@ impl Sandbox {
 
     /// Blocks until the first process has exited and reaps it.
     pub fn wait(&mut self) -> Result<ExitStatus, SandboxError> {
-        self.reap(None)
-            .map(|s| s.unwrap_or(ExitStatus::Exited(-1)))
+        self.reap(None).map(|s| s.unwrap_or(ExitStatus::Exited(-1)))
     }
 
     fn reap(&mut self, flags: Option<WaitPidFlag>) -> Result<Option<ExitStatus>, SandboxError> {
@@ -319,7 +323,10 @@ fn decode_report(report: &[u8], plan: Option<&ChildPlan>) -> Option<SandboxError
 
 /// The child's error report, if it has already written one (non-blocking).
 pub(crate) fn child_report(err_read: &OwnedFd, plan: &ChildPlan) -> Option<SandboxError> {
-    let mut fds = [nix::poll::PollFd::new(err_read.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        err_read.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     // Give a child that is failing right now a moment to say why.
     nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).ok()?;
     let mut buf = [0u8; 8];

@@ -237,10 +237,7 @@ fn attach_loop(image: &File) -> Result<ScratchDisk, ScratchError> {
             .custom_flags(libc::O_CLOEXEC)
             .open(&device)
             .map_err(|e| ScratchError::Loop(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-        for flags in [
-            LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO,
-            LO_FLAGS_AUTOCLEAR,
-        ] {
+        for flags in [LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO, LO_FLAGS_AUTOCLEAR] {
             // SAFETY: LoopConfig is a plain-old-data C struct; all-zero is a valid value.
             let mut config: LoopConfig = unsafe { std::mem::zeroed() };
             config.fd = image.as_raw_fd() as u32;
@@ -255,8 +252,8 @@ fn attach_loop(image: &File) -> Result<ScratchDisk, ScratchError> {
                 });
             }
             match Errno::last() {
-                Errno::EBUSY => break,          // raced: try another device
-                Errno::EINVAL => continue,      // no direct I/O on this host fs
+                Errno::EBUSY => break,     // raced: try another device
+                Errno::EINVAL => continue, // no direct I/O on this host fs
                 e => return Err(ScratchError::Loop(e)),
             }
         }

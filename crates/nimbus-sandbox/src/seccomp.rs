@@ -50,57 +50,154 @@ macro_rules! deny {
 }
 
 macro_rules! paste_sys {
-    (ptrace) => { libc::SYS_ptrace };
-    (process_vm_readv) => { libc::SYS_process_vm_readv };
-    (process_vm_writev) => { libc::SYS_process_vm_writev };
-    (mount) => { libc::SYS_mount };
-    (umount2) => { libc::SYS_umount2 };
-    (pivot_root) => { libc::SYS_pivot_root };
-    (chroot) => { libc::SYS_chroot };
-    (fsopen) => { libc::SYS_fsopen };
-    (fsconfig) => { libc::SYS_fsconfig };
-    (fsmount) => { libc::SYS_fsmount };
-    (fspick) => { libc::SYS_fspick };
-    (move_mount) => { libc::SYS_move_mount };
-    (open_tree) => { libc::SYS_open_tree };
-    (mount_setattr) => { libc::SYS_mount_setattr };
-    (unshare) => { libc::SYS_unshare };
-    (setns) => { libc::SYS_setns };
-    (kexec_load) => { libc::SYS_kexec_load };
-    (kexec_file_load) => { libc::SYS_kexec_file_load };
-    (init_module) => { libc::SYS_init_module };
-    (finit_module) => { libc::SYS_finit_module };
-    (delete_module) => { libc::SYS_delete_module };
-    (reboot) => { libc::SYS_reboot };
-    (swapon) => { libc::SYS_swapon };
-    (swapoff) => { libc::SYS_swapoff };
-    (bpf) => { libc::SYS_bpf };
-    (perf_event_open) => { libc::SYS_perf_event_open };
-    (userfaultfd) => { libc::SYS_userfaultfd };
-    (keyctl) => { libc::SYS_keyctl };
-    (add_key) => { libc::SYS_add_key };
-    (request_key) => { libc::SYS_request_key };
-    (open_by_handle_at) => { libc::SYS_open_by_handle_at };
-    (name_to_handle_at) => { libc::SYS_name_to_handle_at };
-    (acct) => { libc::SYS_acct };
-    (quotactl) => { libc::SYS_quotactl };
-    (syslog) => { libc::SYS_syslog };
-    (settimeofday) => { libc::SYS_settimeofday };
-    (clock_settime) => { libc::SYS_clock_settime };
-    (clock_adjtime) => { libc::SYS_clock_adjtime };
-    (adjtimex) => { libc::SYS_adjtimex };
-    (iopl) => { libc::SYS_iopl };
-    (ioperm) => { libc::SYS_ioperm };
-    (vhangup) => { libc::SYS_vhangup };
-    (lookup_dcookie) => { libc::SYS_lookup_dcookie };
-    (personality) => { libc::SYS_personality };
+    (ptrace) => {
+        libc::SYS_ptrace
+    };
+    (process_vm_readv) => {
+        libc::SYS_process_vm_readv
+    };
+    (process_vm_writev) => {
+        libc::SYS_process_vm_writev
+    };
+    (mount) => {
+        libc::SYS_mount
+    };
+    (umount2) => {
+        libc::SYS_umount2
+    };
+    (pivot_root) => {
+        libc::SYS_pivot_root
+    };
+    (chroot) => {
+        libc::SYS_chroot
+    };
+    (fsopen) => {
+        libc::SYS_fsopen
+    };
+    (fsconfig) => {
+        libc::SYS_fsconfig
+    };
+    (fsmount) => {
+        libc::SYS_fsmount
+    };
+    (fspick) => {
+        libc::SYS_fspick
+    };
+    (move_mount) => {
+        libc::SYS_move_mount
+    };
+    (open_tree) => {
+        libc::SYS_open_tree
+    };
+    (mount_setattr) => {
+        libc::SYS_mount_setattr
+    };
+    (unshare) => {
+        libc::SYS_unshare
+    };
+    (setns) => {
+        libc::SYS_setns
+    };
+    (kexec_load) => {
+        libc::SYS_kexec_load
+    };
+    (kexec_file_load) => {
+        libc::SYS_kexec_file_load
+    };
+    (init_module) => {
+        libc::SYS_init_module
+    };
+    (finit_module) => {
+        libc::SYS_finit_module
+    };
+    (delete_module) => {
+        libc::SYS_delete_module
+    };
+    (reboot) => {
+        libc::SYS_reboot
+    };
+    (swapon) => {
+        libc::SYS_swapon
+    };
+    (swapoff) => {
+        libc::SYS_swapoff
+    };
+    (bpf) => {
+        libc::SYS_bpf
+    };
+    (perf_event_open) => {
+        libc::SYS_perf_event_open
+    };
+    (userfaultfd) => {
+        libc::SYS_userfaultfd
+    };
+    (keyctl) => {
+        libc::SYS_keyctl
+    };
+    (add_key) => {
+        libc::SYS_add_key
+    };
+    (request_key) => {
+        libc::SYS_request_key
+    };
+    (open_by_handle_at) => {
+        libc::SYS_open_by_handle_at
+    };
+    (name_to_handle_at) => {
+        libc::SYS_name_to_handle_at
+    };
+    (acct) => {
+        libc::SYS_acct
+    };
+    (quotactl) => {
+        libc::SYS_quotactl
+    };
+    (syslog) => {
+        libc::SYS_syslog
+    };
+    (settimeofday) => {
+        libc::SYS_settimeofday
+    };
+    (clock_settime) => {
+        libc::SYS_clock_settime
+    };
+    (clock_adjtime) => {
+        libc::SYS_clock_adjtime
+    };
+    (adjtimex) => {
+        libc::SYS_adjtimex
+    };
+    (iopl) => {
+        libc::SYS_iopl
+    };
+    (ioperm) => {
+        libc::SYS_ioperm
+    };
+    (vhangup) => {
+        libc::SYS_vhangup
+    };
+    (lookup_dcookie) => {
+        libc::SYS_lookup_dcookie
+    };
+    (personality) => {
+        libc::SYS_personality
+    };
 }
 
 /// Calls denied with `EPERM`. A comment per rule says why.
 pub const DENIED_EPERM: &[DeniedSyscall] = &[
-    deny!(ptrace, "debugging another process is the classic escape and snooping tool"),
-    deny!(process_vm_readv, "reads another process's memory like ptrace"),
-    deny!(process_vm_writev, "writes another process's memory like ptrace"),
+    deny!(
+        ptrace,
+        "debugging another process is the classic escape and snooping tool"
+    ),
+    deny!(
+        process_vm_readv,
+        "reads another process's memory like ptrace"
+    ),
+    deny!(
+        process_vm_writev,
+        "writes another process's memory like ptrace"
+    ),
     deny!(mount, "the file system layout is fixed by the sandbox"),
     deny!(umount2, "unmounting could reveal what the sandbox masks"),
     deny!(pivot_root, "changing root is the sandbox's job"),
@@ -112,7 +209,10 @@ pub const DENIED_EPERM: &[DeniedSyscall] = &[
     deny!(move_mount, "new mount API: same reason as mount"),
     deny!(open_tree, "new mount API: same reason as mount"),
     deny!(mount_setattr, "new mount API: same reason as mount"),
-    deny!(unshare, "new (user) namespaces widen the kernel attack surface"),
+    deny!(
+        unshare,
+        "new (user) namespaces widen the kernel attack surface"
+    ),
     deny!(setns, "joining other namespaces is an escape"),
     deny!(kexec_load, "loads a new kernel"),
     deny!(kexec_file_load, "loads a new kernel"),
@@ -123,12 +223,18 @@ pub const DENIED_EPERM: &[DeniedSyscall] = &[
     deny!(swapon, "changes host swap"),
     deny!(swapoff, "changes host swap"),
     deny!(bpf, "eBPF programs are a large kernel attack surface"),
-    deny!(perf_event_open, "side channels and a history of kernel bugs"),
+    deny!(
+        perf_event_open,
+        "side channels and a history of kernel bugs"
+    ),
     deny!(userfaultfd, "used to win kernel races in exploits"),
     deny!(keyctl, "the kernel keyring is not namespaced"),
     deny!(add_key, "the kernel keyring is not namespaced"),
     deny!(request_key, "the kernel keyring is not namespaced"),
-    deny!(open_by_handle_at, "opens files by handle, bypassing the mount view (shocker)"),
+    deny!(
+        open_by_handle_at,
+        "opens files by handle, bypassing the mount view (shocker)"
+    ),
     deny!(name_to_handle_at, "companion of open_by_handle_at"),
     deny!(acct, "process accounting is host-wide"),
     deny!(quotactl, "disk quotas are host-wide"),
@@ -141,7 +247,10 @@ pub const DENIED_EPERM: &[DeniedSyscall] = &[
     deny!(ioperm, "raw I/O port access"),
     deny!(vhangup, "hangs up the host terminal"),
     deny!(lookup_dcookie, "kernel profiling internals"),
-    deny!(personality, "can disable ASLR (READ_IMPLIES_EXEC and friends)"),
+    deny!(
+        personality,
+        "can disable ASLR (READ_IMPLIES_EXEC and friends)"
+    ),
 ];
 
 /// The two compiled programs the child installs, in order.
@@ -169,13 +278,13 @@ impl SeccompPolicy {
 
         let mut eperm: BTreeMap<i64, Vec<SeccompRule>> = DENIED_EPERM
             .iter()
-            .map(|d| (d.nr as i64, Vec::new())) // empty rule list = always matches
+            .map(|d| (d.nr, Vec::new())) // empty rule list = always matches
             .collect();
         // clone(2) stays allowed (fork, threads), except with CLONE_NEWUSER:
         // an unprivileged user namespace hands out capabilities.
         let newuser = libc::CLONE_NEWUSER as u64;
         eperm.insert(
-            libc::SYS_clone as i64,
+            libc::SYS_clone,
             vec![SeccompRule::new(vec![SeccompCondition::new(
                 0,
                 SeccompCmpArgLen::Qword,
@@ -196,7 +305,7 @@ impl SeccompPolicy {
         // clone3 passes its flags in memory, which BPF cannot inspect: answer
         // ENOSYS so glibc and others fall back to clone(2), which we can.
         let enosys = SeccompFilter::new(
-            [(libc::SYS_clone3 as i64, Vec::new())].into_iter().collect(),
+            [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
             SeccompAction::Allow,
             SeccompAction::Errno(libc::ENOSYS as u32),
             arch,
@@ -205,7 +314,9 @@ impl SeccompPolicy {
 
         let programs = [eperm, enosys]
             .into_iter()
-            .map(|f| BpfProgram::try_from(f).map_err(|e| compile_err(seccompiler::Error::Backend(e))))
+            .map(|f| {
+                BpfProgram::try_from(f).map_err(|e| compile_err(seccompiler::Error::Backend(e)))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SeccompPolicy { programs })
     }
@@ -229,8 +340,16 @@ mod tests {
     fn required_denials_are_present() {
         // The minimum list; catches a rule removed by mistake.
         for name in [
-            "ptrace", "mount", "umount2", "kexec_load", "bpf", "init_module", "finit_module",
-            "delete_module", "reboot", "swapon",
+            "ptrace",
+            "mount",
+            "umount2",
+            "kexec_load",
+            "bpf",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "reboot",
+            "swapon",
         ] {
             assert!(
                 DENIED_EPERM.iter().any(|d| d.name == name),

@@ -26,11 +26,18 @@ pub fn jail() -> Jail {
 pub fn unique_id(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("t-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn code_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("nimbus-code").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("nimbus-code")
+        .tempdir()
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for (name, body) in files {
@@ -65,7 +72,11 @@ pub fn spec(id: &str, code: &Path, script: &str, out: OwnedFd) -> SandboxSpec {
 }
 
 /// Runs `script` with `/bin/sh -c` in a fresh sandbox; returns (status, output).
-pub fn run_sh(jail: &Jail, script: &str, tweak: impl FnOnce(&mut SandboxSpec)) -> (ExitStatus, String) {
+pub fn run_sh(
+    jail: &Jail,
+    script: &str,
+    tweak: impl FnOnce(&mut SandboxSpec),
+) -> (ExitStatus, String) {
     let code = code_dir(&[("hello.txt", "hello from code\n")]);
     let (r, w) = nix::unistd::pipe().unwrap();
     let mut s = spec(&unique_id("sh"), code.path(), script, w);

@@ -6,22 +6,38 @@ use nimbus_sandbox::ExitStatus;
 #[test]
 fn t10_runs_as_unprivileged_user_in_own_namespaces() {
     let jail = jail();
-    let (status, out) = run_sh(&jail, "id -u; id -g; hostname; echo $$; cat /var/task/hello.txt", |_| {});
+    let (status, out) = run_sh(
+        &jail,
+        "id -u; id -g; hostname; echo $$; cat /var/task/hello.txt",
+        |_| {},
+    );
     assert_eq!(status, ExitStatus::Exited(0), "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, ["993", "990", "sandbox", "1", "hello from code"], "{out}");
+    assert_eq!(
+        lines,
+        ["993", "990", "sandbox", "1", "hello from code"],
+        "{out}"
+    );
 }
 
 #[test]
 fn t11_sees_only_its_own_processes() {
     let jail = jail();
     // Host processes (e.g. this test runner) must be invisible.
-    let (status, out) = run_sh(&jail, "ls /proc | grep -E '^[0-9]+$' | wc -l; test -e /proc/self/status && echo ok", |_| {});
+    let (status, out) = run_sh(
+        &jail,
+        "ls /proc | grep -E '^[0-9]+$' | wc -l; test -e /proc/self/status && echo ok",
+        |_| {},
+    );
     assert_eq!(status, ExitStatus::Exited(0), "{out}");
     let n: u32 = out.lines().next().unwrap().trim().parse().unwrap();
     assert!(n <= 4, "sandbox sees {n} processes: {out}");
     let me = std::process::id();
-    let (_, out) = run_sh(&jail, &format!("cat /proc/{me}/cmdline 2>&1 || echo hidden"), |_| {});
+    let (_, out) = run_sh(
+        &jail,
+        &format!("cat /proc/{me}/cmdline 2>&1 || echo hidden"),
+        |_| {},
+    );
     assert!(out.contains("hidden"), "{out}");
 }
 
@@ -60,7 +76,10 @@ fn t14_tmp_is_exactly_the_configured_size_and_fills_up() {
     let mut lines = out.lines();
     let total_kb: u64 = lines.next().unwrap().trim().parse().unwrap();
     // ext4 metadata takes a little; the file system is the configured size.
-    assert!((29 * 1024..=32 * 1024).contains(&total_kb), "df says {total_kb} KiB: {out}");
+    assert!(
+        (29 * 1024..=32 * 1024).contains(&total_kb),
+        "df says {total_kb} KiB: {out}"
+    );
     assert_eq!(lines.next(), Some("No space left on device"), "{out}");
 }
 
@@ -69,7 +88,11 @@ fn t15_environments_do_not_share_tmp() {
     let jail = jail();
     let (_, a) = run_sh(&jail, "echo secret > /tmp/mine; ls /tmp", |_| {});
     assert!(a.contains("mine"), "{a}");
-    let (_, b) = run_sh(&jail, "ls -A /tmp; cat /tmp/mine 2>&1 || echo absent", |_| {});
+    let (_, b) = run_sh(
+        &jail,
+        "ls -A /tmp; cat /tmp/mine 2>&1 || echo absent",
+        |_| {},
+    );
     assert!(b.contains("absent") && !b.contains("secret"), "{b}");
 }
 
@@ -89,15 +112,29 @@ for name, nr, args in [("ptrace", 101, (16, 1, 0, 0)), ("mount", 165, (b"none", 
 '"#;
     let (status, out) = run_sh(&jail, script, |_| {});
     assert_eq!(status, ExitStatus::Exited(0), "{out}");
-    for name in ["ptrace", "mount", "umount2", "reboot", "bpf", "kexec_load", "init_module", "swapon", "unshare"] {
-        assert!(out.contains(&format!("{name} -1 EPERM")), "{name} not denied: {out}");
+    for name in [
+        "ptrace",
+        "mount",
+        "umount2",
+        "reboot",
+        "bpf",
+        "kexec_load",
+        "init_module",
+        "swapon",
+        "unshare",
+    ] {
+        assert!(
+            out.contains(&format!("{name} -1 EPERM")),
+            "{name} not denied: {out}"
+        );
     }
 }
 
 #[test]
 fn t17_memory_limit_kills_the_environment() {
     let jail = jail();
-    let script = "exec /usr/bin/python3 -c 'x = bytearray(300 * 1024 * 1024); print(\"allocated\")'";
+    let script =
+        "exec /usr/bin/python3 -c 'x = bytearray(300 * 1024 * 1024); print(\"allocated\")'";
     let code = code_dir(&[]);
     let (r, w) = nix::unistd::pipe().unwrap();
     let mut s = spec(&unique_id("oom"), code.path(), script, w);
@@ -128,7 +165,13 @@ print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
 os._exit(0)
 '"#;
     let (_, out) = run_sh(&jail, script, |s| s.pids_max = 32);
-    let n: u32 = out.lines().last().unwrap_or("0").trim().parse().unwrap_or(0);
+    let n: u32 = out
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
     assert!(n > 0 && n <= 32, "{n} processes: {out}");
 }
 
@@ -141,7 +184,12 @@ fn t19_failed_step_never_runs_the_workload() {
     s.program = "/var/task/does-not-exist".into();
     let err = jail.prepare(s).unwrap().start().unwrap_err();
     assert!(err.to_string().contains("Exec"), "{err}");
-    let mut s = spec(&unique_id("fail"), code.path(), "true", nix::unistd::pipe().unwrap().1);
+    let mut s = spec(
+        &unique_id("fail"),
+        code.path(),
+        "true",
+        nix::unistd::pipe().unwrap().1,
+    );
     s.layers = vec!["/nonexistent-layer".into()];
     let err = jail.prepare(s).and_then(|p| p.start()).unwrap_err();
     assert!(err.to_string().contains("rootfs"), "{err}");

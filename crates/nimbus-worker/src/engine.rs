@@ -31,7 +31,9 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("metrics", &self.metrics()).finish()
+        f.debug_struct("Engine")
+            .field("metrics", &self.metrics())
+            .finish()
     }
 }
 
@@ -85,7 +87,11 @@ impl Engine {
     /// start otherwise. Function failures (errors, timeouts, crashes, Init
     /// failures) are `Ok` outcomes with [`InvokeStatus::FunctionError`];
     /// `Err` means the invocation could not be attempted.
-    pub async fn invoke(&self, spec: &FunctionSpec, inv: Invocation) -> Result<InvokeOutcome, EngineError> {
+    pub async fn invoke(
+        &self,
+        spec: &FunctionSpec,
+        inv: Invocation,
+    ) -> Result<InvokeOutcome, EngineError> {
         self.check(spec)?;
         if inv.payload.len() > MAX_RESPONSE_BYTES {
             return Err(EngineError::PayloadTooLarge {
@@ -95,7 +101,7 @@ impl Engine {
         }
         let acquired = self.inner.pool().acquire(&spec.key(), spec.memory_mb, true);
         let mut env = match acquired {
-            Acquire::Warm(env) => env,
+            Acquire::Warm(env) => *env,
             Acquire::NoCapacity { free_mb } => {
                 return Err(EngineError::NoCapacity {
                     needed_mb: spec.memory_mb,
@@ -148,7 +154,10 @@ impl Engine {
         let mut started = 0;
         for _ in 0..count {
             // Bind first: a guard in the match scrutinee would live through the arms.
-            let acquired = self.inner.pool().acquire(&spec.key(), spec.memory_mb, false);
+            let acquired = self
+                .inner
+                .pool()
+                .acquire(&spec.key(), spec.memory_mb, false);
             match acquired {
                 Acquire::Warm(_) => unreachable!("acquire(for_invoke=false) never returns Warm"),
                 Acquire::NoCapacity { .. } => break,
@@ -194,7 +203,13 @@ impl Engine {
         self.inner
             .shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(r) = self.inner.reaper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(r) = self
+            .inner
+            .reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             r.abort();
         }
         let idle = self.inner.pool().drain_idle();
@@ -215,13 +230,19 @@ impl Engine {
         }
         RuntimeKind::parse(&spec.runtime)?;
         if !(128..=10_240).contains(&spec.memory_mb) {
-            return Err(EngineError::InvalidFunction("MemorySize must be 128-10240".into()));
+            return Err(EngineError::InvalidFunction(
+                "MemorySize must be 128-10240".into(),
+            ));
         }
         if !(512..=10_240).contains(&spec.ephemeral_mb) {
-            return Err(EngineError::InvalidFunction("EphemeralStorage must be 512-10240".into()));
+            return Err(EngineError::InvalidFunction(
+                "EphemeralStorage must be 512-10240".into(),
+            ));
         }
         if spec.timeout.is_zero() {
-            return Err(EngineError::InvalidFunction("Timeout must be positive".into()));
+            return Err(EngineError::InvalidFunction(
+                "Timeout must be positive".into(),
+            ));
         }
         Ok(())
     }

@@ -98,7 +98,11 @@ fn lambda_env(
     log_stream: &str,
     init_type: InitializationType,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let reserved = [
         ("_HANDLER", spec.handler.clone()),
         ("LAMBDA_TASK_ROOT", "/var/task".into()),
@@ -129,9 +133,7 @@ fn lambda_env(
 }
 
 fn error_payload(error_type: &str, message: &str) -> Bytes {
-    Bytes::from(
-        serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string(),
-    )
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
 }
 
 impl ExecutionEnvironment {
@@ -156,8 +158,8 @@ impl ExecutionEnvironment {
                 }))
             }
         };
-        let (read_end, write_end) = std::io::pipe()
-            .map_err(|e| StartError::Engine(EngineError::io("log pipe", e)))?;
+        let (read_end, write_end) =
+            std::io::pipe().map_err(|e| StartError::Engine(EngineError::io("log pipe", e)))?;
         let write_end: OwnedFd = write_end.into();
         let stderr = write_end
             .try_clone()
@@ -191,7 +193,9 @@ impl ExecutionEnvironment {
             Ok::<_, nimbus_sandbox::SandboxError>((sandbox, listener))
         })
         .await
-        .map_err(|e| StartError::Engine(EngineError::io("sandbox task", std::io::Error::other(e))))?;
+        .map_err(|e| {
+            StartError::Engine(EngineError::io("sandbox task", std::io::Error::other(e)))
+        })?;
         let (sandbox, listener) = created.map_err(|e| StartError::Engine(e.into()))?;
         let logs = LogCapture::start(id.clone(), read_end.into())
             .map_err(|e| StartError::Engine(EngineError::io("log capture", e)))?;
@@ -268,7 +272,11 @@ impl ExecutionEnvironment {
 
     /// Runs one invocation. Returns the outcome and whether the environment
     /// can be reused (false after a timeout, crash or OOM).
-    pub(crate) async fn invoke(&mut self, spec: &FunctionSpec, inv: Invocation) -> (InvokeOutcome, bool) {
+    pub(crate) async fn invoke(
+        &mut self,
+        spec: &FunctionSpec,
+        inv: Invocation,
+    ) -> (InvokeOutcome, bool) {
         let cold = self.pending_init.take();
         let mut log = Vec::new();
         let mut init_duration = None;
@@ -320,17 +328,34 @@ impl ExecutionEnvironment {
                 );
                 (fe(t), error_payload(t, &msg), true, finished - delivered_at)
             }
-            End::Reply(RuntimeReply::Error { body, error_type, delivered_at }) => {
+            End::Reply(RuntimeReply::Error {
+                body,
+                error_type,
+                delivered_at,
+            }) => {
                 let t = json_error_type(&body)
                     .or(error_type.clone())
                     .unwrap_or_else(|| "Unhandled".into());
-                (fe(&t), normalise_error(body, error_type), true, finished - delivered_at)
+                (
+                    fe(&t),
+                    normalise_error(body, error_type),
+                    true,
+                    finished - delivered_at,
+                )
             }
             End::Exit(info) => {
-                let t = if info.oom_killed { "Runtime.OutOfMemory" } else { "Runtime.ExitError" };
+                let t = if info.oom_killed {
+                    "Runtime.OutOfMemory"
+                } else {
+                    "Runtime.ExitError"
+                };
                 let msg = match info.status {
-                    ExitStatus::Exited(0) => format!("RequestId: {rid} Error: Runtime exited without providing a reason"),
-                    status => format!("RequestId: {rid} Error: Runtime exited with error: {status}"),
+                    ExitStatus::Exited(0) => {
+                        format!("RequestId: {rid} Error: Runtime exited without providing a reason")
+                    }
+                    status => {
+                        format!("RequestId: {rid} Error: Runtime exited with error: {status}")
+                    }
                 };
                 (fe(t), error_payload(t, &msg), false, finished - sent_at)
             }
@@ -349,11 +374,18 @@ impl ExecutionEnvironment {
         }
         let max_memory_mb = self.peak_mb();
         log.extend(self.logs.drain().await);
-        if matches!(status, InvokeStatus::FunctionError { ref error_type } if error_type == "Sandbox.Timedout") {
+        if matches!(status, InvokeStatus::FunctionError { ref error_type } if error_type == "Sandbox.Timedout")
+        {
             log.push(logs::timeout_line(rid, spec.timeout));
         }
         log.push(logs::end_line(rid));
-        log.push(logs::report_line(rid, duration, spec.memory_mb, max_memory_mb, init_duration));
+        log.push(logs::report_line(
+            rid,
+            duration,
+            spec.memory_mb,
+            max_memory_mb,
+            init_duration,
+        ));
         let mut text = log.join("\n");
         text.push('\n');
         self.last_used = Instant::now();
@@ -390,7 +422,10 @@ impl ExecutionEnvironment {
     }
 
     fn kill(&self) {
-        self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).kill();
+        self.sandbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .kill();
     }
 
     /// Kills the environment and releases its sandbox (on a blocking thread).
@@ -442,7 +477,11 @@ fn new_trace_id() -> String {
         .as_secs();
     let a = uuid::Uuid::new_v4().simple().to_string();
     let b = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{secs:08x}-{};Parent={};Sampled=0", &a[..24], &b[..16])
+    format!(
+        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
+        &a[..24],
+        &b[..16]
+    )
 }
 
 async fn wait_exit(rx: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {

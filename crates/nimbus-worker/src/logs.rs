@@ -236,7 +236,10 @@ pub fn iso8601_now() -> String {
 /// `YYYY/MM/DD/[VERSION]<32 hex>`
 pub fn log_stream_name(version: &str) -> String {
     let (y, m, d) = civil_from_days(now().as_secs() as i64 / 86_400);
-    format!("{y:04}/{m:02}/{d:02}/[{version}]{}", uuid::Uuid::new_v4().simple())
+    format!(
+        "{y:04}/{m:02}/{d:02}/[{version}]{}",
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 #[cfg(test)]
@@ -254,7 +257,10 @@ mod tests {
             report_line(id, Duration::from_millis(2), 128, 61, None),
             format!("REPORT RequestId: {id}\tDuration: 2.00 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 61 MB")
         );
-        assert_eq!(start_line(id, "$LATEST"), format!("START RequestId: {id} Version: $LATEST"));
+        assert_eq!(
+            start_line(id, "$LATEST"),
+            format!("START RequestId: {id} Version: $LATEST")
+        );
         assert_eq!(end_line(id), format!("END RequestId: {id}"));
     }
 

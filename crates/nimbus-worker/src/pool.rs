@@ -37,7 +37,7 @@ pub struct PoolMetrics {
 /// What `acquire` decided.
 pub(crate) enum Acquire {
     /// Reuse this warm environment.
-    Warm(ExecutionEnvironment),
+    Warm(Box<ExecutionEnvironment>),
     /// Start a new one (memory already reserved); shut down the evicted ones first.
     Cold { evicted: Vec<ExecutionEnvironment> },
     /// Does not fit even after evicting every idle environment.
@@ -64,13 +64,18 @@ impl Pool {
     }
 
     /// Takes a warm environment for `key`, or reserves memory for a new one.
-    pub(crate) fn acquire(&mut self, key: &FunctionKey, memory_mb: u64, for_invoke: bool) -> Acquire {
+    pub(crate) fn acquire(
+        &mut self,
+        key: &FunctionKey,
+        memory_mb: u64,
+        for_invoke: bool,
+    ) -> Acquire {
         if for_invoke {
             self.invocations += 1;
             while let Some(env) = self.idle.get_mut(key).and_then(Vec::pop) {
                 if env.is_alive() {
                     self.busy += 1;
-                    return Acquire::Warm(env);
+                    return Acquire::Warm(Box::new(env));
                 }
                 // Died while idle: release its memory, try the next.
                 self.reserved_mb -= env.memory_mb;
@@ -129,7 +134,11 @@ impl Pool {
         let (key, index) = self
             .idle
             .iter()
-            .flat_map(|(k, envs)| envs.iter().enumerate().map(move |(i, e)| (k, i, e.last_used)))
+            .flat_map(|(k, envs)| {
+                envs.iter()
+                    .enumerate()
+                    .map(move |(i, e)| (k, i, e.last_used))
+            })
             .min_by_key(|(_, _, t)| *t)
             .map(|(k, i, _)| (k.clone(), i))?;
         let envs = self.idle.get_mut(&key)?;

@@ -179,7 +179,11 @@ pub(crate) struct RuntimeApi {
 
 impl RuntimeApi {
     /// A new API; returns the sender for events and the Init signal receiver.
-    pub(crate) fn new() -> (Arc<Self>, mpsc::Sender<Dispatch>, oneshot::Receiver<InitSignal>) {
+    pub(crate) fn new() -> (
+        Arc<Self>,
+        mpsc::Sender<Dispatch>,
+        oneshot::Receiver<InitSignal>,
+    ) {
         let (tx, rx) = mpsc::channel(1);
         let (init_tx, init_rx) = oneshot::channel();
         let api = Arc::new(RuntimeApi {
@@ -256,17 +260,16 @@ impl RuntimeApi {
     }
 
     /// Sends the runtime's answer for `id`, if `id` is the active invocation.
-    fn reply(
-        &self,
-        id: &str,
-        make: impl FnOnce(Instant) -> RuntimeReply,
-    ) -> Result<(), ApiError> {
+    fn reply(&self, id: &str, make: impl FnOnce(Instant) -> RuntimeReply) -> Result<(), ApiError> {
         let mut st = self.state();
         let active = st.active.as_mut().ok_or(ApiError::InvalidRequestId)?;
         if active.request_id != id {
             return Err(ApiError::InvalidRequestId);
         }
-        let reply = active.reply.take().ok_or(ApiError::InvalidStateTransition)?;
+        let reply = active
+            .reply
+            .take()
+            .ok_or(ApiError::InvalidStateTransition)?;
         let _ = reply.send(make(active.delivered_at));
         Ok(())
     }
@@ -318,7 +321,10 @@ impl RuntimeApi {
     }
 
     /// Serves HTTP/1.1 on `listener` until the returned task is aborted.
-    pub(crate) fn serve(self: Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    pub(crate) fn serve(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         Ok(tokio::spawn(async move {
@@ -352,7 +358,10 @@ mod tests {
     #[test]
     fn routes_parse() {
         let p = |m: Method, path: &str| Route::parse(&m, path);
-        assert_eq!(p(Method::GET, "/2018-06-01/runtime/invocation/next"), Some(Route::Next));
+        assert_eq!(
+            p(Method::GET, "/2018-06-01/runtime/invocation/next"),
+            Some(Route::Next)
+        );
         assert_eq!(
             p(Method::POST, "/2018-06-01/runtime/invocation/abc/response"),
             Some(Route::Response("abc".into()))
@@ -361,16 +370,25 @@ mod tests {
             p(Method::POST, "/2018-06-01/runtime/invocation/abc/error"),
             Some(Route::Error("abc".into()))
         );
-        assert_eq!(p(Method::POST, "/2018-06-01/runtime/init/error"), Some(Route::InitError));
+        assert_eq!(
+            p(Method::POST, "/2018-06-01/runtime/init/error"),
+            Some(Route::InitError)
+        );
         assert_eq!(p(Method::POST, "/2018-06-01/runtime/invocation/next"), None);
-        assert_eq!(p(Method::GET, "/2018-06-01/runtime/invocation//response"), None);
+        assert_eq!(
+            p(Method::GET, "/2018-06-01/runtime/invocation//response"),
+            None
+        );
         assert_eq!(p(Method::GET, "/2020-01-01/extension/register"), None);
     }
 
     #[test]
     fn error_statuses_match_lambda() {
         assert_eq!(ApiError::PayloadTooLarge.into_response().status(), 413);
-        assert_eq!(ApiError::InvalidStateTransition.into_response().status(), 403);
+        assert_eq!(
+            ApiError::InvalidStateTransition.into_response().status(),
+            403
+        );
         assert_eq!(ApiError::InvalidRequestId.into_response().status(), 400);
         assert_eq!(ApiError::NotFound.into_response().status(), 404);
     }

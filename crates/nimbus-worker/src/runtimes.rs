@@ -36,7 +36,9 @@ impl RuntimeKind {
             "provided" | "provided.al2" | "provided.al2023" => Ok(RuntimeKind::Provided),
             r if r.starts_with("python3.") => Ok(RuntimeKind::Python),
             r if r.starts_with("nodejs") && r.ends_with(".x") => Ok(RuntimeKind::Node),
-            other => Err(EngineError::InvalidFunction(format!("unsupported runtime {other:?}"))),
+            other => Err(EngineError::InvalidFunction(format!(
+                "unsupported runtime {other:?}"
+            ))),
         }
     }
 }
@@ -125,9 +127,18 @@ mod tests {
 
     #[test]
     fn runtime_names() {
-        assert_eq!(RuntimeKind::parse("provided.al2023").unwrap(), RuntimeKind::Provided);
-        assert_eq!(RuntimeKind::parse("provided.al2").unwrap(), RuntimeKind::Provided);
-        assert_eq!(RuntimeKind::parse("python3.12").unwrap(), RuntimeKind::Python);
+        assert_eq!(
+            RuntimeKind::parse("provided.al2023").unwrap(),
+            RuntimeKind::Provided
+        );
+        assert_eq!(
+            RuntimeKind::parse("provided.al2").unwrap(),
+            RuntimeKind::Provided
+        );
+        assert_eq!(
+            RuntimeKind::parse("python3.12").unwrap(),
+            RuntimeKind::Python
+        );
         assert_eq!(RuntimeKind::parse("nodejs20.x").unwrap(), RuntimeKind::Node);
         assert!(RuntimeKind::parse("java21").is_err());
     }

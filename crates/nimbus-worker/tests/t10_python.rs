@@ -60,7 +60,8 @@ async fn t10_python_cold_then_warm() {
     let code = code(&[("app.py", APP)]);
     let mut s = spec("py-hello", "python3.11", "app.handler", code.path());
     s.env.insert("MY_VAR".into(), "mine".into());
-    s.env.insert("AWS_REGION".into(), "must-not-override".into());
+    s.env
+        .insert("AWS_REGION".into(), "must-not-override".into());
     let first = invoke(&t.engine, &s, r#"{"name":"nimbus"}"#).await;
     assert_ok(&first);
     let v = json(&first);
@@ -86,23 +87,48 @@ async fn t10_python_cold_then_warm() {
     assert_eq!(env["AWS_LAMBDA_INITIALIZATION_TYPE"], "on-demand");
     assert_eq!(env["TZ"], ":UTC");
     assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
-    assert!(env["_X_AMZN_TRACE_ID"].as_str().unwrap().starts_with("Root=1-"));
+    assert!(env["_X_AMZN_TRACE_ID"]
+        .as_str()
+        .unwrap()
+        .starts_with("Root=1-"));
     assert_eq!(env["MY_VAR"], "mine");
     assert_eq!(v["cwd"], "/var/task");
     assert_eq!(v["uid"], 993);
 
     // Log framing: START, the function's output, END, REPORT with Init Duration.
     let lines: Vec<&str> = first.log.lines().collect();
-    let start = lines.iter().position(|l| l.starts_with("START RequestId: ")).unwrap();
-    assert_eq!(lines[start], format!("START RequestId: {} Version: $LATEST", first.request_id));
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("START RequestId: "))
+        .unwrap();
+    assert_eq!(
+        lines[start],
+        format!("START RequestId: {} Version: $LATEST", first.request_id)
+    );
     assert_eq!(lines[start + 1], "hello from python nimbus");
-    assert_eq!(lines[start + 2], format!("END RequestId: {}", first.request_id));
+    assert_eq!(
+        lines[start + 2],
+        format!("END RequestId: {}", first.request_id)
+    );
     let report = lines[start + 3];
-    assert!(report.starts_with(&format!("REPORT RequestId: {}\tDuration: ", first.request_id)), "{report}");
-    assert!(report.contains("\tMemory Size: 128 MB\tMax Memory Used: "), "{report}");
+    assert!(
+        report.starts_with(&format!(
+            "REPORT RequestId: {}\tDuration: ",
+            first.request_id
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("\tMemory Size: 128 MB\tMax Memory Used: "),
+        "{report}"
+    );
     assert!(report.contains("\tInit Duration: "), "{report}");
     assert!(first.init_duration.is_some());
-    assert!(first.max_memory_mb > 1 && first.max_memory_mb <= 128, "{}", first.max_memory_mb);
+    assert!(
+        first.max_memory_mb > 1 && first.max_memory_mb <= 128,
+        "{}",
+        first.max_memory_mb
+    );
 
     // Warm: same environment (module state kept), no Init Duration.
     let second = invoke(&t.engine, &s, r#"{"name":"again"}"#).await;
@@ -121,24 +147,47 @@ async fn t10_python_cold_then_warm() {
 async fn t11_python_async_handler_and_errors() {
     let t = engine();
     let code = code(&[("app.py", APP)]);
-    let o = invoke(&t.engine, &spec("py-async", "python3.12", "app.async_handler", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("py-async", "python3.12", "app.async_handler", code.path()),
+        "{}",
+    )
+    .await;
     assert_ok(&o);
     assert_eq!(json(&o)["async"], true);
 
-    let o = invoke(&t.engine, &spec("py-fail", "python3.12", "app.fail", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("py-fail", "python3.12", "app.fail", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "ValueError");
     assert_eq!(o.function_error_header(), Some("Unhandled"));
     let v = json(&o);
     assert_eq!(v["errorMessage"], "boom");
     assert_eq!(v["errorType"], "ValueError");
-    assert!(v["stackTrace"][0].as_str().unwrap().contains("app.py"), "{v}");
+    assert!(
+        v["stackTrace"][0].as_str().unwrap().contains("app.py"),
+        "{v}"
+    );
     assert!(o.log.contains("[ERROR] ValueError: boom"), "{}", o.log);
     // A handled error leaves the environment warm.
     assert_eq!(t.engine.metrics().warm, 2);
 
-    let o = invoke(&t.engine, &spec("py-missing", "python3.12", "nope.handler", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("py-missing", "python3.12", "nope.handler", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.ImportModuleError");
-    let o = invoke(&t.engine, &spec("py-nohandler", "python3.12", "app.nothing", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("py-nohandler", "python3.12", "app.nothing", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.HandlerNotFound");
     assert!(o.init_duration.is_some() && o.log.contains("Init Duration"));
 }
@@ -156,10 +205,20 @@ async fn t12_python_timeout_kills_and_replaces_the_environment() {
     let v = json(&o);
     assert_eq!(
         v["errorMessage"],
-        format!("RequestId: {} Error: Task timed out after 1.00 seconds", o.request_id)
+        format!(
+            "RequestId: {} Error: Task timed out after 1.00 seconds",
+            o.request_id
+        )
     );
     assert!(o.log.contains("going to sleep"), "{}", o.log);
-    assert!(o.log.contains(&format!("{} Task timed out after 1.00 seconds", o.request_id)), "{}", o.log);
+    assert!(
+        o.log.contains(&format!(
+            "{} Task timed out after 1.00 seconds",
+            o.request_id
+        )),
+        "{}",
+        o.log
+    );
     let m = t.engine.metrics();
     assert_eq!((m.warm, m.busy, m.reserved_mb), (0, 0, 0), "{m:?}");
     // Next invocation is a fresh cold start.
@@ -171,17 +230,33 @@ async fn t12_python_timeout_kills_and_replaces_the_environment() {
 async fn t13_python_crash_and_out_of_memory() {
     let t = engine();
     let code = code(&[("app.py", APP)]);
-    let o = invoke(&t.engine, &spec("py-crash", "python3.11", "app.crash", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("py-crash", "python3.11", "app.crash", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.ExitError");
     assert_eq!(
         json(&o)["errorMessage"],
-        format!("RequestId: {} Error: Runtime exited with error: signal: segmentation fault", o.request_id)
+        format!(
+            "RequestId: {} Error: Runtime exited with error: signal: segmentation fault",
+            o.request_id
+        )
     );
-    let o = invoke(&t.engine, &spec("py-hog", "python3.11", "app.hog", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("py-hog", "python3.11", "app.hog", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.OutOfMemory");
     assert_eq!(
         json(&o)["errorMessage"],
-        format!("RequestId: {} Error: Runtime exited with error: signal: killed", o.request_id)
+        format!(
+            "RequestId: {} Error: Runtime exited with error: signal: killed",
+            o.request_id
+        )
     );
     assert!(o.max_memory_mb >= 120, "{}", o.max_memory_mb);
     assert_eq!(t.engine.metrics().reserved_mb, 0);

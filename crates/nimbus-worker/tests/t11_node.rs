@@ -48,7 +48,12 @@ async fn t10_node_async_handler_context_and_logs() {
     assert_eq!(v["uid"], 993);
     assert!(v["remaining"].as_i64().unwrap() > 5_000);
     assert!(v["trace"].as_str().unwrap().starts_with("Root=1-"));
-    assert!(o.log.contains(&format!("\t{}\tINFO\thello from node nimbus", o.request_id)), "{}", o.log);
+    assert!(
+        o.log
+            .contains(&format!("\t{}\tINFO\thello from node nimbus", o.request_id)),
+        "{}",
+        o.log
+    );
     assert!(o.log.contains("Init Duration"));
     let o2 = invoke(&t.engine, &s, r#"{"name":"warm"}"#).await;
     assert_eq!(json(&o2)["calls"], 2);
@@ -59,18 +64,45 @@ async fn t10_node_async_handler_context_and_logs() {
 async fn t11_node_callback_esm_and_errors() {
     let t = engine();
     let code = code(&[("index.js", INDEX), ("esm.mjs", ESM)]);
-    let o = invoke(&t.engine, &spec("node-cb", "nodejs20.x", "index.callback", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("node-cb", "nodejs20.x", "index.callback", code.path()),
+        "{}",
+    )
+    .await;
     assert_ok(&o);
     assert_eq!(json(&o)["cb"], true);
-    let o = invoke(&t.engine, &spec("node-esm", "nodejs20.x", "esm.handler", code.path()), "[1,2]").await;
+    let o = invoke(
+        &t.engine,
+        &spec("node-esm", "nodejs20.x", "esm.handler", code.path()),
+        "[1,2]",
+    )
+    .await;
     assert_ok(&o);
     assert_eq!(json(&o)["got"], serde_json::json!([1, 2]));
-    let o = invoke(&t.engine, &spec("node-fail", "nodejs20.x", "index.fail", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("node-fail", "nodejs20.x", "index.fail", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "TypeError");
     let v = json(&o);
     assert_eq!(v["errorMessage"], "bad type");
-    assert!(v["stackTrace"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("/var/task/index.js")), "{v}");
-    let o = invoke(&t.engine, &spec("node-missing", "nodejs20.x", "index.nothing", code.path()), "{}").await;
+    assert!(
+        v["stackTrace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("/var/task/index.js")),
+        "{v}"
+    );
+    let o = invoke(
+        &t.engine,
+        &spec("node-missing", "nodejs20.x", "index.nothing", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.HandlerNotFound");
 }
 
@@ -82,12 +114,25 @@ async fn t12_node_timeout_and_out_of_memory() {
     s.timeout = std::time::Duration::from_millis(1500);
     let o = invoke(&t.engine, &s, "{}").await;
     assert_error(&o, "Sandbox.Timedout");
-    assert!(o.log.contains("Task timed out after 1.50 seconds"), "{}", o.log);
-    let o = invoke(&t.engine, &spec("node-hog", "nodejs20.x", "index.hog", code.path()), "{}").await;
+    assert!(
+        o.log.contains("Task timed out after 1.50 seconds"),
+        "{}",
+        o.log
+    );
+    let o = invoke(
+        &t.engine,
+        &spec("node-hog", "nodejs20.x", "index.hog", code.path()),
+        "{}",
+    )
+    .await;
     // Node either dies by the cgroup OOM killer or aborts on its own heap limit.
     match &o.status {
         nimbus_worker::InvokeStatus::FunctionError { error_type } => {
-            assert!(error_type == "Runtime.OutOfMemory" || error_type == "Runtime.ExitError", "{error_type}: {}", o.log)
+            assert!(
+                error_type == "Runtime.OutOfMemory" || error_type == "Runtime.ExitError",
+                "{error_type}: {}",
+                o.log
+            )
         }
         other => panic!("{other:?}"),
     }

@@ -45,8 +45,15 @@ async fn t10_shell_bootstrap_with_curl() {
         .unwrap()
         .as_millis() as i64;
     let deadline = v["deadline"].as_i64().unwrap();
-    assert!(deadline > now_ms + 5_000 && deadline <= now_ms + 10_000, "{deadline} vs {now_ms}");
-    assert!(o.log.contains("init: handler=function.handler"), "{}", o.log);
+    assert!(
+        deadline > now_ms + 5_000 && deadline <= now_ms + 10_000,
+        "{deadline} vs {now_ms}"
+    );
+    assert!(
+        o.log.contains("init: handler=function.handler"),
+        "{}",
+        o.log
+    );
     assert!(o.log.contains(r#"got event {"n":1}"#), "{}", o.log);
 
     // curl prints a status code after the answer is in, so it may land in
@@ -59,7 +66,13 @@ async fn t10_shell_bootstrap_with_curl() {
     let o3 = invoke(&t.engine, &s, r#"{"n":3}"#).await;
     assert_ok(&o3);
     all.push_str(&o3.log);
-    for expected in ["first:202", "second:403", "wrongid:400", "initerror:403", "error:202"] {
+    for expected in [
+        "first:202",
+        "second:403",
+        "wrongid:400",
+        "initerror:403",
+        "error:202",
+    ] {
         assert!(all.contains(expected), "{expected} missing in\n{all}");
     }
 }
@@ -68,7 +81,12 @@ async fn t10_shell_bootstrap_with_curl() {
 async fn t11_missing_bootstrap_is_an_init_error() {
     let t = engine();
     let code = code(&[("README", "no bootstrap here")]);
-    let o = invoke(&t.engine, &spec("nobootstrap", "provided.al2", "x", code.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("nobootstrap", "provided.al2", "x", code.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.InvalidEntrypoint");
 }
 
@@ -81,14 +99,24 @@ async fn t12_init_error_and_init_timeout() {
          -d '{\"errorMessage\":\"cannot init\",\"errorType\":\"Runtime.Custom\"}' \
          http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/init/error\nsleep 5\n",
     )]);
-    let o = invoke(&t.engine, &spec("initerr", "provided.al2023", "x", failing.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("initerr", "provided.al2023", "x", failing.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Runtime.Custom");
     assert_eq!(json(&o)["errorMessage"], "cannot init");
     assert!(o.log.contains("starting"), "{}", o.log);
 
     let slow = code(&[("bootstrap", "#!/bin/sh\nsleep 30\n")]);
     let started = std::time::Instant::now();
-    let o = invoke(&t.engine, &spec("initslow", "provided.al2023", "x", slow.path()), "{}").await;
+    let o = invoke(
+        &t.engine,
+        &spec("initslow", "provided.al2023", "x", slow.path()),
+        "{}",
+    )
+    .await;
     assert_error(&o, "Sandbox.Timedout");
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert_eq!(t.engine.metrics().reserved_mb, 0);

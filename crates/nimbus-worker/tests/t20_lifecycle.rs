@@ -24,9 +24,17 @@ async fn t20_concurrent_invocations_get_separate_environments() {
     );
     assert_ok(&a);
     assert_ok(&b);
-    assert_ne!(json(&a)["stream"], json(&b)["stream"], "one environment ran two invocations at once");
+    assert_ne!(
+        json(&a)["stream"],
+        json(&b)["stream"],
+        "one environment ran two invocations at once"
+    );
     let m = t.engine.metrics();
-    assert_eq!((m.warm, m.busy, m.cold_starts, m.reserved_mb), (2, 0, 2, 256), "{m:?}");
+    assert_eq!(
+        (m.warm, m.busy, m.cold_starts, m.reserved_mb),
+        (2, 0, 2, 256),
+        "{m:?}"
+    );
     // Versions do not share environments.
     let mut v1 = s.clone();
     v1.version = "1".into();
@@ -65,14 +73,27 @@ async fn t22_memory_pressure_evicts_least_recently_used() {
     assert_ok(&invoke(&t.engine, &a, "{}").await); // a is now more recent than b
     assert_ok(&invoke(&t.engine, &c, "{}").await); // evicts b
     assert_eq!(t.engine.metrics().reserved_mb, 256);
-    assert!(invoke(&t.engine, &a, "{}").await.init_duration.is_none(), "a should still be warm");
-    assert!(invoke(&t.engine, &b, "{}").await.init_duration.is_some(), "b should have been evicted");
+    assert!(
+        invoke(&t.engine, &a, "{}").await.init_duration.is_none(),
+        "a should still be warm"
+    );
+    assert!(
+        invoke(&t.engine, &b, "{}").await.init_duration.is_some(),
+        "b should have been evicted"
+    );
 
     // A function bigger than the whole budget cannot run here.
     let mut huge = spec("huge", "python3.11", "app.handler", code.path());
     huge.memory_mb = 512;
-    let err = t.engine.invoke(&huge, nimbus_worker::Invocation::new("{}")).await.unwrap_err();
-    assert!(matches!(err, nimbus_worker::EngineError::NoCapacity { .. }), "{err}");
+    let err = t
+        .engine
+        .invoke(&huge, nimbus_worker::Invocation::new("{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, nimbus_worker::EngineError::NoCapacity { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,7 +112,9 @@ async fn t23_prewarm_creates_provisioned_environments() {
     t.engine.shutdown().await;
     assert_eq!(t.engine.metrics().warm, 0);
     assert!(matches!(
-        t.engine.invoke(&s, nimbus_worker::Invocation::new("{}")).await,
+        t.engine
+            .invoke(&s, nimbus_worker::Invocation::new("{}"))
+            .await,
         Err(nimbus_worker::EngineError::ShuttingDown)
     ));
 }

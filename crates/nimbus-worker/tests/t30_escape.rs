@@ -56,15 +56,37 @@ async fn t30_function_cannot_escape() {
     assert_ok(&ob);
     for o in [&oa, &ob] {
         let v = json(o);
-        assert!(v["shadow"].as_str().unwrap_or("").is_empty() || v["shadow"].as_str().unwrap().starts_with("denied"), "{v}");
+        assert!(
+            v["shadow"].as_str().unwrap_or("").is_empty()
+                || v["shadow"].as_str().unwrap().starts_with("denied"),
+            "{v}"
+        );
         assert_eq!(v["root_home"], false, "{v}");
         let procs = v["procs"].as_array().unwrap();
-        assert!(procs.len() <= 3 && procs.contains(&serde_json::json!(1)), "host processes visible: {v}");
+        assert!(
+            procs.len() <= 3 && procs.contains(&serde_json::json!(1)),
+            "host processes visible: {v}"
+        );
         assert_eq!(v["ptrace"], serde_json::json!([-1, "EPERM"]), "{v}");
-        assert!(v["write_task"].as_str().unwrap().starts_with("denied: OSError"), "{v}");
-        assert!(v["host_port"].as_str().unwrap().starts_with("denied"), "reached the host: {v}");
+        assert!(
+            v["write_task"]
+                .as_str()
+                .unwrap()
+                .starts_with("denied: OSError"),
+            "{v}"
+        );
+        assert!(
+            v["host_port"].as_str().unwrap().starts_with("denied"),
+            "reached the host: {v}"
+        );
         assert_eq!(v["runtime_api"], "connected", "{v}");
-        assert!(v["setuid"].as_str().unwrap().starts_with("denied: PermissionError"), "{v}");
+        assert!(
+            v["setuid"]
+                .as_str()
+                .unwrap()
+                .starts_with("denied: PermissionError"),
+            "{v}"
+        );
     }
     // b does not see a's /tmp file (and vice versa).
     assert_eq!(json(&ob)["other_tmp"], serde_json::json!(["lost+found"]));

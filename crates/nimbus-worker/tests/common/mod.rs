@@ -19,7 +19,10 @@ pub fn engine() -> TestEngine {
 }
 
 pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
-    let state = tempfile::Builder::new().prefix("nimbus-worker-test").tempdir().unwrap();
+    let state = tempfile::Builder::new()
+        .prefix("nimbus-worker-test")
+        .tempdir()
+        .unwrap();
     let mut config = EngineConfig {
         state_dir: state.path().to_owned(),
         cgroup_parent: "nimbus-test".into(),
@@ -34,7 +37,10 @@ pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
 
 /// A world-readable code directory with the given files (executable if they start with #!).
 pub fn code(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("nimbus-fn").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("nimbus-fn")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for (name, body) in files {
         let p = dir.path().join(name);
@@ -73,12 +79,22 @@ pub async fn invoke(engine: &Engine, spec: &FunctionSpec, payload: &str) -> Invo
 }
 
 pub fn json(o: &InvokeOutcome) -> serde_json::Value {
-    serde_json::from_slice(&o.payload)
-        .unwrap_or_else(|e| panic!("payload is not JSON ({e}): {:?}\nlog:\n{}", o.payload, o.log))
+    serde_json::from_slice(&o.payload).unwrap_or_else(|e| {
+        panic!(
+            "payload is not JSON ({e}): {:?}\nlog:\n{}",
+            o.payload, o.log
+        )
+    })
 }
 
 pub fn assert_ok(o: &InvokeOutcome) {
-    assert_eq!(o.status, InvokeStatus::Ok, "payload {:?}\nlog:\n{}", o.payload, o.log);
+    assert_eq!(
+        o.status,
+        InvokeStatus::Ok,
+        "payload {:?}\nlog:\n{}",
+        o.payload,
+        o.log
+    );
 }
 
 pub fn assert_error(o: &InvokeOutcome, error_type: &str) {
@@ -95,5 +111,8 @@ pub fn assert_error(o: &InvokeOutcome, error_type: &str) {
 
 /// The repo root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
