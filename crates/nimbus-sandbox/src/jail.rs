@@ -126,8 +126,10 @@ impl Jail {
         let (Some(cgroups), Some(seccomp)) = (&self.cgroups, &self.seccomp) else {
             return Err(SandboxError::InvalidSpec("jail not initialised".into()));
         };
+        let t0 = std::time::Instant::now();
         // 1. Resources that outlive the child's setup: scratch disk, cgroup, network link.
         let scratch = self.scratch.create(&spec.id, spec.ephemeral_mb)?;
+        let t_scratch = t0.elapsed();
         let device = scratch.device.clone();
         res.scratch = Some(scratch);
         res.cgroup = Some(Cgroup::create(
@@ -138,6 +140,7 @@ impl Jail {
                 pids_max: spec.pids_max,
             },
         )?);
+        let t_cgroup = t0.elapsed();
         let link = match &self.nat {
             Some(nat) => Some(nat.allocate(&spec.id, &self.config.state_dir)?),
             None => None,
@@ -213,6 +216,7 @@ impl Jail {
             )
         }
         .map_err(SandboxError::Clone)?;
+        let t_clone = t0.elapsed();
         res.pid = Some(pid);
         drop(go_read);
         drop(err_write);
@@ -241,6 +245,15 @@ impl Jail {
             Err(e) => return Err(crate::process::child_report(&err_read, &plan).unwrap_or(e)),
         };
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
+        tracing::debug!(
+            id = %spec.id,
+            scratch_us = t_scratch.as_micros() as u64,
+            cgroup_us = t_cgroup.as_micros() as u64,
+            clone_us = t_clone.as_micros() as u64,
+            host_side_us = t0.elapsed().as_micros() as u64,
+            "sandbox prepared"
+        );
+
         Ok(PreparedSandbox::new(
             pid,
             pidfd,
