@@ -97,6 +97,9 @@ pub struct CgroupLimits {
     pub memory_mb: u64,
     /// Maximum number of tasks (processes and threads).
     pub pids_max: u64,
+    /// Start without a CPU quota (Init gets the whole machine, as Lambda's
+    /// Init does); [`Cgroup::apply_cpu_quota`] then applies the proportional one.
+    pub unrestricted_cpu_at_start: bool,
 }
 
 impl CgroupLimits {
@@ -140,10 +143,6 @@ impl Cgroup {
                 write(&dir.join("memory.max"), &bytes)?;
                 // Best effort: absent when the host has no swap accounting.
                 let _ = write(&dir.join("memory.swap.max"), "0");
-                write(
-                    &dir.join("cpu.max"),
-                    &format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us()),
-                )?;
                 write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
                 cg
             }
@@ -165,15 +164,28 @@ impl Cgroup {
                     write(&memsw, &bytes)?;
                 }
                 write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                write(
-                    &cpu.join("cpu.cfs_quota_us"),
-                    &limits.cpu_quota_us().to_string(),
-                )?;
                 write(&pids.join("pids.max"), &limits.pids_max.to_string())?;
                 cg
             }
         };
+        if !limits.unrestricted_cpu_at_start {
+            cgroup.apply_cpu_quota(limits)?;
+        }
         Ok(cgroup)
+    }
+
+    /// Applies the CPU quota proportional to memory.
+    pub fn apply_cpu_quota(&self, limits: CgroupLimits) -> Result<(), CgroupError> {
+        match &self.layout {
+            CgroupLayoutKind::V2(dir) => write(
+                &dir.join("cpu.max"),
+                &format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us()),
+            ),
+            CgroupLayoutKind::V1 { cpu, .. } => write(
+                &cpu.join("cpu.cfs_quota_us"),
+                &limits.cpu_quota_us().to_string(),
+            ),
+        }
     }
 
     /// Moves `pid` (the paused child) into the cgroup(s).
@@ -274,6 +286,7 @@ mod tests {
         let l = |memory_mb| CgroupLimits {
             memory_mb,
             pids_max: 1,
+            unrestricted_cpu_at_start: false,
         };
         assert_eq!(l(1769).cpu_quota_us(), 100_000);
         assert_eq!(l(3538).cpu_quota_us(), 200_000);

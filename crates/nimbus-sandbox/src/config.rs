@@ -98,6 +98,10 @@ pub struct SandboxSpec {
     pub pids_max: u64,
     /// Maximum open files (Lambda: 1024).
     pub nofile: u64,
+    /// Run without a CPU quota until [`crate::Sandbox::apply_cpu_quota`] is
+    /// called (Lambda-style Init boost); the memory and pids limits apply
+    /// from the start regardless.
+    pub unrestricted_cpu_at_start: bool,
     /// Who the workload runs as.
     pub user: SandboxUser,
     /// Where the workload's stdout goes.

@@ -132,12 +132,18 @@ impl Jail {
         let t_scratch = t0.elapsed();
         let device = scratch.device.clone();
         res.scratch = Some(scratch);
+        res.limits = Some(CgroupLimits {
+            memory_mb: spec.memory_mb,
+            pids_max: spec.pids_max,
+            unrestricted_cpu_at_start: false,
+        });
         res.cgroup = Some(Cgroup::create(
             cgroups,
             &spec.id,
             CgroupLimits {
                 memory_mb: spec.memory_mb,
                 pids_max: spec.pids_max,
+                unrestricted_cpu_at_start: spec.unrestricted_cpu_at_start,
             },
         )?);
         let t_cgroup = t0.elapsed();

@@ -26,6 +26,8 @@ pub(crate) struct SandboxResources {
     pub scratch: Option<ScratchDisk>,
     pub root_dir: Option<PathBuf>,
     pub link: Option<NatLink>,
+    /// The limits, for applying the CPU quota later.
+    pub limits: Option<crate::cgroup::CgroupLimits>,
 }
 
 impl SandboxResources {
@@ -278,6 +280,14 @@ impl Sandbox {
     /// Memory high-water mark of the whole environment, in bytes.
     pub fn memory_peak_bytes(&self) -> Option<u64> {
         self.resources.cgroup.as_ref()?.memory_peak_bytes().ok()
+    }
+
+    /// Applies the memory-proportional CPU quota (after an unrestricted Init).
+    pub fn apply_cpu_quota(&self) -> Result<(), SandboxError> {
+        if let (Some(cg), Some(limits)) = (&self.resources.cgroup, self.resources.limits) {
+            cg.apply_cpu_quota(limits)?;
+        }
+        Ok(())
     }
 
     /// Number of OOM kills in the environment so far.

@@ -67,6 +67,7 @@ pub fn spec(id: &str, code: &Path, script: &str, out: OwnedFd) -> SandboxSpec {
         stdout: out,
         stderr: err,
         service_port: None,
+        unrestricted_cpu_at_start: false,
         service_addr_env: "SERVICE".into(),
     }
 }

@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub node: PathBuf,
     /// Port of the Runtime API inside each environment (Lambda: 9001).
     pub runtime_api_port: u16,
+    /// Give Init the whole machine's CPU and apply the memory-proportional
+    /// quota only once Init is done (Lambda boosts Init the same way).
+    pub init_cpu_boost: bool,
     /// Task limit per environment (Lambda allows 1,024).
     pub pids_max: u64,
     /// Who functions run as.
@@ -52,6 +55,7 @@ impl Default for EngineConfig {
             python: PathBuf::from("/usr/bin/python3"),
             node: PathBuf::from("/usr/bin/node"),
             runtime_api_port: 9001,
+            init_cpu_boost: true,
             pids_max: 1024,
             user: SandboxUser::default(),
             network: NetworkMode::Loopback,

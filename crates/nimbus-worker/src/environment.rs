@@ -182,6 +182,7 @@ impl ExecutionEnvironment {
             stderr,
             service_port: Some(config.runtime_api_port),
             service_addr_env: "AWS_LAMBDA_RUNTIME_API".into(),
+            unrestricted_cpu_at_start: config.init_cpu_boost,
         };
         let (api, events, init_rx) = RuntimeApi::new();
         // Sandbox creation makes blocking system calls.
@@ -251,6 +252,16 @@ impl ExecutionEnvironment {
         let init_duration = started.elapsed();
         match outcome {
             Ok(()) => {
+                // Init is over: from now on CPU is proportional to memory.
+                let quota = env
+                    .sandbox
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply_cpu_quota();
+                if let Err(e) = quota {
+                    env.kill();
+                    return Err(StartError::Engine(e.into()));
+                }
                 let init_logs = env.logs.drain().await;
                 env.pending_init = Some((init_duration, init_logs));
                 Ok(env)
