@@ -40,7 +40,8 @@ pub(crate) fn spawn(spec: SandboxSpec) -> Result<PreparedSandbox, SandboxError> 
     let mut cmd = Command::new(map(&spec.program.to_string_lossy()));
     cmd.args(spec.args.iter().map(|a| map(a)))
         .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        // LAMBDA_TASK_ROOT and friends must point at the host directories.
+        .envs(spec.env.iter().map(|(k, v)| (k, map(v))))
         .current_dir(map(&spec.cwd.to_string_lossy()))
         .stdin(Stdio::null())
         .stdout(Stdio::from(spec.stdout))

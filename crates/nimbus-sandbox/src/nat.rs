@@ -181,8 +181,13 @@ table inet nimbus {{
     pub(crate) fn allocate(&self, id: &str, state_dir: &Path) -> Result<NatLink, NetworkError> {
         let index = {
             let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            // Skip links that exist on the host even if this pool did not
+            // create them (another jail in the same process, a crashed worker).
             let index = (1..=MAX_LINKS)
-                .find(|i| !used.contains(i))
+                .find(|i| {
+                    !used.contains(i)
+                        && !Path::new(&format!("/sys/class/net/{HOST_IFACE_PREFIX}{i}")).exists()
+                })
                 .ok_or(NetworkError::PoolExhausted)?;
             used.insert(index);
             index

@@ -118,3 +118,20 @@ async fn t23_prewarm_creates_provisioned_environments() {
         Err(nimbus_worker::EngineError::ShuttingDown)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t24_insecure_mode_runs_without_isolation() {
+    // Developer mode only: no namespaces, the function runs as root on the host.
+    let t = engine_with(|c| c.insecure_no_isolation = true);
+    let code = code(&[(
+        "app.py",
+        "import os\ndef handler(e, c):\n    return {'uid': os.getuid(), 'root': os.environ['LAMBDA_TASK_ROOT']}\n",
+    )]);
+    let s = spec("insecure", "python3.11", "app.handler", code.path());
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["uid"], 0);
+    assert_eq!(v["root"], code.path().display().to_string());
+    assert!(invoke(&t.engine, &s, "{}").await.init_duration.is_none());
+}

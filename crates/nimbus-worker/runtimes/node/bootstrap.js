@@ -67,7 +67,7 @@ async function loadHandler(spec) {
   }
   const file = spec.slice(0, dot);
   const exportName = spec.slice(dot + 1);
-  const base = path.resolve('/var/task', file);
+  const base = path.resolve(process.env.LAMBDA_TASK_ROOT || '/var/task', file);
   const candidate = ['.js', '.mjs', '.cjs'].map((ext) => base + ext).find((f) => fs.existsSync(f));
   if (!candidate) {
     throw Object.assign(new Error(`Cannot find module '${file}'`), { lambdaType: 'Runtime.ImportModuleError' });

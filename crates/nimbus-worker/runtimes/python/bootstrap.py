@@ -118,7 +118,7 @@ def load_handler(spec):
 
 
 def main():
-    sys.path[:0] = ["/var/task", "/opt/python"]
+    sys.path[:0] = [os.environ.get("LAMBDA_TASK_ROOT", "/var/task"), "/opt/python"]
     client = RuntimeClient(RUNTIME_API)
     try:
         handler = load_handler(os.environ["_HANDLER"])
