@@ -90,6 +90,53 @@ impl CgroupLayout {
     }
 }
 
+impl CgroupLayout {
+    /// Kills every process left in environment cgroups under the parent (by
+    /// a previous worker that crashed) and removes those cgroups. Returns how
+    /// many environments were reclaimed. Only call it when this process owns
+    /// the parent cgroup exclusively.
+    pub fn reclaim_orphans(&self) -> usize {
+        let parents: Vec<&Path> = match self {
+            CgroupLayout::V2 { parent } => vec![parent],
+            CgroupLayout::V1 { memory, cpu, pids } => vec![memory, cpu, pids],
+        };
+        let mut reclaimed = std::collections::BTreeSet::new();
+        for parent in parents {
+            let Ok(entries) = fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                if !dir.is_dir() {
+                    continue;
+                }
+                for _ in 0..100 {
+                    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                    let pids: Vec<i32> = procs
+                        .lines()
+                        .filter_map(|l| l.trim().parse().ok())
+                        .collect();
+                    if pids.is_empty() {
+                        break;
+                    }
+                    for pid in pids {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    #[allow(clippy::disallowed_methods)] // start-up, blocking context
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                if fs::remove_dir(&dir).is_ok() {
+                    reclaimed.insert(entry.file_name());
+                }
+            }
+        }
+        reclaimed.len()
+    }
+}
+
 /// Limits applied to one environment's cgroup.
 #[derive(Debug, Clone, Copy)]
 pub struct CgroupLimits {

@@ -95,6 +95,23 @@ impl Jail {
         })
     }
 
+    /// Kills and removes environments left behind by a previous worker
+    /// process (see [`CgroupLayout::reclaim_orphans`]). Call once at start-up,
+    /// only if no other live `Jail` uses the same cgroup parent.
+    pub fn reclaim_orphans(&self) -> usize {
+        let n = self
+            .cgroups
+            .as_ref()
+            .map_or(0, CgroupLayout::reclaim_orphans);
+        if n > 0 {
+            tracing::warn!(
+                environments = n,
+                "reclaimed environments left by a previous worker"
+            );
+        }
+        n
+    }
+
     /// The host-wide configuration.
     pub fn config(&self) -> &JailConfig {
         &self.config

@@ -1,7 +1,7 @@
 //! The sandbox's contract: each isolation property, tested by trying to break it.
 mod common;
 use common::*;
-use nimbus_sandbox::ExitStatus;
+use nimbus_sandbox::{ExitStatus, Jail, JailConfig};
 
 #[test]
 fn t10_runs_as_unprivileged_user_in_own_namespaces() {
@@ -235,5 +235,46 @@ fn t20_spawning_from_a_busy_multithreaded_process_never_deadlocks() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in spawners.into_iter().chain(churn) {
         t.join().unwrap();
+    }
+}
+
+#[test]
+fn t21_orphans_of_a_crashed_worker_are_reclaimed() {
+    // A "previous worker" leaves a running environment behind (leaked handle).
+    let state = state_dir().join("orphans");
+    let config = || JailConfig {
+        state_dir: state.clone(),
+        cgroup_parent: format!("nimbus-test-orphans-{}", std::process::id()),
+        ..JailConfig::default()
+    };
+    let old = Jail::new(config()).unwrap();
+    let code = code_dir(&[]);
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let sandbox = old
+        .prepare(spec(&unique_id("orphan"), code.path(), "sleep 60", w))
+        .unwrap()
+        .start()
+        .unwrap();
+    let pid = sandbox.pid();
+    std::mem::forget(sandbox);
+    let fresh = Jail::new(config()).unwrap();
+    assert_eq!(fresh.reclaim_orphans(), 1);
+    // Killed: only a zombie (our child) or nothing is left.
+    let state_line = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("State:"))
+        .unwrap_or("State: gone")
+        .to_owned();
+    assert!(
+        state_line.contains('Z') || state_line.contains("gone"),
+        "{state_line}"
+    );
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    // Remove the test's parent cgroups.
+    let name = format!("nimbus-test-orphans-{}", std::process::id());
+    let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(&name));
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(hierarchy.path().join(&name));
     }
 }

@@ -39,6 +39,9 @@ pub struct EngineConfig {
     pub network: NetworkMode,
     /// cgroup under which environments are created.
     pub cgroup_parent: String,
+    /// On start, kill environments a crashed predecessor left in
+    /// `cgroup_parent` (requires this engine to own that cgroup alone).
+    pub reclaim_orphans: bool,
     /// DEVELOPER ONLY: no isolation at all (warns loudly on every start).
     pub insecure_no_isolation: bool,
 }
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             user: SandboxUser::default(),
             network: NetworkMode::Loopback,
             cgroup_parent: "nimbus".into(),
+            reclaim_orphans: true,
             insecure_no_isolation: false,
         }
     }

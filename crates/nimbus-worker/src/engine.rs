@@ -53,6 +53,9 @@ impl Engine {
             insecure_no_isolation: config.insecure_no_isolation,
             ..JailConfig::default()
         })?;
+        if config.reclaim_orphans {
+            jail.reclaim_orphans();
+        }
         let inner = Arc::new(Inner {
             pool: Mutex::new(Pool::new(config.max_memory_mb)),
             jail: Arc::new(jail),

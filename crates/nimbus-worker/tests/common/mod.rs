@@ -26,6 +26,8 @@ pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
     let mut config = EngineConfig {
         state_dir: state.path().to_owned(),
         cgroup_parent: "nimbus-test".into(),
+        // Tests run engines in parallel under one cgroup parent.
+        reclaim_orphans: false,
         ..EngineConfig::default()
     };
     tweak(&mut config);
