@@ -106,7 +106,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 for name, nr, args in [("ptrace", 101, (16, 1, 0, 0)), ("mount", 165, (b"none", b"/tmp", b"tmpfs", 0, 0)),
                        ("umount2", 166, (b"/tmp", 2)), ("reboot", 169, (0, 0, 0, 0)), ("bpf", 321, (0, 0, 0)),
                        ("kexec_load", 246, (0, 0, 0, 0)), ("init_module", 175, (0, 0, b"")), ("swapon", 167, (b"/tmp/x", 0)),
-                       ("unshare", 272, (0x10000000,))]:
+                       ("unshare", 272, (0x10000000,)), ("io_uring_setup", 425, (1, 0))]:
     r = libc.syscall(nr, *args)
     print(name, r, errno.errorcode.get(ctypes.get_errno()))
 '"#;
@@ -122,6 +122,7 @@ for name, nr, args in [("ptrace", 101, (16, 1, 0, 0)), ("mount", 165, (b"none", 
         "init_module",
         "swapon",
         "unshare",
+        "io_uring_setup",
     ] {
         assert!(
             out.contains(&format!("{name} -1 EPERM")),

@@ -92,7 +92,7 @@ async fn t11_missing_bootstrap_is_an_init_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn t12_init_error_and_init_timeout() {
-    let t = engine_with(|c| c.init_timeout = std::time::Duration::from_secs(1));
+    let t = engine_with(|c| c.init_timeout = std::time::Duration::from_secs(2));
     let failing = code(&[(
         "bootstrap",
         "#!/bin/sh\necho starting\ncurl -sS -H 'Lambda-Runtime-Function-Error-Type: Runtime.Custom' \
@@ -118,7 +118,7 @@ async fn t12_init_error_and_init_timeout() {
     )
     .await;
     assert_error(&o, "Sandbox.Timedout");
-    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
     assert_eq!(t.engine.metrics().reserved_mb, 0);
 }
 
