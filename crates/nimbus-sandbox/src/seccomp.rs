@@ -182,6 +182,15 @@ macro_rules! paste_sys {
     (personality) => {
         libc::SYS_personality
     };
+    (io_uring_setup) => {
+        libc::SYS_io_uring_setup
+    };
+    (io_uring_enter) => {
+        libc::SYS_io_uring_enter
+    };
+    (io_uring_register) => {
+        libc::SYS_io_uring_register
+    };
 }
 
 /// Calls denied with `EPERM`. A comment per rule says why.
@@ -251,6 +260,12 @@ pub const DENIED_EPERM: &[DeniedSyscall] = &[
         personality,
         "can disable ASLR (READ_IMPLIES_EXEC and friends)"
     ),
+    deny!(
+        io_uring_setup,
+        "io_uring operations bypass seccomp and have a long CVE record; libuv and others fall back"
+    ),
+    deny!(io_uring_enter, "see io_uring_setup"),
+    deny!(io_uring_register, "see io_uring_setup"),
 ];
 
 /// The two compiled programs the child installs, in order.
