@@ -43,7 +43,7 @@ pub struct Jail {
     /// `None` only in insecure mode.
     cgroups: Option<CgroupLayout>,
     seccomp: Option<SeccompPolicy>,
-    scratch: ScratchFactory,
+    scratch: std::sync::Arc<ScratchFactory>,
     nat: Option<NatNetwork>,
     /// Empty read-only file bound over masked secrets.
     empty_file: std::path::PathBuf,
@@ -55,7 +55,12 @@ impl Jail {
     pub fn new(config: JailConfig) -> Result<Self, SandboxError> {
         std::fs::create_dir_all(config.state_dir.join("roots"))
             .map_err(|e| SandboxError::io(format!("create {}", config.state_dir.display()), e))?;
-        let scratch = ScratchFactory::new(config.state_dir.join("scratch"));
+        let prefill = if config.insecure_no_isolation {
+            0
+        } else {
+            config.scratch_prefill
+        };
+        let scratch = ScratchFactory::new(config.state_dir.join("scratch"), prefill);
         let empty_file = config.state_dir.join("empty");
         std::fs::write(&empty_file, b"")
             .and_then(|()| {
@@ -80,6 +85,10 @@ impl Jail {
             });
         }
         let cgroups = CgroupLayout::detect(&config.cgroup_parent)?;
+        if config.expedite_rcu {
+            std::fs::write("/sys/kernel/rcu_expedited", "1")
+                .map_err(|e| SandboxError::io("set /sys/kernel/rcu_expedited", e))?;
+        }
         let seccomp = SeccompPolicy::compile()?;
         let nat = match &config.network {
             NetworkMode::Loopback => None,
@@ -145,7 +154,7 @@ impl Jail {
         };
         let t0 = std::time::Instant::now();
         // 1. Resources that outlive the child's setup: scratch disk, cgroup, network link.
-        let scratch = self.scratch.create(&spec.id, spec.ephemeral_mb)?;
+        let scratch = self.scratch.take(spec.ephemeral_mb)?;
         let t_scratch = t0.elapsed();
         let device = scratch.device.clone();
         res.scratch = Some(scratch);

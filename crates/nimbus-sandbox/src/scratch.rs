@@ -11,12 +11,15 @@
 //! `mkfs.ext4` costs ~20 ms, so each size is formatted once into a *template*
 //! and every environment gets a sparse copy (a few hundred KiB of metadata).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::unistd::{lseek, Whence};
@@ -63,12 +66,23 @@ impl ScratchDisk {
     }
 }
 
-/// Formats templates once per size and hands out copies.
+/// Formats templates once per size and hands out copies. Keeps a few
+/// attached disks of every size it has been asked for ready in advance (a
+/// background thread refills them), so a cold start does not pay for the
+/// copy and the loop device setup.
 #[derive(Debug)]
 pub struct ScratchFactory {
     dir: PathBuf,
     /// Serialises template creation so two cold starts do not format the same size twice.
     template_lock: Mutex<()>,
+    /// Ready disks per size in MiB.
+    ready: Mutex<HashMap<u64, Vec<ScratchDisk>>>,
+    /// Wakes the refill thread.
+    refill: Condvar,
+    /// How many ready disks to keep per size.
+    prefill: usize,
+    /// Names image files (they are unlinked once attached).
+    counter: AtomicU64,
 }
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -104,18 +118,48 @@ struct LoopConfig {
 }
 
 impl ScratchFactory {
-    /// Templates and per-environment images live under `dir`.
-    pub fn new(dir: PathBuf) -> Self {
-        ScratchFactory {
+    /// Templates and images live under `dir`; `prefill` disks of each size
+    /// in use are kept ready by a background thread (0: none, no thread).
+    pub fn new(dir: PathBuf, prefill: usize) -> Arc<Self> {
+        let factory = Arc::new(ScratchFactory {
             dir,
             template_lock: Mutex::new(()),
+            ready: Mutex::new(HashMap::new()),
+            refill: Condvar::new(),
+            prefill,
+            counter: AtomicU64::new(0),
+        });
+        if prefill > 0 {
+            let weak = Arc::downgrade(&factory);
+            let _ = std::thread::Builder::new()
+                .name("nimbus-scratch".into())
+                .spawn(move || refill_loop(weak));
+        }
+        factory
+    }
+
+    /// A `size_mb` ext4 disk attached to a loop device: a ready one if there
+    /// is one, else made now.
+    pub fn take(&self, size_mb: u64) -> Result<ScratchDisk, ScratchError> {
+        let ready = {
+            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            let disks = ready.entry(size_mb).or_default();
+            disks.pop()
+        };
+        self.refill.notify_one();
+        match ready {
+            Some(disk) => Ok(disk),
+            None => self.create(size_mb),
         }
     }
 
-    /// Creates a `size_mb` ext4 disk for environment `id` and attaches it to a loop device.
-    pub fn create(&self, id: &str, size_mb: u64) -> Result<ScratchDisk, ScratchError> {
+    /// Creates a `size_mb` ext4 disk and attaches it to a loop device.
+    fn create(&self, size_mb: u64) -> Result<ScratchDisk, ScratchError> {
         let template = self.template(size_mb)?;
-        let image = self.dir.join(format!("{id}.img"));
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let image = self
+            .dir
+            .join(format!("disk-{}-{n}.img", std::process::id()));
         let err = |source| ScratchError::Image {
             path: image.clone(),
             source,
@@ -178,6 +222,48 @@ impl ScratchFactory {
             source,
         })?;
         Ok(path)
+    }
+}
+
+/// Keeps `prefill` ready disks per size until the factory is dropped.
+fn refill_loop(factory: Weak<ScratchFactory>) {
+    loop {
+        let Some(f) = factory.upgrade() else { return };
+        let missing: Vec<u64> = {
+            let ready = f.ready.lock().unwrap_or_else(|p| p.into_inner());
+            let missing = ready
+                .iter()
+                .filter(|(_, disks)| disks.len() < f.prefill)
+                .map(|(size, _)| *size)
+                .collect::<Vec<_>>();
+            if missing.is_empty() {
+                // Sleep until a disk is taken (or re-check the Weak now and then).
+                let _ = f
+                    .refill
+                    .wait_timeout(ready, Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            missing
+        };
+        for size in missing {
+            match f.create(size) {
+                Ok(disk) => f
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(size)
+                    .or_default()
+                    .push(disk),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prepare a scratch disk ahead of time");
+                    drop(f);
+                    #[allow(clippy::disallowed_methods)] // dedicated thread, not async
+                    std::thread::sleep(Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -42,6 +42,9 @@ pub struct EngineConfig {
     /// On start, kill environments a crashed predecessor left in
     /// `cgroup_parent` (requires this engine to own that cgroup alone).
     pub reclaim_orphans: bool,
+    /// Host tuning for faster cold starts (`/sys/kernel/rcu_expedited=1`);
+    /// see `nimbus_sandbox::JailConfig::expedite_rcu`. Changes the whole host.
+    pub expedite_rcu: bool,
     /// DEVELOPER ONLY: no isolation at all (warns loudly on every start).
     pub insecure_no_isolation: bool,
 }
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
             network: NetworkMode::Loopback,
             cgroup_parent: "nimbus".into(),
             reclaim_orphans: true,
+            expedite_rcu: false,
             insecure_no_isolation: false,
         }
     }

@@ -51,6 +51,7 @@ impl Engine {
             cgroup_parent: config.cgroup_parent.clone(),
             network: config.network.clone(),
             insecure_no_isolation: config.insecure_no_isolation,
+            expedite_rcu: config.expedite_rcu,
             ..JailConfig::default()
         })?;
         if config.reclaim_orphans {
