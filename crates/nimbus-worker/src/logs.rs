@@ -16,12 +16,17 @@ use tokio::sync::{mpsc, oneshot};
 
 /// `X-Amz-Log-Result` carries the last 4 KB of the log.
 pub const LOG_TAIL_BYTES: usize = 4096;
-/// Lines kept per invocation before older ones are dropped.
+/// Lines kept per invocation; later ones are counted and dropped.
 const MAX_LINES: usize = 10_000;
+/// Bytes kept per invocation, so a chatty function cannot exhaust the worker.
+const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// A line longer than this is split (CloudWatch's event limit is 256 KB).
+const MAX_LINE_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Default)]
 struct LogBuffer {
     lines: Vec<String>,
+    bytes: usize,
     partial: Vec<u8>,
     dropped: usize,
 }
@@ -35,15 +40,21 @@ impl LogBuffer {
                 self.push_line(env_id, line);
             } else {
                 self.partial.push(b);
+                if self.partial.len() >= MAX_LINE_BYTES {
+                    let line = String::from_utf8_lossy(&self.partial).into_owned();
+                    self.partial.clear();
+                    self.push_line(env_id, line);
+                }
             }
         }
     }
 
     fn push_line(&mut self, env_id: &str, line: String) {
         tracing::debug!(target: "nimbus::function_log", env = env_id, "{line}");
-        if self.lines.len() >= MAX_LINES {
+        if self.lines.len() >= MAX_LINES || self.bytes + line.len() > MAX_BYTES {
             self.dropped += 1;
         } else {
+            self.bytes += line.len();
             self.lines.push(line);
         }
     }
@@ -58,6 +69,7 @@ impl LogBuffer {
             let n = std::mem::take(&mut self.dropped);
             self.lines.push(format!("[nimbus: {n} log lines dropped]"));
         }
+        self.bytes = 0;
         std::mem::take(&mut self.lines)
     }
 }
@@ -275,6 +287,23 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+    }
+
+    #[test]
+    fn log_buffer_is_bounded() {
+        let mut b = LogBuffer::default();
+        b.push_bytes("e", &vec![b'x'; MAX_LINE_BYTES * 30]);
+        b.push_bytes("e", b"\nlast\n");
+        let lines = b.take("e");
+        assert!(lines.iter().map(String::len).sum::<usize>() <= MAX_BYTES + 100);
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
+        assert!(
+            lines.last().unwrap().contains("log lines dropped"),
+            "{:?}",
+            lines.last()
+        );
+        b.push_bytes("e", b"fresh\n");
+        assert_eq!(b.take("e"), vec!["fresh".to_owned()]);
     }
 
     #[test]

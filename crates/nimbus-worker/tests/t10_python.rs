@@ -21,6 +21,8 @@ def handler(event, context):
         "group": context.log_group_name,
         "stream": context.log_stream_name,
         "remaining": context.get_remaining_time_in_millis(),
+        "client_context": context.client_context,
+        "identity": context.identity,
         "env": {k: os.environ.get(k) for k in [
             "_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_LAMBDA_FUNCTION_NAME",
             "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
@@ -131,7 +133,19 @@ async fn t10_python_cold_then_warm() {
     );
 
     // Warm: same environment (module state kept), no Init Duration.
-    let second = invoke(&t.engine, &s, r#"{"name":"again"}"#).await;
+    let mut inv = nimbus_worker::Invocation::new(r#"{"name":"again"}"#);
+    inv.client_context = Some(r#"{"custom":{"k":"v"}}"#.into());
+    inv.cognito_identity = Some(r#"{"cognitoIdentityId":"id-1"}"#.into());
+    inv.trace_id =
+        Some("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".into());
+    let second = t.engine.invoke(&s, inv).await.unwrap();
+    let v2 = json(&second);
+    assert_eq!(v2["client_context"]["custom"]["k"], "v");
+    assert_eq!(v2["identity"]["cognitoIdentityId"], "id-1");
+    assert_eq!(
+        v2["env"]["_X_AMZN_TRACE_ID"],
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    );
     assert_ok(&second);
     assert_eq!(json(&second)["calls"], 2);
     assert!(second.init_duration.is_none());
