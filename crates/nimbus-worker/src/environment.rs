@@ -78,6 +78,9 @@ pub(crate) struct ExecutionEnvironment {
     exited: watch::Receiver<Option<ExitInfo>>,
     /// Init duration and Init's log lines, reported with the first invocation.
     pending_init: Option<(Duration, Vec<String>)>,
+    /// On-demand environments report `Init Duration` on their first
+    /// invocation; provisioned ones (prewarm) do not, as on Lambda.
+    init_type: InitializationType,
     /// When it last finished an invocation (LRU and idle timeout).
     pub last_used: Instant,
 }
@@ -223,6 +226,7 @@ impl ExecutionEnvironment {
             exit_task,
             exited,
             pending_init: None,
+            init_type,
             last_used: Instant::now(),
         };
 
@@ -292,7 +296,9 @@ impl ExecutionEnvironment {
         let mut log = Vec::new();
         let mut init_duration = None;
         if let Some((d, init_logs)) = cold {
-            init_duration = Some(d);
+            if self.init_type == InitializationType::OnDemand {
+                init_duration = Some(d);
+            }
             log.extend(init_logs);
         }
         log.push(logs::start_line(&inv.request_id, &spec.version));
