@@ -1,0 +1,241 @@
+//! `nimbus-bench`: benchmarks that start real clusters on loopback and drive them.
+//!
+//! Layout:
+//! - `processes`: child processes and their scratch directory, torn down on drop.
+//! - `nimbus_cluster`, `etcd_cluster`: a 3-node cluster of each system, and its leader.
+//! - `etcd_gateway`: one keep-alive HTTP/1.1 connection to etcd's v3 JSON gateway.
+//! - `workload`: the timed write loop and its clients.
+//! - `stats`, `report`: percentiles, medians across rounds, markdown tables.
+//!
+//! See `docs/benchmarks.md` for how to run it and what the figures mean.
+
+mod etcd_cluster;
+mod etcd_gateway;
+mod nimbus_cluster;
+mod processes;
+mod report;
+mod stats;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::etcd_cluster::EtcdCluster;
+use crate::nimbus_cluster::NimbusCluster;
+use crate::report::Row;
+use crate::stats::Summary;
+use crate::workload::Target;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nimbus-bench",
+    about = "Nimbus benchmarks against real clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Metadata write latency and throughput: 3-node Nimbus vs 3-node etcd on loopback.
+    MetaWrites(MetaWritesArgs),
+}
+
+#[derive(Args, Debug)]
+struct MetaWritesArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// The `etcd` binary (v3.4; Debian package etcd-server).
+    #[arg(long, default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// Client counts to run, comma-separated; each pairs with the same position in --writes.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+    /// Timed writes per round at each client count, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "2000,20000")]
+    writes: Vec<u64>,
+    /// Size of each written value: the encoded Nimbus command, and the etcd value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Rounds; each runs every client count on both systems, alternating which goes first.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Untimed writes per system before the first round.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    /// Where the clusters' temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+}
+
+impl MetaWritesArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.concurrency.len() == self.writes.len(),
+            "--concurrency and --writes need the same number of entries"
+        );
+        anyhow::ensure!(
+            self.concurrency.iter().all(|c| (1..=1024).contains(c)),
+            "--concurrency entries must be 1 to 1024"
+        );
+        anyhow::ensure!(
+            self.writes.iter().all(|w| *w >= 1),
+            "--writes entries must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.rounds),
+            "--rounds must be 1 to 100"
+        );
+        Ok(())
+    }
+}
+
+/// The size of each cluster, for both systems.
+const CLUSTER_SIZE: usize = 3;
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        BenchCommand::MetaWrites(args) => {
+            // Dropping the benchmark future on Ctrl-C drops the clusters, which stops them.
+            tokio::select! {
+                r = meta_writes(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; clusters stopped"),
+            }
+        }
+    }
+}
+
+async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let nimbus_bin = match &args.nimbus_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .with_file_name("nimbus"),
+    };
+    anyhow::ensure!(
+        nimbus_bin.is_file(),
+        "{} not found; build it (cargo build --release -p nimbus) or pass --nimbus-bin",
+        nimbus_bin.display()
+    );
+    let etcd_version = std::process::Command::new(&args.etcd_bin)
+        .arg("--version")
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} --version (apt-get install -y etcd-server)",
+                args.etcd_bin.display()
+            )
+        })?;
+    let etcd_version = String::from_utf8_lossy(&etcd_version.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("nimbus: {}; {etcd_version}", nimbus_bin.display());
+
+    let mut nimbus = NimbusCluster::start(&nimbus_bin, &args.work_dir, CLUSTER_SIZE)?;
+    let mut etcd = EtcdCluster::start(&args.etcd_bin, &args.work_dir, CLUSTER_SIZE)?;
+    let nimbus_leader = nimbus.wait_leader(LEADER_TIMEOUT).await?;
+    let etcd_leader = etcd.wait_leader(LEADER_TIMEOUT).await?;
+    eprintln!("leaders: nimbus {nimbus_leader}, etcd {etcd_leader}");
+
+    // Clients talk to the leader, so neither system pays a forwarding hop.
+    let mut nimbus_addrs = vec![nimbus_leader.clone()];
+    nimbus_addrs.extend(
+        nimbus
+            .addrs
+            .iter()
+            .filter(|a| **a != nimbus_leader)
+            .cloned(),
+    );
+    let systems = [
+        (
+            "nimbus",
+            Target::Nimbus {
+                addrs: nimbus_addrs,
+            },
+        ),
+        ("etcd", Target::Etcd { addr: etcd_leader }),
+    ];
+    let next_seq: Vec<Arc<AtomicU64>> = systems.iter().map(|_| Default::default()).collect();
+
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+    for (i, (name, target)) in systems.iter().enumerate() {
+        let w = workload::run(target, max_c, args.warmup, args.value_bytes, &next_seq[i]).await?;
+        anyhow::ensure!(
+            w.failures == 0,
+            "{name} warm-up failed: {}",
+            w.first_error.unwrap_or_default()
+        );
+    }
+
+    // results[system][concurrency index] = one summary per round.
+    let mut results = vec![vec![Vec::new(); args.concurrency.len()]; systems.len()];
+    let mut failures = Vec::new();
+    for round in 0..args.rounds {
+        for (ci, (&c, &n)) in args.concurrency.iter().zip(&args.writes).enumerate() {
+            // Alternate which system goes first, so drift over time favours neither.
+            let order: Vec<usize> = if round % 2 == 0 {
+                vec![0, 1]
+            } else {
+                vec![1, 0]
+            };
+            for si in order {
+                let (name, target) = &systems[si];
+                let run = workload::run(target, c, n, args.value_bytes, &next_seq[si]).await?;
+                let s = Summary::of(&run);
+                eprintln!(
+                    "round {} {name:>6} c={c:<3} {} writes in {:.2}s: {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, failed clients {}",
+                    round + 1,
+                    run.latencies.len(),
+                    run.elapsed.as_secs_f64(),
+                    s.writes_per_sec,
+                    s.p50_ms,
+                    s.p99_ms,
+                    run.failures
+                );
+                if let Some(e) = run.first_error {
+                    failures.push(format!("{name} c={c} round {}: {e}", round + 1));
+                }
+                results[si][ci].push(s);
+                nimbus.check_alive()?;
+                etcd.check_alive()?;
+            }
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (ci, (&c, &n)) in args.concurrency.iter().zip(&args.writes).enumerate() {
+        for (si, (name, _)) in systems.iter().enumerate() {
+            rows.push(Row {
+                system: name,
+                concurrency: c,
+                writes: n,
+                summary: Summary::median(&results[si][ci]),
+            });
+        }
+    }
+    println!(
+        "Value size {} bytes; 3-node clusters on loopback; Nimbus over gRPC, etcd over its v3 JSON gateway.\n",
+        args.value_bytes
+    );
+    print!("{}", report::markdown(&rows, args.rounds));
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} run(s) had failed writes:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
