@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Builds Nimbus and starts it locally for development. Installs missing system packages.
-# Today this is a one-node metadata cluster; `nimbus dev` (gateway + worker) replaces it
-# when issue 4 lands.
+# Builds Nimbus and starts `nimbus dev` (metadata node + gateway + worker in one process)
+# on 127.0.0.1:9000. Installs missing system packages first. Run as root (the sandbox
+# needs namespaces and cgroups); extra flags go to `nimbus dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/deps.sh
 nimbus_install_deps
-
-data="${NIMBUS_DATA_DIR:-${TMPDIR:-/tmp}/nimbus-dev}"
-exec cargo run --release -q -p nimbus -- meta --id 1 --data-dir "$data" --listen 127.0.0.1:17001 \
-  --initial-cluster 1=127.0.0.1:17001 "$@"
+bash crates/nimbus-worker/tests/setup-system.sh >/dev/null
+exec cargo run --release -q -p nimbus -- dev --data-dir "${NIMBUS_DATA_DIR:-.nimbus-dev}" "$@"

@@ -184,7 +184,7 @@ impl MetaClient {
             .1
         {
             QueryOutput::Entity(e) => Ok(e),
-            QueryOutput::Entities(_) => Err(ClientError::Protocol("expected one entity".into())),
+            _ => Err(ClientError::Protocol("expected one entity".into())),
         }
     }
 
@@ -203,6 +203,20 @@ impl MetaClient {
         match self.read(&q, true).await? {
             (rev, QueryOutput::Entities(v)) => Ok((rev, v)),
             _ => Err(ClientError::Protocol("expected a list".into())),
+        }
+    }
+
+    /// An access key's account and secret (linearizable).
+    pub async fn access_key_secret(
+        &self,
+        access_key_id: &str,
+    ) -> Result<(String, Vec<u8>), ClientError> {
+        let q = Query::AccessKeySecret {
+            access_key_id: access_key_id.to_string(),
+        };
+        match self.read(&q, true).await?.1 {
+            QueryOutput::AccessKeySecret { account_id, secret } => Ok((account_id, secret)),
+            _ => Err(ClientError::Protocol("expected an access key".into())),
         }
     }
 

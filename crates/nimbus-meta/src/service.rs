@@ -108,6 +108,37 @@ impl NodeContext {
     }
 }
 
+impl NodeContext {
+    /// An access key's secret, opened with the cluster key.
+    fn open_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<nimbus_types::QueryOutput, nimbus_types::MetaError> {
+        use nimbus_types::{MetaError, QueryOutput};
+        let key = keys::access_key(access_key_id);
+        match self.sm.query(&Query::Get { key: key.clone() })? {
+            QueryOutput::Entity(Some(Entity::AccessKey(ak))) => {
+                let secret = self
+                    .key
+                    .open(key.as_bytes(), &ak.secret_ciphertext)
+                    .map_err(|e| {
+                        MetaError::new(
+                            nimbus_types::ErrorKind::Service,
+                            format!("access key {access_key_id}: {e}"),
+                        )
+                    })?;
+                Ok(QueryOutput::AccessKeySecret {
+                    account_id: ak.account_id,
+                    secret,
+                })
+            }
+            _ => Err(MetaError::not_found(format!(
+                "access key {access_key_id} not found"
+            ))),
+        }
+    }
+}
+
 fn unavailable(msg: impl Into<String>) -> Status {
     Status::unavailable(msg.into())
 }
@@ -272,7 +303,10 @@ impl pb::metadata_server::Metadata for MetadataService {
             }
         }
         let revision = *ctx.sm.applied_index().borrow();
-        let result = ctx.sm.query(&query);
+        let result = match &query {
+            Query::AccessKeySecret { access_key_id } => ctx.open_access_key(access_key_id),
+            q => ctx.sm.query(q),
+        };
         Ok(Response::new(pb::ReadResponse {
             revision,
             result: encode(&result),

@@ -74,7 +74,6 @@ async fn a_corrupt_code_chunk_is_detected_and_never_served() {
     let mut bad = sealed.clone();
     bad[40] ^= 0xff;
     db.put_cf(cf, chunk_key(&code.sha256, 1), &bad).unwrap();
-    drop(cf);
     drop(db);
     let err = client.fetch_code(&code.sha256, rev).await.unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");

@@ -186,6 +186,11 @@ pub enum Query {
         start_after: Option<String>,
         limit: u32,
     },
+    /// An access key's account and secret, decrypted by the metadata node that answers
+    /// (gateways need the secret to verify Signature V4).
+    AccessKeySecret {
+        access_key_id: String,
+    },
 }
 
 /// What a read returns.
@@ -196,6 +201,7 @@ pub enum Query {
 pub enum QueryOutput {
     Entity(Option<Entity>),
     Entities(Vec<(String, Entity)>),
+    AccessKeySecret { account_id: String, secret: Vec<u8> },
 }
 
 /// One key's change, as the watch stream delivers it. `None` means deleted.

@@ -71,6 +71,7 @@ async fn main() {
                 timeout: Duration::from_secs(10),
                 ephemeral_mb: 512,
                 env: BTreeMap::new(),
+                revision: String::new(),
             };
             let o = engine.invoke(&spec, Invocation::new("{}")).await.unwrap();
             assert_eq!(o.status, InvokeStatus::Ok, "{}", o.log);

@@ -502,7 +502,10 @@ fn new_trace_id() -> String {
 }
 
 async fn wait_exit(rx: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
-    match rx.wait_for(Option::is_some).await {
+    // Copy the value out first: the borrow holds a lock guard, which must not live across
+    // the `pending()` await below (the future has to stay `Send`).
+    let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+    match seen {
         Ok(v) => v.unwrap_or(ExitInfo {
             status: ExitStatus::Exited(-1),
             oom_killed: false,

@@ -33,6 +33,10 @@ pub struct FunctionSpec {
     pub ephemeral_mb: u64,
     /// The function's own environment variables.
     pub env: BTreeMap<String, String>,
+    /// Identity of this exact code and configuration (Lambda's `RevisionId`). Part of
+    /// the pool key: after `$LATEST` is updated, new invocations never land on an
+    /// environment that still runs the old code.
+    pub revision: String,
 }
 
 impl FunctionSpec {
@@ -41,6 +45,7 @@ impl FunctionSpec {
         FunctionKey {
             function_name: self.function_name.clone(),
             version: self.version.clone(),
+            revision: self.revision.clone(),
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct FunctionKey {
     pub function_name: String,
     /// Version.
     pub version: String,
+    /// Code and configuration identity (see [`FunctionSpec::revision`]).
+    pub revision: String,
 }
 
 /// One synchronous invocation.

@@ -31,6 +31,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a metadata node (Raft-replicated store of functions, versions, aliases, code, limits).
     Meta(MetaArgs),
+    /// Run a metadata node, a gateway and a worker in one process, for development.
+    Dev(DevArgs),
     /// Administer a metadata cluster: status, add or remove members.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -71,6 +73,35 @@ pub struct MetaArgs {
     /// How long a write waits for a quorum before failing as unavailable, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub write_timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the embedded metadata store, code cache and sandboxes live.
+    #[arg(long, default_value = ".nimbus-dev")]
+    pub data_dir: PathBuf,
+    /// The Lambda API address (`aws --endpoint-url http://ADDR`).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Allow --listen on a non-loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// The embedded metadata node's gRPC address (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub meta_listen: SocketAddr,
+    /// The region served.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Memory that execution environments may reserve in total, in MB.
+    #[arg(long, default_value_t = 4096)]
+    pub memory_mb: u64,
+    /// Shut down an execution environment after this many idle seconds.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+    /// DEVELOPER ONLY: run functions without any isolation (for machines without root).
+    /// Logs a warning on every start.
+    #[arg(long)]
+    pub insecure_no_isolation: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,10 +1,14 @@
 //! `nimbus`: every node role and the client commands, in one binary.
 //!
 //! Layout: [`cli`] declares the commands and flags; [`meta_cmd`] runs a metadata node;
-//! [`cluster_cmd`] is the cluster administration client; [`logging`] sets up `tracing`.
+//! [`dev_cmd`] runs meta + gateway + worker in one process, with [`local_worker`]
+//! connecting the gateway to an in-process worker engine; [`cluster_cmd`] is the cluster
+//! administration client; [`logging`] sets up `tracing`.
 
 mod cli;
 mod cluster_cmd;
+mod dev_cmd;
+mod local_worker;
 mod logging;
 mod meta_cmd;
 
@@ -27,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             cli::Command::Meta(args) => meta_cmd::run(args).await,
+            cli::Command::Dev(args) => dev_cmd::run(args).await,
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
         }
     });

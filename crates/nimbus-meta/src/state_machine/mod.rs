@@ -186,6 +186,10 @@ impl StateMachineStore {
                 }
                 Ok(QueryOutput::Entities(out))
             }
+            Query::AccessKeySecret { .. } => Err(MetaError::new(
+                ErrorKind::Service,
+                "secrets are opened by the node service, not the state machine",
+            )),
         }
     }
 
@@ -279,17 +283,13 @@ impl StateMachineStore {
                         };
                         if response.result.is_ok() {
                             batch.commit_entry(ops);
-                            if !changes.is_empty() {
-                                batch.put(
-                                    cf::CHANGES,
-                                    index.to_be_bytes().to_vec(),
-                                    encode(&changes),
-                                );
-                                published.push(WatchBatch {
-                                    revision: index,
-                                    changes: Arc::new(changes),
-                                });
-                            }
+                            // Recorded even when empty, so a watcher sees the revision of
+                            // every successful write (read-your-writes waits on it).
+                            batch.put(cf::CHANGES, index.to_be_bytes().to_vec(), encode(&changes));
+                            published.push(WatchBatch {
+                                revision: index,
+                                changes: Arc::new(changes),
+                            });
                         }
                         batch.put(cf::DEDUP, id_key.clone(), encode(&response));
                         let mut age_key = index.to_be_bytes().to_vec();

@@ -70,6 +70,7 @@ pub fn spec(name: &str, runtime: &str, handler: &str, code_dir: &Path) -> Functi
         timeout: Duration::from_secs(10),
         ephemeral_mb: 512,
         env: BTreeMap::new(),
+        revision: String::new(),
     }
 }
 

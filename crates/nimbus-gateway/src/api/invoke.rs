@@ -1,0 +1,158 @@
+//! Invoke: resolve the qualifier from the cache, admit against concurrency limits, run
+//! on a worker, and answer with Lambda's headers.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+
+use super::query_map;
+use crate::admission::Limits;
+use crate::error::ApiError;
+use crate::invoker::{InvokeRequest, InvokeTarget};
+use crate::resolve::{self, Resolved};
+use crate::server::{Caller, Gateway, RequestId};
+
+/// Synchronous payloads: 6 MB each way.
+pub const SYNC_PAYLOAD_MAX: usize = 6 * 1024 * 1024;
+/// `X-Amz-Client-Context`, decoded.
+pub const CLIENT_CONTEXT_MAX: usize = 3583;
+/// `X-Amz-Log-Result`: the last 4 KB of the log.
+const LOG_TAIL_MAX: usize = 4096;
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub async fn invoke(
+    State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let q = query_map(q.as_deref());
+    let invocation_type = header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse");
+    if !matches!(invocation_type, "RequestResponse" | "Event" | "DryRun") {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{invocation_type}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+        )));
+    }
+    let log_type = header(&headers, "x-amz-log-type").unwrap_or("None");
+    if !matches!(log_type, "None" | "Tail") {
+        return Err(ApiError::validation(format!("Value '{log_type}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]")));
+    }
+    if payload.len() > SYNC_PAYLOAD_MAX {
+        return Err(ApiError::too_large(format!(
+            "{} byte payload is too large for the RequestResponse invocation type (limit {SYNC_PAYLOAD_MAX} bytes)",
+            payload.len()
+        )));
+    }
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::new(
+            400,
+            "InvalidRequestContentException",
+            "Could not parse request body into json: payload is not valid JSON",
+        ));
+    }
+    let client_context = match header(&headers, "x-amz-client-context") {
+        None => None,
+        Some(b64) => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| {
+                    ApiError::invalid("Client context must be a valid Base64-encoded JSON object.")
+                })?;
+            if raw.len() > CLIENT_CONTEXT_MAX {
+                return Err(ApiError::invalid(format!(
+                    "Client context must be at most {CLIENT_CONTEXT_MAX} bytes"
+                )));
+            }
+            Some(String::from_utf8(raw).map_err(|_| {
+                ApiError::invalid("Client context must be a valid Base64-encoded JSON object.")
+            })?)
+        }
+    };
+
+    let named = resolve::named(&gw, &caller, &name, q.get("Qualifier").map(String::as_str))?;
+    let function = resolve::function(&gw, &named.key)?;
+    let (version, config, code, revision_id) =
+        match resolve::qualifier(&gw, &named.key, named.qualifier.as_deref())? {
+            Resolved::Latest(f) => ("$LATEST".to_string(), f.config, f.code, f.revision_id),
+            Resolved::Version(v) => (v.number.to_string(), v.config, v.code, v.revision_id),
+        };
+    let invoked_arn = match &named.qualifier {
+        Some(q) => format!("{}:{q}", named.key.arn()),
+        None => named.key.arn(),
+    };
+    if invocation_type == "DryRun" {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if invocation_type == "Event" {
+        return Err(ApiError::invalid(
+            "InvocationType Event is not available on this Nimbus version yet; use RequestResponse",
+        ));
+    }
+
+    let (limits, reserved_total, _, _) = super::settings::account_limits(&gw, &caller.account_id);
+    let function_arn = named.key.arn();
+    let _slot = gw.admission.admit(&Limits {
+        account: &caller.account_id,
+        region: &gw.region,
+        function_arn: &function_arn,
+        reserved: function.reserved_concurrency,
+        account_limit: limits.concurrent_executions,
+        reserved_total,
+    })?;
+
+    let target = InvokeTarget {
+        key: named.key,
+        version: version.clone(),
+        config,
+        code,
+        invoked_arn,
+        code_revision: gw.cache.revision(),
+        revision_id,
+    };
+    let request = InvokeRequest {
+        request_id,
+        payload,
+        client_context,
+        trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
+    };
+    let result = gw.invoker.invoke(&target, request).await?;
+    if result.payload.len() > SYNC_PAYLOAD_MAX {
+        return Err(ApiError::new(
+            413,
+            "RequestTooLargeException",
+            format!("Response payload size ({} bytes) exceeded maximum allowed payload size ({SYNC_PAYLOAD_MAX} bytes).", result.payload.len()),
+        ));
+    }
+    let mut resp = (StatusCode::OK, result.payload).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&version) {
+        h.insert("x-amz-executed-version", v);
+    }
+    if result.function_error.is_some() {
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    if log_type == "Tail" {
+        let tail = result.log_tail.as_bytes();
+        let tail = &tail[tail.len().saturating_sub(LOG_TAIL_MAX)..];
+        if let Ok(v) =
+            HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(tail))
+        {
+            h.insert("x-amz-log-result", v);
+        }
+    }
+    Ok(resp)
+}

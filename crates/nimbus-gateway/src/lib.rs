@@ -1,0 +1,29 @@
+//! The Nimbus gateway: where users and their tools meet Nimbus.
+//!
+//! It speaks the Lambda REST API (`/2015-03-31/...` and friends) so the AWS CLI, boto3
+//! and the SDKs work with `--endpoint-url`. The gateway is stateless: it reads through a
+//! watch-fed cache of the metadata and writes through the metadata cluster.
+//!
+//! Layout:
+//! - [`server`]: the router, shared state, and Signature V4 authentication of every call.
+//! - [`sigv4`]: Signature Version 4 verification.
+//! - [`error`]: [`ApiError`] and its one mapping to Lambda's wire format.
+//! - [`cache`]: the metadata cache kept exact by the watch stream.
+//! - [`resolve`]: function names (name, partial ARN, ARN) and qualifiers.
+//! - [`admission`]: concurrency limits: account-wide and reserved per function.
+//! - [`invoker`]: the boundary to workers ([`Invoker`]), and what crosses it.
+//! - [`api`]: one module per group of Lambda operations.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod invoker;
+pub mod resolve;
+pub mod server;
+pub mod sigv4;
+
+pub use error::ApiError;
+pub use invoker::{InvokeRequest, InvokeResult, InvokeTarget, Invoker};
+pub use server::{Gateway, GatewayConfig};

@@ -1,0 +1,130 @@
+"""Starts a real `nimbus dev` (metadata node + gateway + worker in one process) and gives
+tests the real AWS CLI and boto3 pointed at it."""
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import zipfile
+
+import boto3
+import botocore.config
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+BIN = os.environ.get("NIMBUS_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "nimbus"
+)
+AWS = os.path.join(ROOT, ".venv", "bin", "aws")
+ROLE = "arn:aws:iam::000000000000:role/lambda-role"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    data = tempfile.mkdtemp(prefix="nimbus-e2e-")
+    port = free_port()
+    log = open(os.path.join(data, "nimbus.log"), "wb")
+    proc = subprocess.Popen(
+        [BIN, "dev", "--data-dir", data, "--listen", f"127.0.0.1:{port}", "--idle-timeout-secs", "60"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("nimbus dev exited:\n" + open(log.name).read())
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise RuntimeError("nimbus dev did not start:\n" + open(log.name).read())
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lam(endpoint):
+    return client(endpoint)
+
+
+def client(endpoint, key="test", secret="test"):
+    return boto3.client(
+        "lambda",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60),
+    )
+
+
+def zip_of(files):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, body in files.items():
+            z.writestr(name, body)
+    return buf.getvalue()
+
+
+def python_fn(body):
+    return zip_of({"app.py": body})
+
+
+ECHO = """
+import os, json, time
+def handler(event, context):
+    print("event", json.dumps(event))
+    if isinstance(event, dict) and event.get("sleep"):
+        time.sleep(event["sleep"])
+    if isinstance(event, dict) and event.get("fail"):
+        raise ValueError("asked to fail")
+    return {"echo": event, "name": context.function_name, "version": context.function_version,
+            "mark": os.environ.get("MARK", "")}
+"""
+
+
+def aws_cli(endpoint, *args):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+    out = subprocess.run([AWS, "--endpoint-url", endpoint, "--output", "json", *args], capture_output=True, text=True, env=env)
+    return out.returncode, out.stdout, out.stderr
+
+
+@pytest.fixture
+def make_function(lam):
+    created = []
+
+    def make(name, code=ECHO, **kw):
+        params = dict(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                      Code={"ZipFile": python_fn(code)})
+        params.update(kw)
+        resp = lam.create_function(**params)
+        created.append(name)
+        return resp
+
+    yield make
+    for name in created:
+        try:
+            lam.delete_function(FunctionName=name)
+        except lam.exceptions.ResourceNotFoundException:
+            pass
+
+
+def payload(resp):
+    return json.loads(resp["Payload"].read())

@@ -1,0 +1,108 @@
+//! `nimbus dev`: one metadata node, one gateway and one worker in one process, ready for
+//! `aws --endpoint-url http://127.0.0.1:9000 lambda …` with account 000000000000,
+//! region us-east-1 and access key `test` / secret `test`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use nimbus_gateway::{Gateway, GatewayConfig};
+use nimbus_meta::node::{MetaNode, NodeConfig};
+use nimbus_meta::MetaClient;
+use nimbus_types::{AccessKey, Command};
+
+use crate::cli::DevArgs;
+use crate::local_worker::LocalInvoker;
+
+pub const DEV_ACCOUNT: &str = "000000000000";
+pub const DEV_ACCESS_KEY: &str = "test";
+pub const DEV_SECRET: &str = "test";
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() && !args.allow_remote {
+        anyhow::bail!(
+            "--listen {} is not a loopback address; pass --allow-remote to expose nimbus dev",
+            args.listen
+        );
+    }
+    let data = std::path::absolute(&args.data_dir).context("data dir")?;
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let meta_addr = args.meta_listen;
+    let mut cfg = NodeConfig::new(1, data.join("meta"), meta_addr);
+    let listener_probe = std::net::TcpListener::bind(meta_addr)
+        .with_context(|| format!("binding metadata address {meta_addr}"))?;
+    let meta_addr = listener_probe.local_addr()?;
+    drop(listener_probe);
+    cfg.listen = meta_addr;
+    cfg.initial_cluster = [(1, meta_addr.to_string())].into();
+    let node = MetaNode::start(cfg, stopped(stop_rx.clone()))
+        .await
+        .context("starting the metadata node")?;
+    let meta = MetaClient::new(&[node.local_addr.to_string()])?;
+    bootstrap(&meta, &args.region)
+        .await
+        .context("creating the dev account")?;
+
+    let mut engine_cfg = nimbus_worker::EngineConfig {
+        state_dir: data.join("worker"),
+        region: args.region.clone(),
+        max_memory_mb: args.memory_mb,
+        insecure_no_isolation: args.insecure_no_isolation,
+        ..Default::default()
+    };
+    engine_cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    let engine = nimbus_worker::Engine::new(engine_cfg).context("starting the worker engine")?;
+    let invoker = LocalInvoker::new(engine, meta.clone(), data.join("code"));
+    std::fs::create_dir_all(data.join("code"))?;
+
+    let gateway = Gateway::new(
+        meta,
+        GatewayConfig {
+            region: args.region.clone(),
+        },
+        invoker.clone(),
+    )
+    .await
+    .context("starting the gateway")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(
+        "nimbus dev ready: aws --endpoint-url http://{} lambda … (account {DEV_ACCOUNT}, region {}, key {DEV_ACCESS_KEY}/{DEV_SECRET})",
+        listener.local_addr()?,
+        args.region
+    );
+    let serve = gateway.serve(listener, stopped(stop_rx.clone()));
+    tokio::select! {
+        r = serve => r.context("gateway stopped")?,
+        _ = crate::meta_cmd::shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(true);
+    invoker.engine.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), node.wait()).await;
+    Ok(())
+}
+
+/// The dev account, region and access key; idempotent.
+async fn bootstrap(meta: &MetaClient, region: &str) -> anyhow::Result<()> {
+    meta.write(Command::PutAccount {
+        account_id: DEV_ACCOUNT.into(),
+    })
+    .await?;
+    meta.write(Command::PutRegion {
+        name: region.into(),
+    })
+    .await?;
+    let key = AccessKey {
+        access_key_id: DEV_ACCESS_KEY.into(),
+        account_id: DEV_ACCOUNT.into(),
+        secret_ciphertext: DEV_SECRET.as_bytes().to_vec(),
+    };
+    meta.write(Command::PutAccessKey { key }).await?;
+    Ok(())
+}
