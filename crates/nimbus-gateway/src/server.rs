@@ -137,6 +137,9 @@ impl Gateway {
             .fallback(|| async {
                 ApiError::new(404, "UnknownOperationException", "Unknown operation")
             })
+            // The authentication layer already bounds bodies (MAX_BODY_BYTES); axum's own
+            // 2 MB default would turn larger uploads into untyped 413s.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 authenticate,

@@ -119,7 +119,7 @@ impl MetaClient {
                 return Err(ClientError::Unavailable(last_err));
             }
             // Back off a little once every node has been tried.
-            if attempt % self.endpoints.len() == 0 {
+            if attempt.is_multiple_of(self.endpoints.len()) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -17,6 +17,9 @@
 //! - [`client`]: the client that gateways, workers and the CLI use.
 //! - [`error`]: this crate's error types.
 #![forbid(unsafe_code)]
+// openraft's trait methods fix the error types (StorageError, RPCError); they are large by
+// design and only travel on error paths.
+#![allow(clippy::result_large_err)]
 
 pub mod client;
 pub mod crypto;

@@ -504,7 +504,7 @@ fn new_trace_id() -> String {
 async fn wait_exit(rx: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
     // Copy the value out first: the borrow holds a lock guard, which must not live across
     // the `pending()` await below (the future has to stay `Send`).
-    let seen = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+    let seen = rx.wait_for(Option::is_some).await.map(|v| *v);
     match seen {
         Ok(v) => v.unwrap_or(ExitInfo {
             status: ExitStatus::Exited(-1),

@@ -1,6 +1,6 @@
 //! Lambda's JSON shapes: what the API returns, built from Nimbus's records.
 
-use nimbus_types::{Alias, Function, FunctionConfig, FunctionKey, Version};
+use nimbus_types::{Alias, CodeRef, Function, FunctionConfig, FunctionKey, Version};
 use serde_json::{json, Value};
 
 /// Lambda's timestamp format: `2019-09-24T18:20:00.000+0000`.
@@ -17,8 +17,7 @@ fn config_json(
     key: &FunctionKey,
     version: &str,
     c: &FunctionConfig,
-    sha: &str,
-    size: u64,
+    code: &CodeRef,
     revision: &str,
     modified_ms: u64,
     description: &str,
@@ -34,12 +33,12 @@ fn config_json(
         "Runtime": c.runtime,
         "Role": c.role,
         "Handler": c.handler,
-        "CodeSize": size,
+        "CodeSize": code.size,
         "Description": description,
         "Timeout": c.timeout_s,
         "MemorySize": c.memory_mb,
         "LastModified": timestamp(modified_ms),
-        "CodeSha256": sha,
+        "CodeSha256": code.sha256,
         "Version": version,
         "TracingConfig": { "Mode": "PassThrough" },
         "RevisionId": revision,
@@ -63,8 +62,7 @@ pub fn function_configuration(f: &Function) -> Value {
         &f.key,
         "$LATEST",
         &f.config,
-        &f.code.sha256,
-        f.code.size,
+        &f.code,
         &f.revision_id,
         f.last_modified_ms,
         &f.config.description,
@@ -85,8 +83,7 @@ pub fn version_configuration(v: &Version) -> Value {
         &v.key,
         &v.number.to_string(),
         &v.config,
-        &v.code.sha256,
-        v.code.size,
+        &v.code,
         &v.revision_id,
         v.last_modified_ms,
         desc,

@@ -71,7 +71,7 @@ def client(endpoint, key="test", secret="test"):
         region_name="us-east-1",
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60),
+        config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60, parameter_validation=False),
     )
 
 

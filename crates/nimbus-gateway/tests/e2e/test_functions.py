@@ -94,7 +94,7 @@ def test_validation_and_conflict_errors(lam, make_function):
         make_function("bad-env", Environment={"Variables": {"AWS_REGION": "x"}})
     assert code(e) == "InvalidParameterValueException"
     with pytest.raises(ClientError) as e:
-        make_function("big-env", Environment={"Variables": {"K": "x" * 5000}})
+        make_function("big-env", Environment={"Variables": {"KEY": "x" * 5000}})
     assert code(e) == "InvalidParameterValueException"
 
 

@@ -189,12 +189,11 @@ impl BatchTx {
     }
 }
 
+/// Raw key/value pairs, in key order.
+pub(crate) type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Every key/value under `prefix` in one column family.
-pub(crate) fn scan_db(
-    db: &DB,
-    cf: &'static str,
-    prefix: &[u8],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MetaError> {
+pub(crate) fn scan_db(db: &DB, cf: &'static str, prefix: &[u8]) -> Result<KeyValues, MetaError> {
     let handle = db.cf_handle(cf).expect("column family exists");
     let mut out = Vec::new();
     for item in db.iterator_cf(handle, IteratorMode::From(prefix, Direction::Forward)) {
