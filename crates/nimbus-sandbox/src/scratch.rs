@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
+
+/// Numbers image files uniquely within this process.
+static NEXT_IMAGE: AtomicU64 = AtomicU64::new(0);
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -81,8 +84,6 @@ pub struct ScratchFactory {
     refill: Condvar,
     /// How many ready disks to keep per size.
     prefill: usize,
-    /// Names image files (they are unlinked once attached).
-    counter: AtomicU64,
 }
 
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -127,7 +128,6 @@ impl ScratchFactory {
             ready: Mutex::new(HashMap::new()),
             refill: Condvar::new(),
             prefill,
-            counter: AtomicU64::new(0),
         });
         if prefill > 0 {
             let weak = Arc::downgrade(&factory);
@@ -156,7 +156,9 @@ impl ScratchFactory {
     /// Creates a `size_mb` ext4 disk and attaches it to a loop device.
     fn create(&self, size_mb: u64) -> Result<ScratchDisk, ScratchError> {
         let template = self.template(size_mb)?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Process-wide, not per pool: several pools (jails) may share one directory, and
+        // two images with one name would unlink each other.
+        let n = NEXT_IMAGE.fetch_add(1, Ordering::Relaxed);
         let image = self
             .dir
             .join(format!("disk-{}-{n}.img", std::process::id()));
@@ -189,7 +191,13 @@ impl ScratchFactory {
             path: self.dir.clone(),
             source,
         })?;
-        let partial = self.dir.join(format!("template-{size_mb}m.img.partial"));
+        // Unique per writer: another pool on the same directory may build it at once;
+        // the final rename is atomic, so either copy wins whole.
+        let partial = self.dir.join(format!(
+            "template-{size_mb}m.img.partial-{}-{}",
+            std::process::id(),
+            NEXT_IMAGE.fetch_add(1, Ordering::Relaxed)
+        ));
         let file = File::create(&partial).map_err(|source| ScratchError::Image {
             path: partial.clone(),
             source,
