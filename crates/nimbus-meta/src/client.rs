@@ -232,6 +232,36 @@ impl MetaClient {
             .map_err(|s| ClientError::Unavailable(format!("{addr}: {}", s.message())))
     }
 
+    /// Streams a backup of the whole store from the node at `addr` (it must be the
+    /// leader) into `out` (written to `out.partial`, renamed once complete). Returns the
+    /// log index the backup holds state up to.
+    pub async fn backup(addr: &str, out: &std::path::Path) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let ch = crate::network::channel(addr).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut c = MetadataClient::new(ch).max_decoding_message_size(64 << 20);
+        let status_err = |s: tonic::Status| match s.code() {
+            tonic::Code::FailedPrecondition => ClientError::Protocol(s.message().to_string()),
+            _ => ClientError::Unavailable(format!("{addr}: {}", s.message())),
+        };
+        let mut stream = c
+            .backup(pb::BackupRequest {})
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        let partial = out.with_extension("partial");
+        let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", partial.display()));
+        let mut f = tokio::fs::File::create(&partial).await.map_err(io)?;
+        let mut applied = 0;
+        while let Some(chunk) = stream.message().await.map_err(status_err)? {
+            applied = chunk.applied_index;
+            f.write_all(&chunk.data).await.map_err(io)?;
+        }
+        f.sync_all().await.map_err(io)?;
+        drop(f);
+        tokio::fs::rename(&partial, out).await.map_err(io)?;
+        Ok(applied)
+    }
+
     pub async fn add_member(&self, id: u64, addr: &str) -> Result<String, ClientError> {
         self.with_failover(|mut c| {
             let req = pb::AddMemberRequest {

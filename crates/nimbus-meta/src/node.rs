@@ -79,9 +79,11 @@ impl NodeConfig {
             ));
         }
         for addr in self.initial_cluster.values() {
-            addr.parse::<SocketAddr>().map_err(|_| {
-                NodeError::Config(format!("'{addr}' in --initial-cluster is not ip:port"))
-            })?;
+            if !is_node_addr(addr) {
+                return Err(NodeError::Config(format!(
+                    "'{addr}' in --initial-cluster is not HOST:PORT"
+                )));
+            }
         }
         Ok(())
     }
@@ -217,6 +219,22 @@ impl MetaNode {
     }
 }
 
+/// Is `addr` a `HOST:PORT` peers can dial? HOST is an IP or a DNS name (containers and
+/// Kubernetes pods address each other by name; the name is resolved at connect time).
+pub fn is_node_addr(addr: &str) -> bool {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
 /// Parses `1=127.0.0.1:17001,2=127.0.0.1:17002`.
 pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, NodeError> {
     let mut out = BTreeMap::new();
@@ -257,6 +275,19 @@ mod tests {
         );
         c.initial_cluster = parse_initial_cluster("1=127.0.0.1:2").unwrap();
         assert!(c.validate().is_ok());
+        c.initial_cluster = parse_initial_cluster("1=meta1.nimbus-meta:17001").unwrap();
+        assert!(c.validate().is_ok(), "DNS names are addresses too");
+        for bad in [
+            "1=meta1",
+            "1=meta1:0",
+            "1=:17001",
+            "1=a b:1",
+            "1=http://x:1",
+        ] {
+            c.initial_cluster = parse_initial_cluster(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        c.initial_cluster = parse_initial_cluster("1=127.0.0.1:2").unwrap();
         c.id = 0;
         assert!(c.validate().is_err());
     }

@@ -207,6 +207,15 @@ pub struct MetadataService(pub Arc<NodeContext>);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CodeChunk, Status>> + Send>>;
+type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
+/// A fresh file name for a backup being streamed, beside the node's snapshots.
+fn tempfile_in(ctx: &NodeContext) -> Result<std::path::PathBuf, Status> {
+    Ok(ctx
+        .sm
+        .snapshot_dir()
+        .join(format!("backup-{}.tar", uuid::Uuid::new_v4().simple())))
+}
 
 fn role_name(state: ServerState) -> &'static str {
     match state {
@@ -460,6 +469,72 @@ impl pb::metadata_server::Metadata for MetadataService {
         )))
     }
 
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        _req: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let ctx = self.0.clone();
+        // A read barrier: only the leader passes it, and once it has, this node has
+        // applied every write acknowledged before the call, so the backup holds them all.
+        match tokio::time::timeout(ctx.write_timeout, ctx.raft.ensure_linearizable()).await {
+            Err(_) => return Err(unavailable("no quorum: cannot take a consistent backup")),
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => {
+                let leader = match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(n)) => format!("node {id} at {}", n.addr),
+                    _ => "not elected yet".to_string(),
+                };
+                return Err(Status::failed_precondition(format!(
+                    "node {} is not the leader (leader: {leader}); back up from the leader",
+                    ctx.id
+                )));
+            }
+            Ok(Err(e)) => return Err(unavailable(format!("raft: {e}"))),
+        }
+        let file = tempfile_in(&ctx)?;
+        let path = file.clone();
+        let sm = ctx.sm.clone();
+        let applied = tokio::task::spawn_blocking(move || sm.write_backup(&path))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("backup failed: {e}")))?;
+        tracing::info!(applied, "streaming a backup");
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let sent = async {
+                let mut f = tokio::fs::File::open(&file).await?;
+                loop {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let n = f.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    buf.truncate(n);
+                    let chunk = pb::BackupChunk {
+                        applied_index: applied,
+                        data: buf,
+                    };
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            .await;
+            if let Err(e) = sent {
+                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+            }
+            let _ = tokio::fs::remove_file(&file).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn node_status(
         &self,
         _req: Request<pb::NodeStatusRequest>,
@@ -509,9 +584,9 @@ impl pb::metadata_server::Metadata for MetadataService {
             return ctx.peer(&fwd)?.add_member(r).await;
         }
         let _serial = ctx.admin_lock.lock().await;
-        if r.id == 0 || r.addr.parse::<std::net::SocketAddr>().is_err() {
+        if r.id == 0 || !crate::node::is_node_addr(&r.addr) {
             return Err(Status::invalid_argument(
-                "member needs a non-zero id and an ip:port address",
+                "member needs a non-zero id and a HOST:PORT address",
             ));
         }
         if ctx

@@ -58,6 +58,12 @@ pub struct MetaArgs {
     /// hold the same key. Default: DATA_DIR/cluster.key, created if missing.
     #[arg(long, env = "NIMBUS_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+    /// Disaster recovery: start a new one-member cluster from a backup made with
+    /// `nimbus cluster snapshot`. Needs a fresh --data-dir and the old cluster's key
+    /// (--key-file); the node's address comes from --initial-cluster (this node only) or
+    /// --listen. Grow it again with `nimbus cluster add-member`.
+    #[arg(long, value_name = "FILE")]
+    pub restore_from: Option<PathBuf>,
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -124,6 +130,16 @@ pub enum ClusterCommand {
         /// The new member's --listen address.
         #[arg(long)]
         addr: String,
+    },
+    /// Back up the whole metadata store to a file (taken on the leader; holds every
+    /// write acknowledged before the command started). Restore: `nimbus meta --restore-from`.
+    Snapshot {
+        /// Metadata node addresses, comma-separated (the leader is found among them).
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        /// Where to write the backup (a tar file).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Remove a member. Its id is retired and can never be used again.
     RemoveMember {

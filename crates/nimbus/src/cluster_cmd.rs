@@ -33,6 +33,7 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ClusterCommand::Snapshot { meta, out } => snapshot(&meta, &out).await,
         ClusterCommand::RemoveMember { meta, id } => {
             let client = MetaClient::from_list(&meta)?;
             println!(
@@ -42,6 +43,36 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Finds the leader among the given nodes (or the members they know) and backs it up.
+async fn snapshot(meta: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    let mut leader_addr = None;
+    for a in meta.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Ok(s) = MetaClient::node_status(a).await {
+            let addr = s
+                .leader
+                .and_then(|l| s.members.iter().find(|m| m.id == l))
+                .map(|m| m.addr.clone());
+            // The node itself is the leader: use the address the caller reached it at.
+            leader_addr = match (s.leader == Some(s.id), addr) {
+                (true, _) => Some(a.to_string()),
+                (false, Some(addr)) => Some(addr),
+                (false, None) => continue,
+            };
+            break;
+        }
+    }
+    let leader = leader_addr.with_context(|| format!("no metadata leader found via {meta}"))?;
+    let applied = MetaClient::backup(&leader, out)
+        .await
+        .with_context(|| format!("backup from {leader}"))?;
+    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({size} bytes, state up to log index {applied})",
+        out.display()
+    );
+    Ok(())
 }
 
 async fn status(meta: &str, output: Output) -> anyhow::Result<()> {

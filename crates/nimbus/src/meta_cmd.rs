@@ -10,8 +10,11 @@ use crate::cli::MetaArgs;
 pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
     let mut cfg = NodeConfig::new(args.id, args.data_dir.clone(), args.listen);
     cfg.initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
-    if let Some(k) = args.key_file {
-        cfg.key_file = k;
+    if let Some(k) = &args.key_file {
+        cfg.key_file = k.clone();
+    }
+    if let Some(backup) = &args.restore_from {
+        restore(&args, &mut cfg, backup).await?;
     }
     cfg.snapshot_every = args.snapshot_every;
     cfg.keep_after_snapshot = args.keep_after_snapshot;
@@ -25,6 +28,54 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
     tracing::info!(id = args.id, addr = %node.local_addr, "metadata node serving");
     node.wait().await.context("metadata node stopped")?;
     tracing::info!("metadata node shut down");
+    Ok(())
+}
+
+/// Prepares a fresh data directory from a backup; the node then starts as the only
+/// member of a new cluster (see `nimbus_meta::state_machine::backup`).
+async fn restore(
+    args: &MetaArgs,
+    cfg: &mut NodeConfig,
+    backup: &std::path::Path,
+) -> anyhow::Result<()> {
+    if !cfg.key_file.is_file() {
+        anyhow::bail!(
+            "--restore-from needs the old cluster's key (code and secrets in the backup are \
+             encrypted with it): pass --key-file, no key found at {}",
+            cfg.key_file.display()
+        );
+    }
+    let others: Vec<_> = cfg
+        .initial_cluster
+        .keys()
+        .filter(|id| **id != args.id)
+        .collect();
+    if !others.is_empty() {
+        anyhow::bail!(
+            "--restore-from starts a one-member cluster: give --initial-cluster with this \
+             node only, then add the others with `nimbus cluster add-member`"
+        );
+    }
+    let addr = match cfg.initial_cluster.get(&args.id) {
+        Some(a) => a.clone(),
+        None if args.listen.ip().is_unspecified() || args.listen.port() == 0 => anyhow::bail!(
+            "--listen {} is not an address peers can reach: give --initial-cluster {}=HOST:PORT",
+            args.listen,
+            args.id
+        ),
+        None => args.listen.to_string(),
+    };
+    let r = nimbus_meta::state_machine::backup::restore(&args.data_dir, backup, args.id, &addr)
+        .await
+        .with_context(|| format!("restoring {}", backup.display()))?;
+    tracing::info!(
+        applied = r.applied_index,
+        term = r.term,
+        "restored backup {}; this node is the only member",
+        backup.display()
+    );
+    // Already initialized from the backup: nothing to form.
+    cfg.initial_cluster.clear();
     Ok(())
 }
 

@@ -13,6 +13,7 @@
 //! pointer, drop the old one.
 
 mod apply;
+pub mod backup;
 pub mod snapshot;
 mod tx;
 
@@ -133,6 +134,11 @@ impl StateMachineStore {
             .applied_tx
             .send_replace(applied.map(|l| l.index).unwrap_or(0));
         Ok(sm)
+    }
+
+    /// Where snapshots (and backups being streamed) are written.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.shared.snapshot_dir
     }
 
     /// The current database (a snapshot install may replace it; hold the Arc briefly).

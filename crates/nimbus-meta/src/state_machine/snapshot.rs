@@ -30,7 +30,7 @@ fn blocking_err(e: tokio::task::JoinError) -> StorageError {
 }
 
 /// Packs a directory into a tar file and fsyncs it.
-fn pack(dir: &Path, out: &Path) -> std::io::Result<()> {
+pub(super) fn pack(dir: &Path, out: &Path) -> std::io::Result<()> {
     let f = std::fs::File::create(out)?;
     let mut builder = tar::Builder::new(f);
     builder.append_dir_all(".", dir)?;
@@ -38,7 +38,7 @@ fn pack(dir: &Path, out: &Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn unpack(tar_path: &Path, into: &Path) -> std::io::Result<()> {
+pub(super) fn unpack(tar_path: &Path, into: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(tar_path)?;
     std::fs::create_dir_all(into)?;
     tar::Archive::new(f).unpack(into)

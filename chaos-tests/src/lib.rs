@@ -1,0 +1,14 @@
+//! Chaos tests for a Nimbus cluster running in Docker Compose.
+//!
+//! Layout: [`history`] records each client operation with its start, end and result;
+//! [`linearizability`] checks a register history (Wing–Gong/Lowe, per key); [`docker`]
+//! drives containers (kill, pause, disconnect, netem, fill a disk); [`workload`] issues
+//! the metadata operations; [`scenario`] combines a workload with faults and computes the
+//! summary line; `main.rs` is the `chaos-tests/run` command line.
+
+pub mod docker;
+pub mod history;
+pub mod linearizability;
+pub mod scenario;
+pub mod summary;
+pub mod workload;

@@ -1,0 +1,160 @@
+//! `nimbus-chaos` (run it through `chaos-tests/run`): starts the Compose cluster, runs
+//! every scenario with a seed, prints one summary line per scenario, exits non-zero when
+//! any check fails.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chaos_tests::docker::{self, Compose};
+use chaos_tests::scenario::{self, Fault, MetaCluster, Pace};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nimbus-chaos",
+    about = "Fault injection against a Nimbus cluster in Docker Compose"
+)]
+struct Args {
+    /// A few minutes: every fault kind once.
+    #[arg(long, conflicts_with = "long")]
+    short: bool,
+    /// On demand: every fault kind several times, held longer, under more load.
+    #[arg(long)]
+    long: bool,
+    /// Replays a run (default: drawn from the clock and printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run only the scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// The repository root (for deploy/compose and chaos-tests/compose.chaos.yml).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Scratch directory for node data file systems and the cluster key.
+    #[arg(long, default_value = "/var/tmp/nimbus-chaos")]
+    work_dir: PathBuf,
+    /// Leave the cluster running afterwards (for inspection).
+    #[arg(long)]
+    keep: bool,
+}
+
+const META_IPS: [&str; 3] = ["172.28.0.11", "172.28.0.12", "172.28.0.13"];
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if !docker::available().await {
+        println!("chaos-tests: SKIPPED: no Docker Engine (or no docker-compose) on this machine");
+        return std::process::ExitCode::SUCCESS;
+    }
+    match run(args).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chaos-tests: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1)
+    });
+    let pace = if args.long {
+        Pace {
+            cycles: 5,
+            max_hold: Duration::from_secs(8),
+            clients: 8,
+            keys: 16,
+        }
+    } else {
+        Pace {
+            cycles: 1,
+            max_hold: Duration::from_secs(4),
+            clients: 4,
+            keys: 8,
+        }
+    };
+    println!(
+        "chaos-tests: seed={seed} mode={}",
+        if args.long { "long" } else { "short" }
+    );
+
+    let repo = std::fs::canonicalize(&args.repo).context("--repo")?;
+    std::fs::create_dir_all(&args.work_dir)?;
+    let work = std::fs::canonicalize(&args.work_dir)?;
+    let key = work.join("cluster.key");
+    if !key.exists() {
+        let bytes: [u8; 32] = rand::random();
+        std::fs::write(&key, bytes)?;
+    }
+    let data_dirs: Vec<PathBuf> = (1..=3).map(|i| work.join(format!("meta{i}"))).collect();
+    let compose = Compose {
+        project: "nimbuschaos".into(),
+        files: vec![
+            repo.join("deploy/compose/docker-compose.yml"),
+            repo.join("chaos-tests/compose.chaos.yml"),
+        ],
+        env: vec![("CHAOS_DIR".into(), work.display().to_string())],
+    };
+    // Leftovers of an interrupted run would break the fixed addresses.
+    let _ = compose.down().await;
+    for d in &data_dirs {
+        docker::remove_small_filesystem(d).await;
+        docker::small_filesystem(d, 256).await?;
+    }
+    let cluster = MetaCluster {
+        compose: compose.clone(),
+        nodes: (1..=3)
+            .map(|i| (format!("meta{i}"), i as u64, META_IPS[i - 1].to_string()))
+            .collect(),
+        data_dirs: data_dirs.clone(),
+    };
+    let result = run_scenarios(&cluster, &args, seed, pace).await;
+    if !args.keep {
+        let _ = compose.down().await;
+        for d in &data_dirs {
+            docker::remove_small_filesystem(d).await;
+        }
+    }
+    result
+}
+
+async fn run_scenarios(
+    cluster: &MetaCluster,
+    args: &Args,
+    seed: u64,
+    pace: Pace,
+) -> anyhow::Result<bool> {
+    cluster.compose.up(&["meta1", "meta2", "meta3"]).await?;
+    cluster
+        .leader(Duration::from_secs(60))
+        .await
+        .context("the cluster never elected a leader")?;
+    let mut all_passed = true;
+    for fault in Fault::ALL {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|o| !fault.name().contains(o))
+        {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let summary = scenario::run(cluster, fault, seed, pace)
+            .await
+            .with_context(|| format!("scenario {}", fault.name()))?;
+        println!("{summary}");
+        if !summary.passed() {
+            all_passed = false;
+            println!("  FAILED: {}", summary.notes);
+        }
+        eprintln!("  ({} took {:.0?})", fault.name(), started.elapsed());
+    }
+    Ok(all_passed)
+}
