@@ -155,59 +155,31 @@ impl Compose {
     /// Degrades the container's network: `tc netem` delay, jitter and loss where the
     /// kernel has netem; otherwise (some VM kernels lack sch_netem) a slow token-bucket
     /// link that queues packets (delay under load) plus random loss through iptables.
-    /// Returns what was applied. `None` heals either kind.
-    pub async fn degrade_network(
-        &self,
-        service: &str,
-        on: bool,
-    ) -> Result<&'static str, DockerError> {
-        const LOSS: [&str; 9] = [
-            "INPUT",
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            "0.05",
-            "-j",
-            "DROP",
-        ];
-        if !on {
-            let _ = self
-                .exec(service, &["tc", "qdisc", "del", "dev", "eth0", "root"])
-                .await;
-            let mut args = vec!["iptables", "-D"];
-            args.extend_from_slice(&LOSS);
-            let _ = self.exec(service, &args).await;
-            return Ok("healed");
-        }
-        let netem = self
-            .exec(
-                service,
-                &[
-                    "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "50ms",
-                    "30ms", "loss", "5%",
-                ],
+    /// Every interface but lo (a container reconnected after a partition gets a new
+    /// interface name). Returns what was applied; `on` false heals either kind.
+    pub async fn degrade_network(&self, service: &str, on: bool) -> Result<String, DockerError> {
+        const LOSS: &str = "INPUT -m statistic --mode random --probability 0.05 -j DROP";
+        const IFACES: &str = "for i in $(ls /sys/class/net); do [ $i = lo ] || echo $i; done";
+        let script = if on {
+            format!(
+                "set -e; for i in $({IFACES}); do \
+                   if tc qdisc replace dev $i root netem delay 50ms 30ms loss 5% 2>/dev/null; then \
+                     echo \"$i: netem delay 50ms+-30ms loss 5%\"; \
+                   else \
+                     tc qdisc replace dev $i root tbf rate 512kbit burst 16kb latency 300ms; \
+                     echo \"$i: tbf 512kbit (queueing delay) + iptables loss 5% (no netem in this kernel)\"; \
+                     iptables -C {LOSS} 2>/dev/null || iptables -I {LOSS}; \
+                   fi; done"
             )
-            .await;
-        match netem {
-            Ok(_) => Ok("netem delay 50ms±30ms loss 5%"),
-            Err(DockerError::Failed { stderr, .. }) if stderr.contains("unknown") => {
-                self.exec(
-                    service,
-                    &[
-                        "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "512kbit",
-                        "burst", "16kb", "latency", "300ms",
-                    ],
-                )
-                .await?;
-                let mut args = vec!["iptables", "-I"];
-                args.extend_from_slice(&LOSS);
-                self.exec(service, &args).await?;
-                Ok("tbf 512kbit (queueing delay) + iptables loss 5% (no netem in this kernel)")
-            }
-            Err(e) => Err(e),
-        }
+        } else {
+            format!(
+                "for i in $({IFACES}); do tc qdisc del dev $i root 2>/dev/null; done; \
+                 while iptables -D {LOSS} 2>/dev/null; do :; done; echo healed"
+            )
+        };
+        self.exec(service, &["sh", "-c", &script])
+            .await
+            .map(|s| s.trim().replace('\n', "; "))
     }
 }
 
