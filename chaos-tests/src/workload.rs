@@ -121,7 +121,7 @@ impl MetaWorkload {
             let me = self.clone();
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (c as u64 + 1) * 0x9E37);
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ ((c as u64 + 1) * 0x9E37));
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;

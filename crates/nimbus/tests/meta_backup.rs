@@ -175,7 +175,7 @@ async fn t80_snapshot_then_restore_on_fresh_nodes_after_losing_the_whole_cluster
         &root.join("new7.log"),
     );
     assert_eq!(wait_leader_at(&a7, 20 * SECS).await, 7);
-    let restored = MetaClient::new(&[a7.clone()]).unwrap();
+    let restored = MetaClient::new(std::slice::from_ref(&a7)).unwrap();
     let mut got = accounts(&restored, true).await;
     got.sort();
     let mut want: Vec<String> = (0..30).map(account).collect();
@@ -227,7 +227,7 @@ async fn t80_snapshot_then_restore_on_fresh_nodes_after_losing_the_whole_cluster
     );
     let start = Instant::now();
     loop {
-        let n = accounts(&MetaClient::new(&[a8.clone()]).unwrap(), false)
+        let n = accounts(&MetaClient::new(std::slice::from_ref(&a8)).unwrap(), false)
             .await
             .len();
         if n == 32 {
