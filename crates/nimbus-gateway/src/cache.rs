@@ -105,6 +105,11 @@ impl MetaCache {
         *self.revision.borrow()
     }
 
+    /// Notified whenever the cache moves to a new revision.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
     /// Waits until the cache reflects `revision` (read-your-writes for this gateway's
     /// callers). Returns false on timeout.
     pub async fn wait_for(&self, revision: u64, timeout: Duration) -> bool {

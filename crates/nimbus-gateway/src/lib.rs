@@ -12,11 +12,13 @@
 //! - [`resolve`]: function names (name, partial ARN, ARN) and qualifiers.
 //! - [`admission`]: concurrency limits: account-wide and reserved per function.
 //! - [`invoker`]: the boundary to workers ([`Invoker`]), and what crosses it.
+//! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
 //! - [`api`]: one module per group of Lambda operations.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api;
+pub mod async_events;
 pub mod cache;
 pub mod error;
 pub mod invoker;

@@ -2,118 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nimbus_meta::raft_types::{Entry, Request, Response};
-use nimbus_meta::state_machine::StateMachineStore;
-use nimbus_types::{
-    keys, CodePackage, CodeRef, Command, CommandOutput, Entity, ErrorKind, FunctionConfig,
-    FunctionKey, Query, QueryOutput,
-};
+use nimbus_meta::raft_types::Response;
+use nimbus_types::{keys, CodeRef, Command, CommandOutput, Entity, ErrorKind};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use proptest::prelude::*;
 
-const ACCOUNT: &str = "000000000000";
-const REGION: &str = "us-east-1";
-const SHA: &str = "c2hhLW9mLWNvZGU=";
-
-fn key(name: &str) -> FunctionKey {
-    FunctionKey::new(ACCOUNT, REGION, name)
-}
-
-fn config(memory: u32) -> FunctionConfig {
-    FunctionConfig {
-        runtime: "python3.11".into(),
-        handler: "app.handler".into(),
-        role: "arn:aws:iam::000000000000:role/r".into(),
-        memory_mb: memory,
-        ..Default::default()
-    }
-}
-
-struct Harness {
-    sm: StateMachineStore,
-    index: u64,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let sm = StateMachineStore::open(&dir.path().join("sm"), &dir.path().join("snap")).unwrap();
-        Self {
-            sm,
-            index: 0,
-            _dir: dir,
-        }
-    }
-
-    async fn apply_with_id(&mut self, id: &str, command: Command) -> Response {
-        self.index += 1;
-        let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
-            payload: EntryPayload::Normal(Request {
-                request_id: id.into(),
-                command,
-            }),
-        };
-        self.sm.apply(vec![entry]).await.unwrap().remove(0)
-    }
-
-    async fn apply(&mut self, command: Command) -> Response {
-        let id = format!("req-{}", self.index + 1);
-        self.apply_with_id(&id, command).await
-    }
-
-    async fn setup(&mut self) {
-        assert!(self
-            .apply(Command::PutAccount {
-                account_id: ACCOUNT.into()
-            })
-            .await
-            .result
-            .is_ok());
-        let chunk = Command::PutCodeChunk {
-            sha256: SHA.into(),
-            index: 0,
-            ciphertext: vec![1, 2, 3],
-        };
-        assert!(self.apply(chunk).await.result.is_ok());
-        let package = CodePackage {
-            sha256: SHA.into(),
-            size: 3,
-            unzipped_size: 3,
-            chunks: 1,
-            chunk_sha256: vec!["x".into()],
-        };
-        assert!(self
-            .apply(Command::CommitCode { package })
-            .await
-            .result
-            .is_ok());
-    }
-
-    fn list(&self, prefix: &str) -> Vec<(String, Entity)> {
-        match self
-            .sm
-            .query(&Query::List {
-                prefix: prefix.into(),
-                start_after: None,
-                limit: 10_000,
-            })
-            .unwrap()
-        {
-            QueryOutput::Entities(v) => v,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn code() -> CodeRef {
-    CodeRef {
-        sha256: SHA.into(),
-        size: 3,
-    }
-}
+mod common;
+use common::*;
 
 /// The operations the model covers.
 #[derive(Debug, Clone)]

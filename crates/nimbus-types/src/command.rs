@@ -161,6 +161,43 @@ pub enum Command {
     RetireNode {
         id: u64,
     },
+
+    /// Accepts an `Event` invocation: durable once applied, before the caller gets 202.
+    /// Applying it again with the same event id changes nothing.
+    EnqueueEvent {
+        event: AsyncEvent,
+        payload: Vec<u8>,
+    },
+    /// Takes the lease on a ready event (`not_before_ms` passed, no live lease of another
+    /// owner), or renews the caller's own lease.
+    ClaimEvent {
+        id: String,
+        owner: String,
+        now_ms: u64,
+        lease_until_ms: u64,
+    },
+    /// Gives a claimed event back to run again at `not_before_ms`. `function_error` counts
+    /// the attempt against `MaximumRetryAttempts`; otherwise it counts as a deferral.
+    RetryEvent {
+        id: String,
+        owner: String,
+        function_error: bool,
+        not_before_ms: u64,
+    },
+    /// Removes an event that reached its final outcome and, in the same entry, queues the
+    /// invocation record for its destination function (if it still exists). Completing an
+    /// event that is gone does nothing, so a record is queued at most once.
+    CompleteEvent {
+        id: String,
+        destination: Option<Box<QueuedEvent>>,
+    },
+}
+
+/// An event with its payload, as queued for a destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub event: AsyncEvent,
+    pub payload: Vec<u8>,
 }
 
 /// What a successful write returns.
@@ -172,6 +209,8 @@ pub enum CommandOutput {
     Alias(Alias),
     /// `CreateFunction`/`UpdateFunctionCode` with `publish`: the head and the new version.
     FunctionAndVersion(Box<Function>, Box<Version>),
+    /// `ClaimEvent`: the event as leased.
+    Event(Box<AsyncEvent>),
 }
 
 /// One read.
@@ -191,6 +230,10 @@ pub enum Query {
     AccessKeySecret {
         access_key_id: String,
     },
+    /// The payload of a queued async event (`None` once it has completed).
+    EventPayload {
+        id: String,
+    },
 }
 
 /// What a read returns.
@@ -202,6 +245,7 @@ pub enum QueryOutput {
     Entity(Option<Entity>),
     Entities(Vec<(String, Entity)>),
     AccessKeySecret { account_id: String, secret: Vec<u8> },
+    EventPayload(Option<Vec<u8>>),
 }
 
 /// One key's change, as the watch stream delivers it. `None` means deleted.

@@ -12,6 +12,8 @@ pub const ALIAS: &str = "alias/";
 pub const CODE: &str = "code/";
 pub const WORKER: &str = "worker/";
 pub const RETIRED_NODE: &str = "node-retired/";
+/// Queued async events; every gateway's dispatcher watches this prefix.
+pub const EVENT: &str = "event/";
 
 pub fn account(id: &str) -> String {
     format!("{ACCOUNT}{id}")
@@ -50,4 +52,7 @@ pub fn worker(id: &str) -> String {
 }
 pub fn retired_node(id: u64) -> String {
     format!("{RETIRED_NODE}{id:020}")
+}
+pub fn event(id: &str) -> String {
+    format!("{EVENT}{id}")
 }

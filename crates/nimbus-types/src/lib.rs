@@ -19,7 +19,7 @@ pub mod limits;
 pub mod model;
 pub mod validate;
 
-pub use command::{Change, Command, CommandOutput, Query, QueryOutput};
+pub use command::{Change, Command, CommandOutput, Query, QueryOutput, QueuedEvent};
 pub use error::{ErrorKind, MetaError};
 pub use model::*;
 

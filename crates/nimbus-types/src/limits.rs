@@ -27,5 +27,9 @@ pub const ACCOUNT_CONCURRENCY_DEFAULT: u32 = 1000;
 /// Concurrency that always stays unreserved.
 pub const UNRESERVED_MIN_DEFAULT: u32 = 100;
 pub const ASYNC_RETRIES_MAX: u32 = 2;
+pub const ASYNC_RETRIES_DEFAULT: u32 = 2;
+pub const ASYNC_EVENT_AGE_DEFAULT_S: u32 = 21_600;
+/// `Event` invocation payloads: 1 MB (raised from 256 KB in October 2025).
+pub const ASYNC_PAYLOAD_MAX_BYTES: usize = 1024 * 1024;
 pub const ASYNC_EVENT_AGE_MIN_S: u32 = 60;
 pub const ASYNC_EVENT_AGE_MAX_S: u32 = 21_600;

@@ -243,6 +243,45 @@ pub struct Worker {
     pub last_heartbeat_ms: u64,
 }
 
+/// An accepted asynchronous (`Event`) invocation, queued until it has run to a final
+/// outcome. Its payload (up to 1 MB) is stored apart, written once, so that claims and
+/// retries, which rewrite this record and reach every gateway through the watch stream,
+/// stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncEvent {
+    /// The request id answered with the 202; the function sees it as its request id on
+    /// every attempt, as on Lambda.
+    pub id: String,
+    pub key: FunctionKey,
+    /// The qualifier as invoked (`None`: unqualified). Resolved when the event runs, so an
+    /// alias moved in the meantime is followed.
+    pub qualifier: Option<String>,
+    /// Decoded `X-Amz-Client-Context`.
+    pub client_context: Option<String>,
+    /// `X-Amzn-Trace-Id` of the accepting request, so the trace continues across the queue.
+    pub trace_id: Option<String>,
+    /// When the 202 was answered; `MaximumEventAgeInSeconds` counts from here.
+    pub enqueued_ms: u64,
+    /// Attempts that ended in a function error (they use up `MaximumRetryAttempts`).
+    pub attempts: u32,
+    /// Times the event was put back without running: throttled, or no worker took it.
+    /// These do not use up attempts, as on Lambda; they only drive the backoff.
+    pub deferrals: u32,
+    /// The event is not claimed before this time (the backoff between tries).
+    pub not_before_ms: u64,
+    /// The gateway running it, until when. Expired leases can be taken by any gateway.
+    pub lease: Option<EventLease>,
+}
+
+/// A gateway's claim on an event while it runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLease {
+    /// The claiming gateway's stable id: after a restart it takes its own leases back at
+    /// once instead of waiting for them to expire.
+    pub owner: String,
+    pub until_ms: u64,
+}
+
 /// Every record type the state machine stores under a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entity {
@@ -256,4 +295,6 @@ pub enum Entity {
     Worker(Worker),
     /// A metadata node id that was removed; ids are never reused.
     RetiredNode(u64),
+    /// An accepted `Event` invocation that has not finished yet.
+    AsyncEvent(AsyncEvent),
 }

@@ -108,6 +108,10 @@ pub struct DevArgs {
     /// Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
+    /// Wait before retrying an async (`Event`) invocation after a function error, in
+    /// milliseconds; the second retry waits twice as long (Lambda: about one minute).
+    #[arg(long, default_value_t = 60_000)]
+    pub async_retry_delay_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]

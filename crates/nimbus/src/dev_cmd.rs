@@ -77,12 +77,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         args.region
     );
+    // One gateway, always the same id: after a restart it takes its own leases on
+    // async events back at once instead of waiting for them to expire.
+    let dispatcher = nimbus_gateway::async_events::spawn(
+        gateway.clone(),
+        nimbus_gateway::async_events::DispatchConfig {
+            owner: "dev".into(),
+            retry_delay: Duration::from_millis(args.async_retry_delay_ms),
+            ..Default::default()
+        },
+        stopped(stop_rx.clone()),
+    );
     let serve = gateway.serve(listener, stopped(stop_rx.clone()));
     tokio::select! {
         r = serve => r.context("gateway stopped")?,
         _ = crate::meta_cmd::shutdown_signal() => {}
     }
     let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
     invoker.engine.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), node.wait()).await;
     Ok(())

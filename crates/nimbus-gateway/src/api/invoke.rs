@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use nimbus_types::limits::ASYNC_PAYLOAD_MAX_BYTES;
+use nimbus_types::AsyncEvent;
 
 use super::query_map;
 use crate::admission::Limits;
@@ -47,9 +49,13 @@ pub async fn invoke(
     if !matches!(log_type, "None" | "Tail") {
         return Err(ApiError::validation(format!("Value '{log_type}' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]")));
     }
-    if payload.len() > SYNC_PAYLOAD_MAX {
+    let payload_max = match invocation_type {
+        "Event" => ASYNC_PAYLOAD_MAX_BYTES,
+        _ => SYNC_PAYLOAD_MAX,
+    };
+    if payload.len() > payload_max {
         return Err(ApiError::too_large(format!(
-            "{} byte payload is too large for the RequestResponse invocation type (limit {SYNC_PAYLOAD_MAX} bytes)",
+            "{} byte payload is too large for the {invocation_type} invocation type (limit {payload_max} bytes)",
             payload.len()
         )));
     }
@@ -94,9 +100,19 @@ pub async fn invoke(
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     if invocation_type == "Event" {
-        return Err(ApiError::invalid(
-            "InvocationType Event is not available on this Nimbus version yet; use RequestResponse",
-        ));
+        let event = AsyncEvent {
+            id: request_id,
+            key: named.key,
+            qualifier: named.qualifier,
+            client_context,
+            trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
+            enqueued_ms: super::now_ms(),
+            attempts: 0,
+            deferrals: 0,
+            not_before_ms: 0,
+            lease: None,
+        };
+        return crate::async_events::accept(&gw, event, payload.to_vec()).await;
     }
 
     let (limits, reserved_total, _, _) = super::settings::account_limits(&gw, &caller.account_id);

@@ -157,12 +157,12 @@ fn event_config_json(function_arn: &str, c: &EventInvokeConfig) -> serde_json::V
     })
 }
 
-fn check_destination(d: &Option<String>) -> Result<(), ApiError> {
+fn check_destination(gw: &Gateway, caller: &Caller, d: &Option<String>) -> Result<(), ApiError> {
     match d {
-        Some(arn) if !arn.starts_with("arn:") => Err(ApiError::invalid(format!(
-            "The destination ARN {arn} is invalid."
-        ))),
-        _ => Ok(()),
+        Some(arn) => {
+            crate::async_events::destination::parse(arn, &caller.account_id, &gw.region).map(|_| ())
+        }
+        None => Ok(()),
     }
 }
 
@@ -212,8 +212,8 @@ async fn put_or_update_event_config(
         last_modified_ms: super::now_ms(),
     };
     validate::event_invoke_config(&config)?;
-    check_destination(&config.on_success)?;
-    check_destination(&config.on_failure)?;
+    check_destination(&gw, &caller, &config.on_success)?;
+    check_destination(&gw, &caller, &config.on_failure)?;
     let arn = format!("{}:{qualifier}", named.key.arn());
     write(
         &gw,

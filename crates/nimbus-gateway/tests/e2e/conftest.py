@@ -28,35 +28,72 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def endpoint():
-    data = tempfile.mkdtemp(prefix="nimbus-e2e-")
-    port = free_port()
-    log = open(os.path.join(data, "nimbus.log"), "wb")
-    proc = subprocess.Popen(
-        [BIN, "dev", "--data-dir", data, "--listen", f"127.0.0.1:{port}", "--idle-timeout-secs", "60"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("nimbus dev exited:\n" + open(log.name).read())
+class DevServer:
+    """One `nimbus dev` process on a fixed data dir and port, which a test may kill -9 and
+    start again. Its log (with the functions' own output, `nimbus::function_log`) is
+    appended to one file across restarts."""
+
+    def __init__(self):
+        self.data = tempfile.mkdtemp(prefix="nimbus-e2e-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(self.data, "nimbus.log")
+        self.proc = None
+        self._log = None
+
+    def start(self):
+        if self._log:
+            self._log.close()
+        log = self._log = open(self.log_path, "ab")
+        env = dict(os.environ, NO_COLOR="1",
+                   RUST_LOG=os.environ.get("RUST_LOG", "info,openraft=warn,nimbus::function_log=debug"))
+        self.proc = subprocess.Popen(
+            [BIN, "dev", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--idle-timeout-secs", "60",
+             # Async retries after a function error wait 0.3 s instead of Lambda's minute.
+             "--async-retry-delay-ms", "300"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nimbus dev exited:\n" + self.log())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("nimbus dev did not start:\n" + self.log())
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.terminate()
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        raise RuntimeError("nimbus dev did not start:\n" + open(log.name).read())
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    shutil.rmtree(data, ignore_errors=True)
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+@pytest.fixture(scope="session")
+def dev():
+    server = DevServer()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def endpoint(dev):
+    return dev.url
 
 
 @pytest.fixture(scope="session")

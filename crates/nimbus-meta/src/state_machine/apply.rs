@@ -610,6 +610,10 @@ pub(crate) fn apply(
             tx.put(keys::retired_node(*id), Entity::RetiredNode(*id));
             Ok(Done)
         }
+        Command::EnqueueEvent { .. }
+        | Command::ClaimEvent { .. }
+        | Command::RetryEvent { .. }
+        | Command::CompleteEvent { .. } => super::events::apply(tx, cmd),
     }
 }
 

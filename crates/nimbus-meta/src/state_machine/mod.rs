@@ -3,6 +3,8 @@
 //! Column families:
 //! - `kv`: every entity (functions, versions, aliases, accounts, …) by [`nimbus_types::keys`].
 //! - `code`: sealed code chunks (`code/<sha>/<index>`), kept apart so listing stays cheap.
+//! - `event_payload`: async event payloads by event id, written once and kept out of the
+//!   watch stream (the event's record in `kv` carries everything else).
 //! - `meta`: last applied log id and membership, written in the same batch as the data,
 //!   so the two can never disagree after a crash.
 //! - `dedup` / `dedup_age`: request id → first response, so a retried write applies once.
@@ -14,6 +16,7 @@
 
 mod apply;
 pub mod backup;
+mod events;
 pub mod snapshot;
 mod tx;
 
@@ -42,7 +45,8 @@ pub(crate) mod cf {
     pub const DEDUP: &str = "dedup";
     pub const DEDUP_AGE: &str = "dedup_age";
     pub const CHANGES: &str = "changes";
-    pub const ALL: [&str; 6] = [KV, CODE, META, DEDUP, DEDUP_AGE, CHANGES];
+    pub const EVENT_PAYLOAD: &str = "event_payload";
+    pub const ALL: [&str; 7] = [KV, CODE, META, DEDUP, DEDUP_AGE, CHANGES, EVENT_PAYLOAD];
 }
 
 const KEY_APPLIED: &[u8] = b"last_applied";
@@ -191,6 +195,15 @@ impl StateMachineStore {
                     }
                 }
                 Ok(QueryOutput::Entities(out))
+            }
+            Query::EventPayload { id } => {
+                let handle = db
+                    .cf_handle(cf::EVENT_PAYLOAD)
+                    .expect("column family exists");
+                let value = db
+                    .get_cf(handle, id.as_bytes())
+                    .map_err(|e| MetaError::new(ErrorKind::Service, e.to_string()))?;
+                Ok(QueryOutput::EventPayload(value))
             }
             Query::AccessKeySecret { .. } => Err(MetaError::new(
                 ErrorKind::Service,

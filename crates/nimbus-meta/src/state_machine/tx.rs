@@ -131,6 +131,15 @@ impl<'a> EntryTx<'a> {
         });
     }
 
+    pub(crate) fn delete_raw(&mut self, cf: &'static str, key: Vec<u8>) {
+        self.overlay.insert((cf, key.clone()), None);
+        self.ops.push(Op {
+            cf,
+            key,
+            value: None,
+        });
+    }
+
     pub(crate) fn get(&self, key: &str) -> Result<Option<Entity>, MetaError> {
         self.get_raw(cf::KV, key.as_bytes())?
             .map(|b| decode(&b))
@@ -150,13 +159,7 @@ impl<'a> EntryTx<'a> {
     }
 
     pub(crate) fn delete(&mut self, key: String) {
-        self.overlay
-            .insert((cf::KV, key.clone().into_bytes()), None);
-        self.ops.push(Op {
-            cf: cf::KV,
-            key: key.clone().into_bytes(),
-            value: None,
-        });
+        self.delete_raw(cf::KV, key.clone().into_bytes());
         self.changes.push(Change { key, value: None });
     }
 

@@ -1,0 +1,395 @@
+//! Every gateway's dispatcher: watches the queue through the metadata cache, claims
+//! ready events under a lease, and runs each in its own task through the gateway's
+//! [`crate::Invoker`] and admission limits.
+//!
+//! Gateways race for the same events; the state machine gives each lease to one of them
+//! and the others get a conflict and move on. Ready events are shuffled first so that
+//! gateways tend to start on different ones.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_meta::ClientError;
+use nimbus_types::{
+    keys, AsyncEvent, Command, CommandOutput, Entity, ErrorKind, EventInvokeConfig, FunctionKey,
+    Query, QueryOutput, QueuedEvent,
+};
+use rand::seq::SliceRandom;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::destination::{self, Record, Response};
+use super::policy::{self, Condition, Next, Outcome};
+use super::{now_ms, DispatchConfig};
+use crate::admission::Limits;
+use crate::error::ApiError;
+use crate::invoker::{InvokeRequest, InvokeResult, InvokeTarget};
+use crate::resolve::{self, Resolved};
+use crate::server::Gateway;
+
+/// Starts the gateway's dispatcher; it stops claiming when `shutdown` resolves, gives
+/// running events a few seconds, and leaves the rest leased (this gateway takes them
+/// back when it restarts under the same id; any gateway may once the lease expires).
+pub fn spawn(
+    gw: Arc<Gateway>,
+    config: DispatchConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    let d = Arc::new(Dispatcher {
+        gw,
+        config,
+        running: Mutex::default(),
+        permits,
+    });
+    tokio::spawn(d.run(shutdown))
+}
+
+struct Dispatcher {
+    gw: Arc<Gateway>,
+    config: DispatchConfig,
+    /// Events this gateway is working on. The cache can still show them as ready (our
+    /// own claim has not come back through the watch yet), so they are skipped by id.
+    running: Mutex<HashSet<String>>,
+    /// Bounds the events run at once by this gateway.
+    permits: Arc<Semaphore>,
+}
+
+/// Leases and backoffs end without any metadata change, so look at least this often.
+const POLL: Duration = Duration::from_secs(1);
+
+impl Dispatcher {
+    async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let mut revision = self.gw.cache.subscribe();
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let wait = self.start_ready(&mut tasks);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = revision.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        let drained = async { while tasks.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+        tasks.abort_all();
+    }
+
+    /// Starts a task for every due event while permits last; returns how long to wait
+    /// before looking again if nothing changes.
+    fn start_ready(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Duration {
+        let now = now_ms();
+        let mut wake = now + POLL.as_millis() as u64;
+        let mut ready = Vec::new();
+        {
+            let running = self.running.lock().expect("lock not poisoned");
+            for (_, entity) in self.gw.cache.list(keys::EVENT, None, usize::MAX) {
+                let Entity::AsyncEvent(e) = entity else {
+                    continue;
+                };
+                if running.contains(&e.id) {
+                    continue;
+                }
+                match policy::due(&e, &self.config.owner, now) {
+                    Ok(()) => ready.push(e),
+                    Err(at) => wake = wake.min(at),
+                }
+            }
+        }
+        ready.shuffle(&mut rand::thread_rng());
+        for e in ready {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                break;
+            };
+            self.running
+                .lock()
+                .expect("lock not poisoned")
+                .insert(e.id.clone());
+            let this = self.clone();
+            tasks.spawn(async move {
+                let id = e.id.clone();
+                if let Err(err) = this.run_event(e).await {
+                    tracing::warn!(event = id, "async event: {err}; it will be tried again");
+                    // Not straight back: whatever failed (metadata, say) gets a moment.
+                    tokio::time::sleep(POLL).await;
+                }
+                drop(permit);
+                this.running.lock().expect("lock not poisoned").remove(&id);
+            });
+        }
+        Duration::from_millis(wake.saturating_sub(now).max(10))
+    }
+
+    fn lease_until(&self, now: u64) -> u64 {
+        now + self.config.lease.as_millis() as u64
+    }
+
+    /// Claims one event, runs it once, and records what follows.
+    async fn run_event(&self, queued: AsyncEvent) -> Result<(), ApiError> {
+        let now = now_ms();
+        let claim = Command::ClaimEvent {
+            id: queued.id.clone(),
+            owner: self.config.owner.clone(),
+            now_ms: now,
+            lease_until_ms: self.lease_until(now),
+        };
+        let event = match self.gw.meta.write(claim).await {
+            Ok((_, CommandOutput::Event(e))) => *e,
+            Ok(_) => return Err(ApiError::service("claiming an event returned no event")),
+            // Another gateway has it, it is not due after all, or it is done.
+            Err(ClientError::Meta(m))
+                if matches!(
+                    m.kind,
+                    ErrorKind::ResourceConflict | ErrorKind::ResourceNotFound
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let payload = match self
+            .gw
+            .meta
+            .read(
+                &Query::EventPayload {
+                    id: event.id.clone(),
+                },
+                true,
+            )
+            .await?
+            .1
+        {
+            QueryOutput::EventPayload(Some(p)) => Bytes::from(p),
+            // Completed by another gateway since our claim (its lease had expired).
+            QueryOutput::EventPayload(None) => return Ok(()),
+            _ => return Err(ApiError::service("unexpected answer to an event read")),
+        };
+
+        let qualifier = event.qualifier.as_deref().unwrap_or("$LATEST");
+        let Ok(function) = resolve::function(&self.gw, &event.key) else {
+            tracing::info!(
+                event = event.id,
+                "function deleted; dropping its async event"
+            );
+            return self.complete(&event.id, None).await;
+        };
+        let cfg = function
+            .event_invoke_configs
+            .get(qualifier)
+            .cloned()
+            .unwrap_or_else(policy::default_config);
+        if policy::expired(&event, &cfg, now) {
+            return self
+                .finish(&event, &cfg, Condition::EventAgeExceeded, &payload, None)
+                .await;
+        }
+        let target = match target(&self.gw, &event.key, event.qualifier.as_deref()) {
+            Ok(t) => t,
+            Err(e) if e.status == 404 => {
+                tracing::info!(event = event.id, "{e}; dropping the async event");
+                return self.complete(&event.id, None).await;
+            }
+            Err(e) => return Err(e),
+        };
+
+        let (limits, reserved_total, _, _) =
+            crate::api::settings::account_limits(&self.gw, &event.key.account_id);
+        let function_arn = event.key.arn();
+        let slot = self.gw.admission.admit(&Limits {
+            account: &event.key.account_id,
+            region: &event.key.region,
+            function_arn: &function_arn,
+            reserved: function.reserved_concurrency,
+            account_limit: limits.concurrent_executions,
+            reserved_total,
+        });
+        let result = match slot {
+            Ok(slot) => {
+                let request = InvokeRequest {
+                    request_id: event.id.clone(),
+                    payload: payload.clone(),
+                    client_context: event.client_context.clone(),
+                    trace_id: event.trace_id.clone(),
+                };
+                let r = self
+                    .renewing_lease(&event.id, self.gw.invoker.invoke(&target, request))
+                    .await;
+                drop(slot);
+                r
+            }
+            Err(throttled) => Err(throttled),
+        };
+        let outcome = match &result {
+            Ok(r) if r.function_error.is_none() => Outcome::Success,
+            Ok(_) => Outcome::FunctionError,
+            Err(e) => {
+                tracing::debug!(event = event.id, "async event deferred: {e}");
+                Outcome::Deferred
+            }
+        };
+        match policy::next(&event, &cfg, outcome, &self.config, now_ms()) {
+            Next::Retry {
+                function_error,
+                not_before_ms,
+            } => {
+                let retry = Command::RetryEvent {
+                    id: event.id.clone(),
+                    owner: self.config.owner.clone(),
+                    function_error,
+                    not_before_ms,
+                };
+                match self.gw.meta.write(retry).await {
+                    Ok((rev, _)) => self.gw.observe(rev).await,
+                    // We lost the lease meanwhile; whoever holds it decides.
+                    Err(ClientError::Meta(m)) if m.kind == ErrorKind::ResourceConflict => {}
+                    Err(ClientError::Meta(m)) if m.kind == ErrorKind::ResourceNotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(())
+            }
+            Next::Finish(condition) => {
+                let response = result.as_ref().ok().map(|r| (target.version.as_str(), r));
+                self.finish(&event, &cfg, condition, &payload, response)
+                    .await
+            }
+        }
+    }
+
+    /// Runs `fut` while renewing this gateway's lease on the event every third of it.
+    async fn renewing_lease<T>(&self, id: &str, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        let mut tick = tokio::time::interval(self.config.lease / 3);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    let renew = Command::ClaimEvent {
+                        id: id.to_string(),
+                        owner: self.config.owner.clone(),
+                        now_ms: now,
+                        lease_until_ms: self.lease_until(now),
+                    };
+                    if let Err(e) = self.gw.meta.write(renew).await {
+                        tracing::warn!(event = id, "renewing the lease failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the event, queueing the invocation record for the configured destination.
+    async fn finish(
+        &self,
+        event: &AsyncEvent,
+        cfg: &EventInvokeConfig,
+        condition: Condition,
+        payload: &[u8],
+        response: Option<(&str, &InvokeResult)>,
+    ) -> Result<(), ApiError> {
+        let destination = match condition {
+            Condition::Success => &cfg.on_success,
+            _ => &cfg.on_failure,
+        };
+        let Some(arn) = destination else {
+            return self.complete(&event.id, None).await;
+        };
+        let dest = match destination::parse(arn, &event.key.account_id, &event.key.region) {
+            Ok(d) => d,
+            Err(e) => {
+                // Checked when configured; only a config written by an older version
+                // can get here.
+                tracing::warn!(event = event.id, "destination {arn} unusable: {e}");
+                return self.complete(&event.id, None).await;
+            }
+        };
+        let function_arn = format!(
+            "{}:{}",
+            event.key.arn(),
+            event.qualifier.as_deref().unwrap_or("$LATEST")
+        );
+        let now = now_ms();
+        let record = Record {
+            request_id: &event.id,
+            function_arn: &function_arn,
+            condition,
+            approximate_invoke_count: match response {
+                Some(_) => policy::invoke_count(event),
+                None => event.attempts,
+            },
+            timestamp_ms: now,
+            request_payload: payload,
+            response: response.map(|(version, r)| Response {
+                executed_version: version,
+                function_error: r.function_error.as_ref().map(|_| "Unhandled"),
+                payload: &r.payload,
+            }),
+        };
+        let queued = QueuedEvent {
+            event: destination_event(dest.key, dest.qualifier, event, now),
+            payload: record.to_json(),
+        };
+        self.complete(&event.id, Some(queued)).await
+    }
+
+    async fn complete(&self, id: &str, destination: Option<QueuedEvent>) -> Result<(), ApiError> {
+        let cmd = Command::CompleteEvent {
+            id: id.to_string(),
+            destination: destination.map(Box::new),
+        };
+        let (rev, _) = self.gw.meta.write(cmd).await?;
+        self.gw.observe(rev).await;
+        Ok(())
+    }
+}
+
+/// The destination's own async event: it carries the source's trace id onwards.
+fn destination_event(
+    key: FunctionKey,
+    qualifier: Option<String>,
+    source: &AsyncEvent,
+    now: u64,
+) -> AsyncEvent {
+    AsyncEvent {
+        id: uuid::Uuid::new_v4().to_string(),
+        key,
+        qualifier,
+        client_context: None,
+        trace_id: source.trace_id.clone(),
+        enqueued_ms: now,
+        attempts: 0,
+        deferrals: 0,
+        not_before_ms: 0,
+        lease: None,
+    }
+}
+
+/// The version an event runs on, resolved now (an alias moved since the 202 is followed).
+fn target(
+    gw: &Gateway,
+    key: &FunctionKey,
+    qualifier: Option<&str>,
+) -> Result<InvokeTarget, ApiError> {
+    let (version, config, code, revision_id) = match resolve::qualifier(gw, key, qualifier)? {
+        Resolved::Latest(f) => ("$LATEST".to_string(), f.config, f.code, f.revision_id),
+        Resolved::Version(v) => (v.number.to_string(), v.config, v.code, v.revision_id),
+    };
+    Ok(InvokeTarget {
+        key: key.clone(),
+        version,
+        config,
+        code,
+        invoked_arn: match qualifier {
+            Some(q) => format!("{}:{q}", key.arn()),
+            None => key.arn(),
+        },
+        code_revision: gw.cache.revision(),
+        revision_id,
+    })
+}
