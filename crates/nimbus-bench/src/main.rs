@@ -6,11 +6,13 @@
 //! - `etcd_gateway`: one keep-alive HTTP/1.1 connection to etcd's v3 JSON gateway.
 //! - `workload`: the timed write loop and its clients.
 //! - `stats`, `report`: percentiles, medians across rounds, markdown tables.
+//! - `invoke_tracing`: `nimbus dev` invocations with tracing off, on and sampled.
 //!
 //! See `docs/benchmarks.md` for how to run it and what the figures mean.
 
 mod etcd_cluster;
 mod etcd_gateway;
+mod invoke_tracing;
 mod nimbus_cluster;
 mod processes;
 mod report;
@@ -45,6 +47,27 @@ struct Cli {
 enum BenchCommand {
     /// Metadata write latency and throughput: 3-node Nimbus vs 3-node etcd on loopback.
     MetaWrites(MetaWritesArgs),
+    /// Invocation throughput and p99 of `nimbus dev` with tracing off, on and 10% sampled.
+    InvokeTracing(InvokeTracingArgs),
+}
+
+#[derive(Args, Debug)]
+struct InvokeTracingArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// Concurrent clients (each warms its own execution environment).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Timed invocations per round and setting.
+    #[arg(long, default_value_t = 2000)]
+    invocations: u64,
+    /// Rounds; each runs every setting, rotating which goes first.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where `nimbus dev`'s temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -112,12 +135,18 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; clusters stopped"),
             }
         }
+        BenchCommand::InvokeTracing(args) => {
+            tokio::select! {
+                r = invoke_tracing_bench(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; nimbus dev stopped"),
+            }
+        }
     }
 }
 
-async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {
-    args.validate()?;
-    let nimbus_bin = match &args.nimbus_bin {
+/// `--nimbus-bin`, or `nimbus` next to this executable.
+fn nimbus_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let nimbus_bin = match given {
         Some(p) => p.clone(),
         None => std::env::current_exe()
             .context("locating this executable")?
@@ -128,6 +157,84 @@ async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {
         "{} not found; build it (cargo build --release -p nimbus) or pass --nimbus-bin",
         nimbus_bin.display()
     );
+    Ok(nimbus_bin)
+}
+
+async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=64).contains(&args.concurrency),
+        "--concurrency must be 1 to 64"
+    );
+    anyhow::ensure!(args.invocations >= 1, "--invocations must be at least 1");
+    anyhow::ensure!(
+        (1..=100).contains(&args.rounds),
+        "--rounds must be 1 to 100"
+    );
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
+    let counter = invoke_tracing::SpanCounter::default();
+    let endpoint = invoke_tracing::start_receiver(counter.clone()).await?;
+    let settings = invoke_tracing::settings(&endpoint);
+    let mut results: Vec<Vec<Summary>> = vec![Vec::new(); settings.len()];
+    let mut spans: Vec<u64> = vec![0; settings.len()];
+    for round in 0..args.rounds {
+        for k in 0..settings.len() {
+            // Rotate the order, so drift over time favours no setting.
+            let si = (k + round) % settings.len();
+            let setting = &settings[si];
+            let mut dev =
+                invoke_tracing::DevProcess::start(&nimbus_bin, &args.work_dir, &setting.env)
+                    .await?;
+            dev.create_function("bench").await?;
+            let before = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+            let run =
+                invoke_tracing::run(&dev, "bench", args.concurrency, args.invocations).await?;
+            dev.check_alive()?;
+            if let Some(e) = &run.first_error {
+                anyhow::bail!("{} round {}: {e}", setting.name, round + 1);
+            }
+            let s = Summary::of(&run);
+            dev.stop().await;
+            // Stopping flushed the queue: what arrived belongs to this setting.
+            spans[si] += counter.0.load(std::sync::atomic::Ordering::Relaxed) - before;
+            eprintln!(
+                "round {} {:>12}: {} invocations in {:.2}s: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+                round + 1,
+                setting.name,
+                run.latencies.len(),
+                run.elapsed.as_secs_f64(),
+                s.writes_per_sec,
+                s.p50_ms,
+                s.p99_ms
+            );
+            results[si].push(s);
+        }
+    }
+    let base = Summary::median(&results[0]);
+    println!(
+        "{} clients, {} timed invocations per round, medians of {} round(s).\n",
+        args.concurrency, args.invocations, args.rounds
+    );
+    println!("| setting | invocations/s | vs off | p50 ms | p99 ms | p99 vs off | spans exported per invocation |\n|---|---:|---:|---:|---:|---:|---:|");
+    for (si, setting) in settings.iter().enumerate() {
+        let s = Summary::median(&results[si]);
+        let per_invocation = spans[si] as f64 / (args.invocations as f64 * args.rounds as f64);
+        println!(
+            "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.2} |",
+            setting.name,
+            s.writes_per_sec,
+            s.writes_per_sec / base.writes_per_sec,
+            s.p50_ms,
+            s.p99_ms,
+            s.p99_ms / base.p99_ms,
+            per_invocation
+        );
+    }
+    Ok(())
+}
+
+async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
     let etcd_version = std::process::Command::new(&args.etcd_bin)
         .arg("--version")
         .output()

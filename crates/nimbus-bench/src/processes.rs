@@ -76,6 +76,27 @@ impl ProcessGroup {
         Ok(())
     }
 
+    /// Asks every process to stop (SIGTERM) so it can flush what it holds; true once all
+    /// have exited. Those still running are killed on drop.
+    pub fn terminate(&mut self) -> bool {
+        let mut all = true;
+        for s in &mut self.started {
+            if matches!(s.child.try_wait(), Ok(Some(_))) {
+                continue;
+            }
+            all = false;
+            let _ = Command::new("kill").arg(s.child.id().to_string()).status();
+        }
+        all
+    }
+
+    /// True when every process has exited.
+    pub fn all_exited(&mut self) -> bool {
+        self.started
+            .iter_mut()
+            .all(|s| matches!(s.child.try_wait(), Ok(Some(_))))
+    }
+
     /// The last lines of every log, for an error message.
     pub fn log_tails(&self, lines: usize) -> String {
         self.started

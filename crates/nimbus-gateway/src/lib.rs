@@ -14,12 +14,14 @@
 //! - [`invoker`]: the boundary to workers ([`Invoker`]), and what crosses it.
 //! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
 //! - [`api`]: one module per group of Lambda operations.
+//! - [`client`]: a small signed Lambda client for Nimbus's own tools, tests and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api;
 pub mod async_events;
 pub mod cache;
+pub mod client;
 pub mod error;
 pub mod invoker;
 pub mod resolve;

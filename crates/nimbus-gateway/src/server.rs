@@ -37,6 +37,9 @@ pub struct Gateway {
     pub region: String,
     pub invoker: Arc<dyn Invoker>,
     pub admission: Admission,
+    /// Lambda's function metrics (Invocations, Errors, Throttles, …). The binary adds
+    /// them to its registry; other engines (async events) record through the same handle.
+    pub metrics: nimbus_telemetry::LambdaMetrics,
     /// access key id → (account, secret). Secrets stay in memory only, never logged.
     secrets: Mutex<HashMap<String, (String, String)>>,
 }
@@ -62,6 +65,7 @@ impl Gateway {
             region: config.region,
             invoker,
             admission: Admission::default(),
+            metrics: nimbus_telemetry::LambdaMetrics::new(),
             secrets: Mutex::default(),
         }))
     }

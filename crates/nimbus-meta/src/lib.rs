@@ -14,6 +14,7 @@
 //! - [`network`]: the Raft transport (openraft's RPCs over tonic).
 //! - [`service`]: the gRPC services (Raft and Metadata) and leader forwarding.
 //! - [`node`]: starting a node: open storage, create Raft, serve, form the initial cluster.
+//! - [`metrics`]: Raft's state as Prometheus metrics (term, leader, indexes, snapshots).
 //! - [`client`]: the client that gateways, workers and the CLI use.
 //! - [`error`]: this crate's error types.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod client;
 pub mod crypto;
 pub mod error;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod raft_types;

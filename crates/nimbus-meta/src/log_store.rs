@@ -8,6 +8,7 @@
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -29,6 +30,9 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// The last committed index this node has been told of (for metrics: Raft does not
+    /// report it in `RaftMetrics`).
+    committed: Arc<AtomicU64>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -59,7 +63,15 @@ impl LogStore {
         opts.create_missing_column_families(true);
         let cfs = [CF_LOG, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            committed: Arc::default(),
+        })
+    }
+
+    /// The committed index, kept current by Raft (0 before the first commit).
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -154,7 +166,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)
+        self.put_meta(KEY_COMMITTED, &committed)?;
+        self.committed
+            .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use nimbus_sandbox::{Jail, JailConfig};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::config::EngineConfig;
 use crate::environment::{ExecutionEnvironment, InitializationType, StartError};
@@ -94,7 +95,7 @@ impl Engine {
     pub async fn invoke(
         &self,
         spec: &FunctionSpec,
-        inv: Invocation,
+        mut inv: Invocation,
     ) -> Result<InvokeOutcome, EngineError> {
         self.check(spec)?;
         if inv.payload.len() > MAX_RESPONSE_BYTES {
@@ -104,6 +105,7 @@ impl Engine {
             });
         }
         let acquired = self.inner.pool().acquire(&spec.key(), spec.memory_mb, true);
+        let cold = matches!(acquired, Acquire::Cold { .. });
         let mut env = match acquired {
             Acquire::Warm(env) => *env,
             Acquire::NoCapacity { free_mb } => {
@@ -116,12 +118,20 @@ impl Engine {
                 for e in evicted {
                     e.shutdown().await;
                 }
+                // Cold start only: the environment's Init, as its own span.
+                let init_span = tracing::info_span!(
+                    "init",
+                    otel.name = "Init",
+                    faas.name = %spec.function_name,
+                    faas.version = %spec.version,
+                );
                 match ExecutionEnvironment::start(
                     &self.inner.config,
                     self.inner.jail.clone(),
                     spec,
                     InitializationType::OnDemand,
                 )
+                .instrument(init_span)
                 .await
                 {
                     Ok(env) => {
@@ -139,7 +149,26 @@ impl Engine {
                 }
             }
         };
-        let (outcome, healthy) = env.invoke(spec, inv).await;
+        // The invocation inside the runtime (OpenTelemetry's FaaS server span). Its
+        // context goes into the function as X-Amzn-Trace-Id, so the function's own spans
+        // join this trace; without exported traces the caller's header passes through.
+        let span = tracing::info_span!(
+            "invocation",
+            otel.name = "Invocation",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            faas.invocation_id = %inv.request_id,
+            faas.coldstart = cold,
+            faas.name = %spec.function_name,
+            faas.version = %spec.version,
+        );
+        if let Some(sc) = nimbus_telemetry::propagation::span_context(&span) {
+            inv.trace_id = Some(nimbus_telemetry::propagation::amzn_trace_id(&sc));
+        }
+        let (outcome, healthy) = env.invoke(spec, inv).instrument(span.clone()).await;
+        if outcome.status != InvokeStatus::Ok {
+            span.record("otel.status_code", "ERROR");
+        }
         let keep = healthy && !self.is_shutting_down();
         if keep {
             self.inner.pool().release(env);

@@ -22,6 +22,7 @@
 //! * `environment`   — one environment's lifecycle (Init, Invoke, Shutdown).
 //! * [`runtime_api`] — the Runtime API 2018-06-01 server, one per environment.
 //! * [`logs`]        — log capture and the START / END / REPORT lines.
+//! * [`metrics`]     — the pool as Prometheus metrics.
 //! * [`runtimes`]    — runtime identifiers → what to exec; bundled Python/Node bootstraps.
 //! * [`error`]       — [`EngineError`].
 
@@ -31,6 +32,7 @@ mod environment;
 pub mod error;
 pub mod function;
 pub mod logs;
+pub mod metrics;
 pub mod pool;
 pub mod runtime_api;
 pub mod runtimes;

@@ -21,10 +21,19 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Clone, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl From<LogFormat> for nimbus_telemetry::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => nimbus_telemetry::LogFormat::Text,
+            LogFormat::Json => nimbus_telemetry::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +45,17 @@ pub enum Command {
     /// Administer a metadata cluster: status, add or remove members.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+}
+
+impl Command {
+    /// OpenTelemetry's `service.name` for this role (unless `OTEL_SERVICE_NAME` says).
+    pub fn service_name(&self) -> &'static str {
+        match self {
+            Command::Meta(_) => "nimbus-meta",
+            Command::Dev(_) => "nimbus-dev",
+            Command::Cluster(_) => "nimbus-cli",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +99,9 @@ pub struct MetaArgs {
     /// How long a write waits for a quorum before failing as unavailable, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub write_timeout_ms: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address. Off when omitted.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -86,7 +109,8 @@ pub struct DevArgs {
     /// Where the embedded metadata store, code cache and sandboxes live.
     #[arg(long, default_value = ".nimbus-dev")]
     pub data_dir: PathBuf,
-    /// The Lambda API address (`aws --endpoint-url http://ADDR`).
+    /// The Lambda API address (`aws --endpoint-url http://ADDR`). It also serves
+    /// Prometheus metrics on `GET /metrics`, unauthenticated.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
     /// Allow --listen on a non-loopback address.

@@ -2,12 +2,14 @@
 //! `aws --endpoint-url http://127.0.0.1:9000 lambda …` with account 000000000000,
 //! region us-east-1 and access key `test` / secret `test`.
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use anyhow::Context;
 use nimbus_gateway::{Gateway, GatewayConfig};
 use nimbus_meta::node::{MetaNode, NodeConfig};
 use nimbus_meta::MetaClient;
+use nimbus_telemetry::MetricsRegistry;
 use nimbus_types::{AccessKey, Command};
 
 use crate::cli::DevArgs;
@@ -17,7 +19,7 @@ pub const DEV_ACCOUNT: &str = "000000000000";
 pub const DEV_ACCESS_KEY: &str = "test";
 pub const DEV_SECRET: &str = "test";
 
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
     if !args.listen.ip().is_loopback() && !args.allow_remote {
         anyhow::bail!(
             "--listen {} is not a loopback address; pass --allow-remote to expose nimbus dev",
@@ -88,7 +90,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
         stopped(stop_rx.clone()),
     );
-    let serve = gateway.serve(listener, stopped(stop_rx.clone()));
+    nimbus_meta::metrics::register(&node, &metrics);
+    nimbus_worker::metrics::register(&invoker.engine, &metrics);
+    gateway.metrics.register(&metrics);
+    // `/metrics` beside the Lambda API, outside its Signature V4 check.
+    let app = metrics.router().merge(gateway.router());
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
     tokio::select! {
         r = serve => r.context("gateway stopped")?,
         _ = crate::meta_cmd::shutdown_signal() => {}

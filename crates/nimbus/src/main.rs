@@ -3,13 +3,12 @@
 //! Layout: [`cli`] declares the commands and flags; [`meta_cmd`] runs a metadata node;
 //! [`dev_cmd`] runs meta + gateway + worker in one process, with [`local_worker`]
 //! connecting the gateway to an in-process worker engine; [`cluster_cmd`] is the cluster
-//! administration client; [`logging`] sets up `tracing`.
+//! administration client. Logs, traces and metrics are set up by `nimbus-telemetry`.
 
 mod cli;
 mod cluster_cmd;
 mod dev_cmd;
 mod local_worker;
-mod logging;
 mod meta_cmd;
 
 use clap::Parser;
@@ -17,7 +16,6 @@ use clap::Parser;
 /// Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (clap's own).
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(&cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,13 +26,25 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the OTLP exporter's connection and export task live there.
+    let telemetry = match rt.block_on(async {
+        nimbus_telemetry::init(cli.log_format.into(), cli.command.service_name())
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let metrics = telemetry.metrics().clone();
     let result = rt.block_on(async move {
         match cli.command {
-            cli::Command::Meta(args) => meta_cmd::run(args).await,
-            cli::Command::Dev(args) => dev_cmd::run(args).await,
+            cli::Command::Meta(args) => meta_cmd::run(args, metrics).await,
+            cli::Command::Dev(args) => dev_cmd::run(args, metrics).await,
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
         }
     });
+    rt.block_on(telemetry.shutdown());
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

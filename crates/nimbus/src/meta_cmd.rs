@@ -5,9 +5,11 @@ use std::time::Duration;
 use anyhow::Context;
 use nimbus_meta::node::{parse_initial_cluster, MetaNode, NodeConfig};
 
+use nimbus_telemetry::MetricsRegistry;
+
 use crate::cli::MetaArgs;
 
-pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
+pub async fn run(args: MetaArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
     let mut cfg = NodeConfig::new(args.id, args.data_dir.clone(), args.listen);
     cfg.initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
     if let Some(k) = &args.key_file {
@@ -26,6 +28,10 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
         .await
         .context("starting the metadata node")?;
     tracing::info!(id = args.id, addr = %node.local_addr, "metadata node serving");
+    if let Some(addr) = args.admin_listen {
+        nimbus_meta::metrics::register(&node, &metrics);
+        serve_admin(metrics, addr).await?;
+    }
     node.wait().await.context("metadata node stopped")?;
     tracing::info!("metadata node shut down");
     Ok(())
@@ -76,6 +82,23 @@ async fn restore(
     );
     // Already initialized from the backup: nothing to form.
     cfg.initial_cluster.clear();
+    Ok(())
+}
+
+/// Serves `/metrics` on `addr` in the background until SIGINT or SIGTERM.
+pub async fn serve_admin(
+    metrics: MetricsRegistry,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin address {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics on /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = metrics.serve(listener, shutdown_signal()).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
     Ok(())
 }
 

@@ -2,14 +2,19 @@
 //! on a worker, and answer with Lambda's headers.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use nimbus_telemetry::propagation;
+use nimbus_telemetry::FunctionLabels;
 use nimbus_types::limits::ASYNC_PAYLOAD_MAX_BYTES;
 use nimbus_types::AsyncEvent;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::query_map;
 use crate::admission::Limits;
@@ -29,12 +34,54 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The API request's span (the root of an invocation's trace in Nimbus), continuing the
+/// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`.
 pub async fn invoke(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "invoke_api",
+        otel.name = "Invoke",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        faas.trigger = "http",
+        faas.invocation_id = %request_id,
+        faas.name = Empty,
+        faas.version = Empty,
+        cloud.provider = "nimbus",
+        cloud.region = %gw.region,
+        cloud.account.id = %caller.account_id,
+        http.response.status_code = Empty,
+    );
+    if let Some(parent) = propagation::remote_parent(|h| header(&headers, h)) {
+        propagation::set_remote_parent(&span, parent);
+    }
+    let result = run(gw, caller, request_id, name, q, headers, payload)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
+
+async fn run(
+    gw: Arc<Gateway>,
+    caller: Caller,
+    request_id: String,
+    name: String,
+    q: Option<String>,
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
@@ -92,6 +139,15 @@ pub async fn invoke(
             Resolved::Latest(f) => ("$LATEST".to_string(), f.config, f.code, f.revision_id),
             Resolved::Version(v) => (v.number.to_string(), v.config, v.code, v.revision_id),
         };
+    let span = tracing::Span::current();
+    span.record("faas.name", named.key.name.as_str());
+    span.record("faas.version", version.as_str());
+    let labels = FunctionLabels::new(
+        &caller.account_id,
+        &gw.region,
+        &named.key.name,
+        named.qualifier.as_deref(),
+    );
     let invoked_arn = match &named.qualifier {
         Some(q) => format!("{}:{q}", named.key.arn()),
         None => named.key.arn(),
@@ -112,19 +168,33 @@ pub async fn invoke(
             not_before_ms: 0,
             lease: None,
         };
-        return crate::async_events::accept(&gw, event, payload.to_vec()).await;
+        let accepted = crate::async_events::accept(&gw, event, payload.to_vec()).await;
+        if accepted.is_ok() {
+            gw.metrics.async_event_received(&labels);
+        }
+        return accepted;
     }
 
     let (limits, reserved_total, _, _) = super::settings::account_limits(&gw, &caller.account_id);
     let function_arn = named.key.arn();
-    let _slot = gw.admission.admit(&Limits {
-        account: &caller.account_id,
-        region: &gw.region,
-        function_arn: &function_arn,
-        reserved: function.reserved_concurrency,
-        account_limit: limits.concurrent_executions,
-        reserved_total,
+    let admitted = tracing::info_span!("admission", otel.name = "Admission").in_scope(|| {
+        gw.admission.admit(&Limits {
+            account: &caller.account_id,
+            region: &gw.region,
+            function_arn: &function_arn,
+            reserved: function.reserved_concurrency,
+            account_limit: limits.concurrent_executions,
+            reserved_total,
+        })
+    });
+    let _slot = admitted.inspect_err(|e| {
+        if e.status == 429 {
+            gw.metrics.throttled(&labels);
+        }
     })?;
+    let _running = gw
+        .metrics
+        .running(&labels, function.reserved_concurrency.is_none());
 
     let target = InvokeTarget {
         key: named.key,
@@ -141,7 +211,18 @@ pub async fn invoke(
         client_context,
         trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
     };
-    let result = gw.invoker.invoke(&target, request).await?;
+    let started = Instant::now();
+    let result = gw
+        .invoker
+        .invoke(&target, request)
+        .instrument(tracing::info_span!(
+            "place_and_invoke",
+            otel.name = "Place and invoke",
+            otel.kind = "client",
+        ))
+        .await?;
+    gw.metrics
+        .invoked(&labels, started.elapsed(), result.function_error.is_some());
     if result.payload.len() > SYNC_PAYLOAD_MAX {
         return Err(ApiError::new(
             413,

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use nimbus_meta::MetaClient;
 
+pub mod dev;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_nimbus");
 
 /// Free loopback ports (bound then released; fine for tests on one machine).

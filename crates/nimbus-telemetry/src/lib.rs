@@ -1,0 +1,27 @@
+//! Nimbus's observability, shared by every role: its own logs and OpenTelemetry traces
+//! through `tracing`, and Prometheus metrics.
+//!
+//! Layout:
+//! - [`setup`]: the process-wide `tracing` subscriber: human-readable or JSON logs on
+//!   stderr, plus an OpenTelemetry layer when the standard `OTEL_*` variables ask for one.
+//! - [`otlp`]: reading those variables, and building the OTLP span exporter (gRPC or HTTP).
+//! - [`batch`]: a bounded span queue in front of the exporter that drops (and counts)
+//!   rather than ever making an invocation wait for a collector.
+//! - [`propagation`]: trace context in (`traceparent`, `X-Amzn-Trace-Id`) and out (the
+//!   `X-Amzn-Trace-Id` a function receives).
+//! - [`registry`]: the Prometheus registry of a process and its `/metrics` endpoint.
+//! - [`lambda`]: Lambda's function metrics (Invocations, Errors, Throttles, Duration, …).
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod lambda;
+pub mod otlp;
+pub mod propagation;
+pub mod registry;
+pub mod setup;
+
+pub use lambda::{FunctionLabels, LambdaMetrics};
+// Components define their metrics with the same version of the client library.
+pub use prometheus_client;
+pub use registry::MetricsRegistry;
+pub use setup::{init, LogFormat, Telemetry, TelemetryError};

@@ -1,0 +1,365 @@
+//! Traces end to end: a real `nimbus dev` exports over OTLP to a real receiver (tonic's
+//! TraceService from `opentelemetry-proto`, and the OTLP/HTTP endpoint) in this test, and
+//! the span tree of two invocations is checked: parentage from the caller's trace
+//! context, Init on the cold start only, FaaS attributes, and durations that nest.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::response::IntoResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+use common::dev::Dev;
+
+/// Every span received, with its resource's `service.name`.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, Span)>>>);
+
+impl Received {
+    fn add(&self, req: ExportTraceServiceRequest) {
+        let mut all = self.0.lock().unwrap();
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| attr(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    all.push((service.clone(), span));
+                }
+            }
+        }
+    }
+
+    fn spans(&self) -> Vec<(String, Span)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.add(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC receiver on a free port.
+async fn grpc_receiver() -> (String, Received) {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = TraceServiceServer::new(received.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (format!("http://{addr}"), received)
+}
+
+/// An OTLP/HTTP (protobuf) receiver on a free port.
+async fn http_receiver() -> (String, Received) {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let r = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let r = r.clone();
+            async move {
+                match ExportTraceServiceRequest::decode(body) {
+                    Ok(req) => {
+                        r.add(req);
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            ExportTraceServiceResponse::default().encode_to_vec(),
+                        )
+                            .into_response()
+                    }
+                    Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    let v = attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?;
+    match v.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::DoubleValue(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const FUNCTION: &str = r#"
+import os
+def handler(event, context):
+    return {"trace": os.environ.get("_X_AMZN_TRACE_ID", "")}
+"#;
+
+/// Waits until `n` API spans with these invocation ids (and their children) have arrived.
+async fn wait_for(received: &Received, ids: &[String], dev: &Dev) -> Vec<(String, Span)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = received.spans();
+        let complete = ids.iter().all(|id| {
+            spans.iter().any(|(_, s)| {
+                s.name == "Invoke"
+                    && attr(&s.attributes, "faas.invocation_id").as_deref() == Some(id)
+            }) && spans.iter().any(|(_, s)| {
+                s.name == "Invocation"
+                    && attr(&s.attributes, "faas.invocation_id").as_deref() == Some(id)
+            })
+        });
+        if complete {
+            return spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans did not arrive; got {:?}\nnimbus log:\n{}",
+            spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>(),
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The spans of one trace by name, checking each has exactly one of that name.
+struct Tree {
+    by_name: HashMap<String, Span>,
+}
+
+impl Tree {
+    fn of(spans: &[(String, Span)], trace_id: &[u8]) -> Self {
+        let mut by_name = HashMap::new();
+        for (service, s) in spans.iter().filter(|(_, s)| s.trace_id == trace_id) {
+            assert_eq!(service, "nimbus-dev", "service.name");
+            assert!(
+                by_name.insert(s.name.clone(), s.clone()).is_none(),
+                "two {} spans in one trace",
+                s.name
+            );
+        }
+        Tree { by_name }
+    }
+
+    fn get(&self, name: &str) -> &Span {
+        self.by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} span; have {:?}", self.by_name.keys()))
+    }
+
+    fn assert_child(&self, child: &str, parent: &str) {
+        let (c, p) = (self.get(child), self.get(parent));
+        assert_eq!(
+            c.parent_span_id, p.span_id,
+            "{child} is a child of {parent}"
+        );
+        assert!(
+            c.start_time_unix_nano >= p.start_time_unix_nano
+                && c.end_time_unix_nano <= p.end_time_unix_nano,
+            "{child} lies within {parent}"
+        );
+    }
+
+    fn duration(&self, name: &str) -> u64 {
+        let s = self.get(name);
+        s.end_time_unix_nano - s.start_time_unix_nano
+    }
+}
+
+async fn invoke_twice_and_check(dev: &Dev, received: &Received) {
+    dev.create_python_function("traced", FUNCTION).await;
+    let mut client = dev.client().await;
+
+    // 1: W3C trace context, cold start.
+    let parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{parent_trace}-{parent_span}-01");
+    let r1 = client
+        .invoke("traced", b"{}", &[("traceparent", &traceparent)])
+        .await
+        .unwrap();
+    assert_eq!(r1.status, 200, "{}", String::from_utf8_lossy(&r1.body));
+    // 2: X-Ray trace context, warm.
+    let amzn = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let r2 = client
+        .invoke("traced", b"{}", &[("x-amzn-trace-id", amzn)])
+        .await
+        .unwrap();
+    assert_eq!(r2.status, 200, "{}", String::from_utf8_lossy(&r2.body));
+    let ids: Vec<String> = [&r1, &r2]
+        .iter()
+        .map(|r| r.header("x-amzn-requestid").unwrap().to_string())
+        .collect();
+    let spans = wait_for(received, &ids, dev).await;
+
+    for (i, (reply, (trace, parent))) in [&r1, &r2]
+        .into_iter()
+        .zip([
+            (parent_trace, parent_span),
+            ("5759e988bd862e3fe1be46a994272793", "53995c3f42cd8ad8"),
+        ])
+        .enumerate()
+    {
+        let cold = i == 0;
+        let trace_id: Vec<u8> = (0..16)
+            .map(|k| u8::from_str_radix(&trace[2 * k..2 * k + 2], 16).unwrap())
+            .collect();
+        let tree = Tree::of(&spans, &trace_id);
+        let api = tree.get("Invoke");
+        assert_eq!(
+            hex(&api.parent_span_id),
+            parent,
+            "the caller's span is the parent"
+        );
+        assert_eq!(
+            attr(&api.attributes, "faas.invocation_id").as_ref(),
+            Some(&ids[i])
+        );
+        assert_eq!(
+            attr(&api.attributes, "faas.name").as_deref(),
+            Some("traced")
+        );
+        assert_eq!(
+            attr(&api.attributes, "faas.version").as_deref(),
+            Some("$LATEST")
+        );
+        assert_eq!(
+            attr(&api.attributes, "faas.trigger").as_deref(),
+            Some("http")
+        );
+        assert_eq!(
+            attr(&api.attributes, "cloud.region").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(
+            attr(&api.attributes, "cloud.account.id").as_deref(),
+            Some("000000000000")
+        );
+        tree.assert_child("Admission", "Invoke");
+        tree.assert_child("Place and invoke", "Invoke");
+        tree.assert_child("Invocation", "Place and invoke");
+        let inv = tree.get("Invocation");
+        assert_eq!(
+            attr(&inv.attributes, "faas.coldstart").as_deref(),
+            Some(if cold { "true" } else { "false" })
+        );
+        if cold {
+            tree.assert_child("Init", "Place and invoke");
+            let init = tree.get("Init");
+            assert!(
+                init.end_time_unix_nano <= inv.start_time_unix_nano,
+                "Init before Invocation"
+            );
+            assert!(
+                tree.duration("Init") + tree.duration("Invocation")
+                    <= tree.duration("Place and invoke"),
+                "Init and Invocation fit in Place and invoke"
+            );
+        } else {
+            assert!(
+                !tree.by_name.contains_key("Init"),
+                "no Init on a warm start"
+            );
+        }
+        // The function saw the invocation span as its parent, in X-Ray form.
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let seen = body["trace"].as_str().unwrap();
+        let expected = format!(
+            "Root=1-{}-{};Parent={};Sampled=1",
+            &trace[..8],
+            &trace[8..],
+            hex(&inv.span_id)
+        );
+        assert_eq!(seen, expected, "_X_AMZN_TRACE_ID in the function");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_over_otlp_grpc_and_http() {
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    let (endpoint, received) = grpc_receiver().await;
+    {
+        let dev = Dev::start(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ])
+        .await;
+        invoke_twice_and_check(&dev, &received).await;
+    }
+
+    let (endpoint, received) = http_receiver().await;
+    let dev = Dev::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    invoke_twice_and_check(&dev, &received).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_nothing_but_dropped_spans() {
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    // Nothing listens on this port.
+    let port = common::free_ports(1)[0];
+    let dev = Dev::start(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "500"),
+    ])
+    .await;
+    dev.create_python_function("untraced", FUNCTION).await;
+    let mut client = dev.client().await;
+    for _ in 0..3 {
+        let r = client.invoke("untraced", b"{}", &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = dev.scrape().await;
+        let dropped = common::dev::sample(&text, "nimbus_otel_spans_dropped_total").unwrap_or(0.0);
+        if dropped > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dropped spans counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
