@@ -304,6 +304,60 @@ async fn invoke_twice_and_check(dev: &Dev, received: &Received) {
     }
 }
 
+/// An async (Event) invocation keeps the trace of the request that queued it.
+async fn async_event_keeps_the_trace(dev: &Dev, received: &Received) {
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{trace}-b7ad6b7169203331-01");
+    let r = dev
+        .client()
+        .await
+        .invoke(
+            "traced",
+            b"{}",
+            &[
+                ("traceparent", &traceparent),
+                ("x-amz-invocation-type", "Event"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let trace_id: Vec<u8> = (0..16)
+        .map(|k| u8::from_str_radix(&trace[2 * k..2 * k + 2], 16).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = received.spans();
+        let in_trace: Vec<&Span> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.trace_id == trace_id)
+            .collect();
+        let find = |n: &str| in_trace.iter().find(|s| s.name == n).copied();
+        if let (Some(api), Some(queued), Some(inv)) =
+            (find("Invoke"), find("Async invoke"), find("Invocation"))
+        {
+            assert_eq!(hex(&api.parent_span_id), "b7ad6b7169203331");
+            assert_eq!(
+                queued.parent_span_id, api.span_id,
+                "queued under the request"
+            );
+            assert_eq!(
+                inv.parent_span_id, queued.span_id,
+                "runs under the dispatch"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "async spans did not arrive: {:?}\n{}",
+            in_trace.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_over_otlp_grpc_and_http() {
     let _one_at_a_time = common::dev::LOCK.lock().await;
@@ -316,6 +370,7 @@ async fn traces_over_otlp_grpc_and_http() {
         ])
         .await;
         invoke_twice_and_check(&dev, &received).await;
+        async_event_keeps_the_trace(&dev, &received).await;
     }
 
     let (endpoint, received) = http_receiver().await;

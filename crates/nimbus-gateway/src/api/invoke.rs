@@ -161,7 +161,10 @@ async fn run(
             key: named.key,
             qualifier: named.qualifier,
             client_context,
-            trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
+            // With traces exported, the event carries this request's span as its parent.
+            trace_id: propagation::span_context(&span)
+                .map(|sc| propagation::amzn_trace_id(&sc))
+                .or_else(|| header(&headers, "x-amzn-trace-id").map(str::to_string)),
             enqueued_ms: super::now_ms(),
             attempts: 0,
             deferrals: 0,

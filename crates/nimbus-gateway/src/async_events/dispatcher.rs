@@ -208,21 +208,66 @@ impl Dispatcher {
             account_limit: limits.concurrent_executions,
             reserved_total,
         });
+        // Observability (issue 5): the event's age, Lambda's counts, and a span that
+        // continues the trace of the request that queued the event.
+        let labels = nimbus_telemetry::FunctionLabels::new(
+            &event.key.account_id,
+            &event.key.region,
+            &event.key.name,
+            event.qualifier.as_deref(),
+        );
+        let span = tracing::info_span!(
+            "async_invoke",
+            otel.name = "Async invoke",
+            faas.trigger = "pubsub",
+            faas.invocation_id = %event.id,
+            faas.name = %event.key.name,
+        );
+        if let Some(parent) = event
+            .trace_id
+            .as_deref()
+            .and_then(nimbus_telemetry::propagation::parse_amzn_trace_id)
+        {
+            nimbus_telemetry::propagation::set_remote_parent(&span, parent);
+        }
         let result = match slot {
             Ok(slot) => {
+                self.gw.metrics.async_event_age(
+                    &labels,
+                    Duration::from_millis(now_ms().saturating_sub(event.enqueued_ms)),
+                );
                 let request = InvokeRequest {
                     request_id: event.id.clone(),
                     payload: payload.clone(),
                     client_context: event.client_context.clone(),
                     trace_id: event.trace_id.clone(),
                 };
+                let started = std::time::Instant::now();
                 let r = self
-                    .renewing_lease(&event.id, self.gw.invoker.invoke(&target, request))
+                    .renewing_lease(
+                        &event.id,
+                        tracing::Instrument::instrument(
+                            self.gw.invoker.invoke(&target, request),
+                            span,
+                        ),
+                    )
                     .await;
+                if let Ok(out) = &r {
+                    self.gw.metrics.invoked(
+                        &labels,
+                        started.elapsed(),
+                        out.function_error.is_some(),
+                    );
+                }
                 drop(slot);
                 r
             }
-            Err(throttled) => Err(throttled),
+            Err(throttled) => {
+                if throttled.status == 429 {
+                    self.gw.metrics.throttled(&labels);
+                }
+                Err(throttled)
+            }
         };
         let outcome = match &result {
             Ok(r) if r.function_error.is_none() => Outcome::Success,
