@@ -11,7 +11,7 @@ import yaml
 
 DEPLOY = pathlib.Path(__file__).resolve().parent.parent
 K8S = DEPLOY / "k8s"
-PORTS = {17001, 9000, 18001}
+PORTS = {17001, 9000, 18001, 9100}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 

@@ -32,7 +32,27 @@ pub async fn run(args: MetaArgs, metrics: MetricsRegistry) -> anyhow::Result<()>
         nimbus_meta::metrics::register(&node, &metrics);
         serve_admin(metrics, addr).await?;
     }
-    node.wait().await.context("metadata node stopped")?;
+    // A fatal Raft error (its storage failed, e.g. a full disk) leaves openraft stopped
+    // while the gRPC server would keep answering "unavailable" for ever, holding on to a
+    // leadership it cannot use. Exit instead, so the supervisor restarts the node and it
+    // recovers from its durable log once the fault is gone.
+    let mut metrics_rx = node.ctx.raft.metrics();
+    let fatal = async move {
+        loop {
+            match &metrics_rx.borrow().running_state {
+                // A normal shutdown (SIGTERM) is not a failure; node.wait() ends it.
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => {}
+                Err(e) => return e.to_string(),
+            }
+            if metrics_rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::select! {
+        r = node.wait() => r.context("metadata node stopped")?,
+        e = fatal => anyhow::bail!("raft stopped on a fatal error: {e}"),
+    }
     tracing::info!("metadata node shut down");
     Ok(())
 }
