@@ -3,7 +3,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["nimbus/meta/v1/raft.proto", "nimbus/meta/v1/meta.proto"];
+    let files = [
+        "nimbus/meta/v1/raft.proto",
+        "nimbus/meta/v1/meta.proto",
+        "nimbus/worker/v1/worker.proto",
+    ];
     let fds = protox::compile(files, [&root])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     for f in files {

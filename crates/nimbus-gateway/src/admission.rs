@@ -3,26 +3,106 @@
 //!
 //! A function with reserved concurrency R may run at most R at once (0 throttles
 //! everything) and those R are not available to others. Other functions share the
-//! unreserved pool: limit − Σ reserved. Counting is exact within this gateway; across
-//! gateways the limit is split by leases from the metadata leader (see
-//! docs/design/0005-admission.md), which is the next step.
+//! unreserved pool: limit − Σ reserved. A single gateway (`nimbus dev`) counts exactly
+//! on its own; cluster gateways admit against slices of each limit leased from the
+//! metadata leader (`nimbus_meta::leases`, docs/design/0005-admission.md), so the limit
+//! holds across any number of gateways and a crashed gateway's slots return when its
+//! lease runs out.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nimbus_meta::MetaClient;
+use nimbus_proto::meta::LeaseRequest;
 
 use crate::error::ApiError;
+
+/// How long a gateway waits for the leader's answer before throttling.
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often held leases are renewed (well inside their 3 s validity).
+const RENEW_EVERY: Duration = Duration::from_millis(1000);
 
 /// Who is counted where.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Pool {
-    Unreserved { account: String, region: String },
-    Reserved { function_arn: String },
+    Unreserved {
+        account: String,
+        region: String,
+    },
+    Reserved {
+        account: String,
+        region: String,
+        function: String,
+    },
+}
+
+impl Pool {
+    fn lease_request(&self, gateway: &str, want: u32, in_use: u32, held: u32) -> LeaseRequest {
+        let (account, region, function) = match self {
+            Pool::Unreserved { account, region } => (account, region, String::new()),
+            Pool::Reserved {
+                account,
+                region,
+                function,
+            } => (account, region, function.clone()),
+        };
+        LeaseRequest {
+            gateway_id: gateway.to_string(),
+            account_id: account.clone(),
+            region: region.clone(),
+            function_name: function,
+            want,
+            in_use,
+            held,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PoolState {
+    running: u32,
+    /// Slots leased from the metadata leader, and until when (cluster mode only).
+    granted: u32,
+    expires: Option<Instant>,
+}
+
+impl PoolState {
+    fn held(&self, now: Instant) -> u32 {
+        match self.expires {
+            Some(t) if t > now => self.granted,
+            _ => 0,
+        }
+    }
+}
+
+/// Spare slots asked for beyond those in use, so bursts admit without a round trip.
+fn headroom(running: u32) -> u32 {
+    (running / 4).max(2)
+}
+
+/// Where the capacity comes from.
+enum Source {
+    /// One gateway owns the whole limit (`nimbus dev`): exact by counting alone.
+    Local,
+    /// Slices of the limit leased from the metadata leader: exact across gateways.
+    Leased {
+        meta: MetaClient,
+        gateway_id: String,
+    },
 }
 
 /// Counts running invocations; a [`Slot`] gives its place back when dropped.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct Admission {
-    running: Arc<Mutex<HashMap<Pool, u32>>>,
+    pools: Arc<Mutex<HashMap<Pool, PoolState>>>,
+    source: Arc<Source>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self::local()
+    }
 }
 
 /// An admitted invocation. Dropping it frees the slot, whatever way the call ends.
@@ -33,9 +113,9 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut running = self.admission.running.lock().expect("lock not poisoned");
-        if let Some(n) = running.get_mut(&self.pool) {
-            *n = n.saturating_sub(1);
+        let mut pools = self.admission.pools.lock().expect("lock not poisoned");
+        if let Some(p) = pools.get_mut(&self.pool) {
+            p.running = p.running.saturating_sub(1);
         }
     }
 }
@@ -44,7 +124,8 @@ impl Drop for Slot {
 pub struct Limits<'a> {
     pub account: &'a str,
     pub region: &'a str,
-    pub function_arn: &'a str,
+    /// The function's name (its reserved pool is keyed by it).
+    pub function_name: &'a str,
     /// The function's reserved concurrency, if any.
     pub reserved: Option<u32>,
     /// Account limit for the region.
@@ -54,14 +135,66 @@ pub struct Limits<'a> {
 }
 
 impl Admission {
-    /// Admits the invocation or answers 429 with Lambda's `Reason`.
-    pub fn admit(&self, l: &Limits<'_>) -> Result<Slot, ApiError> {
-        let (pool, cap, reason) = match l.reserved {
-            Some(r) => (
+    /// Exact within this process only: for a single gateway.
+    pub fn local() -> Self {
+        Self {
+            pools: Arc::default(),
+            source: Arc::new(Source::Local),
+        }
+    }
+
+    /// Leases slices of each limit from the metadata leader, and renews them in the
+    /// background while they are in use.
+    pub fn leased(meta: MetaClient) -> Self {
+        let a = Self {
+            pools: Arc::default(),
+            source: Arc::new(Source::Leased {
+                meta,
+                gateway_id: format!("gw-{}", uuid::Uuid::new_v4().simple()),
+            }),
+        };
+        let weak = Arc::downgrade(&a.pools);
+        let source = a.source.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RENEW_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(pools) = weak.upgrade() else { break };
+                let snapshot: Vec<(Pool, PoolState)> = pools
+                    .lock()
+                    .expect("lock not poisoned")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                for (pool, st) in snapshot {
+                    let now = Instant::now();
+                    if st.running == 0 && st.held(now) == 0 {
+                        let mut guard = pools.lock().expect("lock not poisoned");
+                        if guard.get(&pool).is_some_and(|s| s.running == 0) {
+                            guard.remove(&pool);
+                        }
+                        continue;
+                    }
+                    let want = if st.running == 0 {
+                        0
+                    } else {
+                        st.running + headroom(st.running)
+                    };
+                    refresh(&source, &pools, &pool, want).await;
+                }
+            }
+        });
+        a
+    }
+
+    fn pool_of(l: &Limits<'_>) -> (Pool, &'static str) {
+        match l.reserved {
+            Some(_) => (
                 Pool::Reserved {
-                    function_arn: l.function_arn.into(),
+                    account: l.account.into(),
+                    region: l.region.into(),
+                    function: l.function_name.into(),
                 },
-                r,
                 "ReservedFunctionConcurrentInvocationLimitExceeded",
             ),
             None => (
@@ -69,32 +202,100 @@ impl Admission {
                     account: l.account.into(),
                     region: l.region.into(),
                 },
-                l.account_limit.saturating_sub(l.reserved_total),
                 "ConcurrentInvocationLimitExceeded",
             ),
-        };
-        let mut running = self.running.lock().expect("lock not poisoned");
-        let n = running.entry(pool.clone()).or_insert(0);
-        if *n >= cap {
-            return Err(ApiError::throttled(reason, "Rate Exceeded."));
         }
-        *n += 1;
-        Ok(Slot {
+    }
+
+    /// Takes a slot if one is free under the known capacity.
+    fn try_take(&self, pool: &Pool, local_cap: u32) -> bool {
+        let mut pools = self.pools.lock().expect("lock not poisoned");
+        let st = pools.entry(pool.clone()).or_default();
+        let cap = match *self.source {
+            Source::Local => local_cap,
+            Source::Leased { .. } => st.held(Instant::now()),
+        };
+        if st.running < cap {
+            st.running += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Admits the invocation or answers 429 with Lambda's `Reason`.
+    pub async fn admit(&self, l: &Limits<'_>) -> Result<Slot, ApiError> {
+        let (pool, reason) = Self::pool_of(l);
+        let local_cap = match l.reserved {
+            Some(r) => r,
+            None => l.account_limit.saturating_sub(l.reserved_total),
+        };
+        let slot = || Slot {
             admission: self.clone(),
-            pool,
-        })
+            pool: pool.clone(),
+        };
+        if self.try_take(&pool, local_cap) {
+            return Ok(slot());
+        }
+        if matches!(*self.source, Source::Leased { .. }) {
+            // Out of leased slots: ask the leader for more, then try once more.
+            let running = self
+                .pools
+                .lock()
+                .expect("lock not poisoned")
+                .get(&pool)
+                .map_or(0, |s| s.running);
+            refresh(
+                &self.source,
+                &self.pools,
+                &pool,
+                running + 1 + headroom(running),
+            )
+            .await;
+            if self.try_take(&pool, local_cap) {
+                return Ok(slot());
+            }
+        }
+        Err(ApiError::throttled(reason, "Rate Exceeded."))
     }
 
     /// Invocations running in the account's unreserved pool (for metrics and tests).
     pub fn unreserved_running(&self, account: &str, region: &str) -> u32 {
-        let running = self.running.lock().expect("lock not poisoned");
-        running
+        let pools = self.pools.lock().expect("lock not poisoned");
+        pools
             .get(&Pool::Unreserved {
                 account: account.into(),
                 region: region.into(),
             })
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |s| s.running)
+    }
+}
+
+/// Asks the leader for `want` slots of `pool` and records the answer. On failure the
+/// current lease simply runs out: the gateway throttles rather than risk the limit.
+async fn refresh(source: &Source, pools: &Mutex<HashMap<Pool, PoolState>>, pool: &Pool, want: u32) {
+    let Source::Leased { meta, gateway_id } = source else {
+        return;
+    };
+    let sent = Instant::now();
+    let (in_use, held) = {
+        let guard = pools.lock().expect("lock not poisoned");
+        guard
+            .get(pool)
+            .map_or((0, 0), |s| (s.running, s.held(sent)))
+    };
+    let req = pool.lease_request(gateway_id, want.max(in_use), in_use, held);
+    match tokio::time::timeout(LEASE_CALL_TIMEOUT, meta.acquire_lease(req)).await {
+        Ok(Ok(resp)) => {
+            let mut guard = pools.lock().expect("lock not poisoned");
+            let st = guard.entry(pool.clone()).or_default();
+            st.granted = resp.granted;
+            // Counted from before the request left, so it ends no later than the
+            // leader's record of it.
+            st.expires = Some(sent + Duration::from_millis(resp.lease_ms));
+        }
+        Ok(Err(e)) => tracing::warn!("concurrency lease for {pool:?}: {e}"),
+        Err(_) => tracing::warn!("concurrency lease for {pool:?}: no answer in time"),
     }
 }
 
@@ -106,37 +307,37 @@ mod tests {
         Limits {
             account: "000000000000",
             region: "us-east-1",
-            function_arn: "arn:f",
+            function_name: "f",
             reserved,
             account_limit: 3,
             reserved_total: 1,
         }
     }
 
-    #[test]
-    fn reserved_is_a_cap_and_zero_throttles() {
+    #[tokio::test]
+    async fn reserved_is_a_cap_and_zero_throttles() {
         let a = Admission::default();
-        let s1 = a.admit(&limits(Some(1))).unwrap();
-        let err = a.admit(&limits(Some(1))).err().unwrap();
+        let s1 = a.admit(&limits(Some(1))).await.unwrap();
+        let err = a.admit(&limits(Some(1))).await.err().unwrap();
         assert_eq!(
             err.reason.as_deref(),
             Some("ReservedFunctionConcurrentInvocationLimitExceeded")
         );
         drop(s1);
         assert!(
-            a.admit(&limits(Some(1))).is_ok(),
+            a.admit(&limits(Some(1))).await.is_ok(),
             "a dropped slot is given back"
         );
-        assert!(a.admit(&limits(Some(0))).is_err());
+        assert!(a.admit(&limits(Some(0))).await.is_err());
     }
 
-    #[test]
-    fn unreserved_pool_excludes_reserved_capacity() {
+    #[tokio::test]
+    async fn unreserved_pool_excludes_reserved_capacity() {
         let a = Admission::default();
         // limit 3, 1 reserved elsewhere: 2 unreserved slots.
-        let _s1 = a.admit(&limits(None)).unwrap();
-        let _s2 = a.admit(&limits(None)).unwrap();
-        let err = a.admit(&limits(None)).err().unwrap();
+        let _s1 = a.admit(&limits(None)).await.unwrap();
+        let _s2 = a.admit(&limits(None)).await.unwrap();
+        let err = a.admit(&limits(None)).await.err().unwrap();
         assert_eq!(err.status, 429);
         assert_eq!(
             err.reason.as_deref(),

@@ -13,6 +13,8 @@
 //! - [`admission`]: concurrency limits: account-wide and reserved per function.
 //! - [`invoker`]: the boundary to workers ([`Invoker`]), and what crosses it.
 //! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
+//! - [`placement`]: which worker runs an invocation (warm first, then free memory).
+//! - [`remote`]: the cluster's [`Invoker`]: worker discovery, channels, retries.
 //! - [`api`]: one module per group of Lambda operations.
 //! - [`client`]: a small signed Lambda client for Nimbus's own tools, tests and benchmarks.
 #![forbid(unsafe_code)]
@@ -24,10 +26,13 @@ pub mod cache;
 pub mod client;
 pub mod error;
 pub mod invoker;
+pub mod placement;
+pub mod remote;
 pub mod resolve;
 pub mod server;
 pub mod sigv4;
 
 pub use error::ApiError;
 pub use invoker::{InvokeRequest, InvokeResult, InvokeTarget, Invoker};
+pub use remote::{RemoteConfig, RemoteInvoker};
 pub use server::{Gateway, GatewayConfig};

@@ -28,6 +28,9 @@ pub const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
 pub struct GatewayConfig {
     /// The region this gateway serves.
     pub region: String,
+    /// Admit against leases from the metadata leader (required when several gateways
+    /// serve one cluster); otherwise this gateway counts alone.
+    pub leased_admission: bool,
 }
 
 /// Shared state of one gateway.
@@ -59,15 +62,30 @@ impl Gateway {
         invoker: Arc<dyn Invoker>,
     ) -> Result<Arc<Self>, ClientError> {
         let cache = MetaCache::start(meta.clone()).await?;
-        Ok(Arc::new(Self {
+        Ok(Self::with_cache(meta, cache, config, invoker))
+    }
+
+    /// A gateway over an already started cache (the cluster's invoker shares it).
+    pub fn with_cache(
+        meta: MetaClient,
+        cache: Arc<MetaCache>,
+        config: GatewayConfig,
+        invoker: Arc<dyn Invoker>,
+    ) -> Arc<Self> {
+        let admission = if config.leased_admission {
+            Admission::leased(meta.clone())
+        } else {
+            Admission::local()
+        };
+        Arc::new(Self {
             meta,
             cache,
             region: config.region,
             invoker,
-            admission: Admission::default(),
+            admission,
             metrics: nimbus_telemetry::LambdaMetrics::new(),
             secrets: Mutex::default(),
-        }))
+        })
     }
 
     /// The Lambda API routes, every one behind Signature V4.

@@ -273,6 +273,18 @@ impl MetaClient {
         .await
     }
 
+    /// Asks the leader for concurrency slots (see [`crate::leases`]).
+    pub async fn acquire_lease(
+        &self,
+        req: pb::LeaseRequest,
+    ) -> Result<pb::LeaseResponse, ClientError> {
+        self.with_failover(|mut c| {
+            let req = req.clone();
+            async move { c.acquire_lease(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     pub async fn remove_member(&self, id: u64) -> Result<String, ClientError> {
         self.with_failover(|mut c| async move {
             c.remove_member(pb::RemoveMemberRequest { id })

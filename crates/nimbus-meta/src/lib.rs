@@ -25,6 +25,7 @@
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod leases;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

@@ -152,6 +152,7 @@ impl MetaNode {
             key,
             cfg.write_timeout,
         ));
+        ctx.track_leadership();
 
         let raft_svc = RaftServer::new(RaftService(ctx.clone()))
             .max_decoding_message_size(64 << 20)

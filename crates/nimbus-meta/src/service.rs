@@ -28,6 +28,9 @@ use crate::state_machine::{chunk_key, StateMachineStore};
 /// Header set on a write forwarded from a follower: the command is already sealed.
 const FORWARDED: &str = "x-nimbus-forwarded";
 
+/// How long a concurrency lease is valid; a crashed gateway's slots return after this.
+pub const LEASE: Duration = Duration::from_secs(3);
+
 /// Everything the services of one node share.
 pub struct NodeContext {
     pub id: NodeId,
@@ -40,6 +43,10 @@ pub struct NodeContext {
     pub write_timeout: Duration,
     /// Serializes membership changes on this node.
     admin_lock: Mutex<()>,
+    /// Concurrency leases handed to gateways while this node leads.
+    leases: std::sync::Mutex<crate::leases::Ledger>,
+    /// The term this node leads and since when (the lease ledger's warm-up counts from it).
+    leading_since: Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
     peers: std::sync::Mutex<HashMap<String, Channel>>,
 }
 
@@ -60,8 +67,108 @@ impl NodeContext {
             key,
             write_timeout,
             admin_lock: Mutex::new(()),
+            leases: std::sync::Mutex::new(crate::leases::Ledger::new(LEASE)),
+            leading_since: Arc::default(),
             peers: Default::default(),
         }
+    }
+
+    /// Confirms with a quorum (read-index round) that this node leads right now.
+    /// `Ok(None)`: it does. `Ok(Some(addr))`: forward to the leader at `addr`.
+    async fn confirm_leader(&self, forwarded: bool, what: &str) -> Result<Option<String>, Status> {
+        match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(unavailable(format!(
+                "{what} could not reach a quorum in time"
+            ))),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => {
+                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(unavailable("no metadata leader elected right now; retry"));
+                };
+                if forwarded || leader == self.id {
+                    return Err(unavailable("leadership is changing; retry"));
+                }
+                Ok(Some(node.addr))
+            }
+            Ok(Err(e)) => Err(unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Records when this node becomes leader of a term, from openraft's metrics.
+    pub fn track_leadership(&self) {
+        let mut rx = self.raft.metrics();
+        let since = self.leading_since.clone();
+        let id = self.id;
+        tokio::spawn(async move {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    let mut s = since.lock().expect("lock not poisoned");
+                    if m.current_leader == Some(id) {
+                        if s.is_none_or(|(t, _)| t != m.current_term) {
+                            *s = Some((m.current_term, std::time::Instant::now()));
+                        }
+                    } else {
+                        *s = None;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// A concurrency pool's capacity, from this node's state machine: a function's
+    /// reserved concurrency, or the account's limit minus everything reserved in the
+    /// region.
+    fn pool_capacity(&self, req: &pb::LeaseRequest) -> Result<u32, Status> {
+        use nimbus_types::{keys, Entity, FunctionKey, QueryOutput};
+        let get = |key: String| match self.sm.query(&Query::Get { key }) {
+            Ok(QueryOutput::Entity(e)) => Ok(e),
+            Ok(_) => Ok(None),
+            Err(e) => Err(Status::internal(e.to_string())),
+        };
+        if !req.function_name.is_empty() {
+            let key = FunctionKey {
+                account_id: req.account_id.clone(),
+                region: req.region.clone(),
+                name: req.function_name.clone(),
+            };
+            return match get(keys::function(&key))? {
+                Some(Entity::Function(f)) => Ok(f.reserved_concurrency.unwrap_or(0)),
+                _ => Ok(0),
+            };
+        }
+        let limit = match get(keys::account(&req.account_id))? {
+            Some(Entity::Account(a)) => {
+                a.limits
+                    .get(&req.region)
+                    .copied()
+                    .unwrap_or_default()
+                    .concurrent_executions
+            }
+            _ => return Ok(0),
+        };
+        let functions = match self.sm.query(&Query::List {
+            prefix: keys::functions_of(&req.account_id, &req.region),
+            start_after: None,
+            limit: u32::MAX,
+        }) {
+            Ok(QueryOutput::Entities(v)) => v,
+            Ok(_) => vec![],
+            Err(e) => return Err(Status::internal(e.to_string())),
+        };
+        let reserved: u32 = functions
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Entity::Function(f) => f.reserved_concurrency,
+                _ => None,
+            })
+            .sum();
+        Ok(limit.saturating_sub(reserved))
     }
 
     fn peer(&self, addr: &str) -> Result<MetadataClient<Channel>, Status> {
@@ -287,28 +394,11 @@ impl pb::metadata_server::Metadata for MetadataService {
         let query: Query =
             decode(&req.query).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if req.linearizable {
-            match tokio::time::timeout(ctx.write_timeout, ctx.raft.ensure_linearizable()).await {
-                Err(_) => {
-                    return Err(unavailable(
-                        "linearizable read could not reach a quorum in time",
-                    ))
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(RaftError::APIError(
-                    openraft::error::CheckIsLeaderError::ForwardToLeader(f),
-                ))) => {
-                    let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
-                        return Err(unavailable("no metadata leader elected right now; retry"));
-                    };
-                    if forwarded || leader == ctx.id {
-                        return Err(unavailable("leadership is changing; retry"));
-                    }
-                    let mut fwd = Request::new(req);
-                    fwd.metadata_mut()
-                        .insert(FORWARDED, "1".parse().expect("static header value"));
-                    return ctx.peer(&node.addr)?.read(fwd).await;
-                }
-                Ok(Err(e)) => return Err(unavailable(format!("raft: {e}"))),
+            if let Some(leader) = ctx.confirm_leader(forwarded, "linearizable read").await? {
+                let mut fwd = Request::new(req);
+                fwd.metadata_mut()
+                    .insert(FORWARDED, "1".parse().expect("static header value"));
+                return ctx.peer(&leader)?.read(fwd).await;
             }
         }
         let revision = *ctx.sm.applied_index().borrow();
@@ -533,6 +623,57 @@ impl pb::metadata_server::Metadata for MetadataService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn acquire_lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let ctx = &self.0;
+        let forwarded = req.metadata().contains_key(FORWARDED);
+        let req = req.into_inner();
+        // Leadership is confirmed with a quorum before every grant, so a deposed leader
+        // that has not noticed yet cannot hand out slots (see crate::leases).
+        if let Some(leader) = ctx.confirm_leader(forwarded, "lease").await? {
+            let mut fwd = Request::new(req);
+            fwd.metadata_mut()
+                .insert(FORWARDED, "1".parse().expect("static header value"));
+            return ctx.peer(&leader)?.acquire_lease(fwd).await;
+        }
+        let term = ctx.raft.metrics().borrow().current_term;
+        let since = match *ctx.leading_since.lock().expect("lock not poisoned") {
+            Some((t, since)) if t == term => since,
+            // Not seen yet by the tracker: count from now, which is only later (safer).
+            _ => std::time::Instant::now(),
+        };
+        let capacity = ctx.pool_capacity(&req)?;
+        let (pool, want) = if req.function_name.is_empty() {
+            (format!("u/{}/{}", req.account_id, req.region), req.want)
+        } else {
+            (
+                format!("r/{}/{}/{}", req.account_id, req.region, req.function_name),
+                req.want,
+            )
+        };
+        let now = std::time::Instant::now();
+        let mut ledger = ctx.leases.lock().expect("lock not poisoned");
+        ledger.observe_term(term, since);
+        let granted = ledger.grant(
+            now,
+            &crate::leases::LeaseRequest {
+                gateway: req.gateway_id,
+                pool,
+                capacity,
+                want,
+                in_use: req.in_use,
+                held: req.held,
+            },
+        );
+        Ok(Response::new(pb::LeaseResponse {
+            granted,
+            lease_ms: ledger.lease().as_millis() as u64,
+            capacity,
+        }))
     }
 
     async fn node_status(

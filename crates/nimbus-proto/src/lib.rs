@@ -7,3 +7,8 @@
 pub mod meta {
     tonic::include_proto!("nimbus.meta.v1");
 }
+
+/// `nimbus.worker.v1`: gateways invoking functions on workers.
+pub mod worker {
+    tonic::include_proto!("nimbus.worker.v1");
+}

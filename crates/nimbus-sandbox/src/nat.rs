@@ -16,6 +16,11 @@ use crate::network::NetworkError;
 
 /// Host interfaces of environments are named `nmb<N>`; the firewall matches the prefix.
 pub const HOST_IFACE_PREFIX: &str = "nmb";
+/// The host-side interface of link `index` in the pool whose second octet is `b`.
+fn iface_name(b: u8, index: u32) -> String {
+    format!("{HOST_IFACE_PREFIX}{b}x{index}")
+}
+
 /// Largest link index: a /16 holds 16,384 /30 links.
 const MAX_LINKS: u32 = 16_383;
 
@@ -49,6 +54,9 @@ pub struct NatNetwork {
 #[derive(Debug)]
 pub struct NatLink {
     index: u32,
+    /// Host-side interface, `nmb<B>x<N>` (B: the pool's second octet, so workers with
+    /// different pools on one host never share a name).
+    host_iface: String,
     /// Host end of the /30 (the environment's default gateway).
     pub host_addr: Ipv4Addr,
     /// The environment's own address.
@@ -63,7 +71,7 @@ impl NatLink {
         let _ = std::fs::remove_file(&self.resolv_conf);
         // The veth pair died with the namespace; make sure, then free the index.
         let _ = Command::new("ip")
-            .args(["link", "del", &format!("{HOST_IFACE_PREFIX}{}", self.index)])
+            .args(["link", "del", &self.host_iface])
             .stderr(Stdio::null())
             .status();
         self.used
@@ -120,7 +128,6 @@ impl NatNetwork {
                 detail: e.to_string(),
             }
         })?;
-        let [a, b] = config.pool;
         let dns = config.dns_resolver;
         let p = HOST_IFACE_PREFIX;
         // Our chains run before iptables' (priority -10 < 0) and drop what
@@ -151,7 +158,7 @@ table inet nimbus {{
   }}
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
-    ip saddr {a}.{b}.0.0/16 oifname != "{p}*" masquerade
+    iifname "{p}*" oifname != "{p}*" masquerade
   }}
 }}
 "#
@@ -179,26 +186,30 @@ table inet nimbus {{
 
     /// Reserves a link for environment `id`.
     pub(crate) fn allocate(&self, id: &str, state_dir: &Path) -> Result<NatLink, NetworkError> {
+        let [a, b] = self.config.pool;
         let index = {
             let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
             // Skip links that exist on the host even if this pool did not
             // create them (another jail in the same process, a crashed worker).
+            // Several workers on one host must use different pools (--nat-pool): names
+            // and addresses derive from the pool, so theirs never collide.
             let index = (1..=MAX_LINKS)
                 .find(|i| {
                     !used.contains(i)
-                        && !Path::new(&format!("/sys/class/net/{HOST_IFACE_PREFIX}{i}")).exists()
+                        && !Path::new(&format!("/sys/class/net/{}", iface_name(b, *i))).exists()
                 })
                 .ok_or(NetworkError::PoolExhausted)?;
             used.insert(index);
             index
         };
-        let [a, b] = self.config.pool;
+
         let base = u32::from(Ipv4Addr::new(a, b, 0, 0)) + index * 4;
         let dir = state_dir.join("net");
         let _ = std::fs::create_dir_all(&dir);
         let resolv_conf = dir.join(format!("{id}.resolv.conf"));
         let link = NatLink {
             index,
+            host_iface: iface_name(b, index),
             host_addr: Ipv4Addr::from(base + 1),
             env_addr: Ipv4Addr::from(base + 2),
             resolv_conf,
@@ -217,8 +228,9 @@ table inet nimbus {{
 
     /// Creates the veth pair and moves one end into the namespace of `pid`.
     pub(crate) fn connect(&self, link: &NatLink, pid: i32) -> Result<(), NetworkError> {
-        let host = format!("{HOST_IFACE_PREFIX}{}", link.index);
-        let peer = format!("{HOST_IFACE_PREFIX}p{}", link.index);
+        let host = link.host_iface.clone();
+        // The peer lives in the host namespace only until it is moved and renamed eth0.
+        let peer = format!("nmp{}", &host[HOST_IFACE_PREFIX.len()..]);
         let _ = Command::new("ip")
             .args(["link", "del", &host])
             .stderr(Stdio::null())

@@ -338,7 +338,11 @@ pub(crate) fn child_report(err_read: &OwnedFd, plan: &ChildPlan) -> Option<Sandb
         nix::poll::PollFlags::POLLIN,
     )];
     // Give a child that is failing right now a moment to say why.
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).ok()?;
+    // Nothing to read yet means the child is still alive and silent (it may be waiting
+    // for the go signal): reading now would block forever.
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).ok()? == 0 {
+        return None;
+    }
     let mut buf = [0u8; 8];
     let n = nix::unistd::read(err_read, &mut buf).ok()?;
     decode_report(&buf[..n], Some(plan))

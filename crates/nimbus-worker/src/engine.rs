@@ -115,6 +115,8 @@ impl Engine {
                 })
             }
             Acquire::Cold { evicted } => {
+                // If the caller goes away mid-start, the reservation is given back.
+                let mut guard = Reservation::starting(&self.inner, spec.memory_mb);
                 for e in evicted {
                     e.shutdown().await;
                 }
@@ -135,14 +137,17 @@ impl Engine {
                 .await
                 {
                     Ok(env) => {
+                        guard.disarm();
                         self.inner.pool().started_busy();
                         env
                     }
                     Err(StartError::Engine(e)) => {
+                        guard.disarm();
                         self.inner.pool().start_failed(spec.memory_mb);
                         return Err(e);
                     }
                     Err(StartError::Init(failure)) => {
+                        guard.disarm();
                         self.inner.pool().start_failed(spec.memory_mb);
                         return Ok(init_failure_outcome(spec, inv, failure));
                     }
@@ -165,7 +170,11 @@ impl Engine {
         if let Some(sc) = nimbus_telemetry::propagation::span_context(&span) {
             inv.trace_id = Some(nimbus_telemetry::propagation::amzn_trace_id(&sc));
         }
+        // If the caller goes away mid-invocation (a gateway died), the future is dropped
+        // here: the environment is killed by its Drop and the guard gives its memory back.
+        let mut guard = Reservation::busy(&self.inner, env.memory_mb);
         let (outcome, healthy) = env.invoke(spec, inv).instrument(span.clone()).await;
+        guard.disarm();
         if outcome.status != InvokeStatus::Ok {
             span.record("otel.status_code", "ERROR");
         }
@@ -230,6 +239,11 @@ impl Engine {
         self.inner.pool().metrics()
     }
 
+    /// Revisions with an idle warm environment right now (for placement).
+    pub fn warm_revisions(&self) -> Vec<String> {
+        self.inner.pool().warm_revisions()
+    }
+
     /// Stops the reaper and shuts down every idle environment; busy ones are
     /// shut down when their invocation ends.
     pub async fn shutdown(&self) {
@@ -278,6 +292,51 @@ impl Engine {
             ));
         }
         Ok(())
+    }
+}
+
+/// Gives a starting or busy environment's share of the pool back if the invocation's
+/// future is dropped before it finishes (the caller disconnected).
+struct Reservation<'a> {
+    inner: &'a Inner,
+    memory_mb: u64,
+    starting: bool,
+    armed: bool,
+}
+
+impl<'a> Reservation<'a> {
+    fn starting(inner: &'a Inner, memory_mb: u64) -> Self {
+        Self {
+            inner,
+            memory_mb,
+            starting: true,
+            armed: true,
+        }
+    }
+
+    fn busy(inner: &'a Inner, memory_mb: u64) -> Self {
+        Self {
+            inner,
+            memory_mb,
+            starting: false,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if self.starting {
+                self.inner.pool().start_failed(self.memory_mb);
+            } else {
+                self.inner.pool().discard(self.memory_mb);
+            }
+        }
     }
 }
 

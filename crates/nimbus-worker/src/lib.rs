@@ -25,7 +25,10 @@
 //! * [`metrics`]     — the pool as Prometheus metrics.
 //! * [`runtimes`]    — runtime identifiers → what to exec; bundled Python/Node bootstraps.
 //! * [`error`]       — [`EngineError`].
+//! * [`code_cache`]  — code packages fetched by hash, verified, unpacked once, evicted.
+//! * [`node`]        — `nimbus worker`: registration, heartbeat, the gRPC service.
 
+pub mod code_cache;
 pub mod config;
 pub mod engine;
 mod environment;
@@ -33,6 +36,7 @@ pub mod error;
 pub mod function;
 pub mod logs;
 pub mod metrics;
+pub mod node;
 pub mod pool;
 pub mod runtime_api;
 pub mod runtimes;

@@ -180,6 +180,19 @@ impl Pool {
         out
     }
 
+    /// Revisions (see [`crate::FunctionSpec::revision`]) with at least one idle environment.
+    pub(crate) fn warm_revisions(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .idle
+            .iter()
+            .filter(|(_, envs)| !envs.is_empty())
+            .map(|(k, _)| k.revision.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub(crate) fn metrics(&self) -> PoolMetrics {
         PoolMetrics {
             warm: self.idle.values().map(Vec::len).sum(),

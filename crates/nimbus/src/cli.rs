@@ -40,8 +40,15 @@ impl From<LogFormat> for nimbus_telemetry::LogFormat {
 pub enum Command {
     /// Run a metadata node (Raft-replicated store of functions, versions, aliases, code, limits).
     Meta(MetaArgs),
+    /// Run a gateway: the Lambda API, admission and placement (stateless; run several).
+    Gateway(GatewayArgs),
+    /// Run a worker node: execution environments for the functions, served to gateways.
+    Worker(WorkerArgs),
     /// Run a metadata node, a gateway and a worker in one process, for development.
     Dev(DevArgs),
+    /// Manage accounts and their access keys.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Administer a metadata cluster: status, add or remove members.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -52,8 +59,10 @@ impl Command {
     pub fn service_name(&self) -> &'static str {
         match self {
             Command::Meta(_) => "nimbus-meta",
+            Command::Gateway(_) => "nimbus-gateway",
+            Command::Worker(_) => "nimbus-worker",
             Command::Dev(_) => "nimbus-dev",
-            Command::Cluster(_) => "nimbus-cli",
+            Command::Cluster(_) | Command::Account(_) => "nimbus-cli",
         }
     }
 }
@@ -102,6 +111,104 @@ pub struct MetaArgs {
     /// Serve Prometheus metrics (`GET /metrics`) on this address. Off when omitted.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// The Lambda API address (`aws --endpoint-url http://ADDR`).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Metadata node addresses, comma-separated.
+    #[arg(long, default_value = "127.0.0.1:17001")]
+    pub meta: String,
+    /// The region this gateway serves (its workers are the region's workers).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// A worker whose last heartbeat is older than this many seconds is considered dead.
+    #[arg(long, default_value_t = 10)]
+    pub worker_stale_secs: u64,
+    /// Stable id of this gateway for async-event claims (a gateway restarted with the
+    /// same id takes its claims back at once). Default: a new random id per start. Two
+    /// live gateways must never share one.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Wait before retrying an async (`Event`) invocation after a function error, in
+    /// milliseconds; the second retry waits twice as long (Lambda: about one minute).
+    #[arg(long, default_value_t = 60_000)]
+    pub async_retry_delay_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Where code packages, runtimes, sandboxes and the worker's identity live.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address gateways connect to (gRPC).
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    pub listen: SocketAddr,
+    /// Address gateways should dial, when it differs from --listen (e.g. behind NAT).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Metadata node addresses, comma-separated.
+    #[arg(long, default_value = "127.0.0.1:17001")]
+    pub meta: String,
+    /// The region this worker serves.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Availability zone of this worker.
+    #[arg(long, conflicts_with = "edge_location")]
+    pub zone: Option<String>,
+    /// Edge location of this worker (for functions placed near their callers).
+    #[arg(long)]
+    pub edge_location: Option<String>,
+    /// Memory that execution environments may reserve in total, in MB.
+    #[arg(long, default_value_t = 4096)]
+    pub memory_mb: u64,
+    /// Shut down an execution environment after this many idle seconds.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout_secs: u64,
+    /// Report capacity to the metadata cluster this often, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+    /// Network for environments: `nat` (outbound TCP through NAT, DNS to --dns-resolver
+    /// only, nothing inbound) or `none` (loopback only).
+    #[arg(long, value_enum, default_value_t = NetworkArg::Nat)]
+    pub network: NetworkArg,
+    /// The one DNS resolver environments may query (with --network nat).
+    #[arg(long, default_value = "1.1.1.1")]
+    pub dns_resolver: std::net::Ipv4Addr,
+    /// First two octets of the /16 environments' links come from (with --network nat).
+    /// Workers sharing one host must each use their own.
+    #[arg(long, default_value = "100.96", value_parser = parse_pool)]
+    pub nat_pool: [u8; 2],
+    /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
+    #[arg(long)]
+    pub insecure_no_isolation: bool,
+}
+
+#[derive(Clone, Debug, ValueEnum)]
+pub enum NetworkArg {
+    Nat,
+    None,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Create an account with an access key in a region (idempotent).
+    Create {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        /// The 12-digit account id.
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        access_key_id: String,
+        /// The secret; prefer the environment variable so it stays out of `ps`.
+        #[arg(long, env = "NIMBUS_SECRET_ACCESS_KEY", hide_env_values = true)]
+        secret_access_key: String,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -182,4 +289,16 @@ pub enum ClusterCommand {
 pub enum Output {
     Text,
     Json,
+}
+
+/// `A.B` → the first two octets of a /16.
+fn parse_pool(s: &str) -> Result<[u8; 2], String> {
+    let (a, b) = s
+        .split_once('.')
+        .ok_or_else(|| format!("expected A.B (e.g. 100.96), got {s:?}"))?;
+    let octet = |x: &str| {
+        x.parse::<u8>()
+            .map_err(|_| format!("{x:?} is not an octet (0-255)"))
+    };
+    Ok([octet(a)?, octet(b)?])
 }

@@ -3,6 +3,7 @@
 //! region us-east-1 and access key `test` / secret `test`.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +11,6 @@ use nimbus_gateway::{Gateway, GatewayConfig};
 use nimbus_meta::node::{MetaNode, NodeConfig};
 use nimbus_meta::MetaClient;
 use nimbus_telemetry::MetricsRegistry;
-use nimbus_types::{AccessKey, Command};
 
 use crate::cli::DevArgs;
 use crate::local_worker::LocalInvoker;
@@ -59,13 +59,26 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     };
     engine_cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     let engine = nimbus_worker::Engine::new(engine_cfg).context("starting the worker engine")?;
-    let invoker = LocalInvoker::new(engine, meta.clone(), data.join("code"));
-    std::fs::create_dir_all(data.join("code"))?;
+    let invoker = LocalInvoker::new(engine, meta.clone(), data.join("code"))
+        .context("preparing the code cache")?;
+    {
+        // Unpacked code no environment can use any more is removed in the background.
+        let invoker = Arc::downgrade(&invoker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(inv) = invoker.upgrade() else { break };
+                inv.evict_unused_code();
+            }
+        });
+    }
 
     let gateway = Gateway::new(
         meta,
         GatewayConfig {
             region: args.region.clone(),
+            leased_admission: false,
         },
         invoker.clone(),
     )
@@ -111,19 +124,5 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
 
 /// The dev account, region and access key; idempotent.
 async fn bootstrap(meta: &MetaClient, region: &str) -> anyhow::Result<()> {
-    meta.write(Command::PutAccount {
-        account_id: DEV_ACCOUNT.into(),
-    })
-    .await?;
-    meta.write(Command::PutRegion {
-        name: region.into(),
-    })
-    .await?;
-    let key = AccessKey {
-        access_key_id: DEV_ACCESS_KEY.into(),
-        account_id: DEV_ACCOUNT.into(),
-        secret_ciphertext: DEV_SECRET.as_bytes().to_vec(),
-    };
-    meta.write(Command::PutAccessKey { key }).await?;
-    Ok(())
+    crate::account_cmd::create(meta, DEV_ACCOUNT, DEV_ACCESS_KEY, DEV_SECRET, region).await
 }

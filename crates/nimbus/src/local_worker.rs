@@ -1,98 +1,34 @@
 //! An in-process worker for `nimbus dev`: the gateway's [`Invoker`] backed directly by a
-//! `nimbus_worker::Engine`, with code packages fetched from the metadata store, verified,
-//! and unpacked once into a shared read-only cache.
+//! `nimbus_worker::Engine`, with code packages from the worker's `CodeCache`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use nimbus_gateway::{ApiError, InvokeRequest, InvokeResult, InvokeTarget, Invoker};
 use nimbus_meta::MetaClient;
+use nimbus_worker::code_cache::{CodeCache, CodeError};
 use nimbus_worker::{Engine, FunctionSpec, Invocation, InvokeStatus};
-use tokio::sync::Mutex;
 
 /// Runs invocations on this process's execution environments.
 pub struct LocalInvoker {
     pub engine: Engine,
-    meta: MetaClient,
-    code_root: PathBuf,
-    /// Serializes unpacking so two cold starts of one package unpack it once.
-    unpack_lock: Mutex<()>,
+    code: CodeCache,
 }
 
 impl LocalInvoker {
-    pub fn new(engine: Engine, meta: MetaClient, code_root: PathBuf) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(engine: Engine, meta: MetaClient, code_root: PathBuf) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
             engine,
-            meta,
-            code_root,
-            unpack_lock: Mutex::new(()),
-        })
+            code: CodeCache::new(code_root, meta)?,
+        }))
     }
 
-    /// The unpacked package, fetched and verified on first use.
-    async fn code_dir(&self, sha256: &str, revision: u64) -> Result<PathBuf, ApiError> {
-        let dir = self
-            .code_root
-            .join(sha256.replace('/', "_").replace('+', "-"));
-        if dir.exists() {
-            return Ok(dir);
-        }
-        let _guard = self.unpack_lock.lock().await;
-        if dir.exists() {
-            return Ok(dir);
-        }
-        let zip = self
-            .meta
-            .fetch_code(sha256, revision)
-            .await
-            .map_err(|e| ApiError::service(format!("fetching code: {e}")))?;
-        let tmp = self
-            .code_root
-            .join(format!(".unpack-{}", uuid::Uuid::new_v4().simple()));
-        let (tmp2, dir2) = (tmp.clone(), dir.clone());
-        tokio::task::spawn_blocking(move || {
-            unpack(&zip, &tmp2).and_then(|_| std::fs::rename(&tmp2, &dir2))
-        })
-        .await
-        .map_err(|e| ApiError::service(e.to_string()))?
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp);
-            ApiError::new(
-                502,
-                "InvalidZipFileException",
-                format!("Lambda was unable to unzip the deployment package: {e}"),
-            )
-        })?;
-        Ok(dir)
+    /// Removes code packages no environment can still use (see `CodeCache`).
+    pub fn evict_unused_code(&self) -> usize {
+        self.code.evict_unused(self.engine.config().idle_timeout)
     }
-}
-
-/// Unzips into `dir` (the zip crate refuses entries that escape it) and makes everything
-/// readable by the sandbox's unprivileged user, keeping execute bits.
-fn unpack(zip: &[u8], dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(std::io::Error::other)?;
-    archive.extract(dir).map_err(std::io::Error::other)?;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&p)?;
-        if meta.is_dir() {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
-            for e in std::fs::read_dir(&p)? {
-                stack.push(e?.path());
-            }
-        } else if meta.is_file() {
-            let exec = meta.permissions().mode() & 0o111 != 0;
-            std::fs::set_permissions(
-                &p,
-                std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
-            )?;
-        }
-    }
-    Ok(())
 }
 
 impl Invoker for LocalInvoker {
@@ -103,8 +39,15 @@ impl Invoker for LocalInvoker {
     ) -> BoxFuture<'a, Result<InvokeResult, ApiError>> {
         Box::pin(async move {
             let code_dir = self
-                .code_dir(&target.code.sha256, target.code_revision)
-                .await?;
+                .code
+                .get(&target.code.sha256, target.code_revision)
+                .await
+                .map_err(|e| match e {
+                    CodeError::Unzip(_) => {
+                        ApiError::new(502, "InvalidZipFileException", e.to_string())
+                    }
+                    CodeError::Fetch { .. } => ApiError::service(e.to_string()),
+                })?;
             let c = &target.config;
             let spec = FunctionSpec {
                 function_name: target.key.name.clone(),

@@ -1,15 +1,20 @@
 //! `nimbus`: every node role and the client commands, in one binary.
 //!
 //! Layout: [`cli`] declares the commands and flags; [`meta_cmd`] runs a metadata node;
+//! [`gateway_cmd`] a gateway; [`worker_cmd`] a worker node; [`account_cmd`] manages
+//! accounts and access keys;
 //! [`dev_cmd`] runs meta + gateway + worker in one process, with [`local_worker`]
 //! connecting the gateway to an in-process worker engine; [`cluster_cmd`] is the cluster
 //! administration client. Logs, traces and metrics are set up by `nimbus-telemetry`.
 
+mod account_cmd;
 mod cli;
 mod cluster_cmd;
 mod dev_cmd;
+mod gateway_cmd;
 mod local_worker;
 mod meta_cmd;
+mod worker_cmd;
 
 use clap::Parser;
 
@@ -40,7 +45,10 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             cli::Command::Meta(args) => meta_cmd::run(args, metrics).await,
+            cli::Command::Gateway(args) => gateway_cmd::run(args).await,
+            cli::Command::Worker(args) => worker_cmd::run(args).await,
             cli::Command::Dev(args) => dev_cmd::run(args, metrics).await,
+            cli::Command::Account(cmd) => account_cmd::run(cmd).await,
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
         }
     });

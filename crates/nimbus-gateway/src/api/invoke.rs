@@ -179,23 +179,24 @@ async fn run(
     }
 
     let (limits, reserved_total, _, _) = super::settings::account_limits(&gw, &caller.account_id);
-    let function_arn = named.key.arn();
-    let admitted = tracing::info_span!("admission", otel.name = "Admission").in_scope(|| {
-        gw.admission.admit(&Limits {
+    let admitted = gw
+        .admission
+        .admit(&Limits {
             account: &caller.account_id,
             region: &gw.region,
-            function_arn: &function_arn,
+            function_name: &named.key.name,
             reserved: function.reserved_concurrency,
             account_limit: limits.concurrent_executions,
             reserved_total,
         })
-    });
-    let _slot = admitted.inspect_err(|e| {
+        .instrument(tracing::info_span!("admission", otel.name = "Admission"))
+        .await;
+    let slot = admitted.inspect_err(|e| {
         if e.status == 429 {
             gw.metrics.throttled(&labels);
         }
     })?;
-    let _running = gw
+    let running = gw
         .metrics
         .running(&labels, function.reserved_concurrency.is_none());
 
@@ -215,15 +216,22 @@ async fn run(
         trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
     };
     let started = Instant::now();
-    let result = gw
-        .invoker
-        .invoke(&target, request)
-        .instrument(tracing::info_span!(
-            "place_and_invoke",
-            otel.name = "Place and invoke",
-            otel.kind = "client",
-        ))
-        .await?;
+    // The invocation runs to its end even if the caller disconnects (as on Lambda), and
+    // keeps its concurrency slot until then.
+    let invoker = gw.invoker.clone();
+    let span = tracing::info_span!(
+        "place_and_invoke",
+        otel.name = "Place and invoke",
+        otel.kind = "client",
+    );
+    let result = tokio::spawn(async move {
+        let result = invoker.invoke(&target, request).instrument(span).await;
+        drop(slot);
+        drop(running);
+        result
+    })
+    .await
+    .map_err(|e| ApiError::service(format!("invocation task failed: {e}")))??;
     gw.metrics
         .invoked(&labels, started.elapsed(), result.function_error.is_some());
     if result.payload.len() > SYNC_PAYLOAD_MAX {

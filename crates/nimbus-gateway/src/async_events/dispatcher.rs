@@ -199,15 +199,18 @@ impl Dispatcher {
 
         let (limits, reserved_total, _, _) =
             crate::api::settings::account_limits(&self.gw, &event.key.account_id);
-        let function_arn = event.key.arn();
-        let slot = self.gw.admission.admit(&Limits {
-            account: &event.key.account_id,
-            region: &event.key.region,
-            function_arn: &function_arn,
-            reserved: function.reserved_concurrency,
-            account_limit: limits.concurrent_executions,
-            reserved_total,
-        });
+        let slot = self
+            .gw
+            .admission
+            .admit(&Limits {
+                account: &event.key.account_id,
+                region: &event.key.region,
+                function_name: &event.key.name,
+                reserved: function.reserved_concurrency,
+                account_limit: limits.concurrent_executions,
+                reserved_total,
+            })
+            .await;
         // Observability (issue 5): the event's age, Lambda's counts, and a span that
         // continues the trace of the request that queued the event.
         let labels = nimbus_telemetry::FunctionLabels::new(

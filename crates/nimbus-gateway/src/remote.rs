@@ -1,0 +1,336 @@
+//! The cluster gateway's [`Invoker`]: runs invocations on worker nodes over gRPC.
+//!
+//! Workers are discovered from the metadata cache (their registration and heartbeats are
+//! replicated records); a worker whose heartbeat is older than `stale_after` is taken as
+//! dead. The gateway keeps one lazily connected, long-lived HTTP/2 channel per worker and
+//! multiplexes every invocation to it over that channel.
+//!
+//! Retries follow Lambda's contract for synchronous calls: an attempt that never reached
+//! an execution environment (worker unreachable, full, draining, or unable to set up its
+//! sandbox) is retried on the next worker in placement order; one that may have run is
+//! not, and the caller gets a `ServiceException`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use nimbus_proto::worker as pb;
+use nimbus_proto::worker::worker_client::WorkerClient;
+use nimbus_types::{keys, Entity, Worker};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cache::MetaCache;
+use crate::error::ApiError;
+use crate::invoker::{InvokeRequest, InvokeResult, InvokeTarget, Invoker};
+use crate::placement::{self, Candidate};
+
+/// Metadata keys set by workers on errors (see `nimbus_worker::node`).
+const NOT_STARTED: &str = "x-nimbus-not-started";
+const ERROR_TYPE: &str = "x-nimbus-error-type";
+/// Largest gRPC message: a 6 MB payload plus its envelope.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Lambda's limit on Init, which a cold start may add to the function's timeout.
+const INIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// How the remote invoker behaves.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The region whose workers serve this gateway.
+    pub region: String,
+    /// A worker whose last heartbeat is older than this is considered dead.
+    pub stale_after: Duration,
+    /// Workers tried per invocation, at most.
+    pub max_attempts: usize,
+    /// How long a worker that refused a connection is skipped.
+    pub suspect_for: Duration,
+}
+
+impl RemoteConfig {
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            stale_after: Duration::from_secs(10),
+            max_attempts: 3,
+            suspect_for: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What this gateway has learned about a worker beyond its heartbeat record.
+#[derive(Default)]
+struct Local {
+    client: Option<(String, WorkerClient<Channel>)>,
+    /// The load it reported with its last response, and when.
+    load: Option<(Instant, pb::WorkerLoad)>,
+    suspect_until: Option<Instant>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Runs invocations on the region's worker nodes.
+pub struct RemoteInvoker {
+    config: RemoteConfig,
+    cache: Arc<MetaCache>,
+    workers: Mutex<HashMap<String, Local>>,
+}
+
+struct InFlight(Arc<AtomicUsize>);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RemoteInvoker {
+    pub fn new(cache: Arc<MetaCache>, config: RemoteConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            cache,
+            workers: Mutex::default(),
+        })
+    }
+
+    /// Live workers of the region, per the metadata cache.
+    pub fn live_workers(&self) -> Vec<Worker> {
+        let now = now_ms();
+        let stale = self.config.stale_after.as_millis() as u64;
+        self.cache
+            .list(&keys::worker(""), None, usize::MAX)
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Entity::Worker(w) => Some(w),
+                _ => None,
+            })
+            .filter(|w| w.region == self.config.region)
+            .filter(|w| now.saturating_sub(w.last_heartbeat_ms) <= stale)
+            .collect()
+    }
+
+    /// Placement order for `revision_id`, with each worker's address.
+    fn plan(&self, revision_id: &str) -> Vec<(Candidate, String)> {
+        let live = self.live_workers();
+        let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut addrs = HashMap::new();
+        let mut candidates = Vec::new();
+        for w in live {
+            let local = locals.entry(w.id.clone()).or_default();
+            if local.suspect_until.is_some_and(|t| t > now) {
+                continue;
+            }
+            // The worker's own report on a recent response is fresher than its heartbeat.
+            let (free_mb, warm) = match &local.load {
+                Some((at, load)) if now.duration_since(*at) < self.config.stale_after => (
+                    load.memory_total_mb.saturating_sub(load.memory_reserved_mb),
+                    load.warm_revisions.iter().any(|r| r == revision_id),
+                ),
+                _ => (w.memory_total_mb.saturating_sub(w.memory_used_mb), false),
+            };
+            candidates.push(Candidate {
+                id: w.id.clone(),
+                free_mb,
+                warm,
+                in_flight: local.in_flight.load(Ordering::SeqCst),
+            });
+            addrs.insert(w.id.clone(), w.addr.clone());
+        }
+        placement::order(candidates)
+            .into_iter()
+            .map(|c| {
+                let addr = addrs.remove(&c.id).unwrap_or_default();
+                (c, addr)
+            })
+            .collect()
+    }
+
+    /// The worker's channel (created lazily, reused for every later call) and a guard
+    /// counting the call as in flight.
+    fn client(&self, id: &str, addr: &str) -> Result<(WorkerClient<Channel>, InFlight), ApiError> {
+        let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let local = locals.entry(id.to_string()).or_default();
+        let client = match &local.client {
+            Some((a, c)) if a == addr => c.clone(),
+            _ => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| ApiError::service(format!("worker {id} address {addr}: {e}")))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_while_idle(true);
+                let c = WorkerClient::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                local.client = Some((addr.to_string(), c.clone()));
+                c
+            }
+        };
+        local.in_flight.fetch_add(1, Ordering::SeqCst);
+        Ok((client, InFlight(local.in_flight.clone())))
+    }
+
+    fn record_load(&self, id: &str, load: Option<pb::WorkerLoad>) {
+        if let Some(load) = load {
+            let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            locals.entry(id.to_string()).or_default().load = Some((Instant::now(), load));
+        }
+    }
+
+    fn suspect(&self, id: &str) {
+        let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let local = locals.entry(id.to_string()).or_default();
+        local.suspect_until = Some(Instant::now() + self.config.suspect_for);
+        local.load = None;
+    }
+}
+
+fn spec(target: &InvokeTarget) -> pb::FunctionSpec {
+    let c = &target.config;
+    pb::FunctionSpec {
+        account_id: target.key.account_id.clone(),
+        function_name: target.key.name.clone(),
+        version: target.version.clone(),
+        invoked_arn: target.invoked_arn.clone(),
+        runtime: c.runtime.clone(),
+        handler: c.handler.clone(),
+        memory_mb: u64::from(c.memory_mb),
+        timeout_ms: u64::from(c.timeout_s) * 1000,
+        ephemeral_mb: u64::from(c.ephemeral_storage_mb),
+        environment: c
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        revision_id: target.revision_id.clone(),
+        code_sha256: target.code.sha256.clone(),
+        code_revision: target.code_revision,
+    }
+}
+
+/// How a failed attempt is handled.
+enum Failure {
+    /// Nothing ran: try the next worker (with this error if none is left).
+    Retry(ApiError),
+    /// Final: the caller gets this.
+    Fail(ApiError),
+}
+
+/// Whether the error chain shows the connection was never established.
+fn is_connect_failure(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("tcp connect error") || text.contains("error trying to connect") {
+            return true;
+        }
+        source = e.source();
+    }
+    status.code() == tonic::Code::Unavailable && status.message().contains("tcp connect error")
+}
+
+fn classify(worker: &str, status: tonic::Status) -> Failure {
+    let meta = status.metadata();
+    if meta.get(NOT_STARTED).is_some() {
+        let error_type = meta
+            .get(ERROR_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("ServiceException")
+            .to_string();
+        let http = match error_type.as_str() {
+            "InvalidParameterValueException" => 400,
+            "RequestTooLargeException" => 413,
+            "InvalidZipFileException" => 502,
+            _ => 500,
+        };
+        let err = ApiError::new(http, &error_type, status.message().to_string());
+        // Errors in the request itself would fail the same way anywhere.
+        return if status.code() == tonic::Code::InvalidArgument {
+            Failure::Fail(err)
+        } else {
+            Failure::Retry(err)
+        };
+    }
+    if is_connect_failure(&status) {
+        return Failure::Retry(ApiError::service(format!(
+            "worker {worker} is unreachable: {}",
+            status.message()
+        )));
+    }
+    Failure::Fail(ApiError::service(format!(
+        "the invocation was interrupted on worker {worker}: {}",
+        status.message()
+    )))
+}
+
+impl Invoker for RemoteInvoker {
+    fn invoke<'a>(
+        &'a self,
+        target: &'a InvokeTarget,
+        request: InvokeRequest,
+    ) -> BoxFuture<'a, Result<InvokeResult, ApiError>> {
+        Box::pin(async move {
+            let plan = self.plan(&target.revision_id);
+            if plan.is_empty() {
+                return Err(ApiError::service(format!(
+                    "no worker is available in region {}",
+                    self.config.region
+                )));
+            }
+            // Init and the function's timeout are enforced by the worker; this only
+            // catches a worker that stopped answering, with room for a loaded machine.
+            let deadline = Duration::from_secs(u64::from(target.config.timeout_s))
+                + INIT_LIMIT
+                + Duration::from_secs(30);
+            let function = spec(target);
+            let mut last = None;
+            for (candidate, addr) in plan.into_iter().take(self.config.max_attempts) {
+                let (mut client, _in_flight) = self.client(&candidate.id, &addr)?;
+                let mut req = tonic::Request::new(pb::InvokeRequest {
+                    function: Some(function.clone()),
+                    request_id: request.request_id.clone(),
+                    payload: request.payload.to_vec(),
+                    client_context: request.client_context.clone(),
+                    trace_id: request.trace_id.clone(),
+                });
+                req.set_timeout(deadline);
+                match client.invoke(req).await {
+                    Ok(resp) => {
+                        let resp = resp.into_inner();
+                        self.record_load(&candidate.id, resp.load);
+                        return Ok(InvokeResult {
+                            function_error: resp.function_error,
+                            payload: resp.payload.into(),
+                            log_tail: resp.log_tail,
+                        });
+                    }
+                    Err(status) => {
+                        tracing::debug!(worker = %candidate.id, "invoke failed: {status}");
+                        match classify(&candidate.id, status) {
+                            Failure::Retry(e) => {
+                                self.suspect(&candidate.id);
+                                last = Some(e);
+                            }
+                            Failure::Fail(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| ApiError::service("no worker accepted the invocation")))
+        })
+    }
+}

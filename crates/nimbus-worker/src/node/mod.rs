@@ -1,0 +1,216 @@
+//! A worker node (`nimbus worker`): the [`Engine`] plus everything that makes it part of
+//! a cluster.
+//!
+//! * Registration and heartbeat: the node writes its [`nimbus_types::Worker`] record
+//!   (address, region, zone or edge location, memory, environments) to the metadata
+//!   cluster on start and every `heartbeat` after; gateways learn about workers from
+//!   their watch-fed caches and consider one dead when its heartbeat is stale.
+//! * Serving: the gRPC service in [`service`]; each gateway holds one long-lived HTTP/2
+//!   channel to each worker and multiplexes its invocations over it.
+//! * Code: [`CodeCache`] fetches, verifies, unpacks and evicts packages.
+
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nimbus_meta::MetaClient;
+use nimbus_proto::worker::worker_server::WorkerServer;
+use nimbus_types::{Command, Placement, Worker};
+
+pub use service::{ERROR_TYPE, NOT_STARTED};
+
+use crate::code_cache::CodeCache;
+use crate::{Engine, EngineConfig, EngineError};
+
+/// Longest a stopping worker waits for in-flight invocations (Lambda's maximum timeout
+/// plus Init).
+const DRAIN_LIMIT: Duration = Duration::from_secs(15 * 60 + 10);
+
+/// Largest gRPC message: a 6 MB payload plus its envelope, with room to spare.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How a worker node is configured.
+#[derive(Debug, Clone)]
+pub struct WorkerNodeConfig {
+    /// Stable identity (kept in the data directory across restarts).
+    pub id: String,
+    /// Where to listen for gateways.
+    pub listen: SocketAddr,
+    /// The address gateways dial (defaults to `listen`).
+    pub advertise: String,
+    pub region: String,
+    pub placement: Placement,
+    /// Where unpacked code packages live.
+    pub code_dir: PathBuf,
+    pub engine: EngineConfig,
+    /// How often capacity is reported to the metadata cluster.
+    pub heartbeat: Duration,
+}
+
+/// Errors starting a worker node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("code cache: {0}")]
+    Code(std::io::Error),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("registering with the metadata cluster: {0}")]
+    Register(nimbus_meta::ClientError),
+    #[error("serving gRPC: {0}")]
+    Serve(tonic::transport::Error),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs a worker node until `shutdown` completes, then deregisters and stops its
+/// environments.
+pub async fn run(
+    config: WorkerNodeConfig,
+    meta: MetaClient,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let engine = Engine::new(config.engine.clone())?;
+    let code =
+        Arc::new(CodeCache::new(config.code_dir.clone(), meta.clone()).map_err(NodeError::Code)?);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let svc = Arc::new(service::WorkerService {
+        id: config.id.clone(),
+        engine: engine.clone(),
+        code: code.clone(),
+        in_flight: Arc::default(),
+    });
+
+    // Register before serving so a gateway never learns of a worker that is not ready;
+    // retry while the metadata cluster is still electing.
+    let (id, addr, region, placement) = (
+        config.id.clone(),
+        config.advertise.clone(),
+        config.region.clone(),
+        config.placement.clone(),
+    );
+    let record = move |svc: &service::WorkerService| {
+        let load = svc.load();
+        Worker {
+            id: id.clone(),
+            addr: addr.clone(),
+            region: region.clone(),
+            placement: placement.clone(),
+            memory_total_mb: load.memory_total_mb,
+            memory_used_mb: load.memory_reserved_mb,
+            environments_warm: load.environments_warm,
+            environments_busy: load.environments_busy,
+            last_heartbeat_ms: now_ms(),
+        }
+    };
+    let mut attempt = 0;
+    loop {
+        match meta
+            .write(Command::RegisterWorker {
+                worker: record(&svc),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                tracing::warn!("registering worker: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(NodeError::Register(e)),
+        }
+    }
+    tracing::info!(
+        id = %config.id,
+        addr = %config.advertise,
+        region = %config.region,
+        "worker registered; serving gateways on {}",
+        config.listen
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let heartbeat = {
+        let (svc, meta, mut stop) = (svc.clone(), meta.clone(), stop_rx.clone());
+        let (interval, idle_timeout) = (config.heartbeat, config.engine.idle_timeout);
+        let code = code.clone();
+        let record = record.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                let evicted = code.evict_unused(idle_timeout);
+                if evicted > 0 {
+                    tracing::info!(evicted, "removed unused code packages");
+                }
+                if let Err(e) = meta
+                    .write(Command::RegisterWorker {
+                        worker: record(&svc),
+                    })
+                    .await
+                {
+                    tracing::warn!("heartbeat failed: {e}");
+                }
+            }
+        })
+    };
+
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = WorkerServer::from_arc(svc.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (serve_stop_tx, mut stop_serve) = tokio::sync::watch::channel(false);
+    let serve = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(server)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_serve.wait_for(|s| *s).await;
+        });
+    let serve = tokio::spawn(serve);
+    shutdown.await;
+    tracing::info!("worker shutting down: deregistering, draining environments");
+    let _ = stop_tx.send(true);
+    let _ = heartbeat.await;
+    if let Err(e) = meta
+        .write(Command::DeregisterWorker {
+            id: config.id.clone(),
+        })
+        .await
+    {
+        tracing::warn!("deregistering: {e}");
+    }
+    // New invocations are refused from here on (as not started, so gateways retry them
+    // elsewhere); in-flight ones finish. Gateways keep their HTTP/2 channels open, so the
+    // server's own graceful shutdown would wait for them forever: wait for the
+    // invocations instead, bounded by Lambda's longest timeout.
+    engine.shutdown().await;
+    let drain_deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    while svc.in_flight() > 0 && tokio::time::Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = serve_stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(1), serve).await {
+        Ok(Ok(r)) => r.map_err(NodeError::Serve),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,62 @@
+//! `nimbus account …`: accounts and access keys, written to the metadata cluster.
+
+use anyhow::Context;
+use nimbus_meta::MetaClient;
+use nimbus_types::{AccessKey, Command};
+
+use crate::cli::AccountCommand;
+
+pub async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccountCommand::Create {
+            meta,
+            account_id,
+            access_key_id,
+            secret_access_key,
+            region,
+        } => {
+            let meta = MetaClient::from_list(&meta).context("--meta")?;
+            create(
+                &meta,
+                &account_id,
+                &access_key_id,
+                &secret_access_key,
+                &region,
+            )
+            .await?;
+            // Never echo the secret.
+            println!("account {account_id} ready in {region} with access key {access_key_id}");
+            Ok(())
+        }
+    }
+}
+
+/// Creates the account, the region and the access key; each write is idempotent.
+pub async fn create(
+    meta: &MetaClient,
+    account_id: &str,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+) -> anyhow::Result<()> {
+    meta.write(Command::PutAccount {
+        account_id: account_id.into(),
+    })
+    .await
+    .context("creating the account")?;
+    meta.write(Command::PutRegion {
+        name: region.into(),
+    })
+    .await
+    .context("creating the region")?;
+    let key = AccessKey {
+        access_key_id: access_key_id.into(),
+        account_id: account_id.into(),
+        // The metadata service seals it with the cluster key before it is stored.
+        secret_ciphertext: secret.as_bytes().to_vec(),
+    };
+    meta.write(Command::PutAccessKey { key })
+        .await
+        .context("creating the access key")?;
+    Ok(())
+}

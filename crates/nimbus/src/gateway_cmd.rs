@@ -1,0 +1,76 @@
+//! `nimbus gateway`: the Lambda API in front of a metadata cluster and the region's
+//! worker nodes. Stateless: run as many as needed behind a load balancer.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use nimbus_gateway::{Gateway, GatewayConfig, RemoteConfig, RemoteInvoker};
+use nimbus_meta::MetaClient;
+
+use crate::cli::GatewayArgs;
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let meta = MetaClient::from_list(&args.meta).context("--meta")?;
+    // The gateway needs the metadata cache before it can serve; wait for a cluster that
+    // is still electing rather than failing the start.
+    let cache = {
+        let mut attempt = 0;
+        loop {
+            match nimbus_gateway::cache::MetaCache::start(meta.clone()).await {
+                Ok(c) => break c,
+                Err(e) if attempt < 60 => {
+                    attempt += 1;
+                    tracing::warn!("metadata cluster not ready: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e).context("loading metadata"),
+            }
+        }
+    };
+    let mut remote = RemoteConfig::new(args.region.clone());
+    remote.stale_after = Duration::from_secs(args.worker_stale_secs);
+    let invoker = RemoteInvoker::new(cache.clone(), remote);
+    let gateway = Gateway::with_cache(
+        meta,
+        cache,
+        GatewayConfig {
+            region: args.region.clone(),
+            leased_admission: true,
+        },
+        invoker,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(
+        "gateway ready on http://{} (region {})",
+        listener.local_addr()?,
+        args.region
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // Every gateway also runs queued async events (claimed through the metadata cluster,
+    // so each runs on one gateway at a time).
+    let dispatcher = nimbus_gateway::async_events::spawn(
+        gateway.clone(),
+        nimbus_gateway::async_events::DispatchConfig {
+            owner: args
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("gw-{}", uuid::Uuid::new_v4().simple())),
+            retry_delay: Duration::from_millis(args.async_retry_delay_ms),
+            ..Default::default()
+        },
+        stopped(stop_rx.clone()),
+    );
+    let serve = gateway.serve(listener, stopped(stop_rx.clone()));
+    tokio::select! {
+        r = serve => r.context("gateway stopped")?,
+        _ = crate::meta_cmd::shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+"""The cluster as separate processes: 3 metadata nodes, 2 gateways, 2 workers.
+
+Invocations run under load while the metadata leader and one gateway are killed: nothing
+acknowledged is lost, and the concurrency limit, counted from inside the functions, is
+never exceeded."""
+import json
+import random
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from harness import COUNTING_FUNCTION, ROLE, Cluster, Counter, zip_of
+
+ECHO = """
+def handler(event, context):
+    return {"echo": event, "version": context.function_version}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster().start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def eventually(fn, timeout=15):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_invoke_through_either_gateway(cluster):
+    gw1, gw2 = cluster.client(0), cluster.client(1)
+    gw1.create_function(FunctionName="echo", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": zip_of({"app.py": ECHO})})
+    for gw in (gw1, gw2):
+        resp = eventually(lambda: gw.invoke(FunctionName="echo", Payload=b'{"x": 1}'))
+        assert resp["StatusCode"] == 200, cluster.logs()
+        assert "FunctionError" not in resp, resp["Payload"].read()
+        assert json.loads(resp["Payload"].read()) == {"echo": {"x": 1}, "version": "$LATEST"}
+    # An unknown function is a 404 on every gateway.
+    with pytest.raises(ClientError) as e:
+        gw2.invoke(FunctionName="missing", Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_update_is_seen_by_the_other_gateway(cluster):
+    gw1, gw2 = cluster.client(0), cluster.client(1)
+    gw1.create_function(FunctionName="upd", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": zip_of({"app.py": "def handler(e, c):\n    return 'v1'\n"})})
+    assert eventually(lambda: gw2.invoke(FunctionName="upd")["Payload"].read()) == b'"v1"'
+    gw1.update_function_code(FunctionName="upd", ZipFile=zip_of({"app.py": "def handler(e, c):\n    return 'v2'\n"}))
+
+    def v2():
+        body = gw2.invoke(FunctionName="upd")["Payload"].read()
+        assert body == b'"v2"', body
+    eventually(v2, timeout=10)
+
+
+def test_updates_under_load_fail_no_invocation(cluster):
+    """Zero-downtime updates: while invocations run through both gateways, the code is
+    updated again and again. No invocation fails, each runs one complete version, and once
+    an update is acknowledged new invocations (after the gateways have seen it) use it."""
+    gw1 = cluster.client(0)
+
+    def code(v):
+        return zip_of({"app.py": f"import time\ndef handler(e, c):\n    time.sleep(0.05)\n    return {v}\n"})
+    gw1.create_function(FunctionName="rolling", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": code(0)})
+    eventually(lambda: cluster.client(1).invoke(FunctionName="rolling"))
+    stop = threading.Event()
+    seen, failures, lock = [], [], threading.Lock()
+    clients = [cluster.client(0), cluster.client(1)]
+
+    def load(n):
+        while not stop.is_set():
+            try:
+                r = clients[n % 2].invoke(FunctionName="rolling")
+                body = r["Payload"].read()
+                with lock:
+                    if "FunctionError" in r:
+                        failures.append(body)
+                    else:
+                        seen.append(int(body))
+            except ClientError as e:
+                with lock:
+                    failures.append(e.response["Error"])
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for v in range(1, 6):
+        time.sleep(1.0)
+        gw1.update_function_code(FunctionName="rolling", ZipFile=code(v))
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures, failures[:5]
+    assert len(seen) > 50, len(seen)
+    assert set(seen) <= set(range(6)), set(seen)
+    assert len(set(seen)) >= 4, f"updates were not picked up: {sorted(set(seen))}"
+    # After the last update is acknowledged and propagated, only the new code runs.
+    for gw in clients:
+        assert json.loads(gw.invoke(FunctionName="rolling")["Payload"].read()) == 5
+
+
+@pytest.fixture
+def counter():
+    c = Counter()
+    yield c
+    c.close()
+
+
+def test_limit_holds_and_nothing_is_lost_while_leader_and_gateway_die(cluster, counter):
+    # Runs last: it kills the metadata leader and gateway 2 of the shared cluster.
+    limit = 3
+    gw1 = cluster.client(0)
+    gw1.create_function(FunctionName="counted", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Timeout=10, Environment={"Variables": {"COUNTER": counter.addr}},
+                        Code={"ZipFile": zip_of({"app.py": COUNTING_FUNCTION})})
+    gw1.put_function_concurrency(FunctionName="counted", ReservedConcurrentExecutions=limit)
+    # Acknowledged metadata writes before the faults: they must survive them.
+    for i in range(5):
+        gw1.create_function(FunctionName=f"keep-{i}", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                            Code={"ZipFile": zip_of({"app.py": ECHO})})
+    eventually(lambda: cluster.client(1).invoke(FunctionName="counted", Payload=b'{"sleep": 0}'))
+
+    stop = threading.Event()
+    results = {"ok": [], "throttled": 0, "gateway_gone": 0, "other": []}
+    lock = threading.Lock()
+    clients = [cluster.client(0, read_timeout=30), cluster.client(1, read_timeout=30)]
+
+    def load(n):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            gw = n % 2
+            if not cluster.gateways[gw].alive():
+                gw = 0
+            try:
+                r = clients[gw].invoke(FunctionName="counted", Payload=json.dumps({"id": f"{n}-{i}"}).encode())
+                body = json.loads(r["Payload"].read())
+                with lock:
+                    if "FunctionError" in r:
+                        results["other"].append(body)
+                    else:
+                        results["ok"].append(body["request"])
+            except ClientError as e:
+                with lock:
+                    if e.response["Error"]["Code"] == "TooManyRequestsException":
+                        results["throttled"] += 1
+                    else:
+                        results["other"].append(e.response["Error"])
+                time.sleep(0.02)
+            except Exception as e:  # connection-level: only acceptable from the killed gateway
+                with lock:
+                    if not cluster.gateways[gw].alive():
+                        results["gateway_gone"] += 1
+                    else:
+                        results["other"].append(f"gateway {gw}: {e!r}")
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(4)
+    leader = cluster.leader_index()
+    print("kill leader", time.time())
+    cluster.metas[leader].kill()
+    time.sleep(5)
+    # Async events accepted (202) by gateway 2 right before it dies must all still run.
+    accepted = []
+    for i in range(10):
+        r = clients[1].invoke(FunctionName="counted", InvocationType="Event",
+                              Payload=json.dumps({"tag": f"event-{i}", "sleep": 0}).encode())
+        assert r["StatusCode"] == 202
+        accepted.append(f"event-{i}")
+    print("kill gateway", time.time())
+    cluster.gateways[1].kill()
+    time.sleep(6)
+    ok_before_end = len(results["ok"])
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    stats = counter.stats()
+    counter_max = stats["max_running"]
+    print(f"ok={len(results['ok'])} throttled={results['throttled']} gone={results['gateway_gone']} "
+          f"other={len(results['other'])} max_concurrency={counter_max}/{limit}")
+    assert counter_max <= limit, f"limit exceeded: {counter_max} > {limit} {results['other']}"
+    assert counter_max == limit, "the load should have reached the limit"
+    assert results["throttled"] > 0, "over the limit must throttle"
+    assert len(results["ok"]) > 20, (results, cluster.logs())
+    assert len(results["ok"]) > ok_before_end, "invocations must go on after the faults"
+    # Every acknowledged invocation really ran to its end inside a function.
+    missing = set(results["ok"]) - set(stats["seen"])
+    assert not missing, f"{len(missing)} acknowledged invocations never ran"
+    assert not results["other"], (results["other"][:5], cluster.logs())
+    # Every accepted event ran, through the surviving gateway if need be (claims of the
+    # dead gateway expire, then are taken over).
+    deadline = time.time() + 90
+    while time.time() < deadline and not set(accepted) <= set(counter.stats()["seen"]):
+        time.sleep(1)
+    lost = set(accepted) - set(counter.stats()["seen"])
+    assert not lost, f"accepted async events never ran: {sorted(lost)}"
+    # Metadata acknowledged before the leader died is all there.
+    names = {f["FunctionName"] for f in cluster.client(0).list_functions()["Functions"]}
+    assert {f"keep-{i}" for i in range(5)} <= names
