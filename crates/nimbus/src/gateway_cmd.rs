@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use nimbus_gateway::{Gateway, GatewayConfig, RemoteConfig, RemoteInvoker};
 use nimbus_meta::MetaClient;
+use nimbus_telemetry::MetricsRegistry;
 
 use crate::cli::GatewayArgs;
 
-pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
     let meta = MetaClient::from_list(&args.meta).context("--meta")?;
     // The gateway needs the metadata cache before it can serve; wait for a cluster that
     // is still electing rather than failing the start.
@@ -39,6 +40,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         },
         invoker,
     );
+    if let Some(addr) = args.admin_listen {
+        gateway.metrics.register(&metrics);
+        crate::meta_cmd::serve_admin(metrics, addr).await?;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

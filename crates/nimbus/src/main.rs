@@ -45,7 +45,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             cli::Command::Meta(args) => meta_cmd::run(args, metrics).await,
-            cli::Command::Gateway(args) => gateway_cmd::run(args).await,
+            cli::Command::Gateway(args) => gateway_cmd::run(args, metrics).await,
             cli::Command::Worker(args) => worker_cmd::run(args).await,
             cli::Command::Dev(args) => dev_cmd::run(args, metrics).await,
             cli::Command::Account(cmd) => account_cmd::run(cmd).await,

@@ -1,5 +1,5 @@
-//! `nimbus meta --admin-listen`: Raft's state on `/metrics`, and a clear failure when the
-//! admin address cannot be bound.
+//! `--admin-listen`: Raft's state on a metadata node's `/metrics`, a gateway's admin port,
+//! and a clear failure when the admin address cannot be bound.
 
 mod common;
 
@@ -71,4 +71,36 @@ fn an_admin_address_in_use_is_an_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("binding the admin address"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_admin_port_serves_lambda_metrics() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    let [api, admin]: [u16; 2] = free_ports(2).try_into().unwrap();
+    let admin = format!("127.0.0.1:{admin}");
+    let mut gateway = std::process::Command::new(common::BIN)
+        .args(["gateway", "--meta", &cluster.nodes[0].addr])
+        .args(["--listen", &format!("127.0.0.1:{api}")])
+        .args(["--admin-listen", &admin])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&admin).await.is_err() {
+        assert!(Instant::now() < deadline, "gateway admin port did not open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = scrape(&admin).await;
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    // Lambda's families appear with their first sample (the e2e suite checks those on
+    // `nimbus dev`); an idle gateway still answers in OpenMetrics.
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    assert!(
+        text.contains("# TYPE nimbus_otel_spans_dropped counter"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }
