@@ -188,6 +188,9 @@ pub struct WorkerArgs {
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
+    /// Serve Prometheus metrics (environments, memory, cold starts) on `/metrics` here.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, ValueEnum)]

@@ -46,7 +46,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             cli::Command::Meta(args) => meta_cmd::run(args, metrics).await,
             cli::Command::Gateway(args) => gateway_cmd::run(args, metrics).await,
-            cli::Command::Worker(args) => worker_cmd::run(args).await,
+            cli::Command::Worker(args) => worker_cmd::run(args, metrics).await,
             cli::Command::Dev(args) => dev_cmd::run(args, metrics).await,
             cli::Command::Account(cmd) => account_cmd::run(cmd).await,
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd).await,

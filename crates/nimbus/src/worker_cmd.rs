@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nimbus_meta::MetaClient;
+use nimbus_telemetry::MetricsRegistry;
 use nimbus_types::Placement;
 use nimbus_worker::node::WorkerNodeConfig;
 use nimbus_worker::{EngineConfig, NatConfig, NetworkMode};
@@ -25,7 +26,7 @@ fn worker_id(data: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
-pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn run(args: WorkerArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
     let data = std::path::absolute(&args.data_dir).context("data dir")?;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let id = worker_id(&data)?;
@@ -66,7 +67,14 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         engine,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
     };
-    nimbus_worker::node::run(config, meta, crate::meta_cmd::shutdown_signal())
+    let registry = match args.admin_listen {
+        Some(addr) => {
+            crate::meta_cmd::serve_admin(metrics.clone(), addr).await?;
+            Some(metrics)
+        }
+        None => None,
+    };
+    nimbus_worker::node::run(config, meta, registry, crate::meta_cmd::shutdown_signal())
         .await
         .context("worker node")?;
     Ok(())

@@ -81,9 +81,13 @@ pub fn now_ms() -> u64 {
 pub async fn run(
     config: WorkerNodeConfig,
     meta: MetaClient,
+    metrics: Option<nimbus_telemetry::MetricsRegistry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let engine = Engine::new(config.engine.clone())?;
+    if let Some(registry) = &metrics {
+        crate::metrics::register(&engine, registry);
+    }
     let code =
         Arc::new(CodeCache::new(config.code_dir.clone(), meta.clone()).map_err(NodeError::Code)?);
     let listener = tokio::net::TcpListener::bind(config.listen)

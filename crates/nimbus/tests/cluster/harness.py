@@ -92,13 +92,15 @@ class Cluster:
             for i, p in enumerate(self.gateway_ports)
         ]
         self.worker_ports = [free_port() for _ in range(workers)]
+        self.worker_admin_ports = [free_port() for _ in range(workers)]
         self.workers = [
             Proc(f"worker{i + 1}", ["worker", "--data-dir", os.path.join(self.root, f"worker{i + 1}"),
                                     "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", "us-east-1",
                                     "--zone", f"us-east-1{'ab'[i % 2]}", "--memory-mb", str(worker_memory_mb),
                                     "--heartbeat-ms", "1000", "--idle-timeout-secs", "120",
                                     # Workers sharing this host need their own NAT pools.
-                                    "--nat-pool", f"100.{96 + i}"], self.root)
+                                    "--nat-pool", f"100.{96 + i}",
+                                    "--admin-listen", f"127.0.0.1:{self.worker_admin_ports[i]}"], self.root)
             for i, p in enumerate(self.worker_ports)
         ]
 

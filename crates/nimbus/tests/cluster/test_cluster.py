@@ -48,6 +48,15 @@ def test_invoke_through_either_gateway(cluster):
         assert resp["StatusCode"] == 200, cluster.logs()
         assert "FunctionError" not in resp, resp["Payload"].read()
         assert json.loads(resp["Payload"].read()) == {"echo": {"x": 1}, "version": "$LATEST"}
+    # The workers' own metrics count the invocations they ran.
+    import urllib.request
+    total = 0
+    for port in cluster.worker_admin_ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for line in text.splitlines():
+            if line.startswith("nimbus_worker_invocations"):
+                total += int(float(line.split()[-1]))
+    assert total >= 2, total
     # An unknown function is a 404 on every gateway.
     with pytest.raises(ClientError) as e:
         gw2.invoke(FunctionName="missing", Payload=b"{}")
