@@ -308,6 +308,14 @@ impl Invoker for RemoteInvoker {
                     trace_id: request.trace_id.clone(),
                 });
                 req.set_timeout(deadline);
+                // The worker's spans join this trace (W3C trace context over gRPC).
+                if let Some(sc) =
+                    nimbus_telemetry::propagation::span_context(&tracing::Span::current())
+                {
+                    if let Ok(v) = nimbus_telemetry::propagation::traceparent(&sc).parse() {
+                        req.metadata_mut().insert("traceparent", v);
+                    }
+                }
                 match client.invoke(req).await {
                     Ok(resp) => {
                         let resp = resp.into_inner();

@@ -418,3 +418,178 @@ async fn a_collector_that_is_down_costs_nothing_but_dropped_spans() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Kills the processes of a small cluster when the test ends.
+struct Procs(Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// In a cluster the trace crosses processes: gateway (Invoke, Place and invoke) → worker
+/// over gRPC (`traceparent` metadata) → the worker's Init and Invocation spans, one tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
+    use std::process::{Command, Stdio};
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    let (endpoint, received) = grpc_receiver().await;
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ports = common::free_ports(3);
+    let (meta, worker, gateway) = (
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+        format!("127.0.0.1:{}", ports[2]),
+    );
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let mut procs = Procs(vec![]);
+    procs.0.push(
+        Command::new(common::BIN)
+            .args(["meta", "--id", "1", "--listen", &meta])
+            .args(["--initial-cluster", &format!("1={meta}"), "--data-dir"])
+            .arg(dir.path().join("meta"))
+            .stdout(Stdio::null())
+            .stderr(log("meta.log"))
+            .spawn()
+            .unwrap(),
+    );
+    // The account gets the dev key, so the dev client helpers work against the gateway.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(common::BIN)
+            .args([
+                "account",
+                "create",
+                "--meta",
+                &meta,
+                "--account-id",
+                "000000000000",
+            ])
+            .args(["--access-key-id", "test", "--region", "us-east-1"])
+            .env("NIMBUS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    procs.0.push(
+        Command::new(common::BIN)
+            .args([
+                "worker",
+                "--listen",
+                &worker,
+                "--meta",
+                &meta,
+                "--network",
+                "none",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("worker"))
+            .envs(otel)
+            .stdout(Stdio::null())
+            .stderr(log("worker.log"))
+            .spawn()
+            .unwrap(),
+    );
+    let gw = Command::new(common::BIN)
+        .args(["gateway", "--listen", &gateway, "--meta", &meta])
+        .envs(otel)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("nimbus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&gateway).is_err()
+        || std::net::TcpStream::connect(&worker).is_err()
+    {
+        assert!(Instant::now() < deadline, "cluster did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gw_dir = tempfile::tempdir().unwrap();
+    let dev = Dev::attach(gateway.clone(), gw_dir, gw);
+    dev.create_python_function("traced", FUNCTION).await;
+    let mut client = dev.client().await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{trace}-b7ad6b7169203331-01");
+    // The worker registers within a heartbeat; retry until the gateway knows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let r = client
+            .invoke("traced", b"{}", &[("traceparent", &traceparent)])
+            .await
+            .unwrap();
+        if r.status == 200 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let trace_id: Vec<u8> = (0..16)
+        .map(|k| u8::from_str_radix(&trace[2 * k..2 * k + 2], 16).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans: Vec<(String, Span)> = received
+            .spans()
+            .into_iter()
+            .filter(|(_, s)| s.trace_id == trace_id)
+            .collect();
+        if spans.iter().any(|(_, s)| s.name == "Invocation")
+            && spans.iter().any(|(_, s)| s.name == "Invoke")
+        {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans did not arrive: {:?}",
+            spans
+                .iter()
+                .map(|(svc, s)| (svc, &s.name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
+    };
+    let (gw_service, place) = find("Place and invoke");
+    let (worker_service, hop) = find("Worker invoke");
+    let (_, invocation) = find("Invocation");
+    let (_, init) = find("Init");
+    assert_eq!(gw_service, "nimbus-gateway");
+    assert_eq!(worker_service, "nimbus-worker");
+    assert_eq!(
+        hop.parent_span_id, place.span_id,
+        "the worker continues the gateway's span"
+    );
+    assert_eq!(invocation.parent_span_id, hop.span_id);
+    assert_eq!(
+        init.parent_span_id, hop.span_id,
+        "cold start: Init on the worker"
+    );
+    drop(procs);
+}

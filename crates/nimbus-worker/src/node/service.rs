@@ -12,6 +12,7 @@ use std::time::Duration;
 use nimbus_proto::worker as pb;
 use nimbus_proto::worker::worker_server::Worker;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::code_cache::{CodeCache, CodeError};
 use crate::{Engine, EngineError, FunctionSpec, Invocation, InvokeStatus};
@@ -142,7 +143,55 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(self.in_flight.clone());
+        // Continue the gateway's trace: the engine's Init and Invocation spans become
+        // children of this one.
+        let span = tracing::info_span!(
+            "worker_invoke",
+            otel.name = "Worker invoke",
+            otel.kind = "server"
+        );
+        if let Some(parent) = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| nimbus_telemetry::propagation::parse_traceparent(v, None))
+        {
+            nimbus_telemetry::propagation::set_remote_parent(&span, parent);
+        }
+        self.invoke_traced(request.into_inner())
+            .instrument(span)
+            .await
+    }
+
+    async fn prewarm(
+        &self,
+        request: Request<pb::PrewarmRequest>,
+    ) -> Result<Response<pb::PrewarmResponse>, Status> {
         let req = request.into_inner();
+        let spec = self.spec(req.function).await?;
+        let started = self
+            .engine
+            .prewarm(&spec, req.count as usize)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::PrewarmResponse {
+            started: started as u32,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::WorkerLoad>, Status> {
+        Ok(Response::new(self.load()))
+    }
+}
+
+impl WorkerService {
+    async fn invoke_traced(
+        &self,
+        req: pb::InvokeRequest,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
         let started = std::time::Instant::now();
         let spec = self.spec(req.function).await?;
         if started.elapsed() > Duration::from_secs(1) {
@@ -178,28 +227,5 @@ impl Worker for WorkerService {
             duration_us: out.duration.as_micros() as u64,
             load: Some(self.load()),
         }))
-    }
-
-    async fn prewarm(
-        &self,
-        request: Request<pb::PrewarmRequest>,
-    ) -> Result<Response<pb::PrewarmResponse>, Status> {
-        let req = request.into_inner();
-        let spec = self.spec(req.function).await?;
-        let started = self
-            .engine
-            .prewarm(&spec, req.count as usize)
-            .await
-            .map_err(engine_status)?;
-        Ok(Response::new(pb::PrewarmResponse {
-            started: started as u32,
-        }))
-    }
-
-    async fn status(
-        &self,
-        _request: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::WorkerLoad>, Status> {
-        Ok(Response::new(self.load()))
     }
 }

@@ -53,6 +53,12 @@ impl Dev {
         dev
     }
 
+    /// Wraps an already started process serving the Lambda API on `addr` (a cluster
+    /// gateway whose account has the dev key), for the same client helpers.
+    pub fn attach(addr: String, dir: tempfile::TempDir, child: Child) -> Self {
+        Dev { addr, dir, child }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
