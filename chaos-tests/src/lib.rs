@@ -4,10 +4,14 @@
 //! [`linearizability`] checks a register history (Wing–Gong/Lowe, per key); [`docker`]
 //! drives containers (kill, pause, disconnect, netem, fill a disk); [`workload`] issues
 //! the metadata operations; [`scenario`] combines a workload with faults and computes the
-//! summary line; `main.rs` is the `chaos-tests/run` command line.
+//! summary line; [`invocations`] adds gateways and workers and the invocation scenarios,
+//! judged by what the functions report to the runner's [`counter`]; `main.rs` is the
+//! `chaos-tests/run` command line.
 
+pub mod counter;
 pub mod docker;
 pub mod history;
+pub mod invocations;
 pub mod linearizability;
 pub mod scenario;
 pub mod summary;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chaos_tests::docker::{self, Compose};
+use chaos_tests::invocations::{self, InvocationCluster, InvocationFault};
 use chaos_tests::scenario::{self, Fault, MetaCluster, Pace};
 use clap::Parser;
 
@@ -100,9 +101,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             repo.join("deploy/compose/docker-compose.yml"),
             repo.join("chaos-tests/compose.chaos.yml"),
         ],
-        env: vec![("CHAOS_DIR".into(), work.display().to_string())],
+        env: vec![
+            ("CHAOS_DIR".into(), work.display().to_string()),
+            ("NIMBUS_IMAGE".into(), image()),
+            ("NIMBUS_ACCOUNT_ID".into(), invocations::ACCOUNT.into()),
+            (
+                "NIMBUS_ACCESS_KEY_ID".into(),
+                invocations::ACCESS_KEY_ID.into(),
+            ),
+            (
+                "NIMBUS_SECRET_ACCESS_KEY".into(),
+                invocations::SECRET_ACCESS_KEY.into(),
+            ),
+        ],
     };
-    // Leftovers of an interrupted run would break the fixed addresses.
+    // Leftovers of an interrupted run would break the fixed addresses. Workers are not
+    // Compose services (see `invocations`): remove them first, they hold the network.
+    remove_workers(&compose).await;
     let _ = compose.down().await;
     for d in &data_dirs {
         docker::remove_small_filesystem(d).await;
@@ -117,6 +132,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let result = run_scenarios(&cluster, &args, seed, pace).await;
     if !args.keep {
+        remove_workers(&compose).await;
         let _ = compose.down().await;
         for d in &data_dirs {
             docker::remove_small_filesystem(d).await;
@@ -158,7 +174,42 @@ async fn run_scenarios(
         }
         eprintln!("  ({} took {:.0?})", fault.name(), started.elapsed());
     }
+    let selected: Vec<InvocationFault> = InvocationFault::ALL
+        .into_iter()
+        .filter(|f| args.only.as_deref().is_none_or(|o| f.name().contains(o)))
+        .collect();
+    if !selected.is_empty() {
+        let inv = InvocationCluster::start(cluster, &image())
+            .await
+            .context("starting gateways and workers")?;
+        for fault in selected {
+            let started = std::time::Instant::now();
+            let summary = invocations::run(cluster, &inv, fault, seed, pace)
+                .await
+                .with_context(|| format!("scenario {}", fault.name()))?;
+            println!("{summary}");
+            if summary.passed() {
+                passed += 1;
+            } else {
+                failed += 1;
+                println!("  FAILED: {}", summary.notes);
+            }
+            eprintln!("  ({} took {:.0?})", fault.name(), started.elapsed());
+        }
+    }
     // The plain closing line CI tools read.
     println!("chaos-tests: {passed} passed, {failed} failed");
     Ok(failed == 0)
+}
+
+/// The Nimbus image the cluster runs (built by `chaos-tests/run`).
+fn image() -> String {
+    std::env::var("NIMBUS_IMAGE").unwrap_or_else(|_| "nimbus:dev".into())
+}
+
+async fn remove_workers(compose: &Compose) {
+    for (name, _, _) in invocations::WORKERS {
+        let container = format!("{}_{name}", compose.project);
+        let _ = docker::run("docker", &["rm", "-f", &container], &[]).await;
+    }
 }

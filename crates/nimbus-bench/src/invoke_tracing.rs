@@ -96,7 +96,50 @@ pub async fn start_receiver(counter: SpanCounter) -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-const FUNCTION: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
+/// The no-op handler every target runs (`app.py`, handler `app.handler`).
+pub const FUNCTION: &str = "def handler(event, context):\n    return {\"ok\": True}\n";
+
+/// A Lambda API endpoint and the credentials to sign requests to it with.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: String,
+    pub credentials: Credentials,
+}
+
+impl Endpoint {
+    pub async fn connect(&self) -> anyhow::Result<LambdaConnection> {
+        Ok(LambdaConnection::connect(&self.addr, self.credentials.clone()).await?)
+    }
+
+    /// Creates the benchmark's no-op Python function (1,769 MB: one vCPU).
+    pub async fn create_function(&self, name: &str) -> anyhow::Result<()> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("app.py", zip::write::SimpleFileOptions::default())?;
+        std::io::Write::write_all(&mut zip, FUNCTION.as_bytes())?;
+        let bytes = zip.finish()?.into_inner();
+        let reply = self
+            .connect()
+            .await?
+            .create_function(&serde_json::json!({
+                "FunctionName": name,
+                "Runtime": "python3.11",
+                "Role": "arn:aws:iam::000000000000:role/bench",
+                "Handler": "app.handler",
+                // One full vCPU (CPU is proportional to memory, as on Lambda): at 128 MB
+                // the runtime's 7% CPU quota, not the platform, would set the tail.
+                "MemorySize": 1769,
+                "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(bytes)},
+            }))
+            .await?;
+        anyhow::ensure!(
+            reply.status == 201,
+            "CreateFunction answered {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+        Ok(())
+    }
+}
 
 /// A running `nimbus dev`; dropping it stops the process and removes its data.
 pub struct DevProcess {
@@ -113,7 +156,8 @@ impl DevProcess {
         let mut processes = ProcessGroup::new(work_dir, "nimbus-bench-dev-")?;
         let addr = format!("127.0.0.1:{}", free_ports(1)?[0]);
         let mut cmd = Command::new(nimbus_bin);
-        cmd.args(["dev", "--listen", &addr])
+        // Room for 8 warm environments of the 1,769 MB function.
+        cmd.args(["dev", "--listen", &addr, "--memory-mb", "16384"])
             .arg("--data-dir")
             .arg(processes.dir().join("data"))
             .env("RUST_LOG", "warn")
@@ -131,42 +175,16 @@ impl DevProcess {
         Ok(Self { addr, processes })
     }
 
-    pub async fn connect(&self) -> anyhow::Result<LambdaConnection> {
-        Ok(LambdaConnection::connect(
-            &self.addr,
-            Credentials {
+    /// Where clients reach it, with the credentials `nimbus dev` accepts.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr.clone(),
+            credentials: Credentials {
                 access_key_id: "test".into(),
                 secret_access_key: "test".into(),
                 region: "us-east-1".into(),
             },
-        )
-        .await?)
-    }
-
-    /// Creates the benchmark's function.
-    pub async fn create_function(&self, name: &str) -> anyhow::Result<()> {
-        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        zip.start_file("app.py", zip::write::SimpleFileOptions::default())?;
-        std::io::Write::write_all(&mut zip, FUNCTION.as_bytes())?;
-        let bytes = zip.finish()?.into_inner();
-        let reply = self
-            .connect()
-            .await?
-            .create_function(&serde_json::json!({
-                "FunctionName": name,
-                "Runtime": "python3.11",
-                "Role": "arn:aws:iam::000000000000:role/bench",
-                "Handler": "app.handler",
-                "Code": {"ZipFile": base64::engine::general_purpose::STANDARD.encode(bytes)},
-            }))
-            .await?;
-        anyhow::ensure!(
-            reply.status == 201,
-            "CreateFunction answered {}: {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
-        Ok(())
+        }
     }
 
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
@@ -186,7 +204,7 @@ impl DevProcess {
 /// Runs `invocations` timed invokes of `function` from `concurrency` clients, after one
 /// untimed invoke per client (which also warms one environment per client).
 pub async fn run(
-    dev: &DevProcess,
+    target: &Endpoint,
     function: &str,
     concurrency: usize,
     invocations: u64,
@@ -196,7 +214,7 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let (barrier, claimed) = (barrier.clone(), claimed.clone());
-        let client = dev.connect().await;
+        let client = target.connect().await;
         let function = function.to_string();
         tasks.push(tokio::spawn(async move {
             let ready = async {

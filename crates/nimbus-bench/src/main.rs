@@ -6,12 +6,16 @@
 //! - `etcd_gateway`: one keep-alive HTTP/1.1 connection to etcd's v3 JSON gateway.
 //! - `workload`: the timed write loop and its clients.
 //! - `stats`, `report`: percentiles, medians across rounds, markdown tables.
-//! - `invoke_tracing`: `nimbus dev` invocations with tracing off, on and sampled.
+//! - `invoke_tracing`: `nimbus dev` invocations with tracing off, on and sampled; the
+//!   signed invoke loop and the endpoint type the invocation benchmarks share.
+//! - `invoke_load`: the no-op function through `nimbus dev` and a cluster, against the
+//!   same runtime reached directly.
 //!
 //! See `docs/benchmarks.md` for how to run it and what the figures mean.
 
 mod etcd_cluster;
 mod etcd_gateway;
+mod invoke_load;
 mod invoke_tracing;
 mod nimbus_cluster;
 mod processes;
@@ -49,6 +53,53 @@ enum BenchCommand {
     MetaWrites(MetaWritesArgs),
     /// Invocation throughput and p99 of `nimbus dev` with tracing off, on and 10% sampled.
     InvokeTracing(InvokeTracingArgs),
+    /// Sync invocations/s and p50/p99 of a no-op function: the runtime reached directly,
+    /// `nimbus dev`, and a cluster of separate processes, in one run.
+    InvokeLoad(InvokeLoadArgs),
+}
+
+#[derive(Args, Debug)]
+struct InvokeLoadArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// The Python interpreter the direct target runs the bootstrap with (the worker's
+    /// default for python3.x functions).
+    #[arg(long, default_value = "/usr/bin/python3")]
+    python: PathBuf,
+    /// Client counts, comma-separated; each client has its own keep-alive connection and,
+    /// after one untimed call, its own warm execution environment.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    concurrency: Vec<usize>,
+    /// Timed invocations per round, target and client count.
+    #[arg(long, default_value_t = 2000)]
+    invocations: u64,
+    /// Rounds; each runs every target, rotating which goes first.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Targets to run, comma-separated, the first being the baseline.
+    #[arg(long, value_delimiter = ',', default_value = "direct,dev,cluster")]
+    targets: Vec<LoadTarget>,
+    /// Where the temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LoadTarget {
+    Direct,
+    Dev,
+    Cluster,
+}
+
+impl LoadTarget {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Dev => "nimbus dev",
+            Self::Cluster => "cluster",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +186,12 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; clusters stopped"),
             }
         }
+        BenchCommand::InvokeLoad(args) => {
+            tokio::select! {
+                r = invoke_load_bench(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
+            }
+        }
         BenchCommand::InvokeTracing(args) => {
             tokio::select! {
                 r = invoke_tracing_bench(args) => r,
@@ -162,8 +219,8 @@ fn nimbus_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        (1..=64).contains(&args.concurrency),
-        "--concurrency must be 1 to 64"
+        (1..=8).contains(&args.concurrency),
+        "--concurrency must be 1 to 8 (one 1,769 MB environment each)"
     );
     anyhow::ensure!(args.invocations >= 1, "--invocations must be at least 1");
     anyhow::ensure!(
@@ -184,10 +241,11 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
             let mut dev =
                 invoke_tracing::DevProcess::start(&nimbus_bin, &args.work_dir, &setting.env)
                     .await?;
-            dev.create_function("bench").await?;
+            dev.endpoint().create_function("bench").await?;
             let before = counter.0.load(std::sync::atomic::Ordering::Relaxed);
             let run =
-                invoke_tracing::run(&dev, "bench", args.concurrency, args.invocations).await?;
+                invoke_tracing::run(&dev.endpoint(), "bench", args.concurrency, args.invocations)
+                    .await?;
             dev.check_alive()?;
             if let Some(e) = &run.first_error {
                 anyhow::bail!("{} round {}: {e}", setting.name, round + 1);
@@ -228,6 +286,136 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
             s.p99_ms / base.p99_ms,
             per_invocation
         );
+    }
+    Ok(())
+}
+
+/// One target running: what each round measures against.
+enum LoadRunning {
+    Direct(invoke_load::DirectRuntime),
+    Dev(invoke_tracing::DevProcess),
+    Cluster(invoke_load::Cluster),
+}
+
+impl LoadRunning {
+    async fn start(
+        target: LoadTarget,
+        args: &InvokeLoadArgs,
+        nimbus_bin: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+        Ok(match target {
+            LoadTarget::Direct => {
+                let d =
+                    invoke_load::DirectRuntime::start(&args.python, &args.work_dir, max_c).await?;
+                Self::Direct(d)
+            }
+            LoadTarget::Dev => {
+                let d = invoke_tracing::DevProcess::start(nimbus_bin, &args.work_dir, &[]).await?;
+                d.endpoint().create_function("bench").await?;
+                Self::Dev(d)
+            }
+            LoadTarget::Cluster => {
+                let c = invoke_load::Cluster::start(nimbus_bin, &args.work_dir, 16384).await?;
+                c.create_function("bench").await?;
+                Self::Cluster(c)
+            }
+        })
+    }
+
+    fn endpoint(&self) -> invoke_tracing::Endpoint {
+        match self {
+            Self::Direct(d) => d.endpoint(),
+            Self::Dev(d) => d.endpoint(),
+            Self::Cluster(c) => c.endpoint(),
+        }
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self {
+            Self::Direct(d) => d.check_alive(),
+            Self::Dev(d) => d.check_alive(),
+            Self::Cluster(c) => c.check_alive(),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::Direct(d) => drop(d),
+            Self::Dev(d) => d.stop().await,
+            Self::Cluster(c) => c.stop().await,
+        }
+    }
+}
+
+async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.concurrency.is_empty() && args.concurrency.iter().all(|c| (1..=8).contains(c)),
+        "--concurrency entries must be 1 to 8 (one 1,769 MB environment each)"
+    );
+    anyhow::ensure!(args.invocations >= 1, "--invocations must be at least 1");
+    anyhow::ensure!(
+        (1..=100).contains(&args.rounds),
+        "--rounds must be 1 to 100"
+    );
+    anyhow::ensure!(
+        !args.targets.is_empty(),
+        "--targets must name at least one target"
+    );
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
+    // results[target][concurrency index] = one summary per round.
+    let mut results = vec![vec![Vec::new(); args.concurrency.len()]; args.targets.len()];
+    for round in 0..args.rounds {
+        for k in 0..args.targets.len() {
+            // Rotate the order, so drift over time favours no target.
+            let ti = (k + round) % args.targets.len();
+            let target = args.targets[ti];
+            let mut running = LoadRunning::start(target, &args, &nimbus_bin).await?;
+            for (ci, &c) in args.concurrency.iter().enumerate() {
+                let run =
+                    invoke_tracing::run(&running.endpoint(), "bench", c, args.invocations).await?;
+                running.check_alive()?;
+                if let Some(e) = &run.first_error {
+                    anyhow::bail!("{} c={c} round {}: {e}", target.name(), round + 1);
+                }
+                let s = Summary::of(&run);
+                eprintln!(
+                    "round {} {:>10} c={c:<2}: {} invocations in {:.2}s: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+                    round + 1,
+                    target.name(),
+                    run.latencies.len(),
+                    run.elapsed.as_secs_f64(),
+                    s.writes_per_sec,
+                    s.p50_ms,
+                    s.p99_ms
+                );
+                results[ti][ci].push(s);
+            }
+            running.stop().await;
+        }
+    }
+    println!(
+        "{} timed invocations per round, target and client count; medians of {} round(s); baseline: {}.\n",
+        args.invocations,
+        args.rounds,
+        args.targets[0].name()
+    );
+    println!("| target | clients | invocations/s | vs baseline | p50 ms | p99 ms | p50 vs baseline | p99 vs baseline |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (ci, &c) in args.concurrency.iter().enumerate() {
+        let base = Summary::median(&results[0][ci]);
+        for (ti, target) in args.targets.iter().enumerate() {
+            let s = Summary::median(&results[ti][ci]);
+            println!(
+                "| {} | {c} | {:.0} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                target.name(),
+                s.writes_per_sec,
+                s.writes_per_sec / base.writes_per_sec,
+                s.p50_ms,
+                s.p99_ms,
+                s.p50_ms / base.p50_ms,
+                s.p99_ms / base.p99_ms
+            );
+        }
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 
 /// How long a gateway waits for the leader's answer before throttling.
 const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often held leases are renewed (well inside their 3 s validity).
+/// How often held leases are renewed (well inside their 5 s validity).
 const RENEW_EVERY: Duration = Duration::from_millis(1000);
 
 /// Who is counted where.

@@ -43,8 +43,12 @@ pub struct RemoteConfig {
     pub stale_after: Duration,
     /// Workers tried per invocation, at most.
     pub max_attempts: usize,
-    /// How long a worker that refused a connection is skipped.
+    /// How long a worker that refused a connection is tried only after the others.
     pub suspect_for: Duration,
+    /// How long an invocation that no worker has started may wait for one (workers
+    /// restarting one after another, a worker's channel reconnecting) before it fails.
+    /// It holds its concurrency slot meanwhile; it never waits once a worker took it.
+    pub placement_wait: Duration,
 }
 
 impl RemoteConfig {
@@ -54,6 +58,7 @@ impl RemoteConfig {
             stale_after: Duration::from_secs(10),
             max_attempts: 3,
             suspect_for: Duration::from_secs(3),
+            placement_wait: Duration::from_secs(10),
         }
     }
 }
@@ -119,12 +124,10 @@ impl RemoteInvoker {
         let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let mut addrs = HashMap::new();
-        let mut candidates = Vec::new();
+        let (mut candidates, mut suspects) = (Vec::new(), Vec::new());
         for w in live {
             let local = locals.entry(w.id.clone()).or_default();
-            if local.suspect_until.is_some_and(|t| t > now) {
-                continue;
-            }
+            let suspect = local.suspect_until.is_some_and(|t| t > now);
             // The worker's own report on a recent response is fresher than its heartbeat.
             let (free_mb, warm) = match &local.load {
                 Some((at, load)) if now.duration_since(*at) < self.config.stale_after => (
@@ -133,16 +136,24 @@ impl RemoteInvoker {
                 ),
                 _ => (w.memory_total_mb.saturating_sub(w.memory_used_mb), false),
             };
-            candidates.push(Candidate {
+            let c = Candidate {
                 id: w.id.clone(),
                 free_mb,
                 warm,
                 in_flight: local.in_flight.load(Ordering::SeqCst),
-            });
+            };
+            // A suspect (it refused or could not be reached a moment ago) is tried last,
+            // not skipped: when every worker restarted recently it is the only choice.
+            if suspect {
+                suspects.push(c);
+            } else {
+                candidates.push(c);
+            }
             addrs.insert(w.id.clone(), w.addr.clone());
         }
         placement::order(candidates)
             .into_iter()
+            .chain(placement::order(suspects))
             .map(|c| {
                 let addr = addrs.remove(&c.id).unwrap_or_default();
                 (c, addr)
@@ -284,13 +295,6 @@ impl Invoker for RemoteInvoker {
         request: InvokeRequest,
     ) -> BoxFuture<'a, Result<InvokeResult, ApiError>> {
         Box::pin(async move {
-            let plan = self.plan(&target.revision_id);
-            if plan.is_empty() {
-                return Err(ApiError::service(format!(
-                    "no worker is available in region {}",
-                    self.config.region
-                )));
-            }
             // Init and the function's timeout are enforced by the worker; this only
             // catches a worker that stopped answering, with room for a loaded machine.
             let deadline = Duration::from_secs(u64::from(target.config.timeout_s))
@@ -298,45 +302,63 @@ impl Invoker for RemoteInvoker {
                 + Duration::from_secs(30);
             let function = spec(target);
             let mut last = None;
-            for (candidate, addr) in plan.into_iter().take(self.config.max_attempts) {
-                let (mut client, _in_flight) = self.client(&candidate.id, &addr)?;
-                let mut req = tonic::Request::new(pb::InvokeRequest {
-                    function: Some(function.clone()),
-                    request_id: request.request_id.clone(),
-                    payload: request.payload.to_vec(),
-                    client_context: request.client_context.clone(),
-                    trace_id: request.trace_id.clone(),
-                });
-                req.set_timeout(deadline);
-                // The worker's spans join this trace (W3C trace context over gRPC).
-                if let Some(sc) =
-                    nimbus_telemetry::propagation::span_context(&tracing::Span::current())
-                {
-                    if let Ok(v) = nimbus_telemetry::propagation::traceparent(&sc).parse() {
-                        req.metadata_mut().insert("traceparent", v);
-                    }
+            let wait_until = Instant::now() + self.config.placement_wait;
+            let mut pause = Duration::from_millis(50);
+            // Rounds of placement: each tries up to `max_attempts` workers; every failure
+            // so far was "not started", so waiting and placing again is safe.
+            loop {
+                let plan = self.plan(&target.revision_id);
+                if plan.is_empty() {
+                    last = Some(ApiError::service(format!(
+                        "no worker is available in region {}",
+                        self.config.region
+                    )));
                 }
-                match client.invoke(req).await {
-                    Ok(resp) => {
-                        let resp = resp.into_inner();
-                        self.record_load(&candidate.id, resp.load);
-                        return Ok(InvokeResult {
-                            function_error: resp.function_error,
-                            payload: resp.payload.into(),
-                            log_tail: resp.log_tail,
-                        });
+                for (candidate, addr) in plan.into_iter().take(self.config.max_attempts) {
+                    let (mut client, _in_flight) = self.client(&candidate.id, &addr)?;
+                    let mut req = tonic::Request::new(pb::InvokeRequest {
+                        function: Some(function.clone()),
+                        request_id: request.request_id.clone(),
+                        payload: request.payload.to_vec(),
+                        client_context: request.client_context.clone(),
+                        trace_id: request.trace_id.clone(),
+                    });
+                    req.set_timeout(deadline);
+                    // The worker's spans join this trace (W3C trace context over gRPC).
+                    if let Some(sc) =
+                        nimbus_telemetry::propagation::span_context(&tracing::Span::current())
+                    {
+                        if let Ok(v) = nimbus_telemetry::propagation::traceparent(&sc).parse() {
+                            req.metadata_mut().insert("traceparent", v);
+                        }
                     }
-                    Err(status) => {
-                        tracing::debug!(worker = %candidate.id, "invoke failed: {status}");
-                        match classify(&candidate.id, status) {
-                            Failure::Retry(e) => {
-                                self.suspect(&candidate.id);
-                                last = Some(e);
+                    match client.invoke(req).await {
+                        Ok(resp) => {
+                            let resp = resp.into_inner();
+                            self.record_load(&candidate.id, resp.load);
+                            return Ok(InvokeResult {
+                                function_error: resp.function_error,
+                                payload: resp.payload.into(),
+                                log_tail: resp.log_tail,
+                            });
+                        }
+                        Err(status) => {
+                            tracing::debug!(worker = %candidate.id, "invoke failed: {status}");
+                            match classify(&candidate.id, status) {
+                                Failure::Retry(e) => {
+                                    self.suspect(&candidate.id);
+                                    last = Some(e);
+                                }
+                                Failure::Fail(e) => return Err(e),
                             }
-                            Failure::Fail(e) => return Err(e),
                         }
                     }
                 }
+                if Instant::now() + pause > wait_until {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
             Err(last.unwrap_or_else(|| ApiError::service("no worker accepted the invocation")))
         })

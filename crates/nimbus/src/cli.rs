@@ -136,6 +136,10 @@ pub struct GatewayArgs {
     /// milliseconds; the second retry waits twice as long (Lambda: about one minute).
     #[arg(long, default_value_t = 60_000)]
     pub async_retry_delay_ms: u64,
+    /// Longest wait before trying again an async event that could not run (throttled, no
+    /// worker), in milliseconds; the wait doubles from 1 s up to this (Lambda: 5 minutes).
+    #[arg(long, default_value_t = 300_000)]
+    pub async_defer_max_ms: u64,
     /// Serve Prometheus metrics (`GET /metrics`: Lambda's function metrics) on this
     /// address. Off when omitted.
     #[arg(long)]

@@ -66,16 +66,27 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
                 .clone()
                 .unwrap_or_else(|| format!("gw-{}", uuid::Uuid::new_v4().simple())),
             retry_delay: Duration::from_millis(args.async_retry_delay_ms),
+            defer_max: Duration::from_millis(args.async_defer_max_ms),
             ..Default::default()
         },
         stopped(stop_rx.clone()),
     );
-    let serve = gateway.serve(listener, stopped(stop_rx.clone()));
-    tokio::select! {
-        r = serve => r.context("gateway stopped")?,
-        _ = crate::meta_cmd::shutdown_signal() => {}
-    }
+    // On SIGTERM the server stops accepting, closes idle connections and lets requests in
+    // flight finish (a rolling restart must not fail a sync invocation); dropping the
+    // serve future instead would cut them off mid-response.
+    let mut serve = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));
+    let served = tokio::select! {
+        r = &mut serve => r,
+        _ = crate::meta_cmd::shutdown_signal() => {
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop_tx.send(true);
+            serve.await
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    served
+        .context("gateway server task")?
+        .context("gateway stopped")?;
     Ok(())
 }
