@@ -55,6 +55,7 @@ impl Pool {
             want,
             in_use,
             held,
+            release: false,
         }
     }
 }
@@ -185,6 +186,35 @@ impl Admission {
             }
         });
         a
+    }
+
+    /// Gives every leased slice back to the leader at once, for a clean shutdown: call
+    /// only once nothing can be admitted any more and nothing runs. Without it the slices
+    /// stay counted for a whole lease, and the other gateways, taking this one's
+    /// clients, throttle meanwhile.
+    pub async fn release(&self) {
+        let Source::Leased { meta, gateway_id } = &*self.source else {
+            return;
+        };
+        let pools: Vec<Pool> = {
+            let mut guard = self.pools.lock().expect("lock not poisoned");
+            // No slot is free any more, so nothing is admitted after this point.
+            for st in guard.values_mut() {
+                st.granted = 0;
+                st.expires = None;
+            }
+            guard.keys().cloned().collect()
+        };
+        for pool in pools {
+            let mut req = pool.lease_request(gateway_id, 0, 0, 0);
+            req.release = true;
+            if let Err(e) = tokio::time::timeout(LEASE_CALL_TIMEOUT, meta.acquire_lease(req))
+                .await
+                .unwrap_or_else(|_| Err(nimbus_meta::ClientError::Unavailable("timeout".into())))
+            {
+                tracing::warn!("releasing concurrency lease for {pool:?}: {e}");
+            }
+        }
     }
 
     fn pool_of(l: &Limits<'_>) -> (Pool, &'static str) {

@@ -33,6 +33,9 @@ pub struct LeaseRequest {
     pub in_use: u32,
     /// Slots the gateway holds under a lease it still considers valid.
     pub held: u32,
+    /// The gateway stopped admitting into this pool before it sent this (a clean
+    /// shutdown): nothing of its grant can be in use any more, so no shadow is kept.
+    pub release: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +98,10 @@ impl Ledger {
         let lease = self.lease;
         let pool = self.pools.entry(req.pool.clone()).or_default();
         pool.retain(|_, g| g.committed(now) > 0);
+        if req.release {
+            pool.remove(&req.gateway);
+            return 0;
+        }
         let mine = pool.get(&req.gateway).copied();
         let prev = mine.map_or(0, |g| g.committed(now));
         let others: u32 = pool
@@ -153,6 +160,7 @@ mod tests {
             want,
             in_use,
             held,
+            release: false,
         }
     }
 
@@ -180,6 +188,24 @@ mod tests {
         assert_eq!(l.grant(now, &req("b", 5, 5, 0, 0)), 0);
         let later = now + T + Duration::from_millis(1);
         assert_eq!(l.grant(later, &req("b", 5, 5, 0, 0)), 5, "a crashed");
+    }
+
+    #[test]
+    fn a_released_grant_comes_back_at_once_without_a_shadow() {
+        let now = Instant::now();
+        let mut l = warm_ledger(now);
+        assert_eq!(l.grant(now, &req("a", 5, 5, 0, 0)), 5);
+        assert_eq!(l.grant(now, &req("b", 5, 5, 0, 0)), 0);
+        let t1 = now + Duration::from_millis(100);
+        let mut release = req("a", 5, 0, 0, 0);
+        release.release = true;
+        assert_eq!(l.grant(t1, &release), 0);
+        assert_eq!(l.committed("p", t1), 0);
+        assert_eq!(
+            l.grant(t1, &req("b", 5, 5, 0, 0)),
+            5,
+            "long before a's lease ends"
+        );
     }
 
     #[test]
@@ -257,7 +283,7 @@ mod tests {
                 let sent = now;
                 let g = l.grant(now, &LeaseRequest {
                     gateway: gw.to_string(), pool: "p".into(), capacity, want,
-                    in_use: in_use[gw], held,
+                    in_use: in_use[gw], held, release: false,
                 });
                 if delivered {
                     belief[gw] = (g, sent + T);

@@ -671,6 +671,7 @@ impl pb::metadata_server::Metadata for MetadataService {
                 want,
                 in_use: req.in_use,
                 held: req.held,
+                release: req.release,
             },
         );
         Ok(Response::new(pb::LeaseResponse {

@@ -74,7 +74,7 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     // On SIGTERM the server stops accepting, closes idle connections and lets requests in
     // flight finish (a rolling restart must not fail a sync invocation); dropping the
     // serve future instead would cut them off mid-response.
-    let mut serve = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));
+    let mut serve = tokio::spawn(gateway.clone().serve(listener, stopped(stop_rx.clone())));
     let served = tokio::select! {
         r = &mut serve => r,
         _ = crate::meta_cmd::shutdown_signal() => {
@@ -85,6 +85,9 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     };
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    // Nothing is admitted or running any more: hand the leased slots back now rather
+    // than leave them counted for a lease.
+    gateway.admission.release().await;
     served
         .context("gateway server task")?
         .context("gateway stopped")?;

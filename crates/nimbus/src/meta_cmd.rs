@@ -49,9 +49,20 @@ pub async fn run(args: MetaArgs, metrics: MetricsRegistry) -> anyhow::Result<()>
             }
         }
     };
+    // On SIGTERM Raft stops at once, but the gRPC server's graceful shutdown waits for
+    // every stream to end, and watch streams never do: the process lingered until
+    // SIGKILL (10 s under Docker) with its listener still completing TCP handshakes, so
+    // clients hung on it instead of failing over, and gateways' concurrency leases ran
+    // out during a rolling restart. One second after the signal the process exits, which
+    // closes every connection at once.
+    let linger = async {
+        shutdown_signal().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     tokio::select! {
         r = node.wait() => r.context("metadata node stopped")?,
         e = fatal => anyhow::bail!("raft stopped on a fatal error: {e}"),
+        _ = linger => tracing::info!("streams still open after 1 s are cut"),
     }
     tracing::info!("metadata node shut down");
     Ok(())
