@@ -53,11 +53,14 @@ impl Engine {
             network: config.network.clone(),
             insecure_no_isolation: config.insecure_no_isolation,
             expedite_rcu: config.expedite_rcu,
+            shell_pool: config.shell_pool,
             ..JailConfig::default()
         })?;
         if config.reclaim_orphans {
             jail.reclaim_orphans();
         }
+        // After reclaiming: shells live in cgroups under the same parent.
+        jail.keep_shells_ready(Some(config.runtime_api_port));
         let inner = Arc::new(Inner {
             pool: Mutex::new(Pool::new(config.max_memory_mb)),
             jail: Arc::new(jail),
