@@ -22,7 +22,7 @@ use crate::network::{self, NetworkMode};
 use crate::process::{PreparedSandbox, SandboxResources};
 use crate::scratch::ScratchFactory;
 use crate::seccomp::SeccompPolicy;
-use crate::shell::{ShellFactory, ShellPool, ShellShape};
+use crate::shell::{DetachedMounts, ShellFactory, ShellPool, ShellShape};
 
 /// Namespaces every environment gets: its own PID, mount, IPC, UTS, network
 /// and cgroup view. (No user namespace: the workload runs as a real
@@ -107,6 +107,7 @@ impl Jail {
                     nat: nat.clone(),
                     empty_file: empty_file.clone(),
                 },
+                scratch.clone(),
                 config.shell_pool,
             )
         });
@@ -122,34 +123,46 @@ impl Jail {
     }
 
     /// Keeps `JailConfig::shell_pool` pre-created shells ready for
-    /// environments with this service port (the Runtime API's), so that
-    /// the first cold start already finds one. No-op without a pool.
-    pub fn keep_shells_ready(&self, service_port: Option<u16>) {
+    /// environments with this service port (the Runtime API's) and `/tmp`
+    /// size, so that the first cold start already finds one. No-op without
+    /// a pool.
+    /// (Other shapes get shells once a first cold start asked for one.)
+    pub fn keep_shells_ready(&self, service_port: Option<u16>, ephemeral_mb: u64) {
         if let Some(pool) = &self.shells {
-            pool.register(ShellShape { service_port });
+            pool.register(ShellShape {
+                service_port,
+                ephemeral_mb,
+            });
         }
     }
 
-    /// Host pids of the shells ready for `service_port` right now (for
-    /// monitoring and tests).
-    pub fn ready_shells(&self, service_port: Option<u16>) -> Vec<i32> {
+    /// Host pids of the shells ready for `service_port` and `ephemeral_mb`
+    /// right now (for monitoring and tests).
+    pub fn ready_shells(&self, service_port: Option<u16>, ephemeral_mb: u64) -> Vec<i32> {
         self.shells
             .as_ref()
-            .map(|p| p.ready_pids(ShellShape { service_port }))
+            .map(|p| {
+                p.ready_pids(ShellShape {
+                    service_port,
+                    ephemeral_mb,
+                })
+            })
             .unwrap_or_default()
     }
 
-    /// Blocks until at least `n` shells are ready for `service_port` or
-    /// `timeout` passes; returns whether they are. For benchmarks and tests.
+    /// Blocks until at least `n` shells are ready for `service_port` and
+    /// `ephemeral_mb`, or `timeout` passes; returns whether they are. For
+    /// benchmarks and tests.
     pub fn wait_for_shells(
         &self,
         service_port: Option<u16>,
+        ephemeral_mb: u64,
         n: usize,
         timeout: std::time::Duration,
     ) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if self.ready_shells(service_port).len() >= n {
+            if self.ready_shells(service_port, ephemeral_mb).len() >= n {
                 return true;
             }
             if std::time::Instant::now() >= deadline {
@@ -193,9 +206,16 @@ impl Jail {
         if let Some(pool) = &self.shells {
             let shape = ShellShape {
                 service_port: spec.service_port,
+                ephemeral_mb: spec.ephemeral_mb,
             };
-            if let Some(shell) = pool.take(shape) {
-                match pool.prepare(&self.scratch, &spec, shell) {
+            // A directory that cannot be cloned (a missing layer, say) is
+            // reported by the plain path, in its words.
+            let mounts = DetachedMounts::for_spec(&spec).unwrap_or_else(|e| {
+                tracing::debug!(id = %spec.id, error = %e, "no detached mounts; plain path");
+                None
+            });
+            if let Some((mounts, shell)) = mounts.and_then(|m| Some((m, pool.take(shape)?))) {
+                match pool.prepare(&spec, mounts, shell) {
                     Ok(prepared) => return Ok(prepared),
                     // Nothing ran and the shell is gone: the plain path decides.
                     Err(e) => tracing::warn!(

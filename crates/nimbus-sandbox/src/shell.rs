@@ -4,17 +4,20 @@
 //! A shell is a process already cloned into its own PID, mount, IPC, UTS,
 //! network and cgroup namespaces, already moved into its own (still
 //! unlimited) cgroups — the step that waits for an RCU grace period on
-//! cgroup v1 — with its root file system built except for the function's
-//! parts (system directories, masks, `/proc`, `/dev`), its veth pair wired
-//! (NAT mode) and the Runtime API socket bound inside its network namespace.
-//! It waits on a `SOCK_SEQPACKET` socket.
+//! cgroup v1 — with its root file system built (system directories, masks,
+//! `/proc`, `/dev`, its `/tmp` disk of the shape's size), already
+//! `pivot_root`ed with the host's tree detached (another grace period), its
+//! veth pair wired (NAT mode) and the Runtime API socket bound inside its
+//! network namespace. It waits on a `SOCK_SEQPACKET` socket.
 //!
-//! At a cold start the host takes a shell, sends it the function's spec
-//! (`wire.rs`) with its stdio descriptors, writes the function's limits into
-//! the shell's cgroups (memory = the function's memory, CPU in proportion,
-//! pids) while the shell mounts `/var/task`, `/var/runtime`, `/opt` and the
-//! prepared `/tmp` and pivots into its root, then lets it drop privileges,
-//! install seccomp and exec — exactly the last steps of the plain path.
+//! At a cold start the host clones the function's code, runtime and layer
+//! directories as detached read-only mounts (`open_tree(OPEN_TREE_CLONE)` +
+//! `mount_setattr`), takes a shell, sends it the function's spec (`wire.rs`)
+//! with its stdio and those mount descriptors, and writes the function's
+//! limits into the shell's cgroups (memory = the function's memory, CPU in
+//! proportion, pids) while the shell attaches the mounts (`move_mount`) and
+//! gives `/tmp` to the function's user; then it lets the shell drop
+//! privileges, install seccomp and exec — the last steps of the plain path.
 //!
 //! Fail closed: a shell is used at most once (it is consumed by `take`), a
 //! shell that died or left its cgroups is discarded, any host-side failure
@@ -62,6 +65,116 @@ const SHELL_PIDS_MAX: u64 = 16;
 pub(crate) struct ShellShape {
     /// Port of the service socket bound inside (the Runtime API), if any.
     pub(crate) service_port: Option<u16>,
+    /// Size of its `/tmp`, in MiB (mounted ahead of time).
+    pub(crate) ephemeral_mb: u64,
+}
+
+/// A function's code, runtime and layer directories as detached, read-only
+/// mount trees, ready to be attached in a shell (see the module docs).
+pub(crate) struct DetachedMounts {
+    /// `wire::MOUNT_*` bits of the descriptors in `fds`, in order.
+    mask: u32,
+    fds: Vec<OwnedFd>,
+    /// What each shell step does, to describe a failing one.
+    describe: Vec<filesystem::RootfsOp>,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `struct mount_attr` from `<linux/mount.h>`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+impl DetachedMounts {
+    /// Clones the directories `spec` needs. `Ok(None)`: the spec needs what
+    /// a shell does not do (several layers, merged by overlayfs).
+    pub(crate) fn for_spec(spec: &SandboxSpec) -> Result<Option<Self>, SandboxError> {
+        if spec.layers.len() > 1 {
+            return Ok(None);
+        }
+        let mut mounts = DetachedMounts {
+            mask: 0,
+            fds: Vec::with_capacity(3),
+            describe: Vec::with_capacity(4),
+        };
+        let wanted = [
+            (wire::MOUNT_TASK, Some(spec.code_dir.as_path())),
+            (wire::MOUNT_RUNTIME, spec.runtime_dir.as_deref()),
+            (wire::MOUNT_OPT, spec.layers.first().map(PathBuf::as_path)),
+        ];
+        for ((bit, src), (_, target)) in wanted.into_iter().zip(shell_child::MOUNT_POINTS) {
+            let dst = CString::from(target);
+            let Some(src) = src else {
+                mounts.describe.push(filesystem::RootfsOp::MkDir(dst));
+                continue;
+            };
+            let src_c = cstr(src)?;
+            mounts.describe.push(filesystem::RootfsOp::BindReadOnly {
+                src: src_c.clone(),
+                dst,
+            });
+            let step = |errno| SandboxError::ChildStep {
+                step: crate::ChildStep::Rootfs(mounts.describe.last().map(|o| o.describe()).unwrap_or_default()),
+                errno,
+            };
+            mounts.fds.push(detached_read_only(&src_c).map_err(step)?);
+            mounts.mask |= bit;
+        }
+        mounts.describe.push(filesystem::RootfsOp::Chown {
+            path: CString::from(c"/tmp"),
+            uid: spec.user.uid,
+            gid: spec.user.gid,
+        });
+        Ok(Some(mounts))
+    }
+}
+
+/// `open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` of `path`, made read-only,
+/// nosuid, nodev and private (`mount_setattr`): a mount tree that belongs to
+/// no namespace until a shell attaches it.
+fn detached_read_only(path: &std::ffi::CStr) -> Result<OwnedFd, nix::errno::Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: path is NUL-terminated; open_tree returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    let fd = nix::errno::Errno::result(fd)? as i32;
+    // SAFETY: the kernel just returned this fd to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` is a valid struct mount_attr of the size passed; the
+    // empty path with AT_EMPTY_PATH names the fd itself.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    nix::errno::Errno::result(rc)?;
+    Ok(fd)
 }
 
 /// One pre-created shell, waiting. Dropping it kills it and frees everything.
@@ -96,6 +209,8 @@ pub(crate) struct ShellFactory {
 /// The pool: ready shells per shape, refilled by a background thread.
 pub(crate) struct ShellPool {
     factory: ShellFactory,
+    /// `/tmp` disks for new shells.
+    scratch: Arc<ScratchFactory>,
     ready: Mutex<HashMap<ShellShape, Vec<Shell>>>,
     refill: Condvar,
     target: usize,
@@ -103,9 +218,14 @@ pub(crate) struct ShellPool {
 
 impl ShellPool {
     /// Starts the refill thread; `target` shells are kept per registered shape.
-    pub(crate) fn new(factory: ShellFactory, target: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        factory: ShellFactory,
+        scratch: Arc<ScratchFactory>,
+        target: usize,
+    ) -> Arc<Self> {
         let pool = Arc::new(ShellPool {
             factory,
+            scratch,
             ready: Mutex::new(HashMap::new()),
             refill: Condvar::new(),
             target,
@@ -144,14 +264,18 @@ impl ShellPool {
     }
 
     /// Creates one shell now (blocking: clone, cgroup attach, network).
-    pub(crate) fn create(&self, shape: ShellShape) -> Result<Shell, SandboxError> {
+    pub(crate) fn create(
+        &self,
+        scratch: &ScratchFactory,
+        shape: ShellShape,
+    ) -> Result<Shell, SandboxError> {
         let id = format!(
             "shell-{}-{}",
             std::process::id(),
             NEXT_SHELL.fetch_add(1, Ordering::Relaxed)
         );
         let mut res = SandboxResources::default();
-        match self.create_into(shape, &id, &mut res) {
+        match self.create_into(scratch, shape, &id, &mut res) {
             Ok(shell) => Ok(shell),
             Err(e) => {
                 res.cleanup();
@@ -162,6 +286,7 @@ impl ShellPool {
 
     fn create_into(
         &self,
+        scratch: &ScratchFactory,
         shape: ShellShape,
         id: &str,
         res: &mut SandboxResources,
@@ -183,13 +308,28 @@ impl ShellPool {
             .map_err(|e| SandboxError::io(format!("create {}", root.display()), e))?;
         res.root_dir = Some(root.clone());
         let resolv_conf = res.link.as_ref().map(|l| l.resolv_conf.clone());
-        let base = filesystem::plan_base(&BaseInputs {
+        let disk = scratch.take(shape.ephemeral_mb)?;
+        let device = disk.device.clone();
+        res.scratch = Some(disk);
+        let mut base = filesystem::plan_base(&BaseInputs {
             root: &root,
             host_ro_paths: &f.config.host_ro_paths,
             masked_paths: &f.config.masked_paths,
             resolv_conf: resolv_conf.as_deref(),
             empty_file: &f.empty_file,
         })?;
+        // /tmp's disk, mounted now; it is given to the function's user at use.
+        base.extend(filesystem::plan_function(&FunctionInputs {
+            root: &root,
+            code_dir: std::path::Path::new("/"),
+            runtime_dir: None,
+            layers: &[],
+            scratch_device: Some(&device),
+            uid: 0,
+            gid: 0,
+        })?
+        .into_iter()
+        .filter(|op| matches!(op, filesystem::RootfsOp::Mount { .. })));
         let (host_end, shell_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -255,6 +395,10 @@ impl ShellPool {
         let listener = host_side().map_err(described)?;
         shell_child::wait_ready(host_end.as_raw_fd(), READY_TIMEOUT_MS)
             .map_err(|e| described(SandboxError::io("pre-created shell set-up", e)))?;
+        // The shell's mount holds the loop device now.
+        if let Some(disk) = res.scratch.as_mut() {
+            disk.release();
+        }
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
         tracing::debug!(
             clone_us = t_clone.as_micros() as u64,
@@ -277,8 +421,8 @@ impl ShellPool {
     /// started and the shell is gone: the caller falls back to the plain path.
     pub(crate) fn prepare(
         &self,
-        scratch: &ScratchFactory,
         spec: &SandboxSpec,
+        mounts: DetachedMounts,
         mut shell: Shell,
     ) -> Result<PreparedSandbox, SandboxError> {
         let t0 = Instant::now();
@@ -289,18 +433,24 @@ impl ShellPool {
             pidfd.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
-        if nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO).map_err(|e| SandboxError::io("poll", e))? != 0 {
+        if nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO)
+            .map_err(|e| SandboxError::io("poll", e))?
+            != 0
+        {
             return Err(fail("has exited"));
         }
-        let cgroup = shell.resources.cgroup.as_ref().ok_or_else(|| fail("has no cgroup"))?;
+        let cgroup = shell
+            .resources
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| fail("has no cgroup"))?;
         if !cgroup.contains(shell.pid.as_raw()) {
             return Err(fail("is not in its cgroups"));
         }
         let mut res = std::mem::take(&mut shell.resources);
         // From here on `res` owns the process: a failure kills it.
-        let result = self.send_spec(scratch, spec, &mut shell, &mut res);
-        match result {
-            Ok(ops) => {
+        match send_spec(spec, &mounts, &mut shell, &mut res) {
+            Ok(()) => {
                 let control = shell.control.take().ok_or_else(|| fail("has no socket"))?;
                 let err_read = shell.err_read.take().ok_or_else(|| fail("has no pipe"))?;
                 tracing::debug!(
@@ -314,7 +464,7 @@ impl ShellPool {
                     pidfd,
                     control,
                     err_read,
-                    ops,
+                    mounts.describe,
                     res,
                     shell.listener.take(),
                 ))
@@ -325,81 +475,62 @@ impl ShellPool {
             }
         }
     }
+}
 
-    fn send_spec(
-        &self,
-        scratch: &ScratchFactory,
-        spec: &SandboxSpec,
-        shell: &mut Shell,
-        res: &mut SandboxResources,
-    ) -> Result<Vec<filesystem::RootfsOp>, SandboxError> {
-        let disk = scratch.take(spec.ephemeral_mb)?;
-        let device = disk.device.clone();
-        res.scratch = Some(disk);
-        let limits = CgroupLimits {
-            memory_mb: spec.memory_mb,
-            pids_max: spec.pids_max,
-            unrestricted_cpu_at_start: false,
-        };
-        res.limits = Some(limits);
-        let root = res
-            .root_dir
-            .clone()
-            .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no root".into()))?;
-        let ops = filesystem::plan_function(&FunctionInputs {
-            root: &root,
-            code_dir: &spec.code_dir,
-            runtime_dir: spec.runtime_dir.as_deref(),
-            layers: &spec.layers,
-            scratch_device: Some(&device),
-            uid: spec.user.uid,
-            gid: spec.user.gid,
-        })?;
-        let mut env = spec.env.clone();
-        if let Some(port) = spec.service_port {
-            env.push((spec.service_addr_env.clone(), format!("127.0.0.1:{port}")));
-        }
-        let exec = crate::jail::ExecStrings::new(&spec.program, &spec.args, &env)?;
-        let argc = spec.args.len() + 1;
-        let message = wire::encode(&wire::Message {
-            uid: spec.user.uid,
-            gid: spec.user.gid,
-            nofile: spec.nofile,
-            ops: &ops,
-            cwd: &cstr(&spec.cwd)?,
-            program: &exec.program,
-            argv: &exec.strings[..argc],
-            env: &exec.strings[argc..],
-        })
-        .ok_or_else(|| SandboxError::InvalidSpec("spec too large for a pre-created shell".into()))?;
-        let stdin = File::open("/dev/null").map_err(|e| SandboxError::io("open /dev/null", e))?;
-        let control = shell
-            .control
-            .as_ref()
-            .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no socket".into()))?;
-        shell_child::send_spec(
-            control.as_raw_fd(),
-            &message,
-            [
-                stdin.as_raw_fd(),
-                spec.stdout.as_raw_fd(),
-                spec.stderr.as_raw_fd(),
-            ],
-        )
-        .map_err(|e| SandboxError::io("send the spec to a pre-created shell", e))?;
-        // While the shell mounts: the function's limits, before any of its
-        // code can run (the shell waits for the go-ahead after its mounts).
-        let cgroup = res
-            .cgroup
-            .as_ref()
-            .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no cgroup".into()))?;
-        cgroup.apply_limits(CgroupLimits {
-            unrestricted_cpu_at_start: spec.unrestricted_cpu_at_start,
-            ..limits
-        })?;
-        cgroup.reset_peak();
-        Ok(ops)
+fn send_spec(
+    spec: &SandboxSpec,
+    mounts: &DetachedMounts,
+    shell: &mut Shell,
+    res: &mut SandboxResources,
+) -> Result<(), SandboxError> {
+    let limits = CgroupLimits {
+        memory_mb: spec.memory_mb,
+        pids_max: spec.pids_max,
+        unrestricted_cpu_at_start: false,
+    };
+    res.limits = Some(limits);
+    let mut env = spec.env.clone();
+    if let Some(port) = spec.service_port {
+        env.push((spec.service_addr_env.clone(), format!("127.0.0.1:{port}")));
     }
+    let exec = crate::jail::ExecStrings::new(&spec.program, &spec.args, &env)?;
+    let argc = spec.args.len() + 1;
+    let message = wire::encode(&wire::Message {
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        nofile: spec.nofile,
+        mounts: mounts.mask,
+        cwd: &cstr(&spec.cwd)?,
+        program: &exec.program,
+        argv: &exec.strings[..argc],
+        env: &exec.strings[argc..],
+    })
+    .ok_or_else(|| SandboxError::InvalidSpec("spec too large for a pre-created shell".into()))?;
+    let stdin = File::open("/dev/null").map_err(|e| SandboxError::io("open /dev/null", e))?;
+    let control = shell
+        .control
+        .as_ref()
+        .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no socket".into()))?;
+    let mut fds = vec![
+        stdin.as_raw_fd(),
+        spec.stdout.as_raw_fd(),
+        spec.stderr.as_raw_fd(),
+    ];
+    fds.extend(mounts.fds.iter().map(AsRawFd::as_raw_fd));
+    shell_child::send_spec(control.as_raw_fd(), &message, &fds)
+        .map_err(|e| SandboxError::io("send the spec to a pre-created shell", e))?;
+    // While the shell attaches the mounts: the function's limits, before any
+    // of its code can run (the shell waits for the go-ahead).
+    let cgroup = res
+        .cgroup
+        .as_ref()
+        .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no cgroup".into()))?;
+    cgroup.apply_limits(CgroupLimits {
+        unrestricted_cpu_at_start: spec.unrestricted_cpu_at_start,
+        ..limits
+    })?;
+    cgroup.reset_peak();
+    Ok(())
 }
 
 /// Keeps `target` shells per registered shape until the pool is dropped.
@@ -423,7 +554,7 @@ fn refill_loop(pool: Weak<ShellPool>) {
             missing
         };
         for shape in missing {
-            match p.create(shape) {
+            match p.create(&p.scratch, shape) {
                 Ok(shell) => p.lock().entry(shape).or_default().push(shell),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot pre-create an environment shell");

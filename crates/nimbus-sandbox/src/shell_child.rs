@@ -1,7 +1,11 @@
-//! What a pre-created shell (`shell.rs`) does in its own process: the
-//! function-independent isolation steps ahead of time, then — once the host
-//! has sent a function's spec — the function's mounts, `pivot_root`, and the
-//! same last steps as the plain path (`child::finish`).
+//! What a pre-created shell (`shell.rs`) does in its own process: every
+//! function-independent isolation step ahead of time — namespaces, the root
+//! file system with its `/tmp` disk mounted, `pivot_root` and the detach of
+//! the host's tree (which waits for an RCU grace period) — then, once the
+//! host has sent a function's spec, only: attach the function's detached
+//! mounts (`move_mount`) at `/var/task`, `/var/runtime` and `/opt`, give
+//! `/tmp` to the function's user, and the same last steps as the plain path
+//! (`child::finish`).
 //!
 //! Same rules as `child.rs`: cloned from the multi-threaded worker, so no
 //! heap allocation and no locks; everything it needs (buffers included) was
@@ -13,6 +17,7 @@ use std::os::fd::RawFd;
 
 use nix::errno::Errno;
 use nix::sys::resource::Resource;
+use nix::unistd::{Gid, Uid};
 
 use crate::child::{self, code, step, Finish, SimpleStep, StepResult, ROOTFS_BASE};
 use crate::filesystem::RootfsOp;
@@ -21,10 +26,26 @@ use crate::wire;
 /// Sent by the shell once its function-independent setup is done.
 pub(crate) const READY: u8 = b'R';
 
+/// stdin, stdout, stderr and up to three mounts.
+pub(crate) const MAX_FDS: usize = 6;
+
+/// Where each mount bit of the message is attached, in descriptor order.
+/// The index is also the failing step's number (`ROOTFS_BASE + index`).
+pub(crate) const MOUNT_POINTS: [(u32, &std::ffi::CStr); 3] = [
+    (wire::MOUNT_TASK, c"/var/task"),
+    (wire::MOUNT_RUNTIME, c"/var/runtime"),
+    (wire::MOUNT_OPT, c"/opt"),
+];
+
+/// Step number of giving `/tmp` to the function's user.
+pub(crate) const CHOWN_TMP_STEP: u32 = 3;
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
 /// Everything a shell needs, prepared by the host before the clone.
 pub(crate) struct ShellPlan {
     pub hostname: CString,
-    /// Function-independent root file system operations.
+    /// Function-independent root file system operations (with `/tmp`'s mount).
     pub base: Vec<RootfsOp>,
     pub new_root: CString,
     pub put_old: CString,
@@ -62,25 +83,46 @@ fn setup(plan: &mut ShellPlan) -> StepResult {
         S::CloseInheritedFds,
         close_all_but(plan.control, plan.err_write),
     )?;
-    child::prepare_root(
-        &plan.hostname,
-        plan.base.iter().map(RootfsOp::as_op_ref),
-    )?;
+    child::prepare_root(&plan.hostname, plan.base.iter().map(RootfsOp::as_op_ref))?;
+    child::enter_root(&plan.new_root, &plan.put_old)?;
     step(S::ReceiveSpec, send_byte(plan.control, READY))?;
 
-    // The function's spec and its stdin, stdout and stderr.
-    let mut fds = [-1 as RawFd; 3];
-    let len = receive(plan.control, &mut plan.buf, &mut fds)
-        .map_err(|e| (code(&S::ReceiveSpec), e))?;
+    // The function's spec, its stdin, stdout, stderr and mounts.
+    let mut fds = [-1 as RawFd; MAX_FDS];
+    let rs = |e| (code(&S::ReceiveSpec), e);
+    let (len, nfds) = receive(plan.control, &mut plan.buf, &mut fds).map_err(rs)?;
     let buf: &[u8] = &plan.buf[..len];
     let mut r = wire::Reader::new(buf);
-    let rs = |e| (code(&S::ReceiveSpec), e);
     let h = r.header().map_err(rs)?;
-    for i in 0..h.n_ops {
-        let op = r.op().map_err(rs)?;
-        child::rootfs_op(op).map_err(|e| (ROOTFS_BASE + i, e))?;
+    if nfds != 3 + h.mounts.count_ones() as usize {
+        return Err(rs(Errno::EPROTO));
     }
-    child::enter_root(&plan.new_root, &plan.put_old)?;
+    let mut next = 3;
+    for (i, (bit, target)) in MOUNT_POINTS.iter().enumerate() {
+        if h.mounts & bit == 0 {
+            continue;
+        }
+        // SAFETY: fds[next] is a mount descriptor we received; target is a
+        // NUL-terminated constant; the kernel only reads both.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fds[next],
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map_err(|e| (ROOTFS_BASE + i as u32, e))?;
+        next += 1;
+    }
+    nix::unistd::chown(
+        c"/tmp",
+        Some(Uid::from_raw(h.uid)),
+        Some(Gid::from_raw(h.gid)),
+    )
+    .map_err(|e| (ROOTFS_BASE + CHOWN_TMP_STEP, e))?;
     let cwd = r.cstr().map_err(rs)?;
     let program = r.cstr().map_err(rs)?;
     let (argc, envc) = (h.argc as usize, h.envc as usize);
@@ -145,9 +187,10 @@ fn send_byte(fd: RawFd, byte: u8) -> nix::Result<()> {
     Errno::result(n).map(drop)
 }
 
-/// One `recvmsg` of the spec plus exactly three descriptors (close-on-exec).
-fn receive(fd: RawFd, buf: &mut [u8], fds: &mut [RawFd; 3]) -> nix::Result<usize> {
-    // Room for one SCM_RIGHTS message of three ints, aligned for cmsghdr.
+/// One `recvmsg` of the spec plus 3 to [`MAX_FDS`] descriptors
+/// (close-on-exec); returns the message length and the descriptor count.
+fn receive(fd: RawFd, buf: &mut [u8], fds: &mut [RawFd; MAX_FDS]) -> nix::Result<(usize, usize)> {
+    // Room for one SCM_RIGHTS message of MAX_FDS ints, aligned for cmsghdr.
     #[repr(C, align(8))]
     struct Control([u8; 64]);
     let mut control = Control([0; 64]);
@@ -178,23 +221,28 @@ fn receive(fd: RawFd, buf: &mut [u8], fds: &mut [RawFd; 3]) -> nix::Result<usize
     // SAFETY: cmsg is non-null and points into `control`.
     let (level, kind, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
     // SAFETY: CMSG_LEN is a pure size computation.
-    let want = unsafe { libc::CMSG_LEN((3 * std::mem::size_of::<RawFd>()) as u32) } as usize;
-    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS || len as usize != want {
+    let header = unsafe { libc::CMSG_LEN(0) } as usize;
+    let count = (len as usize).saturating_sub(header) / std::mem::size_of::<RawFd>();
+    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS || !(3..=MAX_FDS).contains(&count) {
         return Err(Errno::EPROTO);
     }
-    // SAFETY: the kernel wrote three ints after the header (length checked);
-    // read_unaligned because CMSG_DATA need not be int-aligned in principle.
+    // SAFETY: the kernel wrote `count` ints after the header (from its
+    // length, bounded by MAX_FDS); read_unaligned because CMSG_DATA need not
+    // be int-aligned in principle.
     unsafe {
         let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-        for (i, fd) in fds.iter_mut().enumerate() {
+        for (i, fd) in fds.iter_mut().take(count).enumerate() {
             *fd = data.add(i).read_unaligned();
         }
     }
-    Ok(n)
+    Ok((n, count))
 }
 
-/// The host's side of [`receive`]: the spec and three descriptors in one message.
-pub(crate) fn send_spec(fd: RawFd, bytes: &[u8], fds: [RawFd; 3]) -> nix::Result<()> {
+/// The host's side of [`receive`]: the spec and its descriptors in one message.
+pub(crate) fn send_spec(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> nix::Result<()> {
+    if !(3..=MAX_FDS).contains(&fds.len()) {
+        return Err(Errno::EINVAL);
+    }
     #[repr(C, align(8))]
     struct Control([u8; 64]);
     let mut control = Control([0; 64]);
@@ -203,7 +251,8 @@ pub(crate) fn send_spec(fd: RawFd, bytes: &[u8], fds: [RawFd; 3]) -> nix::Result
         iov_len: bytes.len(),
     };
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE((3 * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let space =
+        unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
     // SAFETY: msghdr is plain old data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -217,7 +266,7 @@ pub(crate) fn send_spec(fd: RawFd, bytes: &[u8], fds: [RawFd; 3]) -> nix::Result
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN((3 * std::mem::size_of::<RawFd>()) as u32) as _;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
         let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
         for (i, fd) in fds.iter().enumerate() {
             data.add(i).write_unaligned(*fd);

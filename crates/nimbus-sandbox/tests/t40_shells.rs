@@ -18,13 +18,21 @@ fn pooled_jail() -> Jail {
         ..JailConfig::default()
     })
     .expect("jail");
-    jail.keep_shells_ready(None);
+    jail.keep_shells_ready(None, EPHEMERAL_MB);
     jail
 }
 
+/// `/tmp` size of `common::spec`.
+const EPHEMERAL_MB: u64 = 64;
+
 fn wait_ready(jail: &Jail) {
+    wait_ready_for(jail, EPHEMERAL_MB);
+}
+
+fn wait_ready_for(jail: &Jail, ephemeral_mb: u64) {
+    jail.keep_shells_ready(None, ephemeral_mb);
     assert!(
-        jail.wait_for_shells(None, 1, Duration::from_secs(20)),
+        jail.wait_for_shells(None, ephemeral_mb, 1, Duration::from_secs(20)),
         "no shell became ready"
     );
 }
@@ -35,11 +43,11 @@ fn run_pooled(
     script: &str,
     tweak: impl FnOnce(&mut SandboxSpec),
 ) -> (ExitStatus, String) {
-    wait_ready(jail);
     let code = code_dir(&[("hello.txt", "hello from code\n")]);
     let (r, w) = nix::unistd::pipe().unwrap();
     let mut s = spec(&unique_id("pool"), code.path(), script, w);
     tweak(&mut s);
+    wait_ready_for(jail, s.ephemeral_mb);
     let prepared = jail.prepare(s).expect("prepare");
     assert!(prepared.pooled(), "the environment did not come from a shell");
     let mut sandbox = prepared.start().expect("start");
@@ -152,7 +160,7 @@ fn t45_a_shell_is_used_at_most_once() {
             .unwrap();
         assert!(prepared.pooled());
         let pid = prepared.pid();
-        assert!(!jail.ready_shells(None).contains(&pid), "still offered");
+        assert!(!jail.ready_shells(None, EPHEMERAL_MB).contains(&pid), "still offered");
         assert!(!seen.contains(&pid), "shell {pid} handed out twice");
         seen.push(pid);
         let mut s = prepared.start().unwrap();
@@ -175,7 +183,7 @@ fn wait_dead(pid: i32) {
 fn t46_a_dead_shell_is_never_used() {
     let jail = pooled_jail();
     wait_ready(&jail);
-    let pid = jail.ready_shells(None)[0];
+    let pid = jail.ready_shells(None, EPHEMERAL_MB)[0];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -201,7 +209,7 @@ fn t46_a_dead_shell_is_never_used() {
 fn t47_a_shell_outside_its_cgroups_is_never_used() {
     let jail = pooled_jail();
     wait_ready(&jail);
-    let pid = jail.ready_shells(None)[0];
+    let pid = jail.ready_shells(None, EPHEMERAL_MB)[0];
     // Something moved it out of its memory cgroup: it must not run a function.
     let memory_root = std::path::Path::new("/sys/fs/cgroup/memory");
     let parent = if memory_root.exists() {
@@ -230,28 +238,44 @@ fn t48_a_failing_step_in_a_shell_never_runs_the_workload() {
     let jail = pooled_jail();
     let code = code_dir(&[]);
     let marker = code.path().join("ran");
-    for (tweak, want) in [
-        (
-            Box::new(|s: &mut SandboxSpec| s.layers = vec!["/nonexistent-layer".into()])
-                as Box<dyn Fn(&mut SandboxSpec)>,
-            "rootfs: bind /nonexistent-layer",
-        ),
-        (
-            Box::new(|s: &mut SandboxSpec| s.program = "/var/task/does-not-exist".into()),
-            "Exec",
-        ),
-    ] {
-        wait_ready(&jail);
-        let (_r, w) = nix::unistd::pipe().unwrap();
-        let script = format!("touch {}", marker.display());
-        let mut s = spec(&unique_id("fail"), code.path(), &script, w);
-        tweak(&mut s);
-        let prepared = jail.prepare(s).unwrap();
-        assert!(prepared.pooled());
-        let err = prepared.start().unwrap_err();
-        assert!(err.to_string().contains(want), "{err}");
-        assert!(!marker.exists());
-    }
+    let script = format!("touch {}", marker.display());
+    // The program is missing: the shell fails at exec, after its mounts.
+    wait_ready(&jail);
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("fail"), code.path(), &script, w);
+    s.program = "/var/task/does-not-exist".into();
+    let prepared = jail.prepare(s).unwrap();
+    assert!(prepared.pooled());
+    let err = prepared.start().unwrap_err();
+    assert!(err.to_string().contains("Exec"), "{err}");
+    // A layer is missing: no shell is spent; the error names the mount.
+    wait_ready(&jail);
+    let before = jail.ready_shells(None, EPHEMERAL_MB);
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("fail"), code.path(), &script, w);
+    s.layers = vec!["/nonexistent-layer".into()];
+    let err = jail.prepare(s).and_then(|p| p.start()).unwrap_err();
+    assert!(err.to_string().contains("rootfs: bind /nonexistent-layer"), "{err}");
+    assert_eq!(jail.ready_shells(None, EPHEMERAL_MB), before);
+    assert!(!marker.exists());
+}
+
+#[test]
+fn t48b_a_function_with_several_layers_gets_a_fresh_environment() {
+    let jail = pooled_jail();
+    wait_ready(&jail);
+    let (a, b) = (code_dir(&[("x", "from a\n")]), code_dir(&[("x", "from b\n"), ("y", "only b\n")]));
+    let code = code_dir(&[]);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("layers"), code.path(), "cat /opt/x /opt/y", w);
+    s.layers = vec![b.path().to_owned(), a.path().to_owned()];
+    let prepared = jail.prepare(s).unwrap();
+    assert!(!prepared.pooled(), "overlayfs layers are the plain path's");
+    let mut sandbox = prepared.start().unwrap();
+    let mut out = String::new();
+    std::fs::File::from(r).read_to_string(&mut out).unwrap();
+    assert_eq!(sandbox.wait().unwrap(), ExitStatus::Exited(0), "{out}");
+    assert_eq!(out, "from a\nonly b\n");
 }
 
 #[test]

@@ -60,7 +60,8 @@ impl Engine {
             jail.reclaim_orphans();
         }
         // After reclaiming: shells live in cgroups under the same parent.
-        jail.keep_shells_ready(Some(config.runtime_api_port));
+        // Lambda's default /tmp is 512 MB; other sizes get shells after their first cold start.
+        jail.keep_shells_ready(Some(config.runtime_api_port), 512);
         let inner = Arc::new(Inner {
             pool: Mutex::new(Pool::new(config.max_memory_mb)),
             jail: Arc::new(jail),
