@@ -305,10 +305,7 @@ fn setup(plan: &ChildPlan) -> StepResult {
     // number is valid and not used again in the child.
     let closed = unsafe { libc::close(plan.go_write) };
     step(S::Setup, Errno::result(closed).map(drop))?;
-    prepare_root(
-        &plan.hostname,
-        plan.rootfs.iter().map(RootfsOp::as_op_ref),
-    )?;
+    prepare_root(&plan.hostname, plan.rootfs.iter().map(RootfsOp::as_op_ref))?;
     enter_root(&plan.new_root, &plan.put_old)?;
 
     // Wait until the parent has put us in the cgroup and wired the network.
@@ -361,7 +358,13 @@ pub(crate) fn rootfs_op(op: crate::filesystem::OpRef<'_>) -> nix::Result<()> {
             nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link)
         }
         OpRef::BindReadOnly { src, dst } => {
-            nix::mount::mount(Some(src), dst, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+            nix::mount::mount(
+                Some(src),
+                dst,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                none,
+            )?;
             nix::mount::mount(
                 none,
                 dst,

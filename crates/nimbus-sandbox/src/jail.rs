@@ -366,7 +366,9 @@ impl Jail {
         let listener = match host_side() {
             Ok(l) => l,
             // If the child already failed, its error is the real cause.
-            Err(e) => return Err(crate::process::child_report(&err_read, &plan.rootfs).unwrap_or(e)),
+            Err(e) => {
+                return Err(crate::process::child_report(&err_read, &plan.rootfs).unwrap_or(e))
+            }
         };
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
         tracing::debug!(

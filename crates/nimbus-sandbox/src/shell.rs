@@ -123,7 +123,13 @@ impl DetachedMounts {
                 dst,
             });
             let step = |errno| SandboxError::ChildStep {
-                step: crate::ChildStep::Rootfs(mounts.describe.last().map(|o| o.describe()).unwrap_or_default()),
+                step: crate::ChildStep::Rootfs(
+                    mounts
+                        .describe
+                        .last()
+                        .map(|o| o.describe())
+                        .unwrap_or_default(),
+                ),
                 errno,
             };
             mounts.fds.push(detached_read_only(&src_c).map_err(step)?);
@@ -319,17 +325,19 @@ impl ShellPool {
             empty_file: &f.empty_file,
         })?;
         // /tmp's disk, mounted now; it is given to the function's user at use.
-        base.extend(filesystem::plan_function(&FunctionInputs {
-            root: &root,
-            code_dir: std::path::Path::new("/"),
-            runtime_dir: None,
-            layers: &[],
-            scratch_device: Some(&device),
-            uid: 0,
-            gid: 0,
-        })?
-        .into_iter()
-        .filter(|op| matches!(op, filesystem::RootfsOp::Mount { .. })));
+        base.extend(
+            filesystem::plan_function(&FunctionInputs {
+                root: &root,
+                code_dir: std::path::Path::new("/"),
+                runtime_dir: None,
+                layers: &[],
+                scratch_device: Some(&device),
+                uid: 0,
+                gid: 0,
+            })?
+            .into_iter()
+            .filter(|op| matches!(op, filesystem::RootfsOp::Mount { .. })),
+        );
         let (host_end, shell_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -381,17 +389,15 @@ impl ShellPool {
             }
             match shape.service_port {
                 Some(port) => {
-                    let netns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
-                        SandboxError::io("open the shell's network namespace", e)
-                    })?;
+                    let netns = File::open(format!("/proc/{pid}/ns/net"))
+                        .map_err(|e| SandboxError::io("open the shell's network namespace", e))?;
                     Ok(Some(network::bind_in_netns(&netns, port)?))
                 }
                 None => Ok(None),
             }
         };
-        let described = |e: SandboxError| {
-            crate::process::child_report(&err_read, &plan.base).unwrap_or(e)
-        };
+        let described =
+            |e: SandboxError| crate::process::child_report(&err_read, &plan.base).unwrap_or(e);
         let listener = host_side().map_err(described)?;
         shell_child::wait_ready(host_end.as_raw_fd(), READY_TIMEOUT_MS)
             .map_err(|e| described(SandboxError::io("pre-created shell set-up", e)))?;

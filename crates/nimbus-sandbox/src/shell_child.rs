@@ -251,8 +251,7 @@ pub(crate) fn send_spec(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> nix::Result<(
         iov_len: bytes.len(),
     };
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space =
-        unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
     // SAFETY: msghdr is plain old data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -284,7 +283,10 @@ pub(crate) fn send_spec(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> nix::Result<(
 /// Reads the shell's ready byte (the host side), waiting at most `timeout_ms`.
 pub(crate) fn wait_ready(fd: RawFd, timeout_ms: u16) -> nix::Result<()> {
     let borrowed = child::borrow(fd);
-    let mut fds = [nix::poll::PollFd::new(borrowed, nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        borrowed,
+        nix::poll::PollFlags::POLLIN,
+    )];
     if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(timeout_ms))? == 0 {
         return Err(Errno::ETIMEDOUT);
     }

@@ -171,7 +171,14 @@ mod tests {
             (h.uid, h.gid, h.nofile, h.mounts, h.argc, h.envc),
             (993, 990, 1024, MOUNT_TASK | MOUNT_OPT, 2, 2)
         );
-        for want in ["/var/task", "/var/task/bootstrap", "/var/task/bootstrap", "-x", "A=1", "B=2"] {
+        for want in [
+            "/var/task",
+            "/var/task/bootstrap",
+            "/var/task/bootstrap",
+            "-x",
+            "A=1",
+            "B=2",
+        ] {
             assert_eq!(r.cstr().unwrap().to_str().unwrap(), want);
         }
         assert_eq!(r.cstr(), Err(Errno::EPROTO), "past the end");

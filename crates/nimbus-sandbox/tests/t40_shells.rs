@@ -49,7 +49,10 @@ fn run_pooled(
     tweak(&mut s);
     wait_ready_for(jail, s.ephemeral_mb);
     let prepared = jail.prepare(s).expect("prepare");
-    assert!(prepared.pooled(), "the environment did not come from a shell");
+    assert!(
+        prepared.pooled(),
+        "the environment did not come from a shell"
+    );
     let mut sandbox = prepared.start().expect("start");
     assert!(sandbox.pooled());
     let mut out = String::new();
@@ -112,7 +115,13 @@ print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
 os._exit(0)
 '"#;
     let (_, out) = run_pooled(&jail, script, |s| s.pids_max = 32);
-    let n: u32 = out.lines().last().unwrap_or("0").trim().parse().unwrap_or(0);
+    let n: u32 = out
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
     // More than the shell's own bound (16): the function's limit was written.
     assert!(n > 16 && n <= 32, "{n} processes: {out}");
 }
@@ -160,7 +169,10 @@ fn t45_a_shell_is_used_at_most_once() {
             .unwrap();
         assert!(prepared.pooled());
         let pid = prepared.pid();
-        assert!(!jail.ready_shells(None, EPHEMERAL_MB).contains(&pid), "still offered");
+        assert!(
+            !jail.ready_shells(None, EPHEMERAL_MB).contains(&pid),
+            "still offered"
+        );
         assert!(!seen.contains(&pid), "shell {pid} handed out twice");
         seen.push(pid);
         let mut s = prepared.start().unwrap();
@@ -255,7 +267,10 @@ fn t48_a_failing_step_in_a_shell_never_runs_the_workload() {
     let mut s = spec(&unique_id("fail"), code.path(), &script, w);
     s.layers = vec!["/nonexistent-layer".into()];
     let err = jail.prepare(s).and_then(|p| p.start()).unwrap_err();
-    assert!(err.to_string().contains("rootfs: bind /nonexistent-layer"), "{err}");
+    assert!(
+        err.to_string().contains("rootfs: bind /nonexistent-layer"),
+        "{err}"
+    );
     assert_eq!(jail.ready_shells(None, EPHEMERAL_MB), before);
     assert!(!marker.exists());
 }
@@ -264,7 +279,10 @@ fn t48_a_failing_step_in_a_shell_never_runs_the_workload() {
 fn t48b_a_function_with_several_layers_gets_a_fresh_environment() {
     let jail = pooled_jail();
     wait_ready(&jail);
-    let (a, b) = (code_dir(&[("x", "from a\n")]), code_dir(&[("x", "from b\n"), ("y", "only b\n")]));
+    let (a, b) = (
+        code_dir(&[("x", "from a\n")]),
+        code_dir(&[("x", "from b\n"), ("y", "only b\n")]),
+    );
     let code = code_dir(&[]);
     let (r, w) = nix::unistd::pipe().unwrap();
     let mut s = spec(&unique_id("layers"), code.path(), "cat /opt/x /opt/y", w);
