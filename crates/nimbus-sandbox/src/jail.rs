@@ -208,21 +208,34 @@ impl Jail {
                 service_port: spec.service_port,
                 ephemeral_mb: spec.ephemeral_mb,
             };
-            // A directory that cannot be cloned (a missing layer, say) is
-            // reported by the plain path, in its words.
-            let mounts = DetachedMounts::for_spec(&spec).unwrap_or_else(|e| {
-                tracing::debug!(id = %spec.id, error = %e, "no detached mounts; plain path");
-                None
-            });
-            if let Some((mounts, shell)) = mounts.and_then(|m| Some((m, pool.take(shape)?))) {
-                match pool.prepare(&spec, mounts, shell) {
-                    Ok(prepared) => return Ok(prepared),
-                    // Nothing ran and the shell is gone: the plain path decides.
-                    Err(e) => tracing::warn!(
-                        id = %spec.id,
-                        error = %e,
-                        "pre-created shell unusable; creating the environment from scratch"
-                    ),
+            if let Some(shell) = pool.take(shape) {
+                // A directory that cannot be cloned (a missing layer, say) is
+                // reported by the plain path, in its words; several layers
+                // (overlayfs) are the plain path's too. The shell was not
+                // used, so it goes back. (Cloned after taking a shell: a
+                // detached mount dropped unused waits for an RCU grace period.)
+                let mounts = match DetachedMounts::for_spec(&spec) {
+                    Ok(Some(m)) => Some((m, shell)),
+                    Ok(None) => {
+                        pool.put_back(shell);
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(id = %spec.id, error = %e, "no detached mounts; plain path");
+                        pool.put_back(shell);
+                        None
+                    }
+                };
+                if let Some((mounts, shell)) = mounts {
+                    match pool.prepare(&spec, mounts, shell) {
+                        Ok(prepared) => return Ok(prepared),
+                        // Nothing ran and the shell is gone: the plain path decides.
+                        Err(e) => tracing::warn!(
+                            id = %spec.id,
+                            error = %e,
+                            "pre-created shell unusable; creating the environment from scratch"
+                        ),
+                    }
                 }
             }
         }

@@ -261,6 +261,11 @@ impl ShellPool {
         shell
     }
 
+    /// Returns a shell that was taken but never sent anything.
+    pub(crate) fn put_back(&self, shell: Shell) {
+        self.lock().entry(shell.shape).or_default().push(shell);
+    }
+
     /// Host pids of the ready shells of `shape`.
     pub(crate) fn ready_pids(&self, shape: ShellShape) -> Vec<i32> {
         self.lock()

@@ -222,7 +222,7 @@ fn receive(fd: RawFd, buf: &mut [u8], fds: &mut [RawFd; MAX_FDS]) -> nix::Result
     let (level, kind, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
     // SAFETY: CMSG_LEN is a pure size computation.
     let header = unsafe { libc::CMSG_LEN(0) } as usize;
-    let count = (len as usize).saturating_sub(header) / std::mem::size_of::<RawFd>();
+    let count = len.saturating_sub(header) / std::mem::size_of::<RawFd>();
     if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS || !(3..=MAX_FDS).contains(&count) {
         return Err(Errno::EPROTO);
     }
