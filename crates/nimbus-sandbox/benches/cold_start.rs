@@ -103,12 +103,21 @@ fn main() {
         cold_start(&pooled_jail, format!("bench-pwarm-{i}"), &code);
     }
 
-    // Interleaved, so both see the same background load.
+    // Interleaved, so all three see the same background load.
     let (mut prepared, mut started, mut exited, mut teardown) = (vec![], vec![], vec![], vec![]);
     let (mut p_prepared, mut p_started, mut p_exited, mut p_teardown) =
         (vec![], vec![], vec![], vec![]);
     let mut refill = vec![];
+    let (mut fork_started, mut fork_exited) = (vec![], vec![]);
     for i in 0..ITERATIONS {
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new("/bin/true")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        fork_started.push(t0.elapsed()); // std returns once exec has succeeded
+        child.wait().unwrap();
+        fork_exited.push(t0.elapsed());
         // Let the scratch-disk refill thread keep up (as between real cold starts).
         #[allow(clippy::disallowed_methods)] // no async runtime here
         std::thread::sleep(Duration::from_millis(5));
@@ -129,18 +138,6 @@ fn main() {
         p_started.push(s);
         p_exited.push(e);
         p_teardown.push(t);
-    }
-
-    let (mut fork_started, mut fork_exited) = (vec![], vec![]);
-    for _ in 0..ITERATIONS {
-        let t0 = Instant::now();
-        let mut child = std::process::Command::new("/bin/true")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        fork_started.push(t0.elapsed()); // std returns once exec has succeeded
-        child.wait().unwrap();
-        fork_exited.push(t0.elapsed());
     }
 
     println!("{ITERATIONS} iterations, /bin/true, 128 MB, 512 MB /tmp, Runtime API socket bound:");
