@@ -213,10 +213,11 @@ impl PreparedSandbox {
     /// exec has succeeded, or the step that failed (the child is then reaped
     /// and everything released).
     pub fn start(mut self) -> Result<Sandbox, SandboxError> {
-        self.started = true;
         if let Some(go) = self.go_write.take() {
+            // On failure (the child is gone) `started` stays false: drop reaps and cleans up.
             nix::unistd::write(&go, &[1u8]).map_err(|e| SandboxError::io("start child", e))?;
         }
+        self.started = true;
         let mut report = Vec::with_capacity(8);
         if let Some(err) = self.err_read.take() {
             let mut f = std::fs::File::from(err);

@@ -317,3 +317,36 @@ fn t49_an_unstarted_pooled_environment_is_killed_on_drop() {
         "shell {pid} survived"
     );
 }
+
+#[test]
+fn t49b_a_shell_killed_after_its_spec_fails_the_start_and_is_reaped() {
+    let jail = pooled_jail();
+    wait_ready(&jail);
+    let code = code_dir(&[]);
+    let marker = code.path().join("ran");
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let prepared = jail
+        .prepare(spec(
+            &unique_id("killed"),
+            code.path(),
+            &format!("touch {}", marker.display()),
+            w,
+        ))
+        .unwrap();
+    assert!(prepared.pooled());
+    let pid = prepared.pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_dead(pid);
+    // Either the go-ahead cannot be sent or the child never reaches exec:
+    // nothing ran, and nothing is left behind.
+    match prepared.start() {
+        Err(e) => assert!(e.to_string().contains("start child"), "{e}"),
+        Ok(mut s) => assert_eq!(s.wait().unwrap().to_string(), "signal: killed"),
+    }
+    assert!(!marker.exists());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
