@@ -186,6 +186,7 @@ fn wait_dead(pid: i32) {
         if state.is_empty() || state.contains(") Z ") {
             return;
         }
+        #[allow(clippy::disallowed_methods)] // a plain test thread, no async runtime
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("shell {pid} did not die");

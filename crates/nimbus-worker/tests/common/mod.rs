@@ -41,6 +41,8 @@ pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
             std::time::Instant::now() < deadline,
             "no shell became ready"
         );
+        // Brief, once per engine; the shells are made by a plain thread.
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(Duration::from_millis(5));
     }
     TestEngine {
