@@ -179,46 +179,111 @@ impl Cgroup {
         id: &str,
         limits: CgroupLimits,
     ) -> Result<Self, CgroupError> {
-        let bytes = (limits.memory_mb * 1024 * 1024).to_string();
+        let cgroup = Self::create_empty(layout, id)?;
+        if let Err(e) = cgroup.apply_limits(limits) {
+            cgroup.remove();
+            return Err(e);
+        }
+        Ok(cgroup)
+    }
+
+    /// Creates the cgroup `id` under `layout` without limits (a pre-created
+    /// shell's; its function's limits are written by [`apply_limits`](Self::apply_limits)
+    /// before the function runs).
+    pub(crate) fn create_empty(layout: &CgroupLayout, id: &str) -> Result<Self, CgroupError> {
         let cgroup = match layout {
             CgroupLayout::V2 { parent } => {
                 let dir = parent.join(id);
                 mkdir(&dir)?;
-                let cg = Cgroup {
-                    layout: CgroupLayoutKind::V2(dir.clone()),
-                };
-                write(&dir.join("memory.max"), &bytes)?;
-                // Best effort: absent when the host has no swap accounting.
-                let _ = write(&dir.join("memory.swap.max"), "0");
-                write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
-                cg
+                Cgroup {
+                    layout: CgroupLayoutKind::V2(dir),
+                }
             }
             CgroupLayout::V1 { memory, cpu, pids } => {
                 let (memory, cpu, pids) = (memory.join(id), cpu.join(id), pids.join(id));
                 for d in [&memory, &cpu, &pids] {
                     mkdir(d)?;
                 }
-                let cg = Cgroup {
-                    layout: CgroupLayoutKind::V1 {
-                        memory: memory.clone(),
-                        cpu: cpu.clone(),
-                        pids: pids.clone(),
-                    },
-                };
+                Cgroup {
+                    layout: CgroupLayoutKind::V1 { memory, cpu, pids },
+                }
+            }
+        };
+        if let CgroupLayoutKind::V1 { cpu, .. } = &cgroup.layout {
+            if let Err(e) = write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string()) {
+                cgroup.remove();
+                return Err(e);
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// Writes the memory (no swap), pids and — unless Init starts
+    /// unrestricted — CPU limits. Limits may be written while a process is
+    /// already inside: that is how a pre-created shell gets its function's.
+    pub(crate) fn apply_limits(&self, limits: CgroupLimits) -> Result<(), CgroupError> {
+        let bytes = (limits.memory_mb * 1024 * 1024).to_string();
+        match &self.layout {
+            CgroupLayoutKind::V2(dir) => {
+                write(&dir.join("memory.max"), &bytes)?;
+                // Best effort: absent when the host has no swap accounting.
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                write(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+            }
+            CgroupLayoutKind::V1 { memory, pids, .. } => {
+                // memory.limit <= memsw.limit must hold after each write: from
+                // "unlimited" (a fresh cgroup), limit first, then memsw.
                 write(&memory.join("memory.limit_in_bytes"), &bytes)?;
                 let memsw = memory.join("memory.memsw.limit_in_bytes");
                 if memsw.exists() {
                     write(&memsw, &bytes)?;
                 }
-                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                 write(&pids.join("pids.max"), &limits.pids_max.to_string())?;
-                cg
+            }
+        }
+        if !limits.unrestricted_cpu_at_start {
+            self.apply_cpu_quota(limits)?;
+        }
+        Ok(())
+    }
+
+    /// Writes only the pids limit.
+    pub(crate) fn set_pids_max(&self, pids_max: u64) -> Result<(), CgroupError> {
+        let dir = match &self.layout {
+            CgroupLayoutKind::V2(dir) => dir,
+            CgroupLayoutKind::V1 { pids, .. } => pids,
+        };
+        write(&dir.join("pids.max"), &pids_max.to_string())
+    }
+
+    /// Starts the memory high-water mark afresh (best effort: v1's
+    /// `max_usage_in_bytes`, v2's `memory.peak` on kernels that allow it),
+    /// so a shell's own set-up is not reported as the function's.
+    pub(crate) fn reset_peak(&self) {
+        let _ = match &self.layout {
+            CgroupLayoutKind::V2(dir) => write(&dir.join("memory.peak"), "0"),
+            CgroupLayoutKind::V1 { memory, .. } => {
+                write(&memory.join("memory.max_usage_in_bytes"), "0")
             }
         };
-        if !limits.unrestricted_cpu_at_start {
-            cgroup.apply_cpu_quota(limits)?;
-        }
-        Ok(cgroup)
+    }
+
+    /// Whether process `pid` is in this cgroup (in every hierarchy, on v1).
+    pub(crate) fn contains(&self, pid: i32) -> bool {
+        let pid = pid.to_string();
+        self.dirs().iter().all(|dir| {
+            fs::read_to_string(dir.join("cgroup.procs"))
+                .is_ok_and(|procs| procs.lines().any(|l| l.trim() == pid))
+        })
+    }
+
+    /// Memory in use right now, in bytes (`memory.current` / `memory.usage_in_bytes`).
+    pub fn memory_current_bytes(&self) -> Result<u64, CgroupError> {
+        let path = match &self.layout {
+            CgroupLayoutKind::V2(dir) => dir.join("memory.current"),
+            CgroupLayoutKind::V1 { memory, .. } => memory.join("memory.usage_in_bytes"),
+        };
+        Ok(read(&path)?.trim().parse().unwrap_or(0))
     }
 
     /// Applies the CPU quota proportional to memory.

@@ -7,7 +7,7 @@
 //! is reported as `(step, errno)` over a close-on-exec pipe and the child
 //! exits without running the workload — the sandbox fails closed.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::os::fd::RawFd;
 
@@ -37,6 +37,10 @@ pub enum ChildStep {
     ReadOnlyRoot,
     /// Waiting for the parent's go-ahead (cgroup and network ready).
     WaitForParent,
+    /// Pre-created shell: closing the descriptors inherited from the worker.
+    CloseInheritedFds,
+    /// Pre-created shell: receiving or parsing the function's spec.
+    ReceiveSpec,
     /// Setting resource limits.
     Rlimits,
     /// Dropping to the unprivileged user.
@@ -61,15 +65,15 @@ impl fmt::Display for ChildStep {
 }
 
 /// Step codes on the wire; rootfs operation `i` is `ROOTFS_BASE + i`.
-const ROOTFS_BASE: u32 = 1000;
+pub(crate) const ROOTFS_BASE: u32 = 1000;
 
-fn code(step: &SimpleStep) -> u32 {
+pub(crate) fn code(step: &SimpleStep) -> u32 {
     *step as u32
 }
 
 #[derive(Debug, Clone, Copy)]
 #[repr(u32)]
-enum SimpleStep {
+pub(crate) enum SimpleStep {
     Setup = 1,
     Hostname,
     MakeMountsPrivate,
@@ -82,14 +86,17 @@ enum SimpleStep {
     Chdir,
     Seccomp,
     Exec,
+    CloseInheritedFds,
+    ReceiveSpec,
 }
 
-/// Decodes a step code sent by the child.
-pub(crate) fn decode_step(code: u32, plan: &ChildPlan) -> ChildStep {
+/// Decodes a step code sent by the child; `rootfs` are the root file system
+/// operations of the phase that reported it.
+pub(crate) fn decode_step(code: u32, rootfs: &[RootfsOp]) -> ChildStep {
     if code >= ROOTFS_BASE {
         let i = (code - ROOTFS_BASE) as usize;
         return ChildStep::Rootfs(
-            plan.rootfs
+            rootfs
                 .get(i)
                 .map(RootfsOp::describe)
                 .unwrap_or_else(|| format!("op #{i}")),
@@ -109,6 +116,8 @@ pub(crate) fn decode_step(code: u32, plan: &ChildPlan) -> ChildStep {
         S::Chdir,
         S::Seccomp,
         S::Exec,
+        S::CloseInheritedFds,
+        S::ReceiveSpec,
     ];
     match all.into_iter().find(|s| *s as u32 == code) {
         Some(S::Setup) | None => ChildStep::Setup,
@@ -123,6 +132,8 @@ pub(crate) fn decode_step(code: u32, plan: &ChildPlan) -> ChildStep {
         Some(S::Chdir) => ChildStep::Chdir,
         Some(S::Seccomp) => ChildStep::Seccomp,
         Some(S::Exec) => ChildStep::Exec,
+        Some(S::CloseInheritedFds) => ChildStep::CloseInheritedFds,
+        Some(S::ReceiveSpec) => ChildStep::ReceiveSpec,
     }
 }
 
@@ -158,37 +169,43 @@ pub(crate) struct ChildPlan {
 
 /// Runs in the child. Never returns: execs the runtime or exits with 127.
 pub(crate) fn run(plan: &ChildPlan) -> isize {
-    if let Err((code, errno)) = setup(plan) {
+    let result = setup(plan);
+    exit_with(plan.err_write, result)
+}
+
+/// Reports a failed step (if any) on `err_write` and exits. `Ok` cannot
+/// happen after a successful execve, so any return ends here.
+pub(crate) fn exit_with(err_write: RawFd, result: StepResult) -> ! {
+    if let Err((code, errno)) = result {
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&code.to_le_bytes());
         msg[4..].copy_from_slice(&(errno as i32).to_le_bytes());
         // SAFETY: err_write is a valid pipe fd owned by this process; msg is a
         // live 8-byte buffer. Only async-signal-safe calls are made here.
         unsafe {
-            libc::write(plan.err_write, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
+            libc::write(err_write, msg.as_ptr().cast(), msg.len());
         }
     }
-    // setup() only returns Ok after a successful execve, which does not return.
     // SAFETY: _exit is always safe to call.
     unsafe { libc::_exit(127) }
 }
 
-type StepResult = Result<(), (u32, Errno)>;
+pub(crate) type StepResult = Result<(), (u32, Errno)>;
 
-fn step(s: SimpleStep, r: nix::Result<()>) -> StepResult {
+pub(crate) fn step(s: SimpleStep, r: nix::Result<()>) -> StepResult {
     r.map_err(|e| (code(&s), e))
 }
 
-fn setup(plan: &ChildPlan) -> StepResult {
+/// The first isolation steps, shared by both paths: hostname, private
+/// mounts, the root file system operations `ops`.
+pub(crate) fn prepare_root<'a>(
+    hostname: &CString,
+    ops: impl Iterator<Item = crate::filesystem::OpRef<'a>>,
+) -> StepResult {
     use SimpleStep as S;
-    // SAFETY: closing our copy of the parent's end of the start pipe; the fd
-    // number is valid and not used again in the child.
-    let closed = unsafe { libc::close(plan.go_write) };
-    step(S::Setup, Errno::result(closed).map(drop))?;
     step(
         S::Hostname,
-        nix::unistd::sethostname(plan.hostname.to_str().unwrap_or("sandbox")),
+        nix::unistd::sethostname(hostname.to_str().unwrap_or("sandbox")),
     )?;
     step(
         S::MakeMountsPrivate,
@@ -200,10 +217,21 @@ fn setup(plan: &ChildPlan) -> StepResult {
             None,
         ),
     )?;
-    for (i, op) in plan.rootfs.iter().enumerate() {
+    run_ops(ops)
+}
+
+/// Replays root file system operations; failure `i` is `ROOTFS_BASE + i`.
+pub(crate) fn run_ops<'a>(ops: impl Iterator<Item = crate::filesystem::OpRef<'a>>) -> StepResult {
+    for (i, op) in ops.enumerate() {
         rootfs_op(op).map_err(|e| (ROOTFS_BASE + i as u32, e))?;
     }
-    step(S::PivotRoot, pivot(plan))?;
+    Ok(())
+}
+
+/// `pivot_root` into `new_root` and remount it read-only.
+pub(crate) fn enter_root(new_root: &CStr, put_old: &CStr) -> StepResult {
+    use SimpleStep as S;
+    step(S::PivotRoot, pivot(new_root, put_old))?;
     step(
         S::ReadOnlyRoot,
         nix::mount::mount::<str, str, str, str>(
@@ -213,25 +241,40 @@ fn setup(plan: &ChildPlan) -> StepResult {
             MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             None,
         ),
-    )?;
+    )
+}
 
-    // Wait until the parent has put us in the cgroup and wired the network.
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(borrow(plan.go_read), &mut byte) {
-        Ok(1) => {}
-        Ok(_) => return Err((code(&S::WaitForParent), Errno::ECANCELED)),
-        Err(e) => return Err((code(&S::WaitForParent), e)),
-    }
+/// What the last steps need (borrowed from a [`ChildPlan`] or, in a
+/// pre-created shell, from its receive buffer).
+pub(crate) struct Finish<'a> {
+    pub rlimits: &'a [(Resource, u64)],
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    pub uid: u32,
+    pub gid: u32,
+    pub cwd: &'a CStr,
+    pub seccomp: &'a [seccompiler::BpfProgram],
+    pub program: &'a CStr,
+    /// NULL-terminated.
+    pub argv: *const *const libc::c_char,
+    /// NULL-terminated.
+    pub envp: *const *const libc::c_char,
+}
 
-    for (resource, limit) in &plan.rlimits {
+/// The last steps, shared by both paths: limits, stdio, identity, working
+/// directory, signals, seccomp, exec. Returns only on failure.
+pub(crate) fn finish(f: &Finish<'_>) -> StepResult {
+    use SimpleStep as S;
+    for (resource, limit) in f.rlimits {
         step(
             S::Rlimits,
             nix::sys::resource::setrlimit(*resource, *limit, *limit),
         )?;
     }
-    step(S::Stdio, stdio(plan))?;
-    step(S::DropPrivileges, drop_privileges(plan.uid, plan.gid))?;
-    step(S::Chdir, nix::unistd::chdir(plan.cwd.as_c_str()))?;
+    step(S::Stdio, stdio(f.stdin, f.stdout, f.stderr))?;
+    step(S::DropPrivileges, drop_privileges(f.uid, f.gid))?;
+    step(S::Chdir, nix::unistd::chdir(f.cwd))?;
     // Reset what the worker changed for itself: Rust ignores SIGPIPE, and the
     // runtime thread may have signals blocked. Dispositions survive exec.
     // SAFETY: setting SIG_DFL installs no handler, so there is no handler code
@@ -247,38 +290,62 @@ fn setup(plan: &ChildPlan) -> StepResult {
         S::Setup,
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None),
     )?;
-    for program in &plan.seccomp {
+    for program in f.seccomp {
         seccompiler::apply_filter(program).map_err(|_| (code(&S::Seccomp), Errno::last()))?;
     }
-    // SAFETY: program, argv and envp are NUL-terminated C strings and
-    // NULL-terminated pointer arrays kept alive by `plan` for this call.
-    unsafe {
-        libc::execve(
-            plan.program.as_ptr(),
-            plan.argv.as_ptr(),
-            plan.envp.as_ptr(),
-        )
-    };
+    // SAFETY: program is a NUL-terminated C string; argv and envp are
+    // NULL-terminated arrays of C strings that the caller keeps alive.
+    unsafe { libc::execve(f.program.as_ptr(), f.argv, f.envp) };
     Err((code(&S::Exec), Errno::last()))
 }
 
-fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+fn setup(plan: &ChildPlan) -> StepResult {
+    use SimpleStep as S;
+    // SAFETY: closing our copy of the parent's end of the start pipe; the fd
+    // number is valid and not used again in the child.
+    let closed = unsafe { libc::close(plan.go_write) };
+    step(S::Setup, Errno::result(closed).map(drop))?;
+    prepare_root(&plan.hostname, plan.rootfs.iter().map(RootfsOp::as_op_ref))?;
+    enter_root(&plan.new_root, &plan.put_old)?;
+
+    // Wait until the parent has put us in the cgroup and wired the network.
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(borrow(plan.go_read), &mut byte) {
+        Ok(1) => {}
+        Ok(_) => return Err((code(&S::WaitForParent), Errno::ECANCELED)),
+        Err(e) => return Err((code(&S::WaitForParent), e)),
+    }
+    finish(&Finish {
+        rlimits: &plan.rlimits,
+        stdin: plan.stdin,
+        stdout: plan.stdout,
+        stderr: plan.stderr,
+        uid: plan.uid,
+        gid: plan.gid,
+        cwd: &plan.cwd,
+        seccomp: &plan.seccomp,
+        program: &plan.program,
+        argv: plan.argv.as_ptr(),
+        envp: plan.envp.as_ptr(),
+    })
+}
+
+pub(crate) fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
     // SAFETY: the fds in the plan stay open for the child's whole life (until exec).
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
-fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
+pub(crate) fn rootfs_op(op: crate::filesystem::OpRef<'_>) -> nix::Result<()> {
+    use crate::filesystem::OpRef;
     let none: Option<&str> = None;
     match op {
-        RootfsOp::MkDir(path) => {
-            match nix::unistd::mkdir(path.as_c_str(), Mode::from_bits_truncate(0o755)) {
-                Err(Errno::EEXIST) => Ok(()),
-                other => other,
-            }
-        }
-        RootfsOp::MkFile(path) => {
+        OpRef::MkDir(path) => match nix::unistd::mkdir(path, Mode::from_bits_truncate(0o755)) {
+            Err(Errno::EEXIST) => Ok(()),
+            other => other,
+        },
+        OpRef::MkFile(path) => {
             let fd = nix::fcntl::open(
-                path.as_c_str(),
+                path,
                 nix::fcntl::OFlag::O_CREAT
                     | nix::fcntl::OFlag::O_WRONLY
                     | nix::fcntl::OFlag::O_CLOEXEC,
@@ -287,20 +354,20 @@ fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
             drop(fd);
             Ok(())
         }
-        RootfsOp::Symlink { target, link } => {
-            nix::unistd::symlinkat(target.as_c_str(), nix::fcntl::AT_FDCWD, link.as_c_str())
+        OpRef::Symlink { target, link } => {
+            nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, link)
         }
-        RootfsOp::BindReadOnly { src, dst } => {
+        OpRef::BindReadOnly { src, dst } => {
             nix::mount::mount(
-                Some(src.as_c_str()),
-                dst.as_c_str(),
+                Some(src),
+                dst,
                 none,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 none,
             )?;
             nix::mount::mount(
                 none,
-                dst.as_c_str(),
+                dst,
                 none,
                 MsFlags::MS_BIND
                     | MsFlags::MS_REMOUNT
@@ -310,44 +377,32 @@ fn rootfs_op(op: &RootfsOp) -> nix::Result<()> {
                 none,
             )
         }
-        RootfsOp::BindDevice { src, dst } => nix::mount::mount(
-            Some(src.as_c_str()),
-            dst.as_c_str(),
-            none,
-            MsFlags::MS_BIND,
-            none,
-        ),
-        RootfsOp::Mount {
+        OpRef::BindDevice { src, dst } => {
+            nix::mount::mount(Some(src), dst, none, MsFlags::MS_BIND, none)
+        }
+        OpRef::Mount {
             source,
             target,
             fstype,
             flags,
             data,
-        } => nix::mount::mount(
-            Some(source.as_c_str()),
-            target.as_c_str(),
-            Some(fstype.as_c_str()),
-            *flags,
-            Some(data.as_c_str()),
-        ),
-        RootfsOp::Chown { path, uid, gid } => nix::unistd::chown(
-            path.as_c_str(),
-            Some(Uid::from_raw(*uid)),
-            Some(Gid::from_raw(*gid)),
-        ),
+        } => nix::mount::mount(Some(source), target, Some(fstype), flags, Some(data)),
+        OpRef::Chown { path, uid, gid } => {
+            nix::unistd::chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        }
     }
 }
 
-fn pivot(plan: &ChildPlan) -> nix::Result<()> {
-    nix::unistd::pivot_root(plan.new_root.as_c_str(), plan.put_old.as_c_str())?;
+fn pivot(new_root: &CStr, put_old: &CStr) -> nix::Result<()> {
+    nix::unistd::pivot_root(new_root, put_old)?;
     nix::unistd::chdir("/")?;
     nix::mount::umount2("/.old-root", MntFlags::MNT_DETACH)?;
     // SAFETY: rmdir on a constant NUL-terminated path.
     Errno::result(unsafe { libc::rmdir(c"/.old-root".as_ptr()) }).map(drop)
 }
 
-fn stdio(plan: &ChildPlan) -> nix::Result<()> {
-    for (from, to) in [(plan.stdin, 0), (plan.stdout, 1), (plan.stderr, 2)] {
+fn stdio(stdin: RawFd, stdout: RawFd, stderr: RawFd) -> nix::Result<()> {
+    for (from, to) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
         // SAFETY: both fds are valid; dup2 onto 0/1/2 is what every spawner does.
         Errno::result(unsafe { libc::dup2(from, to) })?;
     }

@@ -23,6 +23,10 @@ pub struct JailConfig {
     /// Scratch disks kept attached and ready per `/tmp` size in use, so a
     /// cold start skips the copy and loop setup (0 disables the refill thread).
     pub scratch_prefill: usize,
+    /// Pre-created environment shells kept ready per shape (namespaces,
+    /// cgroups attached, base root file system, network; see `shell.rs`),
+    /// refilled in the background. 0 creates every environment from scratch.
+    pub shell_pool: usize,
     /// Host tuning: set `/sys/kernel/rcu_expedited` to 1 at start-up. Moving
     /// a process into a cgroup waits for an RCU grace period (several ms on
     /// cgroup v1); expedited grace periods cut cold starts roughly in half at
@@ -59,6 +63,7 @@ impl Default for JailConfig {
             .collect(),
             network: NetworkMode::Loopback,
             scratch_prefill: 2,
+            shell_pool: 0,
             expedite_rcu: false,
             insecure_no_isolation: false,
         }

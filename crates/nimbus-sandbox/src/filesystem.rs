@@ -19,7 +19,7 @@
 //! Nothing else of the host exists inside: no `/root`, `/home`, `/var`, `/work`,
 //! `/sys`, no node data directory.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +73,70 @@ impl RootfsOp {
     }
 }
 
+/// A borrowed view of a [`RootfsOp`]: what the child executes. Built from a
+/// `RootfsOp` (plain path) or parsed in place from a shell's receive buffer
+/// (pooled path, `wire.rs`), so the child never allocates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OpRef<'a> {
+    MkDir(&'a CStr),
+    MkFile(&'a CStr),
+    Symlink {
+        target: &'a CStr,
+        link: &'a CStr,
+    },
+    BindReadOnly {
+        src: &'a CStr,
+        dst: &'a CStr,
+    },
+    BindDevice {
+        src: &'a CStr,
+        dst: &'a CStr,
+    },
+    Mount {
+        source: &'a CStr,
+        target: &'a CStr,
+        fstype: &'a CStr,
+        flags: MsFlags,
+        data: &'a CStr,
+    },
+    Chown {
+        path: &'a CStr,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl RootfsOp {
+    /// The borrowed view the child executes.
+    pub(crate) fn as_op_ref(&self) -> OpRef<'_> {
+        match self {
+            RootfsOp::MkDir(p) => OpRef::MkDir(p),
+            RootfsOp::MkFile(p) => OpRef::MkFile(p),
+            RootfsOp::Symlink { target, link } => OpRef::Symlink { target, link },
+            RootfsOp::BindReadOnly { src, dst } => OpRef::BindReadOnly { src, dst },
+            RootfsOp::BindDevice { src, dst } => OpRef::BindDevice { src, dst },
+            RootfsOp::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => OpRef::Mount {
+                source,
+                target,
+                fstype,
+                flags: *flags,
+                data,
+            },
+            RootfsOp::Chown { path, uid, gid } => OpRef::Chown {
+                path,
+                uid: *uid,
+                gid: *gid,
+            },
+        }
+    }
+}
+
 /// What goes into one environment's root.
 #[derive(Debug)]
 pub(crate) struct RootfsInputs<'a> {
@@ -101,7 +165,57 @@ fn under(root: &Path, abs: &Path) -> PathBuf {
 }
 
 /// Computes the operations; checks host paths now so the child has no surprises.
+/// The root is built in two parts: [`plan_base`] (the same for every function:
+/// system directories, masks, `/proc`, `/dev`, mount points) and
+/// [`plan_function`] (code, runtime, layers, `/tmp`). A pre-created shell
+/// (`shell.rs`) replays the first part ahead of time and the second at use.
 pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> {
+    let mut ops = plan_base(&BaseInputs {
+        root: i.root,
+        host_ro_paths: i.host_ro_paths,
+        masked_paths: i.masked_paths,
+        resolv_conf: i.resolv_conf,
+        empty_file: i.empty_file,
+    })?;
+    ops.extend(plan_function(&FunctionInputs {
+        root: i.root,
+        code_dir: i.code_dir,
+        runtime_dir: i.runtime_dir,
+        layers: i.layers,
+        scratch_device: i.scratch_device,
+        uid: i.uid,
+        gid: i.gid,
+    })?);
+    Ok(ops)
+}
+
+/// What every environment's root has, whatever function it runs.
+#[derive(Debug)]
+pub(crate) struct BaseInputs<'a> {
+    pub root: &'a Path,
+    pub host_ro_paths: &'a [PathBuf],
+    pub masked_paths: &'a [PathBuf],
+    /// Host file bound over `/etc/resolv.conf` (network mode), if any.
+    pub resolv_conf: Option<&'a Path>,
+    /// An empty, read-only regular file bound over masked files.
+    pub empty_file: &'a Path,
+}
+
+/// What one function adds to the root.
+#[derive(Debug)]
+pub(crate) struct FunctionInputs<'a> {
+    pub root: &'a Path,
+    pub code_dir: &'a Path,
+    pub runtime_dir: Option<&'a Path>,
+    pub layers: &'a [PathBuf],
+    pub scratch_device: Option<&'a Path>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The function-independent part: root tmpfs, system directories, masks,
+/// `resolv.conf`, `/proc`, `/dev` and the (empty) mount points of the rest.
+pub(crate) fn plan_base(i: &BaseInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> {
     let mut ops = Vec::new();
     let root = i.root;
     let c = cstr;
@@ -168,62 +282,9 @@ pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> 
         });
     }
 
-    // /var/task, /var/runtime, /opt
-    ops.push(RootfsOp::MkDir(c(&root.join("var"))?));
-    ops.push(RootfsOp::MkDir(c(&root.join("var/task"))?));
-    ops.push(RootfsOp::BindReadOnly {
-        src: c(i.code_dir)?,
-        dst: c(&root.join("var/task"))?,
-    });
-    ops.push(RootfsOp::MkDir(c(&root.join("var/runtime"))?));
-    if let Some(rt) = i.runtime_dir {
-        ops.push(RootfsOp::BindReadOnly {
-            src: c(rt)?,
-            dst: c(&root.join("var/runtime"))?,
-        });
-    }
-    ops.push(RootfsOp::MkDir(c(&root.join("opt"))?));
-    match i.layers {
-        [] => {}
-        [one] => ops.push(RootfsOp::BindReadOnly {
-            src: c(one)?,
-            dst: c(&root.join("opt"))?,
-        }),
-        many => {
-            // overlayfs lists the top-most lower dir first; Lambda extracts
-            // layers in order, so later layers win.
-            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
-            if lower.iter().any(|l| l.contains([':', ','])) {
-                return Err(SandboxError::InvalidSpec(
-                    "layer path contains ':' or ','".into(),
-                ));
-            }
-            ops.push(RootfsOp::Mount {
-                source: c(Path::new("overlay"))?,
-                target: c(&root.join("opt"))?,
-                fstype: c(Path::new("overlay"))?,
-                flags: nosuid_nodev | MsFlags::MS_RDONLY,
-                data: CString::new(format!("lowerdir={}", lower.join(":")))
-                    .map_err(|_| SandboxError::InvalidSpec("NUL in layer path".into()))?,
-            });
-        }
-    }
-
-    // /tmp
-    ops.push(RootfsOp::MkDir(c(&root.join("tmp"))?));
-    if let Some(dev) = i.scratch_device {
-        ops.push(RootfsOp::Mount {
-            source: c(dev)?,
-            target: c(&root.join("tmp"))?,
-            fstype: c(Path::new("ext4"))?,
-            flags: nosuid_nodev,
-            data: CString::new("").expect("no NUL"),
-        });
-        ops.push(RootfsOp::Chown {
-            path: c(&root.join("tmp"))?,
-            uid: i.uid,
-            gid: i.gid,
-        });
+    // Mount points filled by `plan_function`.
+    for dir in ["var", "var/task", "var/runtime", "opt", "tmp"] {
+        ops.push(RootfsOp::MkDir(c(&root.join(dir))?));
     }
 
     // /proc of the new PID namespace
@@ -266,5 +327,63 @@ pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> 
         });
     }
     ops.push(RootfsOp::MkDir(c(&root.join(".old-root"))?));
+    Ok(ops)
+}
+
+/// The function's part: `/var/task`, `/var/runtime`, `/opt` and `/tmp`.
+pub(crate) fn plan_function(i: &FunctionInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> {
+    let mut ops = Vec::new();
+    let root = i.root;
+    let c = cstr;
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    ops.push(RootfsOp::BindReadOnly {
+        src: c(i.code_dir)?,
+        dst: c(&root.join("var/task"))?,
+    });
+    if let Some(rt) = i.runtime_dir {
+        ops.push(RootfsOp::BindReadOnly {
+            src: c(rt)?,
+            dst: c(&root.join("var/runtime"))?,
+        });
+    }
+    match i.layers {
+        [] => {}
+        [one] => ops.push(RootfsOp::BindReadOnly {
+            src: c(one)?,
+            dst: c(&root.join("opt"))?,
+        }),
+        many => {
+            // overlayfs lists the top-most lower dir first; Lambda extracts
+            // layers in order, so later layers win.
+            let lower: Vec<String> = many.iter().rev().map(|p| p.display().to_string()).collect();
+            if lower.iter().any(|l| l.contains([':', ','])) {
+                return Err(SandboxError::InvalidSpec(
+                    "layer path contains ':' or ','".into(),
+                ));
+            }
+            ops.push(RootfsOp::Mount {
+                source: c(Path::new("overlay"))?,
+                target: c(&root.join("opt"))?,
+                fstype: c(Path::new("overlay"))?,
+                flags: nosuid_nodev | MsFlags::MS_RDONLY,
+                data: CString::new(format!("lowerdir={}", lower.join(":")))
+                    .map_err(|_| SandboxError::InvalidSpec("NUL in layer path".into()))?,
+            });
+        }
+    }
+    if let Some(dev) = i.scratch_device {
+        ops.push(RootfsOp::Mount {
+            source: c(dev)?,
+            target: c(&root.join("tmp"))?,
+            fstype: c(Path::new("ext4"))?,
+            flags: nosuid_nodev,
+            data: CString::new("").expect("no NUL"),
+        });
+        ops.push(RootfsOp::Chown {
+            path: c(&root.join("tmp"))?,
+            uid: i.uid,
+            gid: i.gid,
+        });
+    }
     Ok(ops)
 }

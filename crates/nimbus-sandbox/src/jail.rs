@@ -22,11 +22,12 @@ use crate::network::{self, NetworkMode};
 use crate::process::{PreparedSandbox, SandboxResources};
 use crate::scratch::ScratchFactory;
 use crate::seccomp::SeccompPolicy;
+use crate::shell::{DetachedMounts, ShellFactory, ShellPool, ShellShape};
 
 /// Namespaces every environment gets: its own PID, mount, IPC, UTS, network
 /// and cgroup view. (No user namespace: the workload runs as a real
 /// unprivileged uid, which keeps the kernel's user-namespace surface closed.)
-const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
+pub(crate) const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWNS)
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWUTS)
@@ -34,7 +35,7 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWCGROUP);
 
 /// Stack for the cloned child until it execs; it only makes system calls.
-const CHILD_STACK_BYTES: usize = 256 * 1024;
+pub(crate) const CHILD_STACK_BYTES: usize = 256 * 1024;
 
 /// Creates isolated execution environments on this host.
 #[derive(Debug)]
@@ -44,9 +45,11 @@ pub struct Jail {
     cgroups: Option<CgroupLayout>,
     seccomp: Option<SeccompPolicy>,
     scratch: std::sync::Arc<ScratchFactory>,
-    nat: Option<NatNetwork>,
+    nat: Option<std::sync::Arc<NatNetwork>>,
     /// Empty read-only file bound over masked secrets.
     empty_file: std::path::PathBuf,
+    /// Pre-created environment shells (`JailConfig::shell_pool` > 0).
+    shells: Option<std::sync::Arc<ShellPool>>,
 }
 
 impl Jail {
@@ -82,6 +85,7 @@ impl Jail {
                 scratch,
                 nat: None,
                 empty_file,
+                shells: None,
             });
         }
         let cgroups = CgroupLayout::detect(&config.cgroup_parent)?;
@@ -92,8 +96,21 @@ impl Jail {
         let seccomp = SeccompPolicy::compile()?;
         let nat = match &config.network {
             NetworkMode::Loopback => None,
-            NetworkMode::Nat(nat) => Some(NatNetwork::install(nat.clone())?),
+            NetworkMode::Nat(nat) => Some(std::sync::Arc::new(NatNetwork::install(nat.clone())?)),
         };
+        let shells = (config.shell_pool > 0).then(|| {
+            ShellPool::new(
+                ShellFactory {
+                    config: config.clone(),
+                    cgroups: cgroups.clone(),
+                    seccomp: seccomp.clone(),
+                    nat: nat.clone(),
+                    empty_file: empty_file.clone(),
+                },
+                scratch.clone(),
+                config.shell_pool,
+            )
+        });
         Ok(Jail {
             config,
             cgroups: Some(cgroups),
@@ -101,7 +118,59 @@ impl Jail {
             scratch,
             nat,
             empty_file,
+            shells,
         })
+    }
+
+    /// Keeps `JailConfig::shell_pool` pre-created shells ready for
+    /// environments with this service port (the Runtime API's) and `/tmp`
+    /// size, so that the first cold start already finds one. No-op without
+    /// a pool.
+    /// (Other shapes get shells once a first cold start asked for one.)
+    pub fn keep_shells_ready(&self, service_port: Option<u16>, ephemeral_mb: u64) {
+        if let Some(pool) = &self.shells {
+            pool.register(ShellShape {
+                service_port,
+                ephemeral_mb,
+            });
+        }
+    }
+
+    /// Host pids of the shells ready for `service_port` and `ephemeral_mb`
+    /// right now (for monitoring and tests).
+    pub fn ready_shells(&self, service_port: Option<u16>, ephemeral_mb: u64) -> Vec<i32> {
+        self.shells
+            .as_ref()
+            .map(|p| {
+                p.ready_pids(ShellShape {
+                    service_port,
+                    ephemeral_mb,
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Blocks until at least `n` shells are ready for `service_port` and
+    /// `ephemeral_mb`, or `timeout` passes; returns whether they are. For
+    /// benchmarks and tests.
+    pub fn wait_for_shells(
+        &self,
+        service_port: Option<u16>,
+        ephemeral_mb: u64,
+        n: usize,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.ready_shells(service_port, ephemeral_mb).len() >= n {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            #[allow(clippy::disallowed_methods)] // documented as blocking
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Kills and removes environments left behind by a previous worker
@@ -133,6 +202,42 @@ impl Jail {
         spec.validate()?;
         if self.config.insecure_no_isolation {
             return crate::insecure::spawn(spec);
+        }
+        if let Some(pool) = &self.shells {
+            let shape = ShellShape {
+                service_port: spec.service_port,
+                ephemeral_mb: spec.ephemeral_mb,
+            };
+            if let Some(shell) = pool.take(shape) {
+                // A directory that cannot be cloned (a missing layer, say) is
+                // reported by the plain path, in its words; several layers
+                // (overlayfs) are the plain path's too. The shell was not
+                // used, so it goes back. (Cloned after taking a shell: a
+                // detached mount dropped unused waits for an RCU grace period.)
+                let mounts = match DetachedMounts::for_spec(&spec) {
+                    Ok(Some(m)) => Some((m, shell)),
+                    Ok(None) => {
+                        pool.put_back(shell);
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(id = %spec.id, error = %e, "no detached mounts; plain path");
+                        pool.put_back(shell);
+                        None
+                    }
+                };
+                if let Some((mounts, shell)) = mounts {
+                    match pool.prepare(&spec, mounts, shell) {
+                        Ok(prepared) => return Ok(prepared),
+                        // Nothing ran and the shell is gone: the plain path decides.
+                        Err(e) => tracing::warn!(
+                            id = %spec.id,
+                            error = %e,
+                            "pre-created shell unusable; creating the environment from scratch"
+                        ),
+                    }
+                }
+            }
         }
         let mut res = SandboxResources::default();
         match self.prepare_isolated(spec, &mut res) {
@@ -274,7 +379,9 @@ impl Jail {
         let listener = match host_side() {
             Ok(l) => l,
             // If the child already failed, its error is the real cause.
-            Err(e) => return Err(crate::process::child_report(&err_read, &plan).unwrap_or(e)),
+            Err(e) => {
+                return Err(crate::process::child_report(&err_read, &plan.rootfs).unwrap_or(e))
+            }
         };
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
         tracing::debug!(

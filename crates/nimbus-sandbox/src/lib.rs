@@ -18,6 +18,8 @@
 //! * [`network`]    — per-environment network namespace; Runtime API socket inside it.
 //! * [`nat`]        — optional veth + NAT egress with nftables.
 //! * [`process`]    — [`PreparedSandbox`] / [`Sandbox`] handles, exit status, cleanup.
+//! * `shell`        — pre-created environment shells (the cold-start pool).
+//! * `shell_child`  — what a shell does in its own process; `wire` — the spec it receives.
 //! * `insecure`     — the no-isolation developer mode.
 //!
 //! This is the only Nimbus crate that contains `unsafe`; every block carries a
@@ -35,6 +37,9 @@ pub mod network;
 pub mod process;
 pub mod scratch;
 pub mod seccomp;
+mod shell;
+mod shell_child;
+mod wire;
 
 pub use child::ChildStep;
 pub use config::{JailConfig, SandboxSpec, SandboxUser};

@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use crate::cgroup::Cgroup;
 use crate::child::{self, ChildPlan};
 use crate::error::SandboxError;
+use crate::filesystem::RootfsOp;
 use crate::nat::NatLink;
 use crate::scratch::ScratchDisk;
 
@@ -100,6 +101,9 @@ pub struct PreparedSandbox {
     /// Kept so error codes from the child can be described, and because its
     /// strings must outlive the clone in the parent.
     plan: Option<ChildPlan>,
+    /// The function's root file system operations, when a pre-created shell
+    /// runs them (to describe a failing one).
+    shell_ops: Option<Vec<RootfsOp>>,
     resources: SandboxResources,
     listener: Option<TcpListener>,
     /// No isolation (developer mode): kill by process group.
@@ -140,11 +144,48 @@ impl PreparedSandbox {
             go_write,
             err_read: Some(err_read),
             plan: Some(plan),
+            shell_ops: None,
             resources,
             listener,
             insecure: false,
             started: false,
         }
+    }
+
+    /// An environment made from a pre-created shell that has been sent its
+    /// function's spec (`ops` are the function's root file system operations).
+    pub(crate) fn new_pooled(
+        pid: Pid,
+        pidfd: OwnedFd,
+        control: OwnedFd,
+        err_read: OwnedFd,
+        ops: Vec<RootfsOp>,
+        mut resources: SandboxResources,
+        listener: Option<TcpListener>,
+    ) -> Self {
+        resources.pid = None;
+        PreparedSandbox {
+            pid,
+            pidfd,
+            go_write: Some(control),
+            err_read: Some(err_read),
+            plan: None,
+            shell_ops: Some(ops),
+            resources,
+            listener,
+            insecure: false,
+            started: false,
+        }
+    }
+
+    /// Whether this environment comes from the pool of pre-created shells.
+    pub fn pooled(&self) -> bool {
+        self.shell_ops.is_some()
+    }
+
+    /// Host pid of the environment's first process.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
     }
 
     pub(crate) fn new_insecure(pid: Pid, pidfd: OwnedFd, listener: Option<TcpListener>) -> Self {
@@ -154,6 +195,7 @@ impl PreparedSandbox {
             go_write: None,
             err_read: None,
             plan: None,
+            shell_ops: None,
             resources: SandboxResources::default(),
             listener,
             insecure: true,
@@ -171,10 +213,11 @@ impl PreparedSandbox {
     /// exec has succeeded, or the step that failed (the child is then reaped
     /// and everything released).
     pub fn start(mut self) -> Result<Sandbox, SandboxError> {
-        self.started = true;
         if let Some(go) = self.go_write.take() {
+            // On failure (the child is gone) `started` stays false: drop reaps and cleans up.
             nix::unistd::write(&go, &[1u8]).map_err(|e| SandboxError::io("start child", e))?;
         }
+        self.started = true;
         let mut report = Vec::with_capacity(8);
         if let Some(err) = self.err_read.take() {
             let mut f = std::fs::File::from(err);
@@ -191,12 +234,18 @@ impl PreparedSandbox {
             resources: std::mem::take(&mut self.resources),
             status: None,
             insecure: self.insecure,
+            pooled: self.shell_ops.is_some(),
         };
         // The child has mounted /tmp (or died): the mount holds the loop device now.
         if let Some(s) = sandbox.resources.scratch.as_mut() {
             s.release();
         }
-        if let Some(err) = decode_report(&report, self.plan.as_ref()) {
+        let ops = match (&self.plan, &self.shell_ops) {
+            (Some(plan), _) => Some(&plan.rootfs[..]),
+            (None, Some(ops)) => Some(&ops[..]),
+            (None, None) => None,
+        };
+        if let Some(err) = decode_report(&report, ops) {
             sandbox.kill();
             let _ = sandbox.wait();
             return Err(err);
@@ -226,9 +275,20 @@ pub struct Sandbox {
     resources: SandboxResources,
     status: Option<ExitStatus>,
     insecure: bool,
+    pooled: bool,
 }
 
 impl Sandbox {
+    /// Whether this environment was made from a pre-created shell.
+    pub fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// Memory the environment uses right now (its cgroup's usage), in bytes.
+    pub fn memory_current_bytes(&self) -> Option<u64> {
+        self.resources.cgroup.as_ref()?.memory_current_bytes().ok()
+    }
+
     /// Host pid of the environment's first process (its PID namespace's init).
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
@@ -315,14 +375,14 @@ impl Drop for Sandbox {
     }
 }
 
-fn decode_report(report: &[u8], plan: Option<&ChildPlan>) -> Option<SandboxError> {
+pub(crate) fn decode_report(report: &[u8], rootfs: Option<&[RootfsOp]>) -> Option<SandboxError> {
     if report.len() < 8 {
         return None;
     }
     let code = u32::from_le_bytes([report[0], report[1], report[2], report[3]]);
     let errno = i32::from_le_bytes([report[4], report[5], report[6], report[7]]);
-    let step = match plan {
-        Some(plan) => child::decode_step(code, plan),
+    let step = match rootfs {
+        Some(ops) => child::decode_step(code, ops),
         None => child::ChildStep::Exec,
     };
     Some(SandboxError::ChildStep {
@@ -332,7 +392,7 @@ fn decode_report(report: &[u8], plan: Option<&ChildPlan>) -> Option<SandboxError
 }
 
 /// The child's error report, if it has already written one (non-blocking).
-pub(crate) fn child_report(err_read: &OwnedFd, plan: &ChildPlan) -> Option<SandboxError> {
+pub(crate) fn child_report(err_read: &OwnedFd, rootfs: &[RootfsOp]) -> Option<SandboxError> {
     let mut fds = [nix::poll::PollFd::new(
         err_read.as_fd(),
         nix::poll::PollFlags::POLLIN,
@@ -345,7 +405,7 @@ pub(crate) fn child_report(err_read: &OwnedFd, plan: &ChildPlan) -> Option<Sandb
     }
     let mut buf = [0u8; 8];
     let n = nix::unistd::read(err_read, &mut buf).ok()?;
-    decode_report(&buf[..n], Some(plan))
+    decode_report(&buf[..n], Some(rootfs))
 }
 
 /// `pidfd_open(2)`.

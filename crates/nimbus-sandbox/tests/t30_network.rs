@@ -125,6 +125,14 @@ except OSError:
 #[test]
 fn t30_nat_egress_policy() {
     let outside = Outside::new();
+    // From scratch, then from a pre-created shell (its veth pair wired ahead).
+    for shell_pool in [0, 1] {
+        nat_egress_policy(&outside, shell_pool);
+    }
+    drop(outside);
+}
+
+fn nat_egress_policy(outside: &Outside, shell_pool: usize) {
     let jail = Jail::new(JailConfig {
         state_dir: state_dir(),
         cgroup_parent: "nimbus-test".into(),
@@ -132,9 +140,12 @@ fn t30_nat_egress_policy() {
             pool: [100, 96],
             dns_resolver: OUTSIDE,
         }),
+        shell_pool,
         ..JailConfig::default()
     })
     .expect("jail with NAT");
+    jail.keep_shells_ready(None, 64);
+    assert!(jail.wait_for_shells(None, 64, shell_pool, std::time::Duration::from_secs(20)));
     // A node control port on the host.
     let control = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = control.local_addr().unwrap().port();
@@ -147,7 +158,9 @@ fn t30_nat_egress_policy() {
          set -- {OUTSIDE} {port} $GW {OUTSIDE_HOST}; {PROBE}"
     );
     let s = spec(&unique_id("net"), code.path(), &script, w);
-    let mut sandbox = jail.prepare(s).unwrap().start().unwrap();
+    let prepared = jail.prepare(s).unwrap();
+    assert_eq!(prepared.pooled(), shell_pool > 0);
+    let mut sandbox = prepared.start().unwrap();
     let env_addr = sandbox.network_address().expect("NAT address");
 
     use std::io::BufRead;
@@ -186,5 +199,4 @@ fn t30_nat_egress_policy() {
     has(&format!("resolv nameserver {OUTSIDE}"));
     has("from_outside refused");
     has("inbound none");
-    drop(outside);
 }

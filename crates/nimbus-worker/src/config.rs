@@ -45,6 +45,11 @@ pub struct EngineConfig {
     /// Host tuning for faster cold starts (`/sys/kernel/rcu_expedited=1`);
     /// see `nimbus_sandbox::JailConfig::expedite_rcu`. Changes the whole host.
     pub expedite_rcu: bool,
+    /// Pre-created environment shells kept ready (namespaces, cgroups and
+    /// network done ahead, limits written at use): a cold start skips the
+    /// slow part of creating a sandbox. 0 creates every environment from
+    /// scratch. See `nimbus_sandbox::JailConfig::shell_pool`.
+    pub shell_pool: usize,
     /// DEVELOPER ONLY: no isolation at all (warns loudly on every start).
     pub insecure_no_isolation: bool,
 }
@@ -68,6 +73,7 @@ impl Default for EngineConfig {
             cgroup_parent: "nimbus".into(),
             reclaim_orphans: true,
             expedite_rcu: false,
+            shell_pool: 2,
             insecure_no_isolation: false,
         }
     }

@@ -15,6 +15,9 @@ use crate::pool::{Acquire, Pool, PoolMetrics};
 use crate::runtime_api::MAX_RESPONSE_BYTES;
 use crate::runtimes::RuntimeKind;
 
+/// Lambda's default `/tmp` size, in MB: the shape pre-created shells are kept for.
+const DEFAULT_EPHEMERAL_MB: u64 = 512;
+
 /// Runs Lambda invocations in sandboxed, reusable execution environments.
 /// Cheap to clone; all clones share one pool.
 #[derive(Clone)]
@@ -53,11 +56,15 @@ impl Engine {
             network: config.network.clone(),
             insecure_no_isolation: config.insecure_no_isolation,
             expedite_rcu: config.expedite_rcu,
+            shell_pool: config.shell_pool,
             ..JailConfig::default()
         })?;
         if config.reclaim_orphans {
             jail.reclaim_orphans();
         }
+        // After reclaiming: shells live in cgroups under the same parent.
+        // Other /tmp sizes get shells after their first cold start.
+        jail.keep_shells_ready(Some(config.runtime_api_port), DEFAULT_EPHEMERAL_MB);
         let inner = Arc::new(Inner {
             pool: Mutex::new(Pool::new(config.max_memory_mb)),
             jail: Arc::new(jail),
@@ -138,7 +145,11 @@ impl Engine {
                 {
                     Ok(env) => {
                         guard.disarm();
-                        self.inner.pool().started_busy();
+                        let mut pool = self.inner.pool();
+                        pool.started_busy();
+                        if env.from_shell {
+                            pool.started_from_shell();
+                        }
                         env
                     }
                     Err(StartError::Engine(e)) => {
@@ -216,7 +227,11 @@ impl Engine {
                     .await
                     {
                         Ok(env) => {
-                            self.inner.pool().started_idle(env);
+                            let mut pool = self.inner.pool();
+                            if env.from_shell {
+                                pool.started_from_shell();
+                            }
+                            pool.started_idle(env);
                             started += 1;
                         }
                         Err(StartError::Engine(e)) => {
@@ -236,7 +251,16 @@ impl Engine {
 
     /// Current pool counts.
     pub fn metrics(&self) -> PoolMetrics {
-        self.inner.pool().metrics()
+        let mut m = self.inner.pool().metrics();
+        m.shells_ready = self
+            .inner
+            .jail
+            .ready_shells(
+                Some(self.inner.config.runtime_api_port),
+                DEFAULT_EPHEMERAL_MB,
+            )
+            .len();
+        m
     }
 
     /// Revisions with an idle warm environment right now (for placement).

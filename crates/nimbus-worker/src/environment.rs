@@ -70,6 +70,8 @@ pub(crate) struct ExecutionEnvironment {
     pub key: FunctionKey,
     /// Reserved memory.
     pub memory_mb: u64,
+    /// Made from a pre-created shell (see `nimbus_sandbox::JailConfig::shell_pool`).
+    pub from_shell: bool,
     sandbox: Arc<Mutex<Sandbox>>,
     events: mpsc::Sender<Dispatch>,
     logs: LogCapture,
@@ -211,6 +213,7 @@ impl ExecutionEnvironment {
         };
         let watch = nimbus_sandbox::ExitWatch::new(&sandbox)
             .map_err(|e| StartError::Engine(EngineError::io("pidfd", e)))?;
+        let from_shell = sandbox.pooled();
         let sandbox = Arc::new(Mutex::new(sandbox));
         let (exit_tx, exited) = watch::channel(None);
         let exit_task = spawn_exit_watcher(watch, sandbox.clone(), exit_tx);
@@ -219,6 +222,7 @@ impl ExecutionEnvironment {
             id,
             key: spec.key(),
             memory_mb: spec.memory_mb,
+            from_shell,
             sandbox,
             events,
             logs,

@@ -18,6 +18,8 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
     let capacity = Gauge::<i64>::default();
     let used = Gauge::<i64>::default();
     let cold_starts = Counter::<u64>::default();
+    let from_shells = Counter::<u64>::default();
+    let shells_ready = Gauge::<i64>::default();
     let invocations = Counter::<u64>::default();
     registry.register(
         "nimbus_worker_environments_warm",
@@ -46,13 +48,23 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
     );
     registry.register(
         "nimbus_worker_memory_used_bytes",
-        "Memory execution environments use now (their cgroups' usage; 0 without isolation)",
+        "Memory execution environments use now (their cgroups' usage, pre-created shells included; 0 without isolation)",
         used.clone(),
     );
     registry.register(
         "nimbus_worker_cold_starts",
         "Execution environments started",
         cold_starts.clone(),
+    );
+    registry.register(
+        "nimbus_worker_cold_starts_from_shells",
+        "Execution environments made from a pre-created shell",
+        from_shells.clone(),
+    );
+    registry.register(
+        "nimbus_worker_shells_ready",
+        "Pre-created environment shells waiting for a cold start",
+        shells_ready.clone(),
     );
     registry.register(
         "nimbus_worker_invocations",
@@ -72,6 +84,8 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
         used.set(cgroup.as_deref().and_then(read_number).unwrap_or(0) as i64);
         // Counters only go up: add what happened since the last scrape.
         cold_starts.inc_by(m.cold_starts.saturating_sub(cold_starts.get()));
+        from_shells.inc_by(m.cold_starts_from_shells.saturating_sub(from_shells.get()));
+        shells_ready.set(m.shells_ready as i64);
         invocations.inc_by(m.invocations.saturating_sub(invocations.get()));
     });
 }

@@ -30,6 +30,10 @@ pub struct PoolMetrics {
     pub capacity_mb: u64,
     /// Cold starts since the engine started.
     pub cold_starts: u64,
+    /// Of those, environments made from a pre-created shell.
+    pub cold_starts_from_shells: u64,
+    /// Pre-created shells ready for the next cold starts.
+    pub shells_ready: usize,
     /// Invocations since the engine started.
     pub invocations: u64,
 }
@@ -52,6 +56,7 @@ pub(crate) struct Pool {
     reserved_mb: u64,
     capacity_mb: u64,
     cold_starts: u64,
+    cold_starts_from_shells: u64,
     invocations: u64,
 }
 
@@ -98,6 +103,11 @@ impl Pool {
         self.starting += 1;
         self.cold_starts += 1;
         Acquire::Cold { evicted }
+    }
+
+    /// A started environment came from a pre-created shell.
+    pub(crate) fn started_from_shell(&mut self) {
+        self.cold_starts_from_shells += 1;
     }
 
     /// A started environment begins its first invocation.
@@ -201,6 +211,8 @@ impl Pool {
             reserved_mb: self.reserved_mb,
             capacity_mb: self.capacity_mb,
             cold_starts: self.cold_starts,
+            cold_starts_from_shells: self.cold_starts_from_shells,
+            shells_ready: 0,
             invocations: self.invocations,
         }
     }

@@ -136,3 +136,49 @@ async fn t24_insecure_mode_runs_without_isolation() {
     assert_eq!(v["root"], code.path().display().to_string());
     assert!(invoke(&t.engine, &s, "{}").await.init_duration.is_none());
 }
+
+const LIMITS: &str = r#"
+import os, resource
+def handler(event, context):
+    if event.get("hog"):
+        x = bytearray(300 * 1024 * 1024)
+    return {"uid": os.getuid(), "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "tmp_owner": os.stat("/tmp").st_uid, "tmp": sorted(os.listdir("/tmp"))}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t25_cold_starts_use_pre_created_shells_with_the_functions_limits() {
+    let t = engine(); // the default: a pool of shells
+    let code = code(&[("app.py", LIMITS)]);
+    let s = spec("shell-limits", "python3.11", "app.handler", code.path());
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    assert!(o.init_duration.is_some());
+    assert_eq!(t.engine.metrics().cold_starts_from_shells, 1);
+    let v = json(&o);
+    assert_eq!(v["uid"], 993, "{v}");
+    assert_eq!(v["nofile"], 1024, "{v}");
+    assert_eq!(v["tmp_owner"], 993, "{v}");
+    assert_eq!(v["tmp"], serde_json::json!(["lost+found"]), "{v}");
+    // The 128 MB limit was written into the shell's cgroup before Init.
+    let hog = spec("shell-hog", "python3.11", "app.handler", code.path());
+    let o = invoke(&t.engine, &hog, r#"{"hog": true}"#).await;
+    assert_error(&o, "Runtime.OutOfMemory");
+    assert_eq!(t.engine.metrics().cold_starts_from_shells, 2);
+    assert!(o.max_memory_mb <= 128, "{}", o.log);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t26_without_a_pool_every_environment_is_made_from_scratch() {
+    let t = engine_with(|c| c.shell_pool = 0);
+    let code = code(&[("app.py", LIMITS)]);
+    let s = spec("scratch", "python3.11", "app.handler", code.path());
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    let m = t.engine.metrics();
+    assert_eq!(
+        (m.cold_starts, m.cold_starts_from_shells, m.shells_ready),
+        (1, 0, 0)
+    );
+    assert_eq!(json(&o)["uid"], 993);
+}

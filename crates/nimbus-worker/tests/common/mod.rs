@@ -31,8 +31,22 @@ pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
         ..EngineConfig::default()
     };
     tweak(&mut config);
+    let pooled = config.shell_pool > 0 && !config.insecure_no_isolation;
+    let engine = Engine::new(config).expect("engine");
+    // The first cold start of a test goes through a pre-created shell (the
+    // engine default), not the fallback that runs while the pool fills.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pooled && engine.metrics().shells_ready == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shell became ready"
+        );
+        // Brief, once per engine; the shells are made by a plain thread.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(5));
+    }
     TestEngine {
-        engine: Engine::new(config).expect("engine"),
+        engine,
         _state: state,
     }
 }
