@@ -60,6 +60,8 @@ async fn main() {
         let mut warm = Vec::new();
         for i in 0..10 {
             let spec = FunctionSpec {
+                account_id: "000000000000".into(),
+                log_format: nimbus_worker::LogFormat::Text,
                 function_name: format!("bench-{}-{i}", runtime.replace('.', "-")),
                 version: "$LATEST".into(),
                 arn: "arn:aws:lambda:us-east-1:123456789012:function:bench".into(),
