@@ -162,7 +162,11 @@ impl RemoteInvoker {
 
     /// The worker's channel for calls that are not invocations (log queries): shared with
     /// invocations, but not counted as in flight.
-    pub(crate) fn query_client(&self, id: &str, addr: &str) -> Result<WorkerClient<Channel>, ApiError> {
+    pub(crate) fn query_client(
+        &self,
+        id: &str,
+        addr: &str,
+    ) -> Result<WorkerClient<Channel>, ApiError> {
         let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         Self::channel(locals.entry(id.to_string()).or_default(), id, addr)
     }

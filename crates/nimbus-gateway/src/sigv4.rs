@@ -271,7 +271,16 @@ pub fn sign(
         region,
         service: "lambda",
     };
-    let signed = sign_request(method, raw_path, raw_query, host, &[], body, &params, now_unix);
+    let signed = sign_request(
+        method,
+        raw_path,
+        raw_query,
+        host,
+        &[],
+        body,
+        &params,
+        now_unix,
+    );
     (signed.amz_date, signed.authorization)
 }
 

@@ -116,7 +116,9 @@ impl Engine {
                 .await;
         match written {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(function = %spec.function_name, "writing function logs: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!(function = %spec.function_name, "writing function logs: {e}")
+            }
             Err(e) => tracing::warn!(function = %spec.function_name, "writing function logs: {e}"),
         }
     }

@@ -479,7 +479,11 @@ mod tests {
                 error_type: Some("Sandbox.Timedout"),
             },
         );
-        assert!(timeout.message.contains(r#""status":"timeout""#), "{}", timeout.message);
+        assert!(
+            timeout.message.contains(r#""status":"timeout""#),
+            "{}",
+            timeout.message
+        );
         // Text mode is unchanged.
         assert_eq!(
             platform_start(LogFormat::Text, "r1", "1").message,

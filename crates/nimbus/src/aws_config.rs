@@ -53,7 +53,9 @@ pub struct AwsSources {
 impl AwsSources {
     /// The process environment and the files it points to (missing files are empty).
     pub fn from_env() -> Self {
-        Self::new(Box::new(|k: &str| std::env::var(k).ok().filter(|v| !v.is_empty())))
+        Self::new(Box::new(|k: &str| {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        }))
     }
 
     /// Sources from an environment lookup (tests pass their own).
@@ -101,11 +103,14 @@ impl AwsSources {
             if !self.credentials.contains_key(p) && self.config_section(p).is_none() {
                 bail!("the config profile ({p}) could not be found");
             }
-            return self
-                .profile_credentials(p)
-                .with_context(|| format!("profile {p} has no aws_access_key_id / aws_secret_access_key"));
+            return self.profile_credentials(p).with_context(|| {
+                format!("profile {p} has no aws_access_key_id / aws_secret_access_key")
+            });
         }
-        if let (Some(id), Some(secret)) = ((self.env)("AWS_ACCESS_KEY_ID"), (self.env)("AWS_SECRET_ACCESS_KEY")) {
+        if let (Some(id), Some(secret)) = (
+            (self.env)("AWS_ACCESS_KEY_ID"),
+            (self.env)("AWS_SECRET_ACCESS_KEY"),
+        ) {
             return Ok(AwsCredentials {
                 access_key_id: id,
                 secret_access_key: secret,
@@ -122,7 +127,11 @@ impl AwsSources {
     }
 
     /// The region for `--region` / `--profile`.
-    pub fn region(&self, region_flag: Option<&str>, profile_flag: Option<&str>) -> anyhow::Result<String> {
+    pub fn region(
+        &self,
+        region_flag: Option<&str>,
+        profile_flag: Option<&str>,
+    ) -> anyhow::Result<String> {
         if let Some(r) = region_flag {
             return Ok(r.to_owned());
         }
@@ -143,15 +152,24 @@ impl AwsSources {
 mod tests {
     use super::*;
 
-    fn sources(vars: &[(&str, &str)], credentials: &str, config: &str) -> (tempfile::TempDir, AwsSources) {
+    fn sources(
+        vars: &[(&str, &str)],
+        credentials: &str,
+        config: &str,
+    ) -> (tempfile::TempDir, AwsSources) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(".aws")).unwrap();
         std::fs::write(dir.path().join(".aws/credentials"), credentials).unwrap();
         std::fs::write(dir.path().join(".aws/config"), config).unwrap();
-        let mut env: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         env.insert("HOME".into(), dir.path().display().to_string());
-        (dir, AwsSources::new(Box::new(move |k: &str| env.get(k).cloned())))
+        (
+            dir,
+            AwsSources::new(Box::new(move |k: &str| env.get(k).cloned())),
+        )
     }
 
     const CREDS: &str = "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n\n# c\n[dev]\naws_access_key_id=K\naws_secret_access_key=S\naws_session_token=T\n";
@@ -159,13 +177,24 @@ mod tests {
 
     #[test]
     fn environment_first_then_profiles() {
-        let (_d, s) = sources(&[("AWS_ACCESS_KEY_ID", "E"), ("AWS_SECRET_ACCESS_KEY", "ES")], CREDS, CONFIG);
+        let (_d, s) = sources(
+            &[("AWS_ACCESS_KEY_ID", "E"), ("AWS_SECRET_ACCESS_KEY", "ES")],
+            CREDS,
+            CONFIG,
+        );
         assert_eq!(s.credentials(None).unwrap().access_key_id, "E");
         // An explicit --profile wins over the environment, as in the AWS CLI.
         let dev = s.credentials(Some("dev")).unwrap();
-        assert_eq!((dev.access_key_id.as_str(), dev.session_token.as_deref()), ("K", Some("T")));
+        assert_eq!(
+            (dev.access_key_id.as_str(), dev.session_token.as_deref()),
+            ("K", Some("T"))
+        );
         assert_eq!(s.credentials(Some("cfgonly")).unwrap().access_key_id, "C");
-        assert!(s.credentials(Some("nope")).unwrap_err().to_string().contains("could not be found"));
+        assert!(s
+            .credentials(Some("nope"))
+            .unwrap_err()
+            .to_string()
+            .contains("could not be found"));
 
         let (_d, s) = sources(&[("AWS_PROFILE", "dev")], CREDS, CONFIG);
         assert_eq!(s.credentials(None).unwrap().access_key_id, "K");
@@ -180,10 +209,22 @@ mod tests {
     fn region_from_environment_and_clear_errors() {
         let (_d, s) = sources(&[("AWS_DEFAULT_REGION", "us-east-2")], "", "");
         assert_eq!(s.region(None, None).unwrap(), "us-east-2");
-        let (_d, s) = sources(&[("AWS_REGION", "r1"), ("AWS_DEFAULT_REGION", "r2")], "", "");
+        let (_d, s) = sources(
+            &[("AWS_REGION", "r1"), ("AWS_DEFAULT_REGION", "r2")],
+            "",
+            "",
+        );
         assert_eq!(s.region(None, None).unwrap(), "r1");
         let (_d, s) = sources(&[], "", "");
-        assert!(s.region(None, None).unwrap_err().to_string().contains("specify a region"));
-        assert!(s.credentials(None).unwrap_err().to_string().contains("unable to locate credentials"));
+        assert!(s
+            .region(None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("specify a region"));
+        assert!(s
+            .credentials(None)
+            .unwrap_err()
+            .to_string()
+            .contains("unable to locate credentials"));
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use nimbus_gateway::logs::{LogSource, LogsError};
 use nimbus_gateway::{ApiError, InvokeRequest, InvokeResult, InvokeTarget, Invoker};
-use nimbus_proto::worker as pb;
-use nimbus_worker::log_store::rpc::{self, LogQueryError};
 use nimbus_meta::MetaClient;
+use nimbus_proto::worker as pb;
 use nimbus_worker::code_cache::{CodeCache, CodeError};
+use nimbus_worker::log_store::rpc::{self, LogQueryError};
 use nimbus_worker::{Engine, FunctionSpec, Invocation, InvokeStatus};
 
 /// Runs invocations on this process's execution environments.

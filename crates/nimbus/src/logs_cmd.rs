@@ -92,7 +92,16 @@ impl Gateway {
         };
         let extra: Vec<(&str, &str)> = target.map(|t| ("x-amz-target", t)).into_iter().collect();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signed = sigv4::sign_request(method, path, "", &self.authority, &extra, &body, &params, now);
+        let signed = sigv4::sign_request(
+            method,
+            path,
+            "",
+            &self.authority,
+            &extra,
+            &body,
+            &params,
+            now,
+        );
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -123,12 +132,19 @@ impl Gateway {
                 .get("x-amzn-errortype")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = resp.into_body().collect().await.with_context(unreachable)?.to_bytes();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .with_context(unreachable)?
+                .to_bytes();
             anyhow::Ok((status, header_type, body))
         };
         let (status, header_type, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .with_context(|| format!("the gateway at {} did not answer in time", self.endpoint))??;
+            .with_context(|| {
+            format!("the gateway at {} did not answer in time", self.endpoint)
+        })??;
         let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status < 300 {
             return Ok(Ok(value));
@@ -159,20 +175,32 @@ impl Gateway {
         }))
     }
 
-    async fn logs(&self, operation: &str, request: Value) -> anyhow::Result<Result<Value, AwsError>> {
+    async fn logs(
+        &self,
+        operation: &str,
+        request: Value,
+    ) -> anyhow::Result<Result<Value, AwsError>> {
         let target = format!("Logs_20140328.{operation}");
-        self.send("logs", "POST", "/", Some(&target), request.to_string().into_bytes())
-            .await
+        self.send(
+            "logs",
+            "POST",
+            "/",
+            Some(&target),
+            request.to_string().into_bytes(),
+        )
+        .await
     }
 
     /// Whether the function exists (Lambda's GetFunction).
     async fn function_exists(&self, name: &str) -> anyhow::Result<Result<bool, AwsError>> {
         let path = format!("/2015-03-31/functions/{name}");
-        Ok(match self.send("lambda", "GET", &path, None, vec![]).await? {
-            Ok(_) => Ok(true),
-            Err(e) if e.error_type == "ResourceNotFoundException" => Ok(false),
-            Err(e) => Err(e),
-        })
+        Ok(
+            match self.send("lambda", "GET", &path, None, vec![]).await? {
+                Ok(_) => Ok(true),
+                Err(e) if e.error_type == "ResourceNotFoundException" => Ok(false),
+                Err(e) => Err(e),
+            },
+        )
     }
 }
 
@@ -187,7 +215,9 @@ fn function_name(f: &str) -> &str {
 /// A refusal of the credentials gets a hint; anything else is shown as the gateway said.
 fn explain(e: AwsError) -> anyhow::Error {
     match e.error_type.as_str() {
-        "UnrecognizedClientException" | "InvalidSignatureException" | "IncompleteSignatureException"
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignatureException"
         | "MissingAuthenticationTokenException" => anyhow::anyhow!(
             "the gateway refused the credentials ({}: {}); check AWS_ACCESS_KEY_ID / \
              AWS_SECRET_ACCESS_KEY, --profile and --region",
@@ -255,7 +285,12 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
             let from = start.max(newest.saturating_sub(FOLLOW_LOOKBACK.as_millis() as u64));
             match fetch(&gw, &group, from, args.filter.as_deref()).await? {
                 Ok(mut events) => {
-                    events.sort_by_key(|e| (e["timestamp"].as_u64(), e["eventId"].as_str().map(str::to_owned)));
+                    events.sort_by_key(|e| {
+                        (
+                            e["timestamp"].as_u64(),
+                            e["eventId"].as_str().map(str::to_owned),
+                        )
+                    });
                     for e in &events {
                         let id = e["eventId"].as_str().unwrap_or_default().to_owned();
                         let ts = e["timestamp"].as_u64().unwrap_or(0);
@@ -301,8 +336,14 @@ mod tests {
     #[test]
     fn names_from_arns() {
         assert_eq!(function_name("f"), "f");
-        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:f"), "f");
-        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:f:live"), "f");
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:000000000000:function:f"),
+            "f"
+        );
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:000000000000:function:f:live"),
+            "f"
+        );
     }
 
     #[test]
@@ -312,8 +353,18 @@ mod tests {
             secret_access_key: "s".into(),
             session_token: None,
         };
-        assert_eq!(Gateway::new("http://127.0.0.1:9000", c.clone(), "r".into()).unwrap().authority, "127.0.0.1:9000");
-        assert_eq!(Gateway::new("http://gw/", c.clone(), "r".into()).unwrap().authority, "gw:80");
+        assert_eq!(
+            Gateway::new("http://127.0.0.1:9000", c.clone(), "r".into())
+                .unwrap()
+                .authority,
+            "127.0.0.1:9000"
+        );
+        assert_eq!(
+            Gateway::new("http://gw/", c.clone(), "r".into())
+                .unwrap()
+                .authority,
+            "gw:80"
+        );
         assert!(Gateway::new("https://gw", c.clone(), "r".into()).is_err());
         assert!(Gateway::new("http://", c, "r".into()).is_err());
     }

@@ -87,7 +87,11 @@ pub async fn dispatch(
         )),
     };
     match result {
-        Ok(v) => ([("content-type", "application/x-amz-json-1.1")], v.to_string()).into_response(),
+        Ok(v) => (
+            [("content-type", "application/x-amz-json-1.1")],
+            v.to_string(),
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -125,7 +129,8 @@ fn function_of(group: Option<&str>, identifier: Option<&str>) -> Result<String, 
     match group.strip_prefix(GROUP_PREFIX) {
         Some(f)
             if (1..=64).contains(&f.len())
-                && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                && f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
             Ok(f.to_owned())
         }
@@ -193,7 +198,10 @@ pub fn merge_events(
 }
 
 async fn filter_log_events(ctx: &Ctx<'_>, r: FilterInput) -> Result<Value, LogsError> {
-    let function = function_of(r.log_group_name.as_deref(), r.log_group_identifier.as_deref())?;
+    let function = function_of(
+        r.log_group_name.as_deref(),
+        r.log_group_identifier.as_deref(),
+    )?;
     if r.log_stream_names.is_some() && r.log_stream_name_prefix.is_some() {
         return Err(LogsError::invalid(
             "Cannot specify both LogStreamNames and LogStreamNamePrefix.",
@@ -256,7 +264,10 @@ struct GetInput {
 }
 
 async fn get_log_events(ctx: &Ctx<'_>, r: GetInput) -> Result<Value, LogsError> {
-    let function = function_of(r.log_group_name.as_deref(), r.log_group_identifier.as_deref())?;
+    let function = function_of(
+        r.log_group_name.as_deref(),
+        r.log_group_identifier.as_deref(),
+    )?;
     let stream = r
         .log_stream_name
         .ok_or_else(|| LogsError::invalid("logStreamName is required."))?;
@@ -268,7 +279,11 @@ async fn get_log_events(ctx: &Ctx<'_>, r: GetInput) -> Result<Value, LogsError> 
             (_, Some(c)) => (String::new(), c.to_owned(), true),
             _ => return Err(LogsError::invalid("The specified nextToken is invalid.")),
         },
-        None => (String::new(), String::new(), !r.start_from_head.unwrap_or(false)),
+        None => (
+            String::new(),
+            String::new(),
+            !r.start_from_head.unwrap_or(false),
+        ),
     };
     let streams = ctx
         .source
@@ -281,8 +296,14 @@ async fn get_log_events(ctx: &Ctx<'_>, r: GetInput) -> Result<Value, LogsError> 
     if !streams.iter().any(|s| s.group_exists) {
         return Err(group_not_found());
     }
-    if !streams.iter().flat_map(|s| &s.streams).any(|s| s.name == stream) {
-        return Err(LogsError::not_found("The specified log stream does not exist."));
+    if !streams
+        .iter()
+        .flat_map(|s| &s.streams)
+        .any(|s| s.name == stream)
+    {
+        return Err(LogsError::not_found(
+            "The specified log stream does not exist.",
+        ));
     }
     let req = pb::FilterLogEventsRequest {
         account_id: ctx.account.to_owned(),
@@ -351,7 +372,10 @@ struct StreamsInput {
 }
 
 async fn describe_log_streams(ctx: &Ctx<'_>, r: StreamsInput) -> Result<Value, LogsError> {
-    let function = function_of(r.log_group_name.as_deref(), r.log_group_identifier.as_deref())?;
+    let function = function_of(
+        r.log_group_name.as_deref(),
+        r.log_group_identifier.as_deref(),
+    )?;
     let by_time = match r.order_by.as_deref() {
         None | Some("LogStreamName") => false,
         Some("LastEventTime") => true,
@@ -381,7 +405,11 @@ async fn describe_log_streams(ctx: &Ctx<'_>, r: StreamsInput) -> Result<Value, L
     }
     let mut streams: Vec<pb::LogStream> = answers.into_iter().flat_map(|a| a.streams).collect();
     if by_time {
-        streams.sort_by(|a, b| a.last_event_ms.cmp(&b.last_event_ms).then(a.name.cmp(&b.name)));
+        streams.sort_by(|a, b| {
+            a.last_event_ms
+                .cmp(&b.last_event_ms)
+                .then(a.name.cmp(&b.name))
+        });
     } else {
         streams.sort_by(|a, b| a.name.cmp(&b.name));
     }
@@ -478,13 +506,25 @@ mod tests {
     #[test]
     fn merging_workers_pages() {
         let ids = |v: &[pb::LogEvent]| v.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
-        let (e, more) = merge_events(vec![answer(&["1", "4"], false), answer(&["2", "3"], false)], 10, false);
+        let (e, more) = merge_events(
+            vec![answer(&["1", "4"], false), answer(&["2", "3"], false)],
+            10,
+            false,
+        );
         assert_eq!(ids(&e), ["1", "2", "3", "4"]);
         assert!(!more);
-        let (e, more) = merge_events(vec![answer(&["1", "4"], false), answer(&["2", "3"], false)], 3, false);
+        let (e, more) = merge_events(
+            vec![answer(&["1", "4"], false), answer(&["2", "3"], false)],
+            3,
+            false,
+        );
         assert_eq!(ids(&e), ["1", "2", "3"]);
         assert!(more);
-        let (e, more) = merge_events(vec![answer(&["1", "4"], false), answer(&["2", "3"], false)], 3, true);
+        let (e, more) = merge_events(
+            vec![answer(&["1", "4"], false), answer(&["2", "3"], false)],
+            3,
+            true,
+        );
         assert_eq!(ids(&e), ["2", "3", "4"]);
         assert!(more);
         let (_, more) = merge_events(vec![answer(&["1"], true), answer(&[], false)], 3, false);
@@ -495,12 +535,27 @@ mod tests {
     fn group_names_and_limits() {
         assert_eq!(function_of(Some("/aws/lambda/f-1"), None).unwrap(), "f-1");
         assert_eq!(
-            function_of(None, Some("arn:aws:logs:us-east-1:000000000000:log-group:/aws/lambda/f:*")).unwrap(),
+            function_of(
+                None,
+                Some("arn:aws:logs:us-east-1:000000000000:log-group:/aws/lambda/f:*")
+            )
+            .unwrap(),
             "f"
         );
-        assert_eq!(function_of(Some("/other/x"), None).unwrap_err().error_type, "ResourceNotFoundException");
-        assert_eq!(function_of(Some("/aws/lambda/../x"), None).unwrap_err().error_type, "ResourceNotFoundException");
-        assert_eq!(function_of(None, None).unwrap_err().error_type, "InvalidParameterException");
+        assert_eq!(
+            function_of(Some("/other/x"), None).unwrap_err().error_type,
+            "ResourceNotFoundException"
+        );
+        assert_eq!(
+            function_of(Some("/aws/lambda/../x"), None)
+                .unwrap_err()
+                .error_type,
+            "ResourceNotFoundException"
+        );
+        assert_eq!(
+            function_of(None, None).unwrap_err().error_type,
+            "InvalidParameterException"
+        );
         assert!(check_limit(Some(0), 50).is_err());
         assert!(check_limit(Some(51), 50).is_err());
         assert_eq!(check_limit(Some(50), 50).unwrap(), Some(50));

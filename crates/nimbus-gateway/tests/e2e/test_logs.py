@@ -309,7 +309,10 @@ def test_nimbus_logs_tail_follow_picks_up_new_invocations(endpoint, lam, printer
     proc = subprocess.Popen([BIN, "logs", "tail", printer["name"], "--follow", "--since", "1h", "--endpoint", endpoint],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    def read():
+        for line in iter(proc.stdout.readline, ""):
+            lines.append(line.rstrip("\n"))
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
         def wait_for(text, timeout=20):

@@ -156,8 +156,11 @@ impl LogStore {
     }
 
     fn account_dir(&self, account: &str) -> Result<PathBuf, LogStoreError> {
-        if account.is_empty() || account.len() > 32 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(LogStoreError::InvalidName(format!("invalid account {account:?}")));
+        if account.is_empty() || account.len() > 32 || !account.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(LogStoreError::InvalidName(format!(
+                "invalid account {account:?}"
+            )));
         }
         Ok(self.root.join(account))
     }
@@ -171,11 +174,20 @@ impl LogStore {
         Ok(self.account_dir(account)?.join(function))
     }
 
-    fn stream_path(&self, account: &str, function: &str, stream: &str) -> Result<PathBuf, LogStoreError> {
+    fn stream_path(
+        &self,
+        account: &str,
+        function: &str,
+        stream: &str,
+    ) -> Result<PathBuf, LogStoreError> {
         if !valid_stream(stream) {
-            return Err(LogStoreError::InvalidName(format!("invalid log stream {stream:?}")));
+            return Err(LogStoreError::InvalidName(format!(
+                "invalid log stream {stream:?}"
+            )));
         }
-        Ok(self.group_dir(account, function)?.join(format!("{stream}.log")))
+        Ok(self
+            .group_dir(account, function)?
+            .join(format!("{stream}.log")))
     }
 }
 
@@ -186,7 +198,9 @@ pub fn group_name(function: &str) -> String {
 
 /// The function whose log group `group` is, if it names one.
 pub fn function_of_group(group: &str) -> Option<&str> {
-    group.strip_prefix(GROUP_PREFIX).filter(|f| valid_function(f))
+    group
+        .strip_prefix(GROUP_PREFIX)
+        .filter(|f| valid_function(f))
 }
 
 /// Lambda function names: 1–64 letters, digits, `-` and `_` (so never a path).
@@ -214,7 +228,9 @@ pub fn valid_stream(name: &str) -> bool {
         return false;
     };
     let version_ok = version == "$LATEST"
-        || (!version.is_empty() && version.len() <= 20 && version.bytes().all(|b| b.is_ascii_digit()));
+        || (!version.is_empty()
+            && version.len() <= 20
+            && version.bytes().all(|b| b.is_ascii_digit()));
     version_ok && stream_id_ok(id)
 }
 
@@ -251,6 +267,37 @@ mod tests {
         assert_eq!(group_name("f"), "/aws/lambda/f");
     }
 
+    /// What persisting one invocation's lines costs (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn append_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path().to_owned(), &LogStoreConfig::default()).unwrap();
+        let s = crate::logs::log_stream_name("$LATEST");
+        let lines: Vec<LogLine> = [
+            "START RequestId: 8f5c2f4e-0000-4000-8000-000000000000 Version: $LATEST",
+            "event {\"a\": 1}",
+            "END RequestId: 8f5c2f4e-0000-4000-8000-000000000000",
+            "REPORT RequestId: 8f5c2f4e-0000-4000-8000-000000000000\tDuration: 2.59 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\tMax Memory Used: 61 MB",
+        ]
+        .into_iter()
+        .map(LogLine::now)
+        .collect();
+        let mut times: Vec<std::time::Duration> = (0..2000)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                store.append("000000000000", "f", &s, &lines).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        println!(
+            "append of one invocation (4 lines): median {:?}, p99 {:?}",
+            times[times.len() / 2],
+            times[times.len() * 99 / 100]
+        );
+    }
+
     #[test]
     fn append_is_scoped_by_account_and_rejects_bad_names() {
         let dir = tempfile::tempdir().unwrap();
@@ -264,7 +311,10 @@ mod tests {
         assert!(store.append("../x", "f", &s, &[LogLine::now("a")]).is_err());
         assert!(store.append("1", "../f", &s, &[LogLine::now("a")]).is_err());
         let text = std::fs::read_to_string(
-            dir.path().join("111111111111").join("f").join(format!("{s}.log")),
+            dir.path()
+                .join("111111111111")
+                .join("f")
+                .join(format!("{s}.log")),
         )
         .unwrap();
         assert!(text.ends_with("\ta\rb\n"), "{text:?}");

@@ -212,7 +212,13 @@ mod tests {
 
     #[test]
     fn unsupported_patterns_are_refused() {
-        for bad in ["[ip, user]", "{ $.a = 1 && $.b = 2 }", "{ a = 1 }", "\"open", "{ $.a = 1"] {
+        for bad in [
+            "[ip, user]",
+            "{ $.a = 1 && $.b = 2 }",
+            "{ a = 1 }",
+            "\"open",
+            "{ $.a = 1",
+        ] {
             assert!(FilterPattern::parse(bad).is_err(), "{bad}");
         }
     }

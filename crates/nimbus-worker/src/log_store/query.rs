@@ -32,7 +32,11 @@ pub struct Cursor {
 impl std::fmt::Display for Cursor {
     /// Fixed-width, so that the text sorts like the cursor (used as `eventId`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:015}{}{:012}", self.timestamp_ms, self.stream_id, self.offset)
+        write!(
+            f,
+            "{:015}{}{:012}",
+            self.timestamp_ms, self.stream_id, self.offset
+        )
     }
 }
 
@@ -178,7 +182,12 @@ impl LogStore {
     }
 
     /// FilterLogEvents / GetLogEvents on this worker.
-    pub fn filter(&self, account: &str, function: &str, q: &FilterQuery) -> Result<FilterPage, LogStoreError> {
+    pub fn filter(
+        &self,
+        account: &str,
+        function: &str,
+        q: &FilterQuery,
+    ) -> Result<FilterPage, LogStoreError> {
         let limit = match q.limit {
             0 => MAX_PAGE_EVENTS,
             n => n.min(MAX_PAGE_EVENTS),
@@ -192,7 +201,10 @@ impl LogStore {
             if !q.stream_names.is_empty() && !q.stream_names.contains(&name) {
                 continue;
             }
-            if q.stream_prefix.as_ref().is_some_and(|p| !name.starts_with(p.as_str())) {
+            if q.stream_prefix
+                .as_ref()
+                .is_some_and(|p| !name.starts_with(p.as_str()))
+            {
                 continue;
             }
             // Every event of the file was written by its mtime.
@@ -266,17 +278,22 @@ impl LogStore {
         // Byte budget: keep whole events from the end that pages continue from.
         let mut bytes = 0;
         let keep = if q.from_tail {
-            events.iter().rev().take_while(|e| {
-                bytes += e.message.len();
-                bytes <= MAX_PAGE_BYTES
-            })
-            .count()
+            events
+                .iter()
+                .rev()
+                .take_while(|e| {
+                    bytes += e.message.len();
+                    bytes <= MAX_PAGE_BYTES
+                })
+                .count()
         } else {
-            events.iter().take_while(|e| {
-                bytes += e.message.len();
-                bytes <= MAX_PAGE_BYTES
-            })
-            .count()
+            events
+                .iter()
+                .take_while(|e| {
+                    bytes += e.message.len();
+                    bytes <= MAX_PAGE_BYTES
+                })
+                .count()
         }
         .max(1)
         .min(events.len());
@@ -292,7 +309,12 @@ impl LogStore {
     }
 
     /// DescribeLogStreams on this worker: every stream of the group with `prefix`.
-    pub fn streams(&self, account: &str, function: &str, prefix: &str) -> Result<Vec<StreamInfo>, LogStoreError> {
+    pub fn streams(
+        &self,
+        account: &str,
+        function: &str,
+        prefix: &str,
+    ) -> Result<Vec<StreamInfo>, LogStoreError> {
         let mut out = Vec::new();
         for (name, path, meta) in self.stream_files(account, function)? {
             if !name.starts_with(prefix) {
@@ -374,10 +396,20 @@ mod tests {
         let now = now_ms();
         let a = crate::logs::log_stream_name("$LATEST");
         let b = crate::logs::log_stream_name("1");
-        s.append(ACC, "f", &a, &[line(now - 50, "a1 hello"), line(now - 30, "a2 ERROR x")])
-            .unwrap();
-        s.append(ACC, "f", &b, &[line(now - 40, "b1 hello"), line(now - 20, "b2 WARN")])
-            .unwrap();
+        s.append(
+            ACC,
+            "f",
+            &a,
+            &[line(now - 50, "a1 hello"), line(now - 30, "a2 ERROR x")],
+        )
+        .unwrap();
+        s.append(
+            ACC,
+            "f",
+            &b,
+            &[line(now - 40, "b1 hello"), line(now - 20, "b2 WARN")],
+        )
+        .unwrap();
         (a, b)
     }
 
@@ -409,7 +441,11 @@ mod tests {
         };
         assert_eq!(messages(&s.filter(ACC, "f", &q).unwrap()), ["b1", "a2"]);
         // Another account sees nothing.
-        assert!(s.filter("111111111111", "f", &FilterQuery::default()).unwrap().events.is_empty());
+        assert!(s
+            .filter("111111111111", "f", &FilterQuery::default())
+            .unwrap()
+            .events
+            .is_empty());
         assert!(!s.group_exists("111111111111", "f"));
     }
 
@@ -421,7 +457,15 @@ mod tests {
         let mut after = None;
         loop {
             let page = s
-                .filter(ACC, "f", &FilterQuery { limit: 1, after: after.clone(), ..Default::default() })
+                .filter(
+                    ACC,
+                    "f",
+                    &FilterQuery {
+                        limit: 1,
+                        after: after.clone(),
+                        ..Default::default()
+                    },
+                )
                 .unwrap();
             seen.extend(page.events.iter().map(|e| e.message[..2].to_owned()));
             if !page.more {
@@ -432,17 +476,29 @@ mod tests {
         assert_eq!(seen, ["a1", "b1", "a2", "b2"]);
         // From the tail: the last two, then the two before them.
         let last = s
-            .filter(ACC, "f", &FilterQuery { limit: 2, from_tail: true, ..Default::default() })
+            .filter(
+                ACC,
+                "f",
+                &FilterQuery {
+                    limit: 2,
+                    from_tail: true,
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(messages(&last), ["a2", "b2"]);
         assert!(last.more);
         let before = s
-            .filter(ACC, "f", &FilterQuery {
-                limit: 2,
-                from_tail: true,
-                before: Some(last.events[0].cursor.clone()),
-                ..Default::default()
-            })
+            .filter(
+                ACC,
+                "f",
+                &FilterQuery {
+                    limit: 2,
+                    from_tail: true,
+                    before: Some(last.events[0].cursor.clone()),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(messages(&before), ["a1", "b1"]);
         assert!(!before.more);
@@ -462,11 +518,21 @@ mod tests {
         streams.sort_by(|x, y| x.name.cmp(&y.name));
         let mut names = vec![a.clone(), b.clone()];
         names.sort();
-        assert_eq!(streams.iter().map(|x| x.name.clone()).collect::<Vec<_>>(), names);
-        assert!(streams.iter().all(|x| x.stored_bytes > 0 && x.first_event_ms <= x.last_event_ms));
+        assert_eq!(
+            streams.iter().map(|x| x.name.clone()).collect::<Vec<_>>(),
+            names
+        );
+        assert!(streams
+            .iter()
+            .all(|x| x.stored_bytes > 0 && x.first_event_ms <= x.last_event_ms));
         let prefix = &a[..a.find(']').unwrap()];
         assert_eq!(s.streams(ACC, "f", prefix).unwrap().len(), 1);
-        let mut groups: Vec<String> = s.groups(ACC, "/aws/lambda/").unwrap().into_iter().map(|g| g.function).collect();
+        let mut groups: Vec<String> = s
+            .groups(ACC, "/aws/lambda/")
+            .unwrap()
+            .into_iter()
+            .map(|g| g.function)
+            .collect();
         groups.sort();
         assert_eq!(groups, ["f", "other"]);
         assert_eq!(s.groups(ACC, "/aws/lambda/o").unwrap().len(), 1);

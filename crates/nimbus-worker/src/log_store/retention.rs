@@ -63,10 +63,11 @@ impl LogStore {
             loop {
                 tick.tick().await;
                 let Some(store) = weak.upgrade() else { break };
-                let report =
-                    tokio::task::spawn_blocking(move || store.enforce_retention(crate::logs::now_ms()))
-                        .await
-                        .unwrap_or_default();
+                let report = tokio::task::spawn_blocking(move || {
+                    store.enforce_retention(crate::logs::now_ms())
+                })
+                .await
+                .unwrap_or_default();
                 if report.removed_streams > 0 {
                     tracing::info!(
                         streams = report.removed_streams,
@@ -116,12 +117,28 @@ mod tests {
         let old = crate::logs::log_stream_name("$LATEST");
         let live = crate::logs::log_stream_name("$LATEST");
         let two_hours_ago = now_ms() - 2 * 3600 * 1000;
-        s.append(ACC, "f", &old, &[LogLine { timestamp_ms: two_hours_ago, message: "old".into() }])
-            .unwrap();
-        s.append(ACC, "g", &live, &[
-            LogLine { timestamp_ms: two_hours_ago, message: "stale".into() },
-            LogLine::now("fresh"),
-        ])
+        s.append(
+            ACC,
+            "f",
+            &old,
+            &[LogLine {
+                timestamp_ms: two_hours_ago,
+                message: "old".into(),
+            }],
+        )
+        .unwrap();
+        s.append(
+            ACC,
+            "g",
+            &live,
+            &[
+                LogLine {
+                    timestamp_ms: two_hours_ago,
+                    message: "stale".into(),
+                },
+                LogLine::now("fresh"),
+            ],
+        )
         .unwrap();
         set_mtime(&s, "f", &old, Duration::from_secs(2 * 3600));
         let page = s.filter(ACC, "g", &FilterQuery::default()).unwrap();
@@ -129,9 +146,15 @@ mod tests {
         assert_eq!(page.events[0].message, "fresh");
         let r = s.enforce_retention(now_ms());
         assert_eq!(r.removed_streams, 1);
-        assert!(!s.group_exists(ACC, "f"), "empty directories are removed too");
+        assert!(
+            !s.group_exists(ACC, "f"),
+            "empty directories are removed too"
+        );
         assert!(s.group_exists(ACC, "g"));
-        assert_eq!(r.kept_bytes, s.streams(ACC, "g", "").unwrap()[0].stored_bytes);
+        assert_eq!(
+            r.kept_bytes,
+            s.streams(ACC, "g", "").unwrap()[0].stored_bytes
+        );
     }
 
     #[test]
@@ -144,14 +167,24 @@ mod tests {
         let s = LogStore::open(dir.path().to_owned(), &cfg).unwrap();
         let names: Vec<String> = (0..3).map(|_| crate::logs::log_stream_name("1")).collect();
         for (i, n) in names.iter().enumerate() {
-            s.append(ACC, "f", n, &[LogLine::now("x".repeat(1000))]).unwrap();
+            s.append(ACC, "f", n, &[LogLine::now("x".repeat(1000))])
+                .unwrap();
             set_mtime(&s, "f", n, Duration::from_secs(100 - i as u64 * 10));
         }
         let r = s.enforce_retention(now_ms());
         assert_eq!(r.removed_streams, 2);
         assert!(r.kept_bytes <= 1500);
-        let left: Vec<String> = s.streams(ACC, "f", "").unwrap().into_iter().map(|x| x.name).collect();
-        assert_eq!(left, [names[2].clone()], "the most recently written stream stays");
+        let left: Vec<String> = s
+            .streams(ACC, "f", "")
+            .unwrap()
+            .into_iter()
+            .map(|x| x.name)
+            .collect();
+        assert_eq!(
+            left,
+            [names[2].clone()],
+            "the most recently written stream stays"
+        );
         assert_eq!(s.enforce_retention(now_ms()).removed_streams, 0);
     }
 

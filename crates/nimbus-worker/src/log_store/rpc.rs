@@ -21,9 +21,9 @@ fn cursor(text: &str) -> Result<Option<Cursor>, LogQueryError> {
     if text.is_empty() {
         return Ok(None);
     }
-    Cursor::parse(text)
-        .map(Some)
-        .ok_or_else(|| LogQueryError::InvalidParameter("The specified nextToken is invalid.".into()))
+    Cursor::parse(text).map(Some).ok_or_else(|| {
+        LogQueryError::InvalidParameter("The specified nextToken is invalid.".into())
+    })
 }
 
 /// FilterLogEvents / GetLogEvents.

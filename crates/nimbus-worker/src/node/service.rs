@@ -202,7 +202,8 @@ impl Worker for WorkerService {
         request: Request<pb::DescribeLogStreamsRequest>,
     ) -> Result<Response<pb::DescribeLogStreamsResponse>, Status> {
         let req = request.into_inner();
-        self.query_logs(move |store| rpc::streams(store, &req)).await
+        self.query_logs(move |store| rpc::streams(store, &req))
+            .await
     }
 
     async fn describe_log_groups(
