@@ -73,12 +73,12 @@ def handler(event, context):
 
 
 def test_logs_from_both_workers_through_either_gateway(cluster):
-    """Four concurrent 512 MB invocations do not fit on one 2 GB worker (its idle echo
-    environment holds 128 MB), so both workers run some; each gateway's CloudWatch Logs
-    API returns the lines of all of them."""
+    """At most two 768 MB environments fit on a 2 GB worker, so four concurrent
+    invocations run on both workers; each gateway's CloudWatch Logs API returns the lines
+    of all of them."""
     gw1, gw2 = cluster.client(0), cluster.client(1)
     gw1.create_function(FunctionName="logged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
-                        MemorySize=512, Code={"ZipFile": zip_of({"app.py": SLEEPER})})
+                        MemorySize=768, Code={"ZipFile": zip_of({"app.py": SLEEPER})})
     streams, errors = [], []
 
     def call(gw, n):
