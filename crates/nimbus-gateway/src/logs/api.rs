@@ -498,7 +498,7 @@ mod tests {
     fn answer(ids: &[&str], more: bool) -> pb::FilterLogEventsResponse {
         pb::FilterLogEventsResponse {
             group_exists: true,
-            events: ids.iter().map(|i| ev(i)).collect(),
+            events: ids.iter().copied().map(ev).collect(),
             more,
         }
     }

@@ -275,28 +275,19 @@ impl LogStore {
                 events.pop();
             }
         }
-        // Byte budget: keep whole events from the end that pages continue from.
+        // Byte budget: whole events, counted from the end that pages continue from, and
+        // always at least one so that paging moves on.
         let mut bytes = 0;
-        let keep = if q.from_tail {
-            events
-                .iter()
-                .rev()
-                .take_while(|e| {
-                    bytes += e.message.len();
-                    bytes <= MAX_PAGE_BYTES
-                })
-                .count()
+        let mut within = |e: &&LogEvent| {
+            bytes += e.message.len();
+            bytes <= MAX_PAGE_BYTES
+        };
+        let fitting = if q.from_tail {
+            events.iter().rev().take_while(&mut within).count()
         } else {
-            events
-                .iter()
-                .take_while(|e| {
-                    bytes += e.message.len();
-                    bytes <= MAX_PAGE_BYTES
-                })
-                .count()
-        }
-        .max(1)
-        .min(events.len());
+            events.iter().take_while(&mut within).count()
+        };
+        let keep = if events.is_empty() { 0 } else { fitting.max(1) };
         if keep < events.len() {
             more = true;
             if q.from_tail {
