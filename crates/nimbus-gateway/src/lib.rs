@@ -16,6 +16,7 @@
 //! - [`placement`]: which worker runs an invocation (warm first, then free memory).
 //! - [`remote`]: the cluster's [`Invoker`]: worker discovery, channels, retries.
 //! - [`api`]: one module per group of Lambda operations.
+//! - [`logs`]: function logs for tools, as a CloudWatch Logs API subset, read from workers.
 //! - [`client`]: a small signed Lambda client for Nimbus's own tools, tests and benchmarks.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod cache;
 pub mod client;
 pub mod error;
 pub mod invoker;
+pub mod logs;
 pub mod placement;
 pub mod remote;
 pub mod resolve;

@@ -166,6 +166,23 @@ impl RemoteInvoker {
     fn client(&self, id: &str, addr: &str) -> Result<(WorkerClient<Channel>, InFlight), ApiError> {
         let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
         let local = locals.entry(id.to_string()).or_default();
+        let client = Self::channel(local, id, addr)?;
+        local.in_flight.fetch_add(1, Ordering::SeqCst);
+        Ok((client, InFlight(local.in_flight.clone())))
+    }
+
+    /// The worker's channel for calls that are not invocations (log queries): shared with
+    /// invocations, but not counted as in flight.
+    pub(crate) fn query_client(
+        &self,
+        id: &str,
+        addr: &str,
+    ) -> Result<WorkerClient<Channel>, ApiError> {
+        let mut locals = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        Self::channel(locals.entry(id.to_string()).or_default(), id, addr)
+    }
+
+    fn channel(local: &mut Local, id: &str, addr: &str) -> Result<WorkerClient<Channel>, ApiError> {
         let client = match &local.client {
             Some((a, c)) if a == addr => c.clone(),
             _ => {
@@ -182,8 +199,7 @@ impl RemoteInvoker {
                 c
             }
         };
-        local.in_flight.fetch_add(1, Ordering::SeqCst);
-        Ok((client, InFlight(local.in_flight.clone())))
+        Ok(client)
     }
 
     fn record_load(&self, id: &str, load: Option<pb::WorkerLoad>) {
@@ -221,6 +237,7 @@ fn spec(target: &InvokeTarget) -> pb::FunctionSpec {
         revision_id: target.revision_id.clone(),
         code_sha256: target.code.sha256.clone(),
         code_revision: target.code_revision,
+        log_format: c.log_format.clone(),
     }
 }
 

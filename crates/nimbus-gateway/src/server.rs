@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,6 +18,7 @@ use crate::api;
 use crate::cache::MetaCache;
 use crate::error::ApiError;
 use crate::invoker::Invoker;
+use crate::logs::{LogSource, LogsError};
 use crate::sigv4;
 
 /// Largest request body accepted: a 50 MB zip, base64-encoded inside JSON.
@@ -45,6 +46,8 @@ pub struct Gateway {
     pub metrics: nimbus_telemetry::LambdaMetrics,
     /// access key id → (account, secret). Secrets stay in memory only, never logged.
     secrets: Mutex<HashMap<String, (String, String)>>,
+    /// Where function logs are read from (the CloudWatch Logs API); set once at start.
+    log_source: OnceLock<Arc<dyn LogSource>>,
 }
 
 /// The authenticated caller of a request.
@@ -85,13 +88,27 @@ impl Gateway {
             admission,
             metrics: nimbus_telemetry::LambdaMetrics::new(),
             secrets: Mutex::default(),
+            log_source: OnceLock::new(),
         })
+    }
+
+    /// Serves function logs from `source` (the workers of a cluster, or `nimbus dev`'s
+    /// in-process worker). Only the first call has an effect.
+    pub fn set_log_source(&self, source: Arc<dyn LogSource>) {
+        let _ = self.log_source.set(source);
+    }
+
+    /// The function log source, once set.
+    pub fn log_source(&self) -> Option<Arc<dyn LogSource>> {
+        self.log_source.get().cloned()
     }
 
     /// The Lambda API routes, every one behind Signature V4.
     pub fn router(self: &Arc<Self>) -> Router {
         let functions = "/2015-03-31/functions";
         Router::new()
+            // CloudWatch Logs (JSON 1.1): the operation is in `X-Amz-Target`.
+            .route("/", post(crate::logs::api::dispatch))
             .route(
                 functions,
                 post(api::functions::create).get(api::functions::list),
@@ -237,11 +254,19 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
             )
         })
         .collect();
-    let caller = match check_signature(&gw, &parts, &headers, &body).await {
+    // CloudWatch Logs calls are signed for service `logs` and answered in its error format.
+    let logs = crate::logs::api::is_logs_request(&parts.method, parts.uri.path(), &parts.headers);
+    let service = if logs { "logs" } else { "lambda" };
+    let caller = match check_signature(&gw, &parts, &headers, &body, service).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(request_id, error = %e, path = parts.uri.path(), "request refused");
-            return with_request_id(e.into_response(), &request_id);
+            let resp = if logs {
+                LogsError::from(e).into_response()
+            } else {
+                e.into_response()
+            };
+            return with_request_id(resp, &request_id);
         }
     };
     tracing::debug!(request_id, account = caller.account_id, method = %parts.method, path = parts.uri.path(), "request");
@@ -267,6 +292,7 @@ async fn check_signature(
     parts: &axum::http::request::Parts,
     headers: &[(String, String)],
     body: &[u8],
+    service: &str,
 ) -> Result<Caller, ApiError> {
     let header = parts
         .headers
@@ -274,9 +300,9 @@ async fn check_signature(
         .and_then(|v| v.to_str().ok())
         .ok_or(sigv4::SigError::Missing)?;
     let auth = sigv4::parse_authorization(header)?;
-    if auth.service != "lambda" {
+    if auth.service != service {
         return Err(sigv4::SigError::Scope(format!(
-            "service '{}' should be 'lambda'",
+            "service '{}' should be '{service}'",
             auth.service
         ))
         .into());

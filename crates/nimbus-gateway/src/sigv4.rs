@@ -238,6 +238,18 @@ pub fn signature(
     hex(&hmac(&k_signing, to_sign.as_bytes()))
 }
 
+/// Who signs, for which scope: what [`sign_request`] needs besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningParams<'a> {
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    /// Temporary credentials' token, sent and signed as `x-amz-security-token`.
+    pub session_token: Option<&'a str>,
+    pub region: &'a str,
+    /// `lambda`, `logs`, …
+    pub service: &'a str,
+}
+
 /// Signs a request as the AWS SDKs do (for Nimbus's own client): returns the
 /// `X-Amz-Date` and `Authorization` values for a request whose signed headers are
 /// `host` and `x-amz-date`.
@@ -252,6 +264,50 @@ pub fn sign(
     region: &str,
     now_unix: i64,
 ) -> (String, String) {
+    let params = SigningParams {
+        access_key_id,
+        secret_access_key: secret,
+        session_token: None,
+        region,
+        service: "lambda",
+    };
+    let signed = sign_request(
+        method,
+        raw_path,
+        raw_query,
+        host,
+        &[],
+        body,
+        &params,
+        now_unix,
+    );
+    (signed.amz_date, signed.authorization)
+}
+
+/// The headers a signed request must carry.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// `X-Amz-Date`.
+    pub amz_date: String,
+    /// `Authorization`.
+    pub authorization: String,
+    /// `X-Amz-Security-Token`, when the credentials have a session token.
+    pub security_token: Option<String>,
+}
+
+/// Signs `host`, `x-amz-date`, `x-amz-security-token` (if any) and `extra_headers`
+/// (lower-case names, e.g. `x-amz-target`), for any service.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_request(
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    host: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+    params: &SigningParams<'_>,
+    now_unix: i64,
+) -> Signed {
     let when = time::OffsetDateTime::from_unix_timestamp(now_unix)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let amz_date = when
@@ -259,16 +315,25 @@ pub fn sign(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let headers = [
+    let mut headers = vec![
         ("host".to_string(), host.to_string()),
         ("x-amz-date".to_string(), amz_date.clone()),
     ];
+    if let Some(t) = params.session_token {
+        headers.push(("x-amz-security-token".to_string(), t.to_string()));
+    }
+    headers.extend(
+        extra_headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())),
+    );
+    headers.sort();
     let mut auth = Authorization {
-        access_key_id: access_key_id.to_string(),
+        access_key_id: params.access_key_id.to_string(),
         date: amz_date[..8.min(amz_date.len())].to_string(),
-        region: region.to_string(),
-        service: "lambda".to_string(),
-        signed_headers: vec!["host".into(), "x-amz-date".into()],
+        region: params.region.to_string(),
+        service: params.service.to_string(),
+        signed_headers: headers.iter().map(|(k, _)| k.clone()).collect(),
         signature: String::new(),
     };
     let req = SignedRequest {
@@ -278,8 +343,8 @@ pub fn sign(
         headers: &headers,
         body,
     };
-    auth.signature = signature(&req, &auth, &amz_date, secret);
-    let header = format!(
+    auth.signature = signature(&req, &auth, &amz_date, params.secret_access_key);
+    let authorization = format!(
         "AWS4-HMAC-SHA256 Credential={}/{}/{}/{}/aws4_request, SignedHeaders={}, Signature={}",
         auth.access_key_id,
         auth.date,
@@ -288,7 +353,11 @@ pub fn sign(
         auth.signed_headers.join(";"),
         auth.signature
     );
-    (amz_date, header)
+    Signed {
+        amz_date,
+        authorization,
+        security_token: params.session_token.map(str::to_owned),
+    }
 }
 
 /// Constant-time string comparison.
@@ -399,6 +468,59 @@ mod tests {
         let auth = parse_authorization(&header).unwrap();
         assert_eq!(verify(&req, &auth, SECRET, NOW), Ok(()));
         req.body = b"{}";
+        assert_eq!(verify(&req, &auth, SECRET, NOW), Err(SigError::Mismatch));
+    }
+
+    #[test]
+    fn signing_for_logs_with_a_session_token_and_target() {
+        let body = br#"{"logGroupName":"/aws/lambda/f"}"#;
+        let params = SigningParams {
+            access_key_id: "AKID",
+            secret_access_key: SECRET,
+            session_token: Some("TOKEN"),
+            region: "us-east-1",
+            service: "logs",
+        };
+        let target = "Logs_20140328.FilterLogEvents";
+        let signed = sign_request(
+            "POST",
+            "/",
+            "",
+            "127.0.0.1:9000",
+            &[("X-Amz-Target", target)],
+            body,
+            &params,
+            NOW,
+        );
+        let auth = parse_authorization(&signed.authorization).unwrap();
+        assert_eq!(auth.service, "logs");
+        assert_eq!(
+            auth.signed_headers,
+            ["host", "x-amz-date", "x-amz-security-token", "x-amz-target"]
+        );
+        let mut h = vec![
+            ("Host".to_string(), "127.0.0.1:9000".to_string()),
+            ("X-Amz-Date".to_string(), signed.amz_date.clone()),
+            ("X-Amz-Security-Token".to_string(), "TOKEN".to_string()),
+            ("X-Amz-Target".to_string(), target.to_string()),
+        ];
+        let req = SignedRequest {
+            method: "POST",
+            raw_path: "/",
+            raw_query: "",
+            headers: &h,
+            body,
+        };
+        assert_eq!(verify(&req, &auth, SECRET, NOW), Ok(()));
+        // The target is covered by the signature.
+        h[3].1 = "Logs_20140328.DescribeLogGroups".into();
+        let req = SignedRequest {
+            method: "POST",
+            raw_path: "/",
+            raw_query: "",
+            headers: &h,
+            body,
+        };
         assert_eq!(verify(&req, &auth, SECRET, NOW), Err(SigError::Mismatch));
     }
 

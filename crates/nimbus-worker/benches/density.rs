@@ -99,6 +99,8 @@ fn snapshot(worker: &Path, env_parent: &Path) -> Snapshot {
 
 fn spec(code: &Path, runtime: &str, handler: &str, name: &str) -> FunctionSpec {
     FunctionSpec {
+        account_id: "000000000000".into(),
+        log_format: nimbus_worker::LogFormat::Text,
         function_name: name.into(),
         version: "$LATEST".into(),
         arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),

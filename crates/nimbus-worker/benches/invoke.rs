@@ -165,6 +165,8 @@ async fn main() {
 
 fn spec(code: &std::path::Path, runtime: &str, handler: &str, n: &str) -> FunctionSpec {
     FunctionSpec {
+        account_id: "000000000000".into(),
+        log_format: nimbus_worker::LogFormat::Text,
         function_name: format!("bench-{}-{n}", runtime.replace('.', "-")),
         version: "$LATEST".into(),
         arn: "arn:aws:lambda:us-east-1:123456789012:function:bench".into(),

@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub shell_pool: usize,
     /// DEVELOPER ONLY: no isolation at all (warns loudly on every start).
     pub insecure_no_isolation: bool,
+    /// Where function logs are kept and for how long (see [`crate::log_store`]).
+    pub logs: crate::log_store::LogStoreConfig,
 }
 
 impl Default for EngineConfig {
@@ -75,11 +77,20 @@ impl Default for EngineConfig {
             expedite_rcu: false,
             shell_pool: 2,
             insecure_no_isolation: false,
+            logs: crate::log_store::LogStoreConfig::default(),
         }
     }
 }
 
 impl EngineConfig {
+    /// The log store's directory: `logs.dir`, or `<state_dir>/logs`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.logs
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("logs"))
+    }
+
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |m: &str| Err(EngineError::Config(m.into()));
@@ -91,6 +102,9 @@ impl EngineConfig {
         }
         if self.init_timeout.is_zero() || self.reap_interval.is_zero() {
             return bad("timeouts must be positive");
+        }
+        if self.logs.max_age.is_zero() || self.logs.sweep_interval.is_zero() {
+            return bad("log retention age and sweep interval must be positive");
         }
         if self.runtime_api_port == 0 {
             return bad("runtime_api_port must not be 0");

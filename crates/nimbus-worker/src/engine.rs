@@ -10,6 +10,7 @@ use crate::config::EngineConfig;
 use crate::environment::{ExecutionEnvironment, InitializationType, StartError};
 use crate::error::EngineError;
 use crate::function::{FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+use crate::log_store::LogStore;
 use crate::logs;
 use crate::pool::{Acquire, Pool, PoolMetrics};
 use crate::runtime_api::MAX_RESPONSE_BYTES;
@@ -27,6 +28,10 @@ pub struct Engine {
 
 struct Inner {
     config: EngineConfig,
+    /// Every invocation's lines land here before the invocation is answered.
+    logs: Arc<LogStore>,
+    /// The background retention sweep of `logs`.
+    log_sweeper: Mutex<Option<JoinHandle<()>>>,
     jail: Arc<Jail>,
     pool: Mutex<Pool>,
     reaper: Mutex<Option<JoinHandle<()>>>,
@@ -65,7 +70,14 @@ impl Engine {
         // After reclaiming: shells live in cgroups under the same parent.
         // Other /tmp sizes get shells after their first cold start.
         jail.keep_shells_ready(Some(config.runtime_api_port), DEFAULT_EPHEMERAL_MB);
+        let logs = Arc::new(
+            LogStore::open(config.log_dir(), &config.logs)
+                .map_err(|e| EngineError::io("log store", std::io::Error::other(e)))?,
+        );
+        let log_sweeper = logs.spawn_retention(config.logs.sweep_interval);
         let inner = Arc::new(Inner {
+            logs,
+            log_sweeper: Mutex::new(Some(log_sweeper)),
             pool: Mutex::new(Pool::new(config.max_memory_mb)),
             jail: Arc::new(jail),
             config,
@@ -93,6 +105,29 @@ impl Engine {
     /// The configuration in force.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The function log store (for queries).
+    pub fn log_store(&self) -> &Arc<LogStore> {
+        &self.inner.logs
+    }
+
+    /// Appends an invocation's lines to its stream before the invocation is answered, so
+    /// a query right after sees them. A failing disk costs the logs, not the invocation.
+    async fn persist_logs(&self, spec: &FunctionSpec, outcome: &InvokeOutcome) {
+        let store = self.inner.logs.clone();
+        let (account, function) = (spec.account_id.clone(), spec.function_name.clone());
+        let (stream, lines) = (outcome.log_stream.clone(), outcome.log_lines.clone());
+        let written =
+            tokio::task::spawn_blocking(move || store.append(&account, &function, &stream, &lines))
+                .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(function = %spec.function_name, "writing function logs: {e}")
+            }
+            Err(e) => tracing::warn!(function = %spec.function_name, "writing function logs: {e}"),
+        }
     }
 
     /// Invokes `spec` synchronously: warm environment if one is idle, cold
@@ -160,7 +195,9 @@ impl Engine {
                     Err(StartError::Init(failure)) => {
                         guard.disarm();
                         self.inner.pool().start_failed(spec.memory_mb);
-                        return Ok(init_failure_outcome(spec, inv, failure));
+                        let outcome = init_failure_outcome(spec, inv, failure);
+                        self.persist_logs(spec, &outcome).await;
+                        return Ok(outcome);
                     }
                 }
             }
@@ -189,6 +226,7 @@ impl Engine {
         if outcome.status != InvokeStatus::Ok {
             span.record("otel.status_code", "ERROR");
         }
+        self.persist_logs(spec, &outcome).await;
         let keep = healthy && !self.is_shutting_down();
         if keep {
             self.inner.pool().release(env);
@@ -277,6 +315,15 @@ impl Engine {
         if let Some(r) = self
             .inner
             .reaper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            r.abort();
+        }
+        if let Some(r) = self
+            .inner
+            .log_sweeper
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
@@ -376,18 +423,22 @@ fn init_failure_outcome(
     failure: crate::environment::InitFailure,
 ) -> InvokeOutcome {
     let rid = &inv.request_id;
-    let mut log = failure.logs;
-    log.push(logs::start_line(rid, &spec.version));
-    log.push(logs::end_line(rid));
-    log.push(logs::report_line(
-        rid,
-        std::time::Duration::ZERO,
-        spec.memory_mb,
-        0,
-        Some(failure.init_duration),
+    let format = spec.log_format;
+    let mut lines = failure.logs;
+    lines.push(logs::platform_start(format, rid, &spec.version));
+    lines.extend(logs::platform_end(format, rid));
+    lines.push(logs::platform_report(
+        format,
+        &logs::Report {
+            request_id: rid,
+            duration: std::time::Duration::ZERO,
+            memory_mb: spec.memory_mb,
+            max_memory_mb: 0,
+            init_duration: Some(failure.init_duration),
+            error_type: Some(&failure.error_type),
+        },
     ));
-    let mut text = log.join("\n");
-    text.push('\n');
+    let text = logs::text(&lines);
     InvokeOutcome {
         request_id: inv.request_id,
         status: InvokeStatus::FunctionError {
@@ -396,6 +447,8 @@ fn init_failure_outcome(
         payload: failure.payload,
         log_tail: logs::tail(&text),
         log: text,
+        log_lines: lines,
+        log_stream: failure.log_stream,
         executed_version: spec.version.clone(),
         init_duration: Some(failure.init_duration),
         duration: std::time::Duration::ZERO,

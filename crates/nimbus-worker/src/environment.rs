@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
-use crate::logs::{self, LogCapture};
+use crate::logs::{self, LogCapture, LogLine};
 use crate::runtime_api::{Dispatch, InitSignal, RuntimeApi, RuntimeReply, MAX_RESPONSE_BYTES};
 use crate::runtimes;
 
@@ -49,8 +49,10 @@ impl InitializationType {
 pub(crate) struct InitFailure {
     pub error_type: String,
     pub payload: Bytes,
-    pub logs: Vec<String>,
+    pub logs: Vec<LogLine>,
     pub init_duration: Duration,
+    /// The stream the failed environment's lines belong to.
+    pub log_stream: String,
 }
 
 /// Why `start` failed.
@@ -79,7 +81,9 @@ pub(crate) struct ExecutionEnvironment {
     exit_task: JoinHandle<()>,
     exited: watch::Receiver<Option<ExitInfo>>,
     /// Init duration and Init's log lines, reported with the first invocation.
-    pending_init: Option<(Duration, Vec<String>)>,
+    pending_init: Option<(Duration, Vec<LogLine>)>,
+    /// This environment's log stream (`AWS_LAMBDA_LOG_STREAM_NAME`).
+    log_stream: String,
     /// On-demand environments report `Init Duration` on their first
     /// invocation; provisioned ones (prewarm) do not, as on Lambda.
     init_type: InitializationType,
@@ -121,6 +125,7 @@ fn lambda_env(
         ("AWS_DEFAULT_REGION", config.region.clone()),
         ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", spec.runtime)),
         ("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.as_str().into()),
+        ("AWS_LAMBDA_LOG_FORMAT", spec.log_format.as_str().into()),
         ("TZ", ":UTC".into()),
         ("LANG", "en_US.UTF-8".into()),
         ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
@@ -152,14 +157,23 @@ impl ExecutionEnvironment {
         let started = Instant::now();
         let id = format!("env-{}", uuid::Uuid::new_v4().simple());
         let log_stream = logs::log_stream_name(&spec.version);
+        let init_start: Vec<LogLine> = logs::platform_init_start(
+            spec.log_format,
+            &spec.function_name,
+            &spec.version,
+            init_type.as_str(),
+        )
+        .into_iter()
+        .collect();
         let launch = match runtimes::launch(config, spec) {
             Ok(l) => l,
             Err(message) => {
                 return Err(StartError::Init(InitFailure {
                     error_type: "Runtime.InvalidEntrypoint".into(),
                     payload: error_payload("Runtime.InvalidEntrypoint", &message),
-                    logs: vec![],
+                    logs: init_start,
                     init_duration: started.elapsed(),
+                    log_stream,
                 }))
             }
         };
@@ -230,6 +244,7 @@ impl ExecutionEnvironment {
             exit_task,
             exited,
             pending_init: None,
+            log_stream: log_stream.clone(),
             init_type,
             last_used: Instant::now(),
         };
@@ -270,20 +285,23 @@ impl ExecutionEnvironment {
                     env.kill();
                     return Err(StartError::Engine(e.into()));
                 }
-                let init_logs = env.logs.drain().await;
+                let mut init_logs = init_start;
+                init_logs.extend(env.logs.drain().await);
                 env.pending_init = Some((init_duration, init_logs));
                 Ok(env)
             }
             Err((error_type, payload)) => {
                 env.kill();
                 let _ = wait_exit(&mut env.exited.clone()).await;
-                let logs = env.logs.drain().await;
+                let mut logs = init_start;
+                logs.extend(env.logs.drain().await);
                 env.shutdown().await;
                 Err(StartError::Init(InitFailure {
                     error_type,
                     payload,
                     logs,
                     init_duration,
+                    log_stream,
                 }))
             }
         }
@@ -305,7 +323,8 @@ impl ExecutionEnvironment {
             }
             log.extend(init_logs);
         }
-        log.push(logs::start_line(&inv.request_id, &spec.version));
+        let format = spec.log_format;
+        log.push(logs::platform_start(format, &inv.request_id, &spec.version));
 
         let (reply_tx, reply_rx) = oneshot::channel();
         let trace_id = inv.trace_id.clone().unwrap_or_else(new_trace_id);
@@ -395,20 +414,26 @@ impl ExecutionEnvironment {
         }
         let max_memory_mb = self.peak_mb();
         log.extend(self.logs.drain().await);
-        if matches!(status, InvokeStatus::FunctionError { ref error_type } if error_type == "Sandbox.Timedout")
-        {
-            log.push(logs::timeout_line(rid, spec.timeout));
+        let error_type = match &status {
+            InvokeStatus::Ok => None,
+            InvokeStatus::FunctionError { error_type } => Some(error_type.as_str()),
+        };
+        if error_type == Some("Sandbox.Timedout") && format == logs::LogFormat::Text {
+            log.push(LogLine::now(logs::timeout_line(rid, spec.timeout)));
         }
-        log.push(logs::end_line(rid));
-        log.push(logs::report_line(
-            rid,
-            duration,
-            spec.memory_mb,
-            max_memory_mb,
-            init_duration,
+        log.extend(logs::platform_end(format, rid));
+        log.push(logs::platform_report(
+            format,
+            &logs::Report {
+                request_id: rid,
+                duration,
+                memory_mb: spec.memory_mb,
+                max_memory_mb,
+                init_duration,
+                error_type,
+            },
         ));
-        let mut text = log.join("\n");
-        text.push('\n');
+        let text = logs::text(&log);
         self.last_used = Instant::now();
         let outcome = InvokeOutcome {
             request_id: inv.request_id,
@@ -416,6 +441,8 @@ impl ExecutionEnvironment {
             payload,
             log_tail: logs::tail(&text),
             log: text,
+            log_lines: log,
+            log_stream: self.log_stream.clone(),
             executed_version: spec.version.clone(),
             init_duration,
             duration,

@@ -11,6 +11,8 @@ use bytes::Bytes;
 /// metadata service validates the user's request; this is the locked form.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
+    /// The owning account: its log groups are kept apart from every other account's.
+    pub account_id: String,
     /// `FunctionName` (plain name).
     pub function_name: String,
     /// `$LATEST` or a published version number.
@@ -37,6 +39,8 @@ pub struct FunctionSpec {
     /// the pool key: after `$LATEST` is updated, new invocations never land on an
     /// environment that still runs the old code.
     pub revision: String,
+    /// `LoggingConfig.LogFormat`: platform lines as text or JSON records.
+    pub log_format: crate::logs::LogFormat,
 }
 
 impl FunctionSpec {
@@ -115,6 +119,10 @@ pub struct InvokeOutcome {
     pub log: String,
     /// Last 4 KB of `log`, for `X-Amz-Log-Result`.
     pub log_tail: String,
+    /// The lines of `log` with their timestamps, as written to the log store.
+    pub log_lines: Vec<crate::logs::LogLine>,
+    /// The execution environment's log stream (`YYYY/MM/DD/[VERSION]<32 hex>`).
+    pub log_stream: String,
     /// `X-Amz-Executed-Version`.
     pub executed_version: String,
     /// Set on a cold start: how long Init took.

@@ -21,7 +21,8 @@
 //! * [`pool`]        — warm environments per function version; memory budget, LRU, idle expiry.
 //! * `environment`   — one environment's lifecycle (Init, Invoke, Shutdown).
 //! * [`runtime_api`] — the Runtime API 2018-06-01 server, one per environment.
-//! * [`logs`]        — log capture and the START / END / REPORT lines.
+//! * [`logs`]        — log capture and the START / END / REPORT lines (text or JSON).
+//! * [`log_store`]   — durable log groups and streams on disk: append, query, retention.
 //! * [`metrics`]     — the pool as Prometheus metrics.
 //! * [`runtimes`]    — runtime identifiers → what to exec; bundled Python/Node bootstraps.
 //! * [`error`]       — [`EngineError`].
@@ -34,6 +35,7 @@ pub mod engine;
 mod environment;
 pub mod error;
 pub mod function;
+pub mod log_store;
 pub mod logs;
 pub mod metrics;
 pub mod node;
@@ -46,5 +48,7 @@ pub use engine::Engine;
 pub use environment::InitializationType;
 pub use error::EngineError;
 pub use function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+pub use log_store::{LogStore, LogStoreConfig};
+pub use logs::LogFormat;
 pub use nimbus_sandbox::{NatConfig, NetworkMode, SandboxUser};
 pub use pool::PoolMetrics;

@@ -23,9 +23,38 @@ const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// A line longer than this is split (CloudWatch's event limit is 256 KB).
 const MAX_LINE_BYTES: usize = 256 * 1024;
 
+/// One captured or platform log line with the time it was written (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the line was captured (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The line, without its newline.
+    pub message: String,
+}
+
+impl LogLine {
+    /// A line stamped now.
+    pub fn now(message: impl Into<String>) -> Self {
+        LogLine {
+            timestamp_ms: now_ms(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The lines' text, one per line with a final newline (the invocation's log).
+pub fn text(lines: &[LogLine]) -> String {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(&l.message);
+        text.push('\n');
+    }
+    text
+}
+
 #[derive(Debug, Default)]
 struct LogBuffer {
-    lines: Vec<String>,
+    lines: Vec<LogLine>,
     bytes: usize,
     partial: Vec<u8>,
     dropped: usize,
@@ -55,11 +84,11 @@ impl LogBuffer {
             self.dropped += 1;
         } else {
             self.bytes += line.len();
-            self.lines.push(line);
+            self.lines.push(LogLine::now(line));
         }
     }
 
-    fn take(&mut self, env_id: &str) -> Vec<String> {
+    fn take(&mut self, env_id: &str) -> Vec<LogLine> {
         if !self.partial.is_empty() {
             let line = String::from_utf8_lossy(&self.partial).into_owned();
             self.partial.clear();
@@ -67,7 +96,8 @@ impl LogBuffer {
         }
         if self.dropped > 0 {
             let n = std::mem::take(&mut self.dropped);
-            self.lines.push(format!("[nimbus: {n} log lines dropped]"));
+            self.lines
+                .push(LogLine::now(format!("[nimbus: {n} log lines dropped]")));
         }
         self.bytes = 0;
         std::mem::take(&mut self.lines)
@@ -119,7 +149,7 @@ impl LogCapture {
     }
 
     /// Reads everything already in the pipe, then returns the lines so far.
-    pub(crate) async fn drain(&self) -> Vec<String> {
+    pub(crate) async fn drain(&self) -> Vec<LogLine> {
         let (tx, rx) = oneshot::channel();
         if self.drain_tx.send(tx).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_millis(200), rx).await;
@@ -181,6 +211,129 @@ pub fn report_line(
     line
 }
 
+/// Lambda's `LoggingConfig.LogFormat`: how platform lines are written and what the
+/// runtime is told (`AWS_LAMBDA_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `START RequestId: …`, `END …`, `REPORT …` lines.
+    #[default]
+    Text,
+    /// `{"time","type":"platform.start","record":{…}}` records.
+    Json,
+}
+
+impl LogFormat {
+    /// `JSON` (any case) is JSON; anything else is text, Lambda's default.
+    pub fn parse(s: &str) -> Self {
+        if s.eq_ignore_ascii_case("json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    }
+
+    /// The value of `AWS_LAMBDA_LOG_FORMAT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "Text",
+            LogFormat::Json => "JSON",
+        }
+    }
+}
+
+/// What the REPORT line (or `platform.report` record) says about one invocation.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    pub request_id: &'a str,
+    pub duration: Duration,
+    pub memory_mb: u64,
+    pub max_memory_mb: u64,
+    /// Cold starts only.
+    pub init_duration: Option<Duration>,
+    /// `None` on success; the function's `errorType` otherwise.
+    pub error_type: Option<&'a str>,
+}
+
+fn platform_record(kind: &str, record: serde_json::Value) -> LogLine {
+    let at = now_ms();
+    let line = serde_json::json!({ "time": iso8601(at), "type": kind, "record": record });
+    LogLine {
+        timestamp_ms: at,
+        message: line.to_string(),
+    }
+}
+
+/// JSON only: `platform.initStart`, written before the Init output of a new environment.
+pub fn platform_init_start(
+    format: LogFormat,
+    function_name: &str,
+    version: &str,
+    initialization_type: &str,
+) -> Option<LogLine> {
+    (format == LogFormat::Json).then(|| {
+        platform_record(
+            "platform.initStart",
+            serde_json::json!({
+                "initializationType": initialization_type,
+                "phase": "init",
+                "functionName": function_name,
+                "functionVersion": version,
+            }),
+        )
+    })
+}
+
+/// START line or `platform.start` record.
+pub fn platform_start(format: LogFormat, request_id: &str, version: &str) -> LogLine {
+    match format {
+        LogFormat::Text => LogLine::now(start_line(request_id, version)),
+        LogFormat::Json => platform_record(
+            "platform.start",
+            serde_json::json!({ "requestId": request_id, "version": version }),
+        ),
+    }
+}
+
+/// END line; JSON mode has no counterpart (the report closes the invocation).
+pub fn platform_end(format: LogFormat, request_id: &str) -> Option<LogLine> {
+    (format == LogFormat::Text).then(|| LogLine::now(end_line(request_id)))
+}
+
+/// REPORT line or `platform.report` record with its metrics.
+pub fn platform_report(format: LogFormat, r: &Report<'_>) -> LogLine {
+    match format {
+        LogFormat::Text => LogLine::now(report_line(
+            r.request_id,
+            r.duration,
+            r.memory_mb,
+            r.max_memory_mb,
+            r.init_duration,
+        )),
+        LogFormat::Json => {
+            let round2 = |d: Duration| (ms(d) * 100.0).round() / 100.0;
+            let mut metrics = serde_json::json!({
+                "durationMs": round2(r.duration),
+                "billedDurationMs": billed_ms(r.duration),
+                "memorySizeMB": r.memory_mb,
+                "maxMemoryUsedMB": r.max_memory_mb,
+            });
+            if let Some(init) = r.init_duration {
+                metrics["initDurationMs"] = round2(init).into();
+            }
+            let mut record = serde_json::json!({ "requestId": r.request_id, "metrics": metrics });
+            match r.error_type {
+                None => record["status"] = "success".into(),
+                Some("Sandbox.Timedout") => record["status"] = "timeout".into(),
+                Some(t) => {
+                    record["status"] = "error".into();
+                    record["errorType"] = t.into();
+                }
+            }
+            platform_record("platform.report", record)
+        }
+    }
+}
+
 /// `<timestamp> <id> Task timed out after N.NN seconds`
 pub fn timeout_line(request_id: &str, timeout: Duration) -> String {
     format!(
@@ -230,9 +383,19 @@ fn now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    now().as_millis() as u64
+}
+
 /// `2026-11-27T03:04:05.678Z`
 pub fn iso8601_now() -> String {
-    let t = now();
+    iso8601(now_ms())
+}
+
+/// `2026-11-27T03:04:05.678Z` for milliseconds since the epoch.
+pub fn iso8601(ms: u64) -> String {
+    let t = Duration::from_millis(ms);
     let secs = t.as_secs() as i64;
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
@@ -277,6 +440,60 @@ mod tests {
     }
 
     #[test]
+    fn json_platform_records_match_lambda() {
+        let start = platform_start(LogFormat::Json, "r1", "$LATEST");
+        let v: serde_json::Value = serde_json::from_str(&start.message).unwrap();
+        assert_eq!(v["type"], "platform.start");
+        assert_eq!(v["record"]["requestId"], "r1");
+        assert_eq!(v["record"]["version"], "$LATEST");
+        assert_eq!(v["time"].as_str().unwrap().len(), 24, "{v}");
+        assert!(platform_end(LogFormat::Json, "r1").is_none());
+        let report = platform_report(
+            LogFormat::Json,
+            &Report {
+                request_id: "r1",
+                duration: Duration::from_micros(2590),
+                memory_mb: 128,
+                max_memory_mb: 61,
+                init_duration: Some(Duration::from_micros(145_512)),
+                error_type: None,
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&report.message).unwrap();
+        assert_eq!(v["type"], "platform.report");
+        assert_eq!(v["record"]["status"], "success");
+        let m = &v["record"]["metrics"];
+        assert_eq!(m["durationMs"], 2.59);
+        assert_eq!(m["billedDurationMs"], 3);
+        assert_eq!(m["memorySizeMB"], 128);
+        assert_eq!(m["maxMemoryUsedMB"], 61);
+        assert_eq!(m["initDurationMs"], 145.51);
+        let timeout = platform_report(
+            LogFormat::Json,
+            &Report {
+                request_id: "r1",
+                duration: Duration::from_secs(3),
+                memory_mb: 128,
+                max_memory_mb: 61,
+                init_duration: None,
+                error_type: Some("Sandbox.Timedout"),
+            },
+        );
+        assert!(
+            timeout.message.contains(r#""status":"timeout""#),
+            "{}",
+            timeout.message
+        );
+        // Text mode is unchanged.
+        assert_eq!(
+            platform_start(LogFormat::Text, "r1", "1").message,
+            "START RequestId: r1 Version: 1"
+        );
+        assert_eq!(LogFormat::parse("JSON"), LogFormat::Json);
+        assert_eq!(LogFormat::parse("Text"), LogFormat::Text);
+    }
+
+    #[test]
     fn timeout_line_has_two_decimals() {
         let l = timeout_line("r", Duration::from_secs(3));
         assert!(l.ends_with(" r Task timed out after 3.00 seconds"), "{l}");
@@ -295,15 +512,18 @@ mod tests {
         b.push_bytes("e", &vec![b'x'; MAX_LINE_BYTES * 30]);
         b.push_bytes("e", b"\nlast\n");
         let lines = b.take("e");
-        assert!(lines.iter().map(String::len).sum::<usize>() <= MAX_BYTES + 100);
-        assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
+        assert!(lines.iter().map(|l| l.message.len()).sum::<usize>() <= MAX_BYTES + 100);
+        assert!(lines.iter().all(|l| l.message.len() <= MAX_LINE_BYTES));
         assert!(
-            lines.last().unwrap().contains("log lines dropped"),
+            lines.last().unwrap().message.contains("log lines dropped"),
             "{:?}",
             lines.last()
         );
         b.push_bytes("e", b"fresh\n");
-        assert_eq!(b.take("e"), vec!["fresh".to_owned()]);
+        let fresh = b.take("e");
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].message, "fresh");
+        assert!(fresh[0].timestamp_ms > 1_700_000_000_000);
     }
 
     #[test]

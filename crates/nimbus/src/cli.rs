@@ -52,6 +52,9 @@ pub enum Command {
     /// Administer a metadata cluster: status, add or remove members.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Read functions' logs (log group /aws/lambda/NAME) through a gateway.
+    #[command(subcommand)]
+    Logs(LogsCommand),
 }
 
 impl Command {
@@ -62,7 +65,7 @@ impl Command {
             Command::Gateway(_) => "nimbus-gateway",
             Command::Worker(_) => "nimbus-worker",
             Command::Dev(_) => "nimbus-dev",
-            Command::Cluster(_) | Command::Account(_) => "nimbus-cli",
+            Command::Cluster(_) | Command::Account(_) | Command::Logs(_) => "nimbus-cli",
         }
     }
 }
@@ -195,6 +198,84 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics (environments, memory, cold starts) on `/metrics` here.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub log_retention: LogRetentionArgs,
+}
+
+/// How long a worker keeps function logs (under its data dir, in `logs/`).
+#[derive(Args, Debug, Clone)]
+pub struct LogRetentionArgs {
+    /// Keep function log events this many hours.
+    #[arg(long, default_value_t = 168)]
+    pub log_retention_hours: u64,
+    /// Keep at most this many MB of function logs; the least recently written streams are
+    /// removed first.
+    #[arg(long, default_value_t = 1024)]
+    pub log_max_mb: u64,
+}
+
+impl LogRetentionArgs {
+    /// The worker's log store settings.
+    pub fn config(&self) -> nimbus_worker::LogStoreConfig {
+        nimbus_worker::LogStoreConfig {
+            max_age: std::time::Duration::from_secs(self.log_retention_hours.max(1) * 3600),
+            max_bytes: self.log_max_mb * 1024 * 1024,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogsCommand {
+    /// Print a function's log events (START/END/REPORT and its output), oldest first;
+    /// with --follow, keep printing new ones until Ctrl-C.
+    Tail(TailArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// The function's name or ARN.
+    pub function: String,
+    /// Keep polling and print new events as they arrive, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How far back to start: a number with s, m, h or d (e.g. 30s, 10m, 2h, 1d).
+    #[arg(long, default_value = "10m", value_parser = parse_since)]
+    pub since: std::time::Duration,
+    /// Only events matching this CloudWatch filter pattern (e.g. ERROR, "exact phrase",
+    /// ?ERROR ?WARN, -DEBUG, { $.level = "ERROR" }).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// The gateway.
+    #[arg(long, env = "NIMBUS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    pub endpoint: String,
+    /// Region (else AWS_REGION, AWS_DEFAULT_REGION, or the profile's region in ~/.aws/config).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Profile in ~/.aws/credentials and ~/.aws/config (else AWS_PROFILE, else `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+/// `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
+pub fn parse_since(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 2h or 1d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        "w" => n * 7 * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h, d or w")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Clone, Debug, ValueEnum)]
@@ -254,6 +335,8 @@ pub struct DevArgs {
     /// milliseconds; the second retry waits twice as long (Lambda: about one minute).
     #[arg(long, default_value_t = 60_000)]
     pub async_retry_delay_ms: u64,
+    #[command(flatten)]
+    pub log_retention: LogRetentionArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,4 +395,20 @@ fn parse_pool(s: &str) -> Result<[u8; 2], String> {
             .map_err(|_| format!("{x:?} is not an octet (0-255)"))
     };
     Ok([octet(a)?, octet(b)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_durations() {
+        assert_eq!(parse_since("10m").unwrap().as_secs(), 600);
+        assert_eq!(parse_since("30s").unwrap().as_secs(), 30);
+        assert_eq!(parse_since("2h").unwrap().as_secs(), 7200);
+        assert_eq!(parse_since("1d").unwrap().as_secs(), 86_400);
+        assert_eq!(parse_since("45").unwrap().as_secs(), 45);
+        assert!(parse_since("ten").is_err());
+        assert!(parse_since("5y").is_err());
+    }
 }

@@ -55,6 +55,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         region: args.region.clone(),
         max_memory_mb: args.memory_mb,
         insecure_no_isolation: args.insecure_no_isolation,
+        logs: args.log_retention.config(),
         ..Default::default()
     };
     engine_cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
@@ -84,6 +85,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     )
     .await
     .context("starting the gateway")?;
+    gateway.set_log_source(invoker.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -38,8 +38,10 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
             region: args.region.clone(),
             leased_admission: true,
         },
-        invoker,
+        invoker.clone(),
     );
+    // Function logs are read from every live worker of the region.
+    gateway.set_log_source(invoker);
     if let Some(addr) = args.admin_listen {
         gateway.metrics.register(&metrics);
         crate::meta_cmd::serve_admin(metrics, addr).await?;

@@ -1,14 +1,18 @@
 //! An in-process worker for `nimbus dev`: the gateway's [`Invoker`] backed directly by a
-//! `nimbus_worker::Engine`, with code packages from the worker's `CodeCache`.
+//! `nimbus_worker::Engine`, with code packages from the worker's `CodeCache`, and its
+//! [`LogSource`]: the engine's log store, queried the same way a worker's gRPC service does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use nimbus_gateway::logs::{LogSource, LogsError};
 use nimbus_gateway::{ApiError, InvokeRequest, InvokeResult, InvokeTarget, Invoker};
 use nimbus_meta::MetaClient;
+use nimbus_proto::worker as pb;
 use nimbus_worker::code_cache::{CodeCache, CodeError};
+use nimbus_worker::log_store::rpc::{self, LogQueryError};
 use nimbus_worker::{Engine, FunctionSpec, Invocation, InvokeStatus};
 
 /// Runs invocations on this process's execution environments.
@@ -50,6 +54,8 @@ impl Invoker for LocalInvoker {
                 })?;
             let c = &target.config;
             let spec = FunctionSpec {
+                account_id: target.key.account_id.clone(),
+                log_format: nimbus_worker::LogFormat::parse(&c.log_format),
                 function_name: target.key.name.clone(),
                 version: target.version.clone(),
                 arn: target.invoked_arn.clone(),
@@ -85,5 +91,44 @@ impl Invoker for LocalInvoker {
                 log_tail: out.log_tail,
             })
         })
+    }
+}
+
+impl LocalInvoker {
+    /// Runs a log query on a blocking thread (it reads files); one answer, this worker's.
+    async fn query<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&nimbus_worker::LogStore) -> Result<T, LogQueryError> + Send + 'static,
+    ) -> Result<Vec<T>, LogsError> {
+        let store = self.engine.log_store().clone();
+        match tokio::task::spawn_blocking(move || query(&store)).await {
+            Ok(Ok(r)) => Ok(vec![r]),
+            Ok(Err(LogQueryError::InvalidParameter(m))) => Err(LogsError::invalid(m)),
+            Ok(Err(e)) => Err(LogsError::unavailable(e.to_string())),
+            Err(e) => Err(LogsError::unavailable(e.to_string())),
+        }
+    }
+}
+
+impl LogSource for LocalInvoker {
+    fn filter_log_events(
+        &self,
+        request: pb::FilterLogEventsRequest,
+    ) -> BoxFuture<'_, Result<Vec<pb::FilterLogEventsResponse>, LogsError>> {
+        Box::pin(self.query(move |s| rpc::filter(s, &request)))
+    }
+
+    fn describe_log_streams(
+        &self,
+        request: pb::DescribeLogStreamsRequest,
+    ) -> BoxFuture<'_, Result<Vec<pb::DescribeLogStreamsResponse>, LogsError>> {
+        Box::pin(self.query(move |s| rpc::streams(s, &request)))
+    }
+
+    fn describe_log_groups(
+        &self,
+        request: pb::DescribeLogGroupsRequest,
+    ) -> BoxFuture<'_, Result<Vec<pb::DescribeLogGroupsResponse>, LogsError>> {
+        Box::pin(self.query(move |s| rpc::groups(s, &request)))
     }
 }

@@ -5,14 +5,18 @@
 //! accounts and access keys;
 //! [`dev_cmd`] runs meta + gateway + worker in one process, with [`local_worker`]
 //! connecting the gateway to an in-process worker engine; [`cluster_cmd`] is the cluster
-//! administration client. Logs, traces and metrics are set up by `nimbus-telemetry`.
+//! administration client; [`logs_cmd`] reads functions' logs through a gateway, with
+//! credentials found by [`aws_config`]. Logs, traces and metrics are set up by
+//! `nimbus-telemetry`.
 
 mod account_cmd;
+mod aws_config;
 mod cli;
 mod cluster_cmd;
 mod dev_cmd;
 mod gateway_cmd;
 mod local_worker;
+mod logs_cmd;
 mod meta_cmd;
 mod worker_cmd;
 
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Dev(args) => dev_cmd::run(args, metrics).await,
             cli::Command::Account(cmd) => account_cmd::run(cmd).await,
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
+            cli::Command::Logs(cmd) => logs_cmd::run(cmd).await,
         }
     });
     rt.block_on(telemetry.shutdown());

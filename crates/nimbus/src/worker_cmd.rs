@@ -48,6 +48,7 @@ pub async fn run(args: WorkerArgs, metrics: MetricsRegistry) -> anyhow::Result<(
             }),
             NetworkArg::None => NetworkMode::Loopback,
         },
+        logs: args.log_retention.config(),
         ..Default::default()
     };
     engine.idle_timeout = Duration::from_secs(args.idle_timeout_secs);

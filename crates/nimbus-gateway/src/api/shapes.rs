@@ -50,6 +50,11 @@ fn config_json(
         "LoggingConfig": { "LogFormat": c.log_format, "LogGroup": format!("/aws/lambda/{}", key.name) },
         "Layers": c.layers.iter().map(|l| json!({ "Arn": l, "CodeSize": 0 })).collect::<Vec<_>>(),
     });
+    // JSON logs have levels; Lambda shows its defaults (the only levels Nimbus applies).
+    if c.log_format == "JSON" {
+        v["LoggingConfig"]["ApplicationLogLevel"] = "INFO".into();
+        v["LoggingConfig"]["SystemLogLevel"] = "INFO".into();
+    }
     if !c.environment.is_empty() {
         v["Environment"] = json!({ "Variables": c.environment });
     }

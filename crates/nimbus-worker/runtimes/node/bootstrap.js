@@ -52,12 +52,30 @@ function postError(p, body) {
 }
 
 let currentRequestId = undefined;
-// Lambda's log format: timestamp, request id, level, message.
-for (const [name, level] of [['log', 'INFO'], ['info', 'INFO'], ['warn', 'WARN'], ['error', 'ERROR'], ['debug', 'DEBUG']]) {
+// The function's LoggingConfig: JSON records instead of tab-separated text lines.
+const JSON_LOGS = (process.env.AWS_LAMBDA_LOG_FORMAT || '').toUpperCase() === 'JSON';
+
+function writeRecord(level, message) {
+  const rec = { timestamp: new Date().toISOString(), level, requestId: currentRequestId, message };
+  fs.writeSync(1, JSON.stringify(rec) + '\n');
+}
+
+// Lambda's log format: timestamp, request id, level, message (or a JSON record).
+for (const [name, level] of [['log', 'INFO'], ['info', 'INFO'], ['warn', 'WARN'], ['error', 'ERROR'], ['debug', 'DEBUG'], ['trace', 'TRACE']]) {
   console[name] = (...args) => {
+    if (JSON_LOGS) {
+      writeRecord(level, util.format(...args));
+      return;
+    }
     const line = `${new Date().toISOString()}\t${currentRequestId || 'undefined'}\t${level}\t${util.format(...args)}\n`;
     fs.writeSync(1, line.replace(/\n(?!$)/g, '\r'));
   };
+}
+
+// An error report: `Invoke Error \t{json}` in text, `"message": {errorType, …}` in JSON.
+function logError(prefix, body) {
+  if (JSON_LOGS) writeRecord('ERROR', body);
+  else console.error(`${prefix}\t${JSON.stringify(body)}`);
 }
 
 async function loadHandler(spec) {
@@ -153,7 +171,7 @@ async function main() {
   }
   process.on('unhandledRejection', async (reason) => {
     const body = errorBody(reason, 'Runtime.UnhandledPromiseRejection');
-    console.error(`Unhandled Promise Rejection\t${JSON.stringify(body)}`);
+    logError('Unhandled Promise Rejection', body);
     if (currentRequestId) await postError(`/invocation/${currentRequestId}/error`, body);
     process.exit(128);
   });
@@ -171,7 +189,7 @@ async function main() {
       result = await runHandler(handler, event, context);
     } catch (err) {
       const body = errorBody(err);
-      console.error(`Invoke Error \t${JSON.stringify(body)}`);
+      logError('Invoke Error ', body);
       await postError(`/invocation/${requestId}/error`, body);
       continue;
     }

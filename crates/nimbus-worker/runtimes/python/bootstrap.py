@@ -4,6 +4,9 @@ Implements Lambda's Python handler contract on top of the Runtime API
 (2018-06-01): `_HANDLER` is `module.function` (module may be a dotted or
 slash path below /var/task), handlers may be plain or `async def`, and
 errors are reported as {"errorMessage", "errorType", "stackTrace"}.
+With AWS_LAMBDA_LOG_FORMAT=JSON (the function's LoggingConfig), the `logging`
+module's records and error reports are written as JSON objects, as Lambda's
+Python runtime does; print() output stays plain text.
 Runs unmodified on the host's python3; standard library only.
 """
 
@@ -19,6 +22,43 @@ import time
 
 RUNTIME_API = os.environ["AWS_LAMBDA_RUNTIME_API"]
 PREFIX = "/2018-06-01/runtime"
+JSON_LOGS = os.environ.get("AWS_LAMBDA_LOG_FORMAT", "").upper() == "JSON"
+# The invocation in progress, for the requestId of JSON log records.
+current_request_id = None
+
+
+def _utc(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def install_json_logging():
+    """Root logger → JSON lines on stdout (level: AWS_LAMBDA_LOG_LEVEL, default INFO)."""
+    import logging
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record):
+            entry = {
+                "timestamp": _utc(record.created),
+                "level": record.levelname,
+                "message": record.getMessage(),
+                "logger": record.name,
+            }
+            if current_request_id:
+                entry["requestId"] = current_request_id
+            if record.exc_info and record.exc_info[1] is not None:
+                import traceback
+
+                exc = record.exc_info[1]
+                entry["errorType"] = type(exc).__name__
+                entry["errorMessage"] = str(exc)
+                entry["stackTrace"] = traceback.format_tb(exc.__traceback__)
+            return json.dumps(entry, default=str)
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO").upper())
 
 
 class RuntimeClient:
@@ -96,6 +136,13 @@ def error_body(exc, error_type=None):
 
 
 def log_error(body):
+    if JSON_LOGS:
+        entry = {"timestamp": _utc(time.time()), "log_level": "ERROR", "errorMessage": body["errorMessage"],
+                 "errorType": body["errorType"], "requestId": body.get("requestId", ""),
+                 "stackTrace": body.get("stackTrace", [])}
+        sys.stdout.write(json.dumps(entry) + "\n")
+        sys.stdout.flush()
+        return
     sys.stderr.write(f"[ERROR] {body['errorType']}: {body['errorMessage']}\n")
     if body.get("stackTrace"):
         sys.stderr.write("Traceback (most recent call last):\n" + "".join(body["stackTrace"]))
@@ -120,7 +167,10 @@ def load_handler(spec):
 
 
 def main():
+    global current_request_id
     sys.path[:0] = [os.environ.get("LAMBDA_TASK_ROOT", "/var/task"), "/opt/python"]
+    if JSON_LOGS:
+        install_json_logging()
     client = RuntimeClient(RUNTIME_API)
     try:
         handler = load_handler(os.environ["_HANDLER"])
@@ -138,6 +188,7 @@ def main():
     while True:
         _, headers, event_bytes = client.next()
         request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
+        current_request_id = request_id
         trace_id = headers.get("Lambda-Runtime-Trace-Id")
         if trace_id:
             os.environ["_X_AMZN_TRACE_ID"] = trace_id

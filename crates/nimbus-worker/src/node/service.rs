@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::code_cache::{CodeCache, CodeError};
+use crate::log_store::rpc::{self, LogQueryError};
 use crate::{Engine, EngineError, FunctionSpec, Invocation, InvokeStatus};
 
 /// Metadata key marking a rejection that happened before any environment was involved.
@@ -102,6 +103,8 @@ impl WorkerService {
             .await
             .map_err(code_status)?;
         Ok(FunctionSpec {
+            account_id: f.account_id,
+            log_format: crate::LogFormat::parse(&f.log_format),
             function_name: f.function_name,
             version: f.version,
             arn: f.invoked_arn,
@@ -184,6 +187,47 @@ impl Worker for WorkerService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::WorkerLoad>, Status> {
         Ok(Response::new(self.load()))
+    }
+
+    async fn filter_log_events(
+        &self,
+        request: Request<pb::FilterLogEventsRequest>,
+    ) -> Result<Response<pb::FilterLogEventsResponse>, Status> {
+        let req = request.into_inner();
+        self.query_logs(move |store| rpc::filter(store, &req)).await
+    }
+
+    async fn describe_log_streams(
+        &self,
+        request: Request<pb::DescribeLogStreamsRequest>,
+    ) -> Result<Response<pb::DescribeLogStreamsResponse>, Status> {
+        let req = request.into_inner();
+        self.query_logs(move |store| rpc::streams(store, &req))
+            .await
+    }
+
+    async fn describe_log_groups(
+        &self,
+        request: Request<pb::DescribeLogGroupsRequest>,
+    ) -> Result<Response<pb::DescribeLogGroupsResponse>, Status> {
+        let req = request.into_inner();
+        self.query_logs(move |store| rpc::groups(store, &req)).await
+    }
+}
+
+impl WorkerService {
+    /// Runs a log query on a blocking thread (it reads files).
+    async fn query_logs<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&crate::LogStore) -> Result<T, LogQueryError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let store = self.engine.log_store().clone();
+        match tokio::task::spawn_blocking(move || query(&store)).await {
+            Ok(Ok(r)) => Ok(Response::new(r)),
+            Ok(Err(LogQueryError::InvalidParameter(m))) => Err(Status::invalid_argument(m)),
+            Ok(Err(e)) => Err(Status::internal(e.to_string())),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
     }
 }
 

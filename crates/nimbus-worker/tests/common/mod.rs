@@ -73,6 +73,8 @@ pub fn code(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 pub fn spec(name: &str, runtime: &str, handler: &str, code_dir: &Path) -> FunctionSpec {
     FunctionSpec {
+        account_id: "000000000000".into(),
+        log_format: nimbus_worker::LogFormat::Text,
         function_name: name.into(),
         version: "$LATEST".into(),
         arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),

@@ -149,6 +149,13 @@ class Cluster:
                                           connect_timeout=5, parameter_validation=False),
         )
 
+    def logs_client(self, i):
+        return boto3.client(
+            "logs", endpoint_url=self.endpoint(i), region_name="us-east-1",
+            aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
+            config=botocore.config.Config(retries={"max_attempts": 0}, connect_timeout=5),
+        )
+
     def logs(self):
         out = []
         for p in self.metas + self.gateways + self.workers:

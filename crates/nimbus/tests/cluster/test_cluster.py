@@ -63,6 +63,54 @@ def test_invoke_through_either_gateway(cluster):
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+SLEEPER = """
+import time
+def handler(event, context):
+    print("ran", event["n"])
+    time.sleep(1.5)
+    return context.log_stream_name
+"""
+
+
+def test_logs_from_both_workers_through_either_gateway(cluster):
+    """At most two 768 MB environments fit on a 2 GB worker, so four concurrent
+    invocations run on both workers; each gateway's CloudWatch Logs API returns the lines
+    of all of them."""
+    gw1, gw2 = cluster.client(0), cluster.client(1)
+    gw1.create_function(FunctionName="logged", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        MemorySize=768, Code={"ZipFile": zip_of({"app.py": SLEEPER})})
+    streams, errors = [], []
+
+    def call(gw, n):
+        try:
+            resp = eventually(lambda: gw.invoke(FunctionName="logged", Payload=json.dumps({"n": n}).encode()))
+            streams.append(json.loads(resp["Payload"].read()))
+        except Exception as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=call, args=((gw1, gw2)[n % 2], n)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, (errors, cluster.logs())
+    import os
+    on_worker = []
+    for i in range(len(cluster.workers)):
+        group = os.path.join(cluster.root, f"worker{i + 1}", "engine", "logs", "123456789012", "logged")
+        on_worker.append(sum(len(files) for _, _, files in os.walk(group)))
+    assert all(n > 0 for n in on_worker), on_worker
+    for i in range(2):
+        logs = cluster.logs_client(i)
+        events = logs.filter_log_events(logGroupName="/aws/lambda/logged")["events"]
+        assert {e["logStreamName"] for e in events} == set(streams)
+        assert sorted(e["message"] for e in events if e["message"].startswith("ran ")) == [f"ran {n}" for n in range(4)]
+        assert sum(e["message"].startswith("REPORT RequestId: ") for e in events) == 4
+        page = logs.filter_log_events(logGroupName="/aws/lambda/logged", limit=3)
+        assert len(page["events"]) == 3 and page["nextToken"]
+        described = logs.describe_log_streams(logGroupName="/aws/lambda/logged")["logStreams"]
+        assert {s["logStreamName"] for s in described} == set(streams)
+
+
 def test_update_is_seen_by_the_other_gateway(cluster):
     gw1, gw2 = cluster.client(0), cluster.client(1)
     gw1.create_function(FunctionName="upd", Runtime="python3.11", Role=ROLE, Handler="app.handler",
