@@ -856,17 +856,13 @@ pub async fn run(
                 wait_port(GATEWAYS.iter().find(|g| g.0 == svc).map_or("", |g| g.1)).await?;
                 faults += 1;
             }
-            for i in 0..WORKERS.len() {
-                eprintln!(
-                    "  [{:.1}s] restarting {}",
-                    workload.now() as f64 / 1e9,
-                    WORKERS[i].0
-                );
+            for (i, (name, ip, _)) in WORKERS.iter().enumerate() {
+                eprintln!("  [{:.1}s] restarting {name}", workload.now() as f64 / 1e9);
                 cluster.stop_worker(i).await?;
                 cluster.start_worker(i).await?;
                 // As an operator would: the next one goes once this one serves again (it
                 // listens after registering) and gateways have seen a heartbeat.
-                wait_port(&format!("{}:18001", WORKERS[i].1)).await?;
+                wait_port(&format!("{ip}:18001")).await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 faults += 1;
             }

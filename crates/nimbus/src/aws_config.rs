@@ -43,9 +43,12 @@ fn parse_ini(text: &str) -> Ini {
     out
 }
 
+/// Looks up an environment variable (tests pass their own).
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 /// The environment and the two files, read once.
 pub struct AwsSources {
-    env: Box<dyn Fn(&str) -> Option<String>>,
+    env: EnvLookup,
     credentials: Ini,
     config: Ini,
 }
@@ -59,7 +62,7 @@ impl AwsSources {
     }
 
     /// Sources from an environment lookup (tests pass their own).
-    pub fn new(env: Box<dyn Fn(&str) -> Option<String>>) -> Self {
+    pub fn new(env: EnvLookup) -> Self {
         let home = env("HOME").map(PathBuf::from).unwrap_or_default();
         let read = |var: &str, default: &str| {
             let path = env(var).map_or_else(|| home.join(".aws").join(default), PathBuf::from);

@@ -168,7 +168,11 @@ impl JsonTest {
             (serde_json::Value::Number(want), serde_json::Value::Number(got)) => {
                 want.as_f64() == got.as_f64()
             }
-            (serde_json::Value::String(want), other) => other.to_string() == *want,
+            // A quoted value matches a number or boolean with the same text.
+            (serde_json::Value::String(want), other) => {
+                let text = other.to_string();
+                text == *want
+            }
             _ => false,
         };
         same == self.equal
