@@ -45,9 +45,8 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Finds the leader among the given nodes (or the members they know) and backs it up.
-async fn snapshot(meta: &str, out: &std::path::Path) -> anyhow::Result<()> {
-    let mut leader_addr = None;
+/// The leader's address, as the first of the given nodes that knows a leader reports it.
+async fn find_leader(meta: &str) -> Option<String> {
     for a in meta.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if let Ok(s) = MetaClient::node_status(a).await {
             let addr = s
@@ -55,12 +54,26 @@ async fn snapshot(meta: &str, out: &std::path::Path) -> anyhow::Result<()> {
                 .and_then(|l| s.members.iter().find(|m| m.id == l))
                 .map(|m| m.addr.clone());
             // The node itself is the leader: use the address the caller reached it at.
-            leader_addr = match (s.leader == Some(s.id), addr) {
-                (true, _) => Some(a.to_string()),
-                (false, Some(addr)) => Some(addr),
+            match (s.leader == Some(s.id), addr) {
+                (true, _) => return Some(a.to_string()),
+                (false, Some(addr)) => return Some(addr),
                 (false, None) => continue,
-            };
-            break;
+            }
+        }
+    }
+    None
+}
+
+/// Finds the leader among the given nodes (or the members they know) and backs it up.
+async fn snapshot(meta: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    // A node may not know the leader for a moment (just started, or an election is
+    // under way): ask again for a few seconds before giving up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut leader_addr = None;
+    while leader_addr.is_none() && std::time::Instant::now() < deadline {
+        leader_addr = find_leader(meta).await;
+        if leader_addr.is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
     let leader = leader_addr.with_context(|| format!("no metadata leader found via {meta}"))?;
