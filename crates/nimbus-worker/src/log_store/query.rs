@@ -322,8 +322,11 @@ impl LogStore {
                 .ok()
                 .and_then(|f| BufReader::new(f).lines().next()?.ok())
                 .and_then(|l| parse_line(&l).map(|(ts, _, _)| ts));
-            let last = mtime_ms(&meta);
-            let first = first.unwrap_or(last);
+            // The file's mtime comes from the kernel's coarse clock and may trail the
+            // (precise) timestamp of the first event; never report last before first.
+            let mtime = mtime_ms(&meta);
+            let first = first.unwrap_or(mtime);
+            let last = mtime.max(first);
             out.push(StreamInfo {
                 name,
                 creation_ms: first,
