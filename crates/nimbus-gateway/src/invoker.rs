@@ -4,6 +4,8 @@
 //! a client of worker nodes. Either way the gateway hands over a fully resolved,
 //! immutable target and gets back the outcome.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use nimbus_types::{CodeRef, FunctionConfig, FunctionKey};
@@ -54,4 +56,14 @@ pub trait Invoker: Send + Sync + 'static {
         target: &'a InvokeTarget,
         request: InvokeRequest,
     ) -> BoxFuture<'a, Result<InvokeResult, ApiError>>;
+
+    /// Provisioned concurrency: keeps `count` initialised environments of `target` for
+    /// `hold` (the caller renews it well before it ends); `count` 0 releases them.
+    /// Returns how many exist now.
+    fn provision<'a>(
+        &'a self,
+        target: &'a InvokeTarget,
+        count: u32,
+        hold: Duration,
+    ) -> BoxFuture<'a, Result<u32, ApiError>>;
 }

@@ -14,6 +14,7 @@
 //! - [`invoker`]: the boundary to workers ([`Invoker`]), and what crosses it.
 //! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
 //! - [`placement`]: which worker runs an invocation (warm first, then free memory).
+//! - [`provisioned`]: provisioned concurrency: environments kept initialised on workers.
 //! - [`remote`]: the cluster's [`Invoker`]: worker discovery, channels, retries.
 //! - [`api`]: one module per group of Lambda operations.
 //! - [`logs`]: function logs for tools, as a CloudWatch Logs API subset, read from workers.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod invoker;
 pub mod logs;
 pub mod placement;
+pub mod provisioned;
 pub mod remote;
 pub mod resolve;
 pub mod server;

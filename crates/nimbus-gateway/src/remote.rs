@@ -380,4 +380,119 @@ impl Invoker for RemoteInvoker {
             Err(last.unwrap_or_else(|| ApiError::service("no worker accepted the invocation")))
         })
     }
+
+    fn provision<'a>(
+        &'a self,
+        target: &'a InvokeTarget,
+        count: u32,
+        hold: Duration,
+    ) -> BoxFuture<'a, Result<u32, ApiError>> {
+        Box::pin(async move {
+            let mut live = self.live_workers();
+            if live.is_empty() {
+                return Err(ApiError::service(format!(
+                    "no worker is available in region {}",
+                    self.config.region
+                )));
+            }
+            live.sort_by(|a, b| a.id.cmp(&b.id));
+            let shares = provision_shares(&target.revision_id, live.len(), count);
+            let function = spec(target);
+            // Every live worker hears its share, 0 included: a worker that held some of
+            // these environments before the worker set changed lets them go at once.
+            let calls = live.iter().zip(shares).map(|(w, share)| {
+                let function = function.clone();
+                async move {
+                    let mut client = self.query_client(&w.id, &w.addr)?;
+                    let mut req = tonic::Request::new(pb::ProvisionRequest {
+                        function: Some(function),
+                        count: share,
+                        hold_ms: hold.as_millis() as u64,
+                    });
+                    // Environments start one after another, each within Init's limit.
+                    req.set_timeout(INIT_LIMIT * share.max(1) + Duration::from_secs(10));
+                    match client.provision(req).await {
+                        Ok(resp) => {
+                            let resp = resp.into_inner();
+                            self.record_load(&w.id, resp.load);
+                            Ok(resp.allocated)
+                        }
+                        Err(status) => Err(ApiError::service(format!(
+                            "provisioning on worker {}: {}",
+                            w.id,
+                            status.message()
+                        ))),
+                    }
+                }
+            });
+            let mut allocated = 0;
+            let mut first_error = None;
+            for r in futures::future::join_all(calls).await {
+                match r {
+                    Ok(n) => allocated += n,
+                    Err(e) => {
+                        tracing::warn!("{}", e.message);
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            match first_error {
+                Some(e) if allocated == 0 && count > 0 => Err(e),
+                _ => Ok(allocated),
+            }
+        })
+    }
+}
+
+/// How `count` provisioned environments of a revision are spread over `workers` live
+/// workers (sorted by id): evenly, the remainder going to the workers after a starting
+/// point derived from the revision, so that every gateway computes the same shares and
+/// different functions do not all pile onto the first worker.
+pub fn provision_shares(revision_id: &str, workers: usize, count: u32) -> Vec<u32> {
+    if workers == 0 {
+        return Vec::new();
+    }
+    // FNV-1a: stable across processes and builds, unlike std's hasher.
+    let hash = revision_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let start = (hash % workers as u64) as usize;
+    let n = workers as u32;
+    (0..workers)
+        .map(|i| {
+            let rank = ((i + workers - start) % workers) as u32;
+            count / n + u32::from(rank < count % n)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::provision_shares;
+
+    #[test]
+    fn provisioned_environments_are_spread_evenly_and_deterministically() {
+        assert_eq!(provision_shares("r", 0, 5), Vec::<u32>::new());
+        assert_eq!(provision_shares("r", 1, 5), vec![5]);
+        for (workers, count) in [(2, 5), (3, 7), (3, 1), (4, 0)] {
+            let s = provision_shares("rev-a", workers, count);
+            assert_eq!(s.len(), workers);
+            assert_eq!(s.iter().sum::<u32>(), count);
+            assert!(
+                s.iter().max().unwrap() - s.iter().min().unwrap() <= 1,
+                "{s:?}"
+            );
+            assert_eq!(s, provision_shares("rev-a", workers, count), "stable");
+        }
+        // A single environment lands on different workers for different revisions.
+        let spots: std::collections::HashSet<usize> = (0..20)
+            .map(|i| {
+                provision_shares(&format!("rev-{i}"), 3, 1)
+                    .iter()
+                    .position(|n| *n == 1)
+                    .unwrap()
+            })
+            .collect();
+        assert!(spots.len() > 1, "{spots:?}");
+    }
 }

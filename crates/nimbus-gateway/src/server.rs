@@ -44,6 +44,8 @@ pub struct Gateway {
     /// Lambda's function metrics (Invocations, Errors, Throttles, …). The binary adds
     /// them to its registry; other engines (async events) record through the same handle.
     pub metrics: nimbus_telemetry::LambdaMetrics,
+    /// Provisioned concurrency as the last round of [`crate::provisioned`] left it.
+    pub provisioned: crate::provisioned::Provisioned,
     /// access key id → (account, secret). Secrets stay in memory only, never logged.
     secrets: Mutex<HashMap<String, (String, String)>>,
     /// Where function logs are read from (the CloudWatch Logs API); set once at start.
@@ -87,6 +89,7 @@ impl Gateway {
             invoker,
             admission,
             metrics: nimbus_telemetry::LambdaMetrics::new(),
+            provisioned: Default::default(),
             secrets: Mutex::default(),
             log_source: OnceLock::new(),
         })
@@ -159,6 +162,12 @@ impl Gateway {
             .route(
                 "/2016-08-19/account-settings/",
                 get(api::settings::account_settings),
+            )
+            .route(
+                "/2019-09-30/functions/{name}/provisioned-concurrency",
+                put(api::provisioned::put)
+                    .get(api::provisioned::get)
+                    .delete(api::provisioned::delete),
             )
             .route(
                 "/2019-09-25/functions/{name}/event-invoke-config",

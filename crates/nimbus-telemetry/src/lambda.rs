@@ -17,8 +17,13 @@
 //! | AsyncEventAge | `lambda_async_event_age_seconds` (histogram) |
 //! | AsyncEventsDropped | `lambda_async_events_dropped_total` |
 //! | DestinationDeliveryFailures | `lambda_destination_delivery_failures_total` |
-//! | DeadLetterErrors | `lambda_dead_letter_errors_total` |
+//! | DeadLetterErrors | `lambda_dead_letter_errors_total` (always 0: dead-letter queues are refused) |
+//! | ProvisionedConcurrentExecutions | `lambda_provisioned_concurrent_executions` |
+//! | ProvisionedConcurrencyUtilization | `lambda_provisioned_concurrency_utilization` (0 to 1) |
 
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -78,6 +83,11 @@ pub struct LambdaMetrics {
     async_events_dropped: Family<FunctionLabels, Counter>,
     destination_delivery_failures: Family<FunctionLabels, Counter>,
     dead_letter_errors: Family<FunctionLabels, Counter>,
+    provisioned_executions: Family<FunctionLabels, Gauge>,
+    provisioned_utilization: Family<FunctionLabels, Gauge<f64, AtomicU64>>,
+    /// Provisioned environments allocated per version or alias (`resource`), set by the
+    /// gateway's provisioning loop; the two families above are derived at each scrape.
+    provisioned: Arc<Mutex<HashMap<FunctionLabels, u32>>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -104,6 +114,9 @@ impl Default for LambdaMetrics {
             async_events_dropped: Family::default(),
             destination_delivery_failures: Family::default(),
             dead_letter_errors: Family::default(),
+            provisioned_executions: Family::default(),
+            provisioned_utilization: Family::default(),
+            provisioned: Arc::default(),
         }
     }
 }
@@ -167,9 +180,64 @@ impl LambdaMetrics {
         r.register("lambda_destination_delivery_failures", "DestinationDeliveryFailures: failed deliveries to an on-success or on-failure destination", self.destination_delivery_failures.clone());
         r.register(
             "lambda_dead_letter_errors",
-            "DeadLetterErrors: failed deliveries to the dead-letter queue",
+            "DeadLetterErrors: failed deliveries to the dead-letter queue (always 0: Nimbus refuses dead-letter queues and delivers failures to OnFailure destinations)",
             self.dead_letter_errors.clone(),
         );
+        r.register(
+            "lambda_provisioned_concurrent_executions",
+            "ProvisionedConcurrentExecutions: invocations running now on provisioned concurrency",
+            self.provisioned_executions.clone(),
+        );
+        r.register(
+            "lambda_provisioned_concurrency_utilization",
+            "ProvisionedConcurrencyUtilization: ProvisionedConcurrentExecutions over the provisioned concurrency allocated",
+            self.provisioned_utilization.clone(),
+        );
+        let me = self.clone();
+        r.on_scrape(move || me.refresh_provisioned());
+    }
+
+    /// `allocated` provisioned environments serve `labels` (a version or alias).
+    pub fn set_provisioned(&self, labels: &FunctionLabels, allocated: u32) {
+        self.provisioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(labels.clone(), allocated);
+    }
+
+    /// `labels` has no provisioned concurrency any more.
+    pub fn clear_provisioned(&self, labels: &FunctionLabels) {
+        self.provisioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(labels);
+        self.provisioned_executions.remove(labels);
+        self.provisioned_utilization.remove(labels);
+    }
+
+    /// Invocations beyond the allocated environments spill over to on-demand ones, so
+    /// they are not provisioned executions.
+    fn refresh_provisioned(&self) {
+        let provisioned = self
+            .provisioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (labels, allocated) in provisioned {
+            let running = self.concurrent.get_or_create(&labels).get().max(0);
+            let on_provisioned = running.min(i64::from(allocated));
+            self.provisioned_executions
+                .get_or_create(&labels)
+                .set(on_provisioned);
+            let utilization = if allocated == 0 {
+                0.0
+            } else {
+                on_provisioned as f64 / f64::from(allocated)
+            };
+            self.provisioned_utilization
+                .get_or_create(&labels)
+                .set(utilization);
+        }
     }
 
     /// An invocation starts running (after admission). `unreserved` when it counts
@@ -272,6 +340,61 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn provisioned_utilization_follows_running_invocations() {
+        let registry = MetricsRegistry::new();
+        let m = LambdaMetrics::new();
+        m.register(&registry);
+        let f = FunctionLabels::new("000000000000", "us-east-1", "pc", Some("live"));
+        let labels =
+            r#"{account="000000000000",region="us-east-1",function="pc",resource="pc:live"}"#;
+        m.set_provisioned(&f, 4);
+        let text = registry.encode();
+        assert!(
+            text.contains(&format!(
+                "lambda_provisioned_concurrency_utilization{labels} 0.0"
+            )),
+            "{text}"
+        );
+        let running: Vec<_> = (0..3).map(|_| m.running(&f, false)).collect();
+        let text = registry.encode();
+        assert!(
+            text.contains(&format!(
+                "lambda_provisioned_concurrent_executions{labels} 3"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "lambda_provisioned_concurrency_utilization{labels} 0.75"
+            )),
+            "{text}"
+        );
+        // Beyond the allocation, invocations spill over to on-demand environments.
+        let more: Vec<_> = (0..3).map(|_| m.running(&f, false)).collect();
+        let text = registry.encode();
+        assert!(
+            text.contains(&format!(
+                "lambda_provisioned_concurrent_executions{labels} 4"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "lambda_provisioned_concurrency_utilization{labels} 1.0"
+            )),
+            "{text}"
+        );
+        drop((running, more));
+        m.clear_provisioned(&f);
+        let text = registry.encode();
+        assert!(!text.contains("resource=\"pc:live\"} 1.0"), "{text}");
+        assert!(
+            !text.contains("lambda_provisioned_concurrency_utilization{"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,17 +10,33 @@
 //! - [`propagation`]: trace context in (`traceparent`, `X-Amzn-Trace-Id`) and out (the
 //!   `X-Amzn-Trace-Id` a function receives).
 //! - [`registry`]: the Prometheus registry of a process and its `/metrics` endpoint.
+//! - [`otlp_metrics`]: the same metrics pushed over OTLP when configured, read back from
+//!   the registry by [`openmetrics`].
 //! - [`lambda`]: Lambda's function metrics (Invocations, Errors, Throttles, Duration, …).
 #![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod lambda;
+pub mod openmetrics;
 pub mod otlp;
+pub mod otlp_metrics;
 pub mod propagation;
 pub mod registry;
 pub mod setup;
 
 pub use lambda::{FunctionLabels, LambdaMetrics};
+
+/// A fake environment for the configuration parsers' tests.
+#[cfg(test)]
+pub(crate) mod test_env {
+    pub fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+}
 // Components define their metrics with the same version of the client library.
 pub use prometheus_client;
 pub use registry::MetricsRegistry;

@@ -102,14 +102,7 @@ pub fn span_exporter() -> Result<opentelemetry_otlp::SpanExporter, TelemetryErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
+    use crate::test_env::env;
 
     #[test]
     fn off_unless_configured() {

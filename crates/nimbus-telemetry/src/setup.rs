@@ -14,6 +14,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::batch::{BatchHandle, BoundedBatchProcessor, QueueCounters};
 use crate::otlp::{self, QueueConfig};
+use crate::otlp_metrics::{self, ExportCounters, ExportHandle};
 use crate::registry::MetricsRegistry;
 
 /// Format of Nimbus's own logs.
@@ -38,6 +39,8 @@ pub struct Telemetry {
     metrics: MetricsRegistry,
     provider: Option<SdkTracerProvider>,
     batch: Option<BatchHandle>,
+    service_name: String,
+    metrics_export: Option<ExportHandle>,
 }
 
 impl Telemetry {
@@ -51,8 +54,47 @@ impl Telemetry {
         self.provider.is_some()
     }
 
+    /// Starts pushing this process's metrics over OTLP when the `OTEL_*` variables ask
+    /// for it (see [`otlp_metrics::config_from_env`]); returns whether it did. Node roles
+    /// call this; client commands have nothing to report. Must run inside a tokio runtime.
+    pub fn start_metrics_export(&mut self) -> Result<bool, TelemetryError> {
+        let env = |k: &str| std::env::var(k).ok();
+        let Some(config) = otlp_metrics::config_from_env(&env)? else {
+            return Ok(false);
+        };
+        let counters = ExportCounters::default();
+        self.metrics.register(
+            "nimbus_otel_metric_exports",
+            "OTLP metric export requests the collector accepted",
+            counters.exports.clone(),
+        );
+        self.metrics.register(
+            "nimbus_otel_metric_export_failures",
+            "OTLP metric export requests that failed or timed out",
+            counters.failures.clone(),
+        );
+        tracing::info!(
+            endpoint = %config.endpoint,
+            interval_ms = config.interval.as_millis() as u64,
+            "exporting metrics over OTLP"
+        );
+        let attributes = otlp_metrics::resource_attributes(&resource(&self.service_name));
+        self.metrics_export = Some(otlp_metrics::start(
+            self.metrics.clone(),
+            config,
+            attributes,
+            counters,
+        ));
+        Ok(true)
+    }
+
     /// Exports what is queued (for at most 5 seconds) and stops the exporter.
     pub async fn shutdown(self) {
+        if let Some(export) = &self.metrics_export {
+            if !export.shutdown(Duration::from_secs(5)).await {
+                tracing::warn!("the last metrics were not exported within 5s");
+            }
+        }
         if let Some(batch) = &self.batch {
             if !batch.shutdown(Duration::from_secs(5)).await {
                 tracing::warn!("spans still queued at exit were not exported within 5s");
@@ -97,13 +139,7 @@ pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, Telemetr
     let (provider, batch) = if otlp::traces_enabled(&env)? {
         let queue = QueueConfig::from_env(&env)?;
         let mut exporter = otlp::span_exporter()?;
-        let mut resource = Resource::builder();
-        let named = env("OTEL_SERVICE_NAME").is_some()
-            || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
-        if !named {
-            resource = resource.with_service_name(service_name.to_string());
-        }
-        let resource = resource.build();
+        let resource = resource(service_name);
         exporter.set_resource(&resource);
         let (processor, batch) = BoundedBatchProcessor::start(exporter, queue, counters);
         // The sampler comes from OTEL_TRACES_SAMPLER(_ARG); the SDK reads them.
@@ -137,5 +173,20 @@ pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, Telemetr
         metrics,
         provider,
         batch,
+        service_name: service_name.to_string(),
+        metrics_export: None,
     })
+}
+
+/// The OpenTelemetry resource of this process: `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES` when set, else `service_name`, plus the SDK's own attributes.
+fn resource(service_name: &str) -> Resource {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut resource = Resource::builder();
+    let named = env("OTEL_SERVICE_NAME").is_some()
+        || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name(service_name.to_string());
+    }
+    resource.build()
 }

@@ -1,6 +1,7 @@
 //! [`Engine`]: the worker's execution side as one object the node calls.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nimbus_sandbox::{Jail, JailConfig};
 use tokio::task::JoinHandle;
@@ -9,7 +10,7 @@ use tracing::Instrument;
 use crate::config::EngineConfig;
 use crate::environment::{ExecutionEnvironment, InitializationType, StartError};
 use crate::error::EngineError;
-use crate::function::{FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+use crate::function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
 use crate::log_store::LogStore;
 use crate::logs;
 use crate::pool::{Acquire, Pool, PoolMetrics};
@@ -181,7 +182,7 @@ impl Engine {
                     Ok(env) => {
                         guard.disarm();
                         let mut pool = self.inner.pool();
-                        pool.started_busy();
+                        pool.started_busy(&spec.key());
                         if env.from_shell {
                             pool.started_from_shell();
                         }
@@ -220,7 +221,7 @@ impl Engine {
         }
         // If the caller goes away mid-invocation (a gateway died), the future is dropped
         // here: the environment is killed by its Drop and the guard gives its memory back.
-        let mut guard = Reservation::busy(&self.inner, env.memory_mb);
+        let mut guard = Reservation::busy(&self.inner, env.key.clone(), env.memory_mb);
         let (outcome, healthy) = env.invoke(spec, inv).instrument(span.clone()).await;
         guard.disarm();
         if outcome.status != InvokeStatus::Ok {
@@ -231,7 +232,7 @@ impl Engine {
         if keep {
             self.inner.pool().release(env);
         } else {
-            self.inner.pool().discard(env.memory_mb);
+            self.inner.pool().discard(&env.key, env.memory_mb);
             env.shutdown().await;
         }
         Ok(outcome)
@@ -285,6 +286,29 @@ impl Engine {
             }
         }
         Ok(started)
+    }
+
+    /// Provisioned concurrency: keeps `count` environments of `spec` for `hold` (renewed
+    /// by calling again), starting the missing ones now. Held environments are neither
+    /// reaped when idle nor evicted for other functions; `count` 0 releases the hold.
+    /// Returns how many environments of `spec` exist (at most `count`).
+    pub async fn provision(
+        &self,
+        spec: &FunctionSpec,
+        count: usize,
+        hold: Duration,
+    ) -> Result<usize, EngineError> {
+        self.check(spec)?;
+        let key = spec.key();
+        let have = {
+            let mut pool = self.inner.pool();
+            pool.hold(&key, count, Instant::now() + hold);
+            pool.environments(&key)
+        };
+        if count > have {
+            self.prewarm(spec, count - have).await?;
+        }
+        Ok(self.inner.pool().environments(&key).min(count))
     }
 
     /// Current pool counts.
@@ -371,7 +395,8 @@ impl Engine {
 struct Reservation<'a> {
     inner: &'a Inner,
     memory_mb: u64,
-    starting: bool,
+    /// `None` while starting; the busy environment's key otherwise.
+    busy_key: Option<FunctionKey>,
     armed: bool,
 }
 
@@ -380,16 +405,16 @@ impl<'a> Reservation<'a> {
         Self {
             inner,
             memory_mb,
-            starting: true,
+            busy_key: None,
             armed: true,
         }
     }
 
-    fn busy(inner: &'a Inner, memory_mb: u64) -> Self {
+    fn busy(inner: &'a Inner, key: FunctionKey, memory_mb: u64) -> Self {
         Self {
             inner,
             memory_mb,
-            starting: false,
+            busy_key: Some(key),
             armed: true,
         }
     }
@@ -402,10 +427,9 @@ impl<'a> Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if self.starting {
-                self.inner.pool().start_failed(self.memory_mb);
-            } else {
-                self.inner.pool().discard(self.memory_mb);
+            match &self.busy_key {
+                None => self.inner.pool().start_failed(self.memory_mb),
+                Some(key) => self.inner.pool().discard(key, self.memory_mb),
             }
         }
     }

@@ -21,6 +21,12 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
     let from_shells = Counter::<u64>::default();
     let shells_ready = Gauge::<i64>::default();
     let invocations = Counter::<u64>::default();
+    let provisioned = Gauge::<i64>::default();
+    registry.register(
+        "nimbus_worker_environments_provisioned",
+        "Execution environments held for provisioned concurrency",
+        provisioned.clone(),
+    );
     registry.register(
         "nimbus_worker_environments_warm",
         "Idle, initialised execution environments",
@@ -78,6 +84,7 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
         let m = engine.metrics();
         warm.set(m.warm as i64);
         busy.set(m.busy as i64);
+        provisioned.set(m.provisioned as i64);
         starting.set(m.starting as i64);
         reserved.set((m.reserved_mb * 1024 * 1024) as i64);
         capacity.set((m.capacity_mb * 1024 * 1024) as i64);

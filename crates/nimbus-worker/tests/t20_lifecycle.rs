@@ -121,6 +121,77 @@ async fn t23_prewarm_creates_provisioned_environments() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn t27_provisioned_environments_outlive_the_idle_timeout_until_released() {
+    let t = engine_with(|c| {
+        c.idle_timeout = Duration::from_millis(300);
+        c.reap_interval = Duration::from_millis(100);
+        c.max_memory_mb = 384;
+    });
+    let code = code(&[("app.py", APP)]);
+    let s = spec("held", "python3.11", "app.handler", code.path());
+    let hold = Duration::from_secs(30);
+    assert_eq!(t.engine.provision(&s, 2, hold).await.unwrap(), 2);
+    // Renewing does not add environments: the count is set, not added.
+    assert_eq!(t.engine.provision(&s, 2, hold).await.unwrap(), 2);
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.provisioned, m.cold_starts), (2, 2, 2), "{m:?}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        t.engine.metrics().warm,
+        2,
+        "held environments are not reaped"
+    );
+
+    // Held environments are not evicted for another function: with 128 MB left, a
+    // second on-demand environment of it does not fit.
+    let other = spec("other", "python3.11", "app.handler", code.path());
+    let (a, b) = tokio::join!(
+        invoke(&t.engine, &other, r#"{"sleep":0.5}"#),
+        t.engine
+            .invoke(&other, nimbus_worker::Invocation::new(r#"{"sleep":0.5}"#))
+    );
+    assert_ok(&a);
+    assert!(
+        matches!(b, Err(nimbus_worker::EngineError::NoCapacity { .. })),
+        "{b:?}"
+    );
+    assert_eq!(t.engine.metrics().warm, 3);
+
+    // Invocations use the held environments, initialised ahead of time.
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_eq!(json(&o)["init_type"], "provisioned-concurrency");
+    assert!(o.init_duration.is_none());
+
+    // Released: the idle timeout applies again.
+    assert_eq!(t.engine.provision(&s, 0, hold).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.provisioned), (0, 0), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t28_a_hold_that_is_not_renewed_ends() {
+    let t = engine_with(|c| {
+        c.idle_timeout = Duration::from_millis(300);
+        c.reap_interval = Duration::from_millis(100);
+    });
+    let code = code(&[("app.py", APP)]);
+    let s = spec("lapsed", "python3.11", "app.handler", code.path());
+    assert_eq!(
+        t.engine
+            .provision(&s, 1, Duration::from_millis(2000))
+            .await
+            .unwrap(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(t.engine.metrics().warm, 1, "still held");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let m = t.engine.metrics();
+    assert_eq!((m.warm, m.provisioned), (0, 0), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn t24_insecure_mode_runs_without_isolation() {
     // Developer mode only: no namespaces, the function runs as root on the host.
     let t = engine_with(|c| c.insecure_no_isolation = true);

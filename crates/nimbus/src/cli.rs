@@ -68,6 +68,14 @@ impl Command {
             Command::Cluster(_) | Command::Account(_) | Command::Logs(_) => "nimbus-cli",
         }
     }
+
+    /// True for the roles that serve (and so have metrics to push).
+    pub fn is_node(&self) -> bool {
+        matches!(
+            self,
+            Command::Meta(_) | Command::Gateway(_) | Command::Worker(_) | Command::Dev(_)
+        )
+    }
 }
 
 #[derive(Args, Debug)]

@@ -105,6 +105,11 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         },
         stopped(stop_rx.clone()),
     );
+    let provisioner = nimbus_gateway::provisioned::spawn(
+        gateway.clone(),
+        nimbus_gateway::provisioned::DEFAULT_INTERVAL,
+        stopped(stop_rx.clone()),
+    );
     nimbus_meta::metrics::register(&node, &metrics);
     nimbus_worker::metrics::register(&invoker.engine, &metrics);
     gateway.metrics.register(&metrics);
@@ -119,6 +124,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     }
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    let _ = provisioner.await;
     invoker.engine.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), node.wait()).await;
     Ok(())

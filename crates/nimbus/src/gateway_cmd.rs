@@ -73,6 +73,12 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
         },
         stopped(stop_rx.clone()),
     );
+    // Every gateway renews provisioned concurrency (holds are set, not added: they agree).
+    let provisioner = nimbus_gateway::provisioned::spawn(
+        gateway.clone(),
+        nimbus_gateway::provisioned::DEFAULT_INTERVAL,
+        stopped(stop_rx.clone()),
+    );
     // On SIGTERM the server stops accepting, closes idle connections and lets requests in
     // flight finish (a rolling restart must not fail a sync invocation); dropping the
     // serve future instead would cut them off mid-response.
@@ -87,6 +93,7 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     };
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    let _ = provisioner.await;
     // Nothing is admitted or running any more: hand the leased slots back now rather
     // than leave them counted for a lease.
     gateway.admission.release().await;

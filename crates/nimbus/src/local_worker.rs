@@ -35,6 +35,37 @@ impl LocalInvoker {
     }
 }
 
+impl LocalInvoker {
+    /// The engine's view of `target`, with its code package unpacked locally.
+    async fn spec(&self, target: &InvokeTarget) -> Result<FunctionSpec, ApiError> {
+        let code_dir = self
+            .code
+            .get(&target.code.sha256, target.code_revision)
+            .await
+            .map_err(|e| match e {
+                CodeError::Unzip(_) => ApiError::new(502, "InvalidZipFileException", e.to_string()),
+                CodeError::Fetch { .. } => ApiError::service(e.to_string()),
+            })?;
+        let c = &target.config;
+        Ok(FunctionSpec {
+            account_id: target.key.account_id.clone(),
+            log_format: nimbus_worker::LogFormat::parse(&c.log_format),
+            function_name: target.key.name.clone(),
+            version: target.version.clone(),
+            arn: target.invoked_arn.clone(),
+            code_dir,
+            layers: vec![],
+            runtime: c.runtime.clone(),
+            handler: c.handler.clone(),
+            memory_mb: u64::from(c.memory_mb),
+            timeout: Duration::from_secs(u64::from(c.timeout_s)),
+            ephemeral_mb: u64::from(c.ephemeral_storage_mb),
+            env: c.environment.clone(),
+            revision: target.revision_id.clone(),
+        })
+    }
+}
+
 impl Invoker for LocalInvoker {
     fn invoke<'a>(
         &'a self,
@@ -42,33 +73,7 @@ impl Invoker for LocalInvoker {
         request: InvokeRequest,
     ) -> BoxFuture<'a, Result<InvokeResult, ApiError>> {
         Box::pin(async move {
-            let code_dir = self
-                .code
-                .get(&target.code.sha256, target.code_revision)
-                .await
-                .map_err(|e| match e {
-                    CodeError::Unzip(_) => {
-                        ApiError::new(502, "InvalidZipFileException", e.to_string())
-                    }
-                    CodeError::Fetch { .. } => ApiError::service(e.to_string()),
-                })?;
-            let c = &target.config;
-            let spec = FunctionSpec {
-                account_id: target.key.account_id.clone(),
-                log_format: nimbus_worker::LogFormat::parse(&c.log_format),
-                function_name: target.key.name.clone(),
-                version: target.version.clone(),
-                arn: target.invoked_arn.clone(),
-                code_dir,
-                layers: vec![],
-                runtime: c.runtime.clone(),
-                handler: c.handler.clone(),
-                memory_mb: u64::from(c.memory_mb),
-                timeout: Duration::from_secs(u64::from(c.timeout_s)),
-                ephemeral_mb: u64::from(c.ephemeral_storage_mb),
-                env: c.environment.clone(),
-                revision: target.revision_id.clone(),
-            };
+            let spec = self.spec(target).await?;
             let inv = Invocation {
                 request_id: request.request_id,
                 payload: request.payload,
@@ -90,6 +95,23 @@ impl Invoker for LocalInvoker {
                 payload: out.payload,
                 log_tail: out.log_tail,
             })
+        })
+    }
+
+    fn provision<'a>(
+        &'a self,
+        target: &'a InvokeTarget,
+        count: u32,
+        hold: Duration,
+    ) -> BoxFuture<'a, Result<u32, ApiError>> {
+        Box::pin(async move {
+            let spec = self.spec(target).await?;
+            let allocated = self
+                .engine
+                .provision(&spec, count as usize, hold)
+                .await
+                .map_err(|e| ApiError::service(format!("provisioning failed: {e}")))?;
+            Ok(allocated as u32)
         })
     }
 }

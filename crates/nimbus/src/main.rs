@@ -36,8 +36,13 @@ fn main() -> std::process::ExitCode {
         }
     };
     // Inside the runtime: the OTLP exporter's connection and export task live there.
+    let node = cli.command.is_node();
     let telemetry = match rt.block_on(async {
-        nimbus_telemetry::init(cli.log_format.into(), cli.command.service_name())
+        let mut t = nimbus_telemetry::init(cli.log_format.into(), cli.command.service_name())?;
+        if node {
+            t.start_metrics_export()?;
+        }
+        Ok::<_, nimbus_telemetry::TelemetryError>(t)
     }) {
         Ok(t) => t,
         Err(e) => {

@@ -9,20 +9,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::response::IntoResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message;
 
 use common::dev::Dev;
+use common::otlp::attr;
 
 /// Every span received, with its resource's `service.name`.
 #[derive(Clone, Default)]
@@ -78,41 +74,16 @@ async fn grpc_receiver() -> (String, Received) {
 /// An OTLP/HTTP (protobuf) receiver on a free port.
 async fn http_receiver() -> (String, Received) {
     let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let r = received.clone();
-    let app = axum::Router::new().route(
+    let url = common::otlp::http_receiver::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
         "/v1/traces",
-        axum::routing::post(move |body: Bytes| {
-            let r = r.clone();
-            async move {
-                match ExportTraceServiceRequest::decode(body) {
-                    Ok(req) => {
-                        r.add(req);
-                        (
-                            [("content-type", "application/x-protobuf")],
-                            ExportTraceServiceResponse::default().encode_to_vec(),
-                        )
-                            .into_response()
-                    }
-                    Err(_) => axum::http::StatusCode::BAD_REQUEST.into_response(),
-                }
-            }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), received)
-}
-
-fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    let v = attrs.iter().find(|kv| kv.key == key)?.value.as_ref()?;
-    match v.value.as_ref()? {
-        Value::StringValue(s) => Some(s.clone()),
-        Value::BoolValue(b) => Some(b.to_string()),
-        Value::IntValue(i) => Some(i.to_string()),
-        Value::DoubleValue(d) => Some(d.to_string()),
-        _ => None,
-    }
+        move |_, req| {
+            r.add(req);
+            Ok(())
+        },
+    )
+    .await;
+    (url, received)
 }
 
 fn hex(b: &[u8]) -> String {

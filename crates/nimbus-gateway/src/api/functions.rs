@@ -37,6 +37,12 @@ pub(crate) struct LoggingConfig {
     log_format: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DeadLetterConfig {
+    target_arn: Option<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct Code {
@@ -60,12 +66,28 @@ pub(crate) struct ConfigInput {
     layers: Option<Vec<String>>,
     ephemeral_storage: Option<Size>,
     logging_config: Option<LoggingConfig>,
+    dead_letter_config: Option<DeadLetterConfig>,
     revision_id: Option<String>,
 }
 
 impl ConfigInput {
     /// Applies the given fields over `base`, then validates the result.
     fn merge(self, mut c: FunctionConfig) -> Result<FunctionConfig, ApiError> {
+        // Lambda's dead-letter queues are SQS queues and SNS topics, which Nimbus does not
+        // have; accepting the setting would lose the events it was meant to keep. An empty
+        // TargetArn (how Lambda removes a queue) has nothing to refuse.
+        if let Some(DeadLetterConfig {
+            target_arn: Some(arn),
+        }) = &self.dead_letter_config
+        {
+            if !arn.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "The dead-letter queue {arn} is not supported: Nimbus has no SQS queues or \
+                     SNS topics. Configure an OnFailure destination function with \
+                     PutFunctionEventInvokeConfig instead."
+                )));
+            }
+        }
         if let Some(v) = self.runtime {
             c.runtime = v;
         }

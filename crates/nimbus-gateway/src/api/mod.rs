@@ -5,6 +5,7 @@
 pub mod aliases;
 pub mod functions;
 pub mod invoke;
+pub mod provisioned;
 pub mod settings;
 pub mod shapes;
 pub mod versions;

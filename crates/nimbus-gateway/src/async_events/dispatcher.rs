@@ -176,6 +176,7 @@ impl Dispatcher {
                 event = event.id,
                 "function deleted; dropping its async event"
             );
+            self.gw.metrics.async_event_dropped(&labels_of(&event));
             return self.complete(&event.id, None).await;
         };
         let cfg = function
@@ -192,6 +193,7 @@ impl Dispatcher {
             Ok(t) => t,
             Err(e) if e.status == 404 => {
                 tracing::info!(event = event.id, "{e}; dropping the async event");
+                self.gw.metrics.async_event_dropped(&labels_of(&event));
                 return self.complete(&event.id, None).await;
             }
             Err(e) => return Err(e),
@@ -213,12 +215,7 @@ impl Dispatcher {
             .await;
         // Observability (issue 5): the event's age, Lambda's counts, and a span that
         // continues the trace of the request that queued the event.
-        let labels = nimbus_telemetry::FunctionLabels::new(
-            &event.key.account_id,
-            &event.key.region,
-            &event.key.name,
-            event.qualifier.as_deref(),
-        );
+        let labels = labels_of(&event);
         let span = tracing::info_span!(
             "async_invoke",
             otel.name = "Async invoke",
@@ -341,6 +338,12 @@ impl Dispatcher {
         payload: &[u8],
         response: Option<(&str, &InvokeResult)>,
     ) -> Result<(), ApiError> {
+        let labels = labels_of(event);
+        if condition != Condition::Success {
+            // AsyncEventsDropped counts every event that ends without a successful run,
+            // whether or not an on-failure destination then receives its record.
+            self.gw.metrics.async_event_dropped(&labels);
+        }
         let destination = match condition {
             Condition::Success => &cfg.on_success,
             _ => &cfg.on_failure,
@@ -354,9 +357,19 @@ impl Dispatcher {
                 // Checked when configured; only a config written by an older version
                 // can get here.
                 tracing::warn!(event = event.id, "destination {arn} unusable: {e}");
+                self.gw.metrics.destination_delivery_failed(&labels);
                 return self.complete(&event.id, None).await;
             }
         };
+        if resolve::function(&self.gw, &dest.key).is_err() {
+            // Deleted since the destination was configured: the record has nowhere to go.
+            tracing::warn!(
+                event = event.id,
+                "destination {arn} no longer exists; its record is dropped"
+            );
+            self.gw.metrics.destination_delivery_failed(&labels);
+            return self.complete(&event.id, None).await;
+        }
         let function_arn = format!(
             "{}:{}",
             event.key.arn(),
@@ -395,6 +408,16 @@ impl Dispatcher {
         self.gw.observe(rev).await;
         Ok(())
     }
+}
+
+/// Lambda's metric dimensions of the function an event was queued for.
+fn labels_of(event: &AsyncEvent) -> nimbus_telemetry::FunctionLabels {
+    nimbus_telemetry::FunctionLabels::new(
+        &event.key.account_id,
+        &event.key.region,
+        &event.key.name,
+        event.qualifier.as_deref(),
+    )
 }
 
 /// The destination's own async event: it carries the source's trace id onwards.

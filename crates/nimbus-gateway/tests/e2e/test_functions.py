@@ -96,6 +96,16 @@ def test_validation_and_conflict_errors(lam, make_function):
     with pytest.raises(ClientError) as e:
         make_function("big-env", Environment={"Variables": {"KEY": "x" * 5000}})
     assert code(e) == "InvalidParameterValueException"
+    # Dead-letter queues (SQS/SNS) do not exist here: refused, never silently ignored.
+    dlq = {"TargetArn": "arn:aws:sqs:us-east-1:000000000000:dlq"}
+    with pytest.raises(ClientError) as e:
+        make_function("dlq-fn", DeadLetterConfig=dlq)
+    assert code(e) == "InvalidParameterValueException" and "OnFailure" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        lam.update_function_configuration(FunctionName="err-fn", DeadLetterConfig=dlq)
+    assert code(e) == "InvalidParameterValueException"
+    # An empty TargetArn is how Lambda removes a queue: nothing to refuse.
+    lam.update_function_configuration(FunctionName="err-fn", DeadLetterConfig={"TargetArn": ""})
 
 
 def test_list_functions_pages(lam, make_function):

@@ -119,3 +119,27 @@ def test_prometheus_scrapes_lambda_metrics_after_a_known_workload(endpoint, lam,
     assert query(prometheus, "nimbus_raft_is_leader") == 1.0
     assert query(prometheus, "nimbus_raft_applied_index") > 0
     assert query(prometheus, "nimbus_raft_apply_lag") >= 0
+
+
+def test_async_event_metrics_after_a_known_workload(lam, make_function, prometheus):
+    """AsyncEventsReceived, AsyncEventAge, AsyncEventsDropped and DestinationDeliveryFailures
+    after two events: one that succeeds, one that fails with no retries left and whose
+    on-failure destination was deleted after it was configured."""
+    make_function("metrics-async")
+    make_function("metrics-async-dest")
+    lam.put_function_event_invoke_config(
+        FunctionName="metrics-async", MaximumRetryAttempts=0,
+        DestinationConfig={"OnFailure": {"Destination":
+                                         "arn:aws:lambda:us-east-1:000000000000:function:metrics-async-dest"}})
+    lam.delete_function(FunctionName="metrics-async-dest")
+    for event in [{"a": 1}, {"fail": True}]:
+        r = lam.invoke(FunctionName="metrics-async", InvocationType="Event", Payload=json.dumps(event).encode())
+        assert r["StatusCode"] == 202
+    f = 'function="metrics-async"'
+    wait_value(prometheus, f"lambda_async_events_received_total{{{f}}}", 2.0)
+    wait_value(prometheus, f"lambda_async_event_age_seconds_count{{{f}}}", 2.0)
+    wait_value(prometheus, f"lambda_invocations_total{{{f}}}", 2.0)
+    wait_value(prometheus, f"lambda_errors_total{{{f}}}", 1.0)
+    wait_value(prometheus, f"lambda_async_events_dropped_total{{{f}}}", 1.0)
+    wait_value(prometheus, f"lambda_destination_delivery_failures_total{{{f}}}", 1.0)
+    assert query(prometheus, f"lambda_dead_letter_errors_total{{{f}}}") in (None, 0.0)

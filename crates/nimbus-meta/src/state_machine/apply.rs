@@ -115,6 +115,29 @@ fn account_limits(
 }
 
 /// Sum of reserved concurrency of the account's functions in a region, except `skip`.
+/// Provisioned concurrency of the account's functions without a reservation (it comes
+/// out of the unreserved pool), except function `skip`.
+fn unreserved_provisioned_total(
+    tx: &EntryTx<'_>,
+    account_id: &str,
+    region: &str,
+    skip: &str,
+) -> Result<u64, MetaError> {
+    let mut total = 0u64;
+    for (_, e) in tx.scan(&keys::functions_of(account_id, region))? {
+        if let Entity::Function(f) = e {
+            if f.key.name != skip && f.reserved_concurrency.is_none() {
+                total += f
+                    .provisioned_concurrency
+                    .values()
+                    .map(|n| u64::from(*n))
+                    .sum::<u64>();
+            }
+        }
+    }
+    Ok(total)
+}
+
 fn reserved_total(
     tx: &EntryTx<'_>,
     account_id: &str,
@@ -407,6 +430,11 @@ pub(crate) fn apply(
                 }
             }
             tx.delete(keys::version(key, *n));
+            // Its provisioned concurrency goes with it.
+            let mut f = get_function(tx, key)?;
+            if f.provisioned_concurrency.remove(&n.to_string()).is_some() {
+                save(tx, &f);
+            }
             Ok(Done)
         }
         Command::PublishVersion {
@@ -490,6 +518,10 @@ pub(crate) fn apply(
         Command::DeleteAlias { key, name } => {
             get_alias(tx, key, name)?;
             tx.delete(keys::alias(key, name));
+            let mut f = get_function(tx, key)?;
+            if f.provisioned_concurrency.remove(name).is_some() {
+                save(tx, &f);
+            }
             Ok(Done)
         }
         Command::PutFunctionConcurrency { key, reserved } => {
@@ -524,6 +556,38 @@ pub(crate) fn apply(
                 return Err(MetaError::invalid("Provisioned Concurrency Configs cannot be applied to unpublished function versions."));
             }
             require_qualifier(tx, key, qualifier)?;
+            if *requested == 0 {
+                return Err(MetaError::invalid(format!("1 validation error detected: Value '{requested}' at 'provisionedConcurrentExecutions' failed to satisfy constraint: Member must have value greater than or equal to 1")));
+            }
+            let others: u64 = f
+                .provisioned_concurrency
+                .iter()
+                .filter(|(q, _)| *q != qualifier)
+                .map(|(_, n)| u64::from(*n))
+                .sum();
+            let wanted = others + u64::from(*requested);
+            match f.reserved_concurrency {
+                // Within the function's reservation.
+                Some(reserved) if wanted > u64::from(reserved) => {
+                    return Err(MetaError::invalid(format!("Requested Provisioned Concurrency should not be greater than the reservedConcurrentExecution for function ({reserved}).")));
+                }
+                Some(_) => {}
+                // Out of the account's unreserved pool, which keeps its minimum.
+                None => {
+                    let limits = account_limits(tx, &key.account_id, &key.region)?;
+                    let reserved = reserved_total(tx, &key.account_id, &key.region, None)?;
+                    let provisioned =
+                        unreserved_provisioned_total(tx, &key.account_id, &key.region, &key.name)?;
+                    if u64::from(limits.concurrent_executions)
+                        < reserved + provisioned + wanted + u64::from(limits.unreserved_minimum)
+                    {
+                        return Err(MetaError::invalid(format!(
+                            "Requested Provisioned Concurrency decreases account's UnreservedConcurrentExecution below its minimum value of [{}].",
+                            limits.unreserved_minimum
+                        )));
+                    }
+                }
+            }
             f.provisioned_concurrency
                 .insert(qualifier.clone(), *requested);
             save(tx, &f);

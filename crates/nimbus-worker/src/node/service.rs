@@ -18,6 +18,10 @@ use crate::code_cache::{CodeCache, CodeError};
 use crate::log_store::rpc::{self, LogQueryError};
 use crate::{Engine, EngineError, FunctionSpec, Invocation, InvokeStatus};
 
+/// The longest a provisioned-concurrency hold lasts without renewal (gateways renew every
+/// few seconds).
+const MAX_HOLD_MS: u64 = 10 * 60 * 1000;
+
 /// Metadata key marking a rejection that happened before any environment was involved.
 pub const NOT_STARTED: &str = "x-nimbus-not-started";
 /// Metadata key carrying the Lambda error type the gateway should return.
@@ -179,6 +183,28 @@ impl Worker for WorkerService {
             .map_err(engine_status)?;
         Ok(Response::new(pb::PrewarmResponse {
             started: started as u32,
+        }))
+    }
+
+    async fn provision(
+        &self,
+        request: Request<pb::ProvisionRequest>,
+    ) -> Result<Response<pb::ProvisionResponse>, Status> {
+        let req = request.into_inner();
+        if req.hold_ms == 0 && req.count > 0 {
+            return Err(Status::invalid_argument("hold_ms must be positive"));
+        }
+        // A hold longer than this would outlive its gateway by too much.
+        let hold = Duration::from_millis(req.hold_ms.min(MAX_HOLD_MS));
+        let spec = self.spec(req.function).await?;
+        let allocated = self
+            .engine
+            .provision(&spec, req.count as usize, hold)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::ProvisionResponse {
+            allocated: allocated as u32,
+            load: Some(self.load()),
         }))
     }
 

@@ -63,6 +63,42 @@ def test_invoke_through_either_gateway(cluster):
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+def worker_metric(cluster, name):
+    import urllib.request
+    values = []
+    for port in cluster.worker_admin_ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        values.append(next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " ")))
+    return values
+
+
+def test_provisioned_concurrency_is_spread_over_the_workers(cluster):
+    """Both gateways renew the config; the workers hold one environment each (shares are
+    computed the same way everywhere), invocations use them, and deleting the config
+    through the other gateway lets them go."""
+    gw1, gw2 = cluster.client(0), cluster.client(1)
+    gw1.create_function(FunctionName="pc", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": zip_of({"app.py": "import os\ndef handler(e, c):\n"
+                                                           "    return os.environ['AWS_LAMBDA_INITIALIZATION_TYPE']\n"})})
+    v = gw1.publish_version(FunctionName="pc")["Version"]
+    gw1.put_provisioned_concurrency_config(FunctionName="pc", Qualifier=v, ProvisionedConcurrentExecutions=2)
+
+    def ready(gw):
+        c = gw.get_provisioned_concurrency_config(FunctionName="pc", Qualifier=v)
+        assert c["Status"] == "READY" and c["AllocatedProvisionedConcurrentExecutions"] == 2, c
+    eventually(lambda: ready(gw1), timeout=60)
+    eventually(lambda: ready(gw2), timeout=60)
+    assert worker_metric(cluster, "nimbus_worker_environments_provisioned") == [1.0, 1.0]
+    out = gw2.invoke(FunctionName="pc", Qualifier=v, Payload=b"{}")["Payload"].read()
+    assert json.loads(out) == "provisioned-concurrency"
+
+    gw2.delete_provisioned_concurrency_config(FunctionName="pc", Qualifier=v)
+
+    def released():
+        assert worker_metric(cluster, "nimbus_worker_environments_provisioned") == [0.0, 0.0]
+    eventually(released, timeout=30)
+
+
 SLEEPER = """
 import time
 def handler(event, context):

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use nimbus_meta::MetaClient;
 
 pub mod dev;
+pub mod otlp;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nimbus");
 
