@@ -39,6 +39,9 @@ pub fn settings(endpoint: &str) -> Vec<Setting> {
         let mut env = vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
+            // The endpoint would turn on the metrics push too (once a minute, to a
+            // receiver that only counts spans): this measures tracing alone.
+            ("OTEL_METRICS_EXPORTER", "none".to_string()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         env

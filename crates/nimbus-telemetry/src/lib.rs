@@ -26,6 +26,11 @@ pub mod setup;
 
 pub use lambda::{FunctionLabels, LambdaMetrics};
 
+// Components define their metrics with the same version of the client library.
+pub use prometheus_client;
+pub use registry::MetricsRegistry;
+pub use setup::{init, LogFormat, Telemetry, TelemetryError};
+
 /// A fake environment for the configuration parsers' tests.
 #[cfg(test)]
 pub(crate) mod test_env {
@@ -37,7 +42,3 @@ pub(crate) mod test_env {
         move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 }
-// Components define their metrics with the same version of the client library.
-pub use prometheus_client;
-pub use registry::MetricsRegistry;
-pub use setup::{init, LogFormat, Telemetry, TelemetryError};

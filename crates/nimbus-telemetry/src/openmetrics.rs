@@ -22,13 +22,16 @@ pub enum Kind {
     Other,
 }
 
+/// A sample's labels, in the order written.
+pub type Labels = Vec<(String, String)>;
+
 /// One line of samples: `name{labels} value`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// What follows the family name (`_total`, `_bucket`, `_sum`, `_count`, `_info`, or
     /// nothing).
     pub suffix: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
     /// The value when it was written as an integer (counters and gauges of integers).
     pub int: Option<i64>,
@@ -151,7 +154,7 @@ fn parse_sample(line: &str, family: &str) -> Result<Sample, String> {
 }
 
 /// Parses `a="x",b="y"}` and returns the labels and what follows the `}`.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         if let Some(after) = s.strip_prefix('}') {
