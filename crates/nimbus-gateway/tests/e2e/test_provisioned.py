@@ -129,6 +129,9 @@ def test_provisioned_concurrency_errors(lam, make_function):
         (dict(FunctionName="pc-err", ProvisionedConcurrentExecutions=1),
          "ValidationException", 400, "qualifier"),
     ]
+    lam.create_alias(FunctionName="pc-err", Name="head", FunctionVersion="$LATEST")
+    cases.append((dict(FunctionName="pc-err", Qualifier="head", ProvisionedConcurrentExecutions=1),
+                  "InvalidParameterValueException", 400, "unpublished"))
     for params, want, http, words in cases:
         with pytest.raises(ClientError) as e:
             lam.put_provisioned_concurrency_config(**params)
