@@ -145,6 +145,15 @@ def test_provisioned_concurrency_errors(lam, make_function):
     assert code(e) == "InvalidParameterValueException"
     assert "reservedConcurrentExecution" in e.value.response["Error"]["Message"]
     lam.delete_function_concurrency(FunctionName="pc-err")
+    # A reservation cannot shrink below the function's provisioned concurrency.
+    lam.put_provisioned_concurrency_config(FunctionName="pc-err", Qualifier=v, ProvisionedConcurrentExecutions=2)
+    with pytest.raises(ClientError) as e:
+        lam.put_function_concurrency(FunctionName="pc-err", ReservedConcurrentExecutions=1)
+    assert code(e) == "InvalidParameterValueException"
+    assert "provisioned concurrency (2)" in e.value.response["Error"]["Message"]
+    lam.put_function_concurrency(FunctionName="pc-err", ReservedConcurrentExecutions=2)
+    lam.delete_function_concurrency(FunctionName="pc-err")
+    lam.delete_provisioned_concurrency_config(FunctionName="pc-err", Qualifier=v)
     # Out of the account's unreserved pool, which keeps its minimum of 100.
     with pytest.raises(ClientError) as e:
         lam.put_provisioned_concurrency_config(FunctionName="pc-err", Qualifier=v, ProvisionedConcurrentExecutions=100000)

@@ -528,8 +528,26 @@ pub(crate) fn apply(
             let mut f = get_function(tx, key)?;
             let limits = account_limits(tx, &key.account_id, &key.region)?;
             let others = reserved_total(tx, &key.account_id, &key.region, Some(&key.name))?;
+            // The function's provisioned concurrency must fit in its reservation.
+            let provisioned: u64 = f
+                .provisioned_concurrency
+                .values()
+                .map(|n| u64::from(*n))
+                .sum();
+            if provisioned > u64::from(*reserved) {
+                return Err(MetaError::invalid(format!(
+                    "Specified ReservedConcurrentExecutions for function ({reserved}) is less than its provisioned concurrency ({provisioned})."
+                )));
+            }
+            // Other functions' provisioned concurrency without a reservation comes out of
+            // the unreserved pool too.
+            let unreserved_provisioned =
+                unreserved_provisioned_total(tx, &key.account_id, &key.region, &key.name)?;
             if u64::from(limits.concurrent_executions)
-                < others + u64::from(*reserved) + u64::from(limits.unreserved_minimum)
+                < others
+                    + unreserved_provisioned
+                    + u64::from(*reserved)
+                    + u64::from(limits.unreserved_minimum)
             {
                 return Err(MetaError::invalid(format!(
                     "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{}].",
