@@ -12,14 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::*;
 
-/// A qualifier of a function: `$LATEST`, a version number, or an alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Qualifier {
-    Latest,
-    Version(u64),
-    Alias(String),
-}
-
 /// One write. Each variant is one Lambda (or cluster) operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {

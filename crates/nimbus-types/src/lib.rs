@@ -8,6 +8,7 @@
 //! - [`validate`]: checks applied to user input before anything is written.
 //! - [`command`]: the writes the replicated state machine applies, and the reads it answers.
 //! - [`keys`]: the key layout of the state machine (shared by the store and its readers).
+//! - [`qualifier`]: [`Qualifier`], `$LATEST` / version / alias as a type.
 //! - [`arn`]: ARNs and the function-name forms Lambda accepts.
 #![forbid(unsafe_code)]
 
@@ -17,11 +18,13 @@ pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod model;
+pub mod qualifier;
 pub mod validate;
 
 pub use command::{Change, Command, CommandOutput, Query, QueryOutput, QueuedEvent};
 pub use error::{ErrorKind, MetaError};
 pub use model::*;
+pub use qualifier::Qualifier;
 
 /// Encodes a value in the compact binary form used on the wire and at rest (postcard).
 pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
