@@ -113,7 +113,10 @@ impl DirectRuntime {
                 .env("_HANDLER", "app.handler")
                 .env("LAMBDA_TASK_ROOT", &task)
                 .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env(
+                    "AWS_LAMBDA_FUNCTION_VERSION",
+                    nimbus_types::Qualifier::LATEST,
+                )
                 .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
                 .env("PYTHONUNBUFFERED", "1")
                 .env("PYTHONDONTWRITEBYTECODE", "1");

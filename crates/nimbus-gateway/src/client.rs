@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::sigv4;
+use crate::http::sigv4;
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);

@@ -2,41 +2,27 @@
 //!
 //! It speaks the Lambda REST API (`/2015-03-31/...` and friends) so the AWS CLI, boto3
 //! and the SDKs work with `--endpoint-url`. The gateway is stateless: it reads through a
-//! watch-fed cache of the metadata and writes through the metadata cluster.
+//! watch-fed catalog of the metadata and writes through the metadata cluster.
 //!
-//! Layout:
-//! - [`server`]: the router, shared state, and Signature V4 authentication of every call.
-//! - [`sigv4`]: Signature Version 4 verification.
-//! - [`error`]: [`ApiError`] and its one mapping to Lambda's wire format.
-//! - [`cache`]: the metadata cache kept exact by the watch stream.
-//! - [`resolve`]: function names (name, partial ARN, ARN) and qualifiers.
-//! - [`admission`]: concurrency limits: account-wide and reserved per function.
-//! - [`invoker`]: the boundary to workers ([`Invoker`]), and what crosses it.
-//! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
-//! - [`placement`]: which worker runs an invocation (warm first, then free memory).
-//! - [`provisioned`]: provisioned concurrency: environments kept initialised on workers.
-//! - [`remote`]: the cluster's [`Invoker`]: worker discovery, channels, retries.
-//! - [`api`]: one module per group of Lambda operations.
-//! - [`logs`]: function logs for tools, as a CloudWatch Logs API subset, read from workers.
+//! Two layers, and calls only go down:
+//! - [`core`]: resolve, admission, placement, invocation, async events, provisioned
+//!   concurrency and log queries, with typed results and errors and no HTTP types. Every
+//!   front door (the REST API today, function URLs and streaming next) plugs in here.
+//! - [`http`]: the Lambda REST API and the CloudWatch Logs API as thin adapters over
+//!   the core, Signature V4, and the one mapping of errors to Lambda's wire format.
+//!
+//! Beside them:
+//! - [`remote`]: the cluster's [`Workers`]: worker nodes over gRPC (transport only).
 //! - [`client`]: a small signed Lambda client for Nimbus's own tools, tests and benchmarks.
 #![forbid(unsafe_code)]
 
-pub mod admission;
-pub mod api;
-pub mod async_events;
-pub mod cache;
 pub mod client;
-pub mod error;
-pub mod invoker;
-pub mod logs;
-pub mod placement;
-pub mod provisioned;
+pub mod core;
+pub mod http;
 pub mod remote;
-pub mod resolve;
-pub mod server;
-pub mod sigv4;
 
-pub use error::ApiError;
-pub use invoker::{InvokeRequest, InvokeResult, InvokeTarget, Invoker};
-pub use remote::{RemoteConfig, RemoteInvoker};
-pub use server::{Gateway, GatewayConfig};
+pub use crate::core::{
+    ApiError, Gateway, GatewayConfig, InvokeRequest, InvokeResult, InvokeTarget, PlacementConfig,
+    WorkerError, WorkerView, Workers,
+};
+pub use remote::{RemoteConfig, RemoteWorkers};

@@ -46,7 +46,7 @@ pub fn parse_function_ref(input: &str) -> Result<FunctionRef, MetaError> {
         validate::region(r).map_err(|_| invalid())?;
     }
     if let Some(q) = qualifier {
-        if q != "$LATEST"
+        if q != crate::Qualifier::LATEST
             && !q
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')

@@ -7,6 +7,7 @@
 //! - [`model`]: accounts, regions, functions, versions, aliases, code packages, workers.
 //! - [`validate`]: checks applied to user input before anything is written.
 //! - [`command`]: the writes the replicated state machine applies, and the reads it answers.
+//! - [`vocabulary`]: Lambda's small enums (invocation type, log type and format, pools).
 //! - [`keys`]: the key layout of the state machine (shared by the store and its readers).
 //! - [`qualifier`]: [`Qualifier`], `$LATEST` / version / alias as a type.
 //! - [`arn`]: ARNs and the function-name forms Lambda accepts.
@@ -20,6 +21,7 @@ pub mod limits;
 pub mod model;
 pub mod qualifier;
 pub mod validate;
+pub mod vocabulary;
 
 pub use command::{Change, Command, CommandOutput, Query, QueryOutput, QueuedEvent};
 pub use error::{ErrorKind, MetaError};

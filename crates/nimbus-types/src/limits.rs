@@ -33,3 +33,17 @@ pub const ASYNC_EVENT_AGE_DEFAULT_S: u32 = 21_600;
 pub const ASYNC_PAYLOAD_MAX_BYTES: usize = 1024 * 1024;
 pub const ASYNC_EVENT_AGE_MIN_S: u32 = 60;
 pub const ASYNC_EVENT_AGE_MAX_S: u32 = 21_600;
+/// Synchronous invocation payloads, request and response: 6 MB each way.
+pub const SYNC_PAYLOAD_MAX_BYTES: usize = 6 * 1024 * 1024;
+/// The largest response a function may return to a synchronous caller.
+pub const SYNC_RESPONSE_MAX_BYTES: usize = SYNC_PAYLOAD_MAX_BYTES;
+/// `X-Amz-Client-Context`, decoded.
+pub const CLIENT_CONTEXT_MAX_BYTES: usize = 3583;
+/// `X-Amz-Log-Result`: the last 4 KB of the invocation's log.
+pub const LOG_TAIL_MAX_BYTES: usize = 4096;
+/// One log line as stored; longer lines are split, as CloudWatch Logs does at 256 KB.
+pub const LOG_LINE_MAX_BYTES: usize = 256 * 1024;
+/// Largest gRPC message between nodes: a 6 MB payload plus its envelope, with room.
+pub const NODE_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Total code storage per account and region (`AccountLimit.TotalCodeSize`).
+pub const ACCOUNT_CODE_STORAGE_BYTES: u64 = 80 * 1024 * 1024 * 1024;

@@ -24,6 +24,15 @@ pub struct RegionLimits {
     pub unreserved_minimum: u32,
 }
 
+impl RegionLimits {
+    /// The pool shared by functions without reserved concurrency: the account limit
+    /// minus everything reserved (`UnreservedConcurrentExecutions`). The one place this
+    /// rule is written; admission, the settings API and the metadata checks use it.
+    pub fn unreserved(&self, reserved_total: u32) -> u32 {
+        self.concurrent_executions.saturating_sub(reserved_total)
+    }
+}
+
 impl Default for RegionLimits {
     fn default() -> Self {
         Self {

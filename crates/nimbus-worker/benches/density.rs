@@ -102,7 +102,7 @@ fn spec(code: &Path, runtime: &str, handler: &str, name: &str) -> FunctionSpec {
         account_id: "000000000000".into(),
         log_format: nimbus_worker::LogFormat::Text,
         function_name: name.into(),
-        version: "$LATEST".into(),
+        version: nimbus_types::Qualifier::LATEST.into(),
         arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
         code_dir: code.to_owned(),
         layers: vec![],

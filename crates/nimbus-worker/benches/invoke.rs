@@ -168,7 +168,7 @@ fn spec(code: &std::path::Path, runtime: &str, handler: &str, n: &str) -> Functi
         account_id: "000000000000".into(),
         log_format: nimbus_worker::LogFormat::Text,
         function_name: format!("bench-{}-{n}", runtime.replace('.', "-")),
-        version: "$LATEST".into(),
+        version: nimbus_types::Qualifier::LATEST.into(),
         arn: "arn:aws:lambda:us-east-1:123456789012:function:bench".into(),
         code_dir: code.to_owned(),
         layers: vec![],

@@ -27,10 +27,13 @@
 //! * [`runtimes`]    — runtime identifiers → what to exec; bundled Python/Node bootstraps.
 //! * [`error`]       — [`EngineError`].
 //! * [`code_cache`]  — code packages fetched by hash, verified, unpacked once, evicted.
+//! * [`contract`]    — [`contract::WorkerContract`]: the answers a worker gives gateways,
+//!   the same in process (`nimbus dev`) and over gRPC; every refusal a typed `Rejection`.
 //! * [`node`]        — `nimbus worker`: registration, heartbeat, the gRPC service.
 
 pub mod code_cache;
 pub mod config;
+pub mod contract;
 pub mod engine;
 mod environment;
 pub mod error;

@@ -15,13 +15,13 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
 /// `X-Amz-Log-Result` carries the last 4 KB of the log.
-pub const LOG_TAIL_BYTES: usize = 4096;
+pub const LOG_TAIL_BYTES: usize = nimbus_types::limits::LOG_TAIL_MAX_BYTES;
 /// Lines kept per invocation; later ones are counted and dropped.
 const MAX_LINES: usize = 10_000;
 /// Bytes kept per invocation, so a chatty function cannot exhaust the worker.
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// A line longer than this is split (CloudWatch's event limit is 256 KB).
-const MAX_LINE_BYTES: usize = 256 * 1024;
+const MAX_LINE_BYTES: usize = nimbus_types::limits::LOG_LINE_MAX_BYTES;
 
 /// One captured or platform log line with the time it was written (ms since the epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,35 +211,8 @@ pub fn report_line(
     line
 }
 
-/// Lambda's `LoggingConfig.LogFormat`: how platform lines are written and what the
-/// runtime is told (`AWS_LAMBDA_LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// `START RequestId: …`, `END …`, `REPORT …` lines.
-    #[default]
-    Text,
-    /// `{"time","type":"platform.start","record":{…}}` records.
-    Json,
-}
-
-impl LogFormat {
-    /// `JSON` (any case) is JSON; anything else is text, Lambda's default.
-    pub fn parse(s: &str) -> Self {
-        if s.eq_ignore_ascii_case("json") {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        }
-    }
-
-    /// The value of `AWS_LAMBDA_LOG_FORMAT`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "Text",
-            LogFormat::Json => "JSON",
-        }
-    }
-}
+/// How the platform's lines are written (`LoggingConfig.LogFormat`).
+pub use nimbus_types::vocabulary::LogFormat;
 
 /// What the REPORT line (or `platform.report` record) says about one invocation.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 /// Lambda's synchronous response limit (6 MB).
-pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+pub const MAX_RESPONSE_BYTES: usize = nimbus_types::limits::SYNC_RESPONSE_MAX_BYTES;
 /// Error bodies are small; anything bigger is cut.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 

@@ -13,7 +13,7 @@ use nimbus_meta::MetaClient;
 use nimbus_telemetry::MetricsRegistry;
 
 use crate::cli::DevArgs;
-use crate::local_worker::LocalInvoker;
+use crate::local_worker::LocalWorkers;
 
 pub const DEV_ACCOUNT: &str = "000000000000";
 pub const DEV_ACCESS_KEY: &str = "test";
@@ -60,32 +60,28 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     };
     engine_cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     let engine = nimbus_worker::Engine::new(engine_cfg).context("starting the worker engine")?;
-    let invoker = LocalInvoker::new(engine, meta.clone(), data.join("code"))
+    let workers = LocalWorkers::new(engine, meta.clone(), data.join("code"))
         .context("preparing the code cache")?;
     {
         // Unpacked code no environment can use any more is removed in the background.
-        let invoker = Arc::downgrade(&invoker);
+        let workers = Arc::downgrade(&workers);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                let Some(inv) = invoker.upgrade() else { break };
-                inv.evict_unused_code();
+                let Some(w) = workers.upgrade() else { break };
+                w.evict_unused_code();
             }
         });
     }
 
-    let gateway = Gateway::new(
+    let gateway = Gateway::start(
         meta,
-        GatewayConfig {
-            region: args.region.clone(),
-            leased_admission: false,
-        },
-        invoker.clone(),
+        GatewayConfig::new(args.region.clone(), false),
+        workers.clone(),
     )
     .await
     .context("starting the gateway")?;
-    gateway.set_log_source(invoker.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -96,23 +92,23 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     );
     // One gateway, always the same id: after a restart it takes its own leases on
     // async events back at once instead of waiting for them to expire.
-    let dispatcher = nimbus_gateway::async_events::spawn(
+    let dispatcher = nimbus_gateway::core::async_events::spawn(
         gateway.clone(),
-        nimbus_gateway::async_events::DispatchConfig {
+        nimbus_gateway::core::async_events::DispatchConfig {
             owner: "dev".into(),
             retry_delay: Duration::from_millis(args.async_retry_delay_ms),
             ..Default::default()
         },
         stopped(stop_rx.clone()),
     );
-    let provisioner = nimbus_gateway::provisioned::spawn(
+    let provisioner = nimbus_gateway::core::provisioned::spawn(
         gateway.clone(),
-        nimbus_gateway::provisioned::DEFAULT_INTERVAL,
+        nimbus_gateway::core::provisioned::DEFAULT_INTERVAL,
         stopped(stop_rx.clone()),
     );
     nimbus_meta::metrics::register(&node, &metrics);
-    nimbus_worker::metrics::register(&invoker.engine, &metrics);
-    gateway.metrics.register(&metrics);
+    nimbus_worker::metrics::register(workers.engine(), &metrics);
+    gateway.metrics().register(&metrics);
     // `/metrics` beside the Lambda API, outside its Signature V4 check.
     let app = metrics.router().merge(gateway.router());
     let serve = axum::serve(listener, app)
@@ -125,7 +121,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = provisioner.await;
-    invoker.engine.shutdown().await;
+    workers.engine().shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), node.wait()).await;
     Ok(())
 }

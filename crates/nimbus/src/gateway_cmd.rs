@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use nimbus_gateway::{Gateway, GatewayConfig, RemoteConfig, RemoteInvoker};
+use nimbus_gateway::{Gateway, GatewayConfig, RemoteConfig, RemoteWorkers};
 use nimbus_meta::MetaClient;
 use nimbus_telemetry::MetricsRegistry;
 
@@ -17,7 +17,7 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     let cache = {
         let mut attempt = 0;
         loop {
-            match nimbus_gateway::cache::MetaCache::start(meta.clone()).await {
+            match nimbus_gateway::core::catalog::Catalog::start(meta.clone()).await {
                 Ok(c) => break c,
                 Err(e) if attempt < 60 => {
                     attempt += 1;
@@ -30,20 +30,16 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     };
     let mut remote = RemoteConfig::new(args.region.clone());
     remote.stale_after = Duration::from_secs(args.worker_stale_secs);
-    let invoker = RemoteInvoker::new(cache.clone(), remote);
-    let gateway = Gateway::with_cache(
+    // Invocations, provisioning and function logs all go to the region's live workers.
+    let workers = RemoteWorkers::new(cache.clone(), remote);
+    let gateway = Gateway::new(
         meta,
         cache,
-        GatewayConfig {
-            region: args.region.clone(),
-            leased_admission: true,
-        },
-        invoker.clone(),
+        GatewayConfig::new(args.region.clone(), true),
+        workers,
     );
-    // Function logs are read from every live worker of the region.
-    gateway.set_log_source(invoker);
     if let Some(addr) = args.admin_listen {
-        gateway.metrics.register(&metrics);
+        gateway.metrics().register(&metrics);
         crate::meta_cmd::serve_admin(metrics, addr).await?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -60,9 +56,9 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     };
     // Every gateway also runs queued async events (claimed through the metadata cluster,
     // so each runs on one gateway at a time).
-    let dispatcher = nimbus_gateway::async_events::spawn(
+    let dispatcher = nimbus_gateway::core::async_events::spawn(
         gateway.clone(),
-        nimbus_gateway::async_events::DispatchConfig {
+        nimbus_gateway::core::async_events::DispatchConfig {
             owner: args
                 .id
                 .clone()
@@ -74,9 +70,9 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
         stopped(stop_rx.clone()),
     );
     // Every gateway renews provisioned concurrency (holds are set, not added: they agree).
-    let provisioner = nimbus_gateway::provisioned::spawn(
+    let provisioner = nimbus_gateway::core::provisioned::spawn(
         gateway.clone(),
-        nimbus_gateway::provisioned::DEFAULT_INTERVAL,
+        nimbus_gateway::core::provisioned::DEFAULT_INTERVAL,
         stopped(stop_rx.clone()),
     );
     // On SIGTERM the server stops accepting, closes idle connections and lets requests in
@@ -96,7 +92,7 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     let _ = provisioner.await;
     // Nothing is admitted or running any more: hand the leased slots back now rather
     // than leave them counted for a lease.
-    gateway.admission.release().await;
+    gateway.admission().release().await;
     served
         .context("gateway server task")?
         .context("gateway stopped")?;

@@ -1,156 +1,125 @@
-//! An in-process worker for `nimbus dev`: the gateway's [`Invoker`] backed directly by a
-//! `nimbus_worker::Engine`, with code packages from the worker's `CodeCache`, and its
-//! [`LogSource`]: the engine's log store, queried the same way a worker's gRPC service does.
+//! `nimbus dev`'s workers: a set of one, the in-process worker, answering through the
+//! same `nimbus_worker::contract` as a worker node does over gRPC. The gateway core
+//! cannot tell the two apart: placement, retries and the mapping of rejections to Lambda
+//! errors are the same code for both.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use nimbus_gateway::logs::{LogSource, LogsError};
-use nimbus_gateway::{ApiError, InvokeRequest, InvokeResult, InvokeTarget, Invoker};
+use nimbus_gateway::core::workers::{WorkerError, WorkerResult, WorkerView, Workers};
 use nimbus_meta::MetaClient;
-use nimbus_proto::worker as pb;
-use nimbus_worker::code_cache::{CodeCache, CodeError};
-use nimbus_worker::log_store::rpc::{self, LogQueryError};
-use nimbus_worker::{Engine, FunctionSpec, Invocation, InvokeStatus};
+use nimbus_proto::worker::{self as pb, rejection::Reason, Rejection};
+use nimbus_worker::code_cache::CodeCache;
+use nimbus_worker::contract::WorkerContract;
+use nimbus_worker::Engine;
+
+/// The in-process worker's id.
+pub const LOCAL_WORKER: &str = "local";
 
 /// Runs invocations on this process's execution environments.
-pub struct LocalInvoker {
-    pub engine: Engine,
-    code: CodeCache,
+pub struct LocalWorkers {
+    contract: WorkerContract,
 }
 
-impl LocalInvoker {
+impl LocalWorkers {
     pub fn new(engine: Engine, meta: MetaClient, code_root: PathBuf) -> std::io::Result<Arc<Self>> {
+        let code = Arc::new(CodeCache::new(code_root, meta)?);
         Ok(Arc::new(Self {
-            engine,
-            code: CodeCache::new(code_root, meta)?,
+            contract: WorkerContract::new(LOCAL_WORKER, engine, code),
         }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.contract.engine()
     }
 
     /// Removes code packages no environment can still use (see `CodeCache`).
     pub fn evict_unused_code(&self) -> usize {
-        self.code.evict_unused(self.engine.config().idle_timeout)
+        self.contract
+            .code()
+            .evict_unused(self.engine().config().idle_timeout)
     }
-}
 
-impl LocalInvoker {
-    /// The engine's view of `target`, with its code package unpacked locally.
-    async fn spec(&self, target: &InvokeTarget) -> Result<FunctionSpec, ApiError> {
-        let code_dir = self
-            .code
-            .get(&target.code.sha256, target.code_revision)
-            .await
-            .map_err(|e| match e {
-                CodeError::Unzip(_) => ApiError::new(502, "InvalidZipFileException", e.to_string()),
-                CodeError::Fetch { .. } => ApiError::service(e.to_string()),
-            })?;
-        let c = &target.config;
-        Ok(FunctionSpec {
-            account_id: target.key.account_id.clone(),
-            log_format: nimbus_worker::LogFormat::parse(&c.log_format),
-            function_name: target.key.name.clone(),
-            version: target.version.clone(),
-            arn: target.invoked_arn.clone(),
-            code_dir,
-            layers: vec![],
-            runtime: c.runtime.clone(),
-            handler: c.handler.clone(),
-            memory_mb: u64::from(c.memory_mb),
-            timeout: Duration::from_secs(u64::from(c.timeout_s)),
-            ephemeral_mb: u64::from(c.ephemeral_storage_mb),
-            env: c.environment.clone(),
-            revision: target.revision_id.clone(),
-        })
-    }
-}
-
-impl Invoker for LocalInvoker {
-    fn invoke<'a>(
-        &'a self,
-        target: &'a InvokeTarget,
-        request: InvokeRequest,
-    ) -> BoxFuture<'a, Result<InvokeResult, ApiError>> {
+    /// Runs `call` on the contract, as the only worker there is.
+    fn call<T, F, Fut>(&self, worker: &str, call: F) -> BoxFuture<'static, WorkerResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(WorkerContract) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Rejection>> + Send + 'static,
+    {
+        let contract = self.contract.clone();
+        let known = worker == LOCAL_WORKER;
         Box::pin(async move {
-            let spec = self.spec(target).await?;
-            let inv = Invocation {
-                request_id: request.request_id,
-                payload: request.payload,
-                client_context: request.client_context,
-                cognito_identity: None,
-                trace_id: request.trace_id,
-            };
-            let out = self
-                .engine
-                .invoke(&spec, inv)
-                .await
-                .map_err(|e| ApiError::service(format!("invocation failed: {e}")))?;
-            let function_error = match out.status {
-                InvokeStatus::Ok => None,
-                InvokeStatus::FunctionError { error_type } => Some(error_type),
-            };
-            Ok(InvokeResult {
-                function_error,
-                payload: out.payload,
-                log_tail: out.log_tail,
-            })
-        })
-    }
-
-    fn provision<'a>(
-        &'a self,
-        target: &'a InvokeTarget,
-        count: u32,
-        hold: Duration,
-    ) -> BoxFuture<'a, Result<u32, ApiError>> {
-        Box::pin(async move {
-            let spec = self.spec(target).await?;
-            let allocated = self
-                .engine
-                .provision(&spec, count as usize, hold)
-                .await
-                .map_err(|e| ApiError::service(format!("provisioning failed: {e}")))?;
-            Ok(allocated as u32)
+            if !known {
+                return Err(WorkerError::Rejected(Rejection::new(
+                    Reason::InvalidRequest,
+                    "no such worker",
+                )));
+            }
+            call(contract).await.map_err(WorkerError::Rejected)
         })
     }
 }
 
-impl LocalInvoker {
-    /// Runs a log query on a blocking thread (it reads files); one answer, this worker's.
-    async fn query<T: Send + 'static>(
+impl Workers for LocalWorkers {
+    fn live(&self) -> Vec<WorkerView> {
+        let m = self.engine().metrics();
+        vec![WorkerView {
+            id: LOCAL_WORKER.into(),
+            free_mb: m.capacity_mb.saturating_sub(m.reserved_mb),
+        }]
+    }
+
+    fn invoke(
         &self,
-        query: impl FnOnce(&nimbus_worker::LogStore) -> Result<T, LogQueryError> + Send + 'static,
-    ) -> Result<Vec<T>, LogsError> {
-        let store = self.engine.log_store().clone();
-        match tokio::task::spawn_blocking(move || query(&store)).await {
-            Ok(Ok(r)) => Ok(vec![r]),
-            Ok(Err(LogQueryError::InvalidParameter(m))) => Err(LogsError::invalid(m)),
-            Ok(Err(e)) => Err(LogsError::unavailable(e.to_string())),
-            Err(e) => Err(LogsError::unavailable(e.to_string())),
-        }
+        worker: &str,
+        request: pb::InvokeRequest,
+        _deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<pb::InvokeResponse>> {
+        // The engine enforces Init's and the function's timeouts itself; there is no
+        // connection here that could stop answering.
+        self.call(worker, move |c| async move { c.invoke(request).await })
     }
-}
 
-impl LogSource for LocalInvoker {
+    fn provision(
+        &self,
+        worker: &str,
+        request: pb::ProvisionRequest,
+        _deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<pb::ProvisionResponse>> {
+        self.call(worker, move |c| async move { c.provision(request).await })
+    }
+
     fn filter_log_events(
         &self,
+        worker: &str,
         request: pb::FilterLogEventsRequest,
-    ) -> BoxFuture<'_, Result<Vec<pb::FilterLogEventsResponse>, LogsError>> {
-        Box::pin(self.query(move |s| rpc::filter(s, &request)))
+    ) -> BoxFuture<'static, WorkerResult<pb::FilterLogEventsResponse>> {
+        self.call(worker, move |c| async move {
+            c.filter_log_events(request).await
+        })
     }
 
     fn describe_log_streams(
         &self,
+        worker: &str,
         request: pb::DescribeLogStreamsRequest,
-    ) -> BoxFuture<'_, Result<Vec<pb::DescribeLogStreamsResponse>, LogsError>> {
-        Box::pin(self.query(move |s| rpc::streams(s, &request)))
+    ) -> BoxFuture<'static, WorkerResult<pb::DescribeLogStreamsResponse>> {
+        self.call(worker, move |c| async move {
+            c.describe_log_streams(request).await
+        })
     }
 
     fn describe_log_groups(
         &self,
+        worker: &str,
         request: pb::DescribeLogGroupsRequest,
-    ) -> BoxFuture<'_, Result<Vec<pb::DescribeLogGroupsResponse>, LogsError>> {
-        Box::pin(self.query(move |s| rpc::groups(s, &request)))
+    ) -> BoxFuture<'static, WorkerResult<pb::DescribeLogGroupsResponse>> {
+        self.call(worker, move |c| async move {
+            c.describe_log_groups(request).await
+        })
     }
 }

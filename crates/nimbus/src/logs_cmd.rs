@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use nimbus_gateway::sigv4::{self, SigningParams};
+use nimbus_gateway::http::sigv4::{self, SigningParams};
 use serde_json::{json, Value};
 
 use crate::aws_config::{AwsCredentials, AwsSources};

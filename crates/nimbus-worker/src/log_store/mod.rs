@@ -227,7 +227,7 @@ pub fn valid_stream(name: &str) -> bool {
     let Some((version, id)) = rest.split_once(']') else {
         return false;
     };
-    let version_ok = version == "$LATEST"
+    let version_ok = version == nimbus_types::Qualifier::LATEST
         || (!version.is_empty()
             && version.len() <= 20
             && version.bytes().all(|b| b.is_ascii_digit()));

@@ -5,7 +5,8 @@
 //!   (address, region, zone or edge location, memory, environments) to the metadata
 //!   cluster on start and every `heartbeat` after; gateways learn about workers from
 //!   their watch-fed caches and consider one dead when its heartbeat is stale.
-//! * Serving: the gRPC service in [`service`]; each gateway holds one long-lived HTTP/2
+//! * Serving: the gRPC service in [`service`], an adapter over
+//!   [`WorkerContract`](crate::contract::WorkerContract); each gateway holds one long-lived HTTP/2
 //!   channel to each worker and multiplexes its invocations over it.
 //! * Code: [`CodeCache`] fetches, verifies, unpacks and evicts packages.
 
@@ -21,8 +22,6 @@ use nimbus_meta::MetaClient;
 use nimbus_proto::worker::worker_server::WorkerServer;
 use nimbus_types::{Command, Placement, Worker};
 
-pub use service::{ERROR_TYPE, NOT_STARTED};
-
 use crate::code_cache::CodeCache;
 use crate::{Engine, EngineConfig, EngineError};
 
@@ -31,7 +30,7 @@ use crate::{Engine, EngineConfig, EngineError};
 const DRAIN_LIMIT: Duration = Duration::from_secs(15 * 60 + 10);
 
 /// Largest gRPC message: a 6 MB payload plus its envelope, with room to spare.
-pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = nimbus_types::limits::NODE_MESSAGE_MAX_BYTES;
 
 /// How a worker node is configured.
 #[derive(Debug, Clone)]
@@ -97,9 +96,11 @@ pub async fn run(
             source,
         })?;
     let svc = Arc::new(service::WorkerService {
-        id: config.id.clone(),
-        engine: engine.clone(),
-        code: code.clone(),
+        contract: crate::contract::WorkerContract::new(
+            config.id.clone(),
+            engine.clone(),
+            code.clone(),
+        ),
         in_flight: Arc::default(),
     });
 
@@ -112,7 +113,7 @@ pub async fn run(
         config.placement.clone(),
     );
     let record = move |svc: &service::WorkerService| {
-        let load = svc.load();
+        let load = svc.contract.load();
         Worker {
             id: id.clone(),
             addr: addr.clone(),

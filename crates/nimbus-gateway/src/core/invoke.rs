@@ -1,0 +1,395 @@
+//! Invocations in the core: resolve, admit, place, run, with typed results.
+//!
+//! [`Gateway::invoke`] is the whole synchronous path; the async dispatcher and
+//! provisioned concurrency share its pieces ([`Gateway::admit`], [`Gateway::run`],
+//! [`Gateway::provision`]). Placement tries workers in [`Fleet`](super::fleet::Fleet)
+//! order and follows Lambda's contract for synchronous calls: an attempt that never
+//! reached an execution environment (worker unreachable, full, draining, or unable to
+//! set up its sandbox) is retried on the next worker; one that may have run is not, and
+//! the caller gets a `ServiceException`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nimbus_proto::worker as pb;
+use nimbus_telemetry::FunctionLabels;
+use nimbus_types::{CodeRef, Function, FunctionConfig, FunctionKey, Qualifier};
+use tracing::Instrument;
+
+use super::admission::{Limits, Slot};
+use super::error::ApiError;
+use super::resolve::{self, Named};
+use super::Gateway;
+
+/// Lambda's limit on Init, which a cold start may add to the function's timeout.
+const INIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// One function version, resolved and ready to run.
+#[derive(Debug, Clone)]
+pub struct InvokeTarget {
+    pub key: FunctionKey,
+    /// `$LATEST` or a version number.
+    pub version: Qualifier,
+    pub config: FunctionConfig,
+    pub code: CodeRef,
+    /// The ARN as invoked (with the qualifier, if any).
+    pub invoked_arn: String,
+    /// A metadata revision at which the code package is known to exist.
+    pub code_revision: u64,
+    /// Identity of the configuration (`RevisionId`): environments are reused only for
+    /// the same code and configuration, so an update never runs on stale code.
+    pub revision_id: String,
+}
+
+impl InvokeTarget {
+    /// The function version as workers receive it.
+    pub fn spec(&self) -> pb::FunctionSpec {
+        let c = &self.config;
+        pb::FunctionSpec {
+            account_id: self.key.account_id.clone(),
+            function_name: self.key.name.clone(),
+            version: self.version.to_string(),
+            invoked_arn: self.invoked_arn.clone(),
+            runtime: c.runtime.clone(),
+            handler: c.handler.clone(),
+            memory_mb: u64::from(c.memory_mb),
+            timeout_ms: u64::from(c.timeout_s) * 1000,
+            ephemeral_mb: u64::from(c.ephemeral_storage_mb),
+            environment: c
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            revision_id: self.revision_id.clone(),
+            code_sha256: self.code.sha256.clone(),
+            code_revision: self.code_revision,
+            log_format: c.log_format.clone(),
+        }
+    }
+
+    /// The same function version with the same code and configuration.
+    pub fn same_revision(&self, other: &InvokeTarget) -> bool {
+        self.key == other.key
+            && self.version == other.version
+            && self.revision_id == other.revision_id
+    }
+}
+
+/// One invocation's request.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub payload: Bytes,
+    /// Decoded `X-Amz-Client-Context` JSON.
+    pub client_context: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+/// One invocation's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokeResult {
+    /// Set when the function failed (`X-Amz-Function-Error: Unhandled`).
+    pub function_error: Option<String>,
+    pub payload: Bytes,
+    /// The last 4 KB of the invocation's log.
+    pub log_tail: String,
+}
+
+/// A synchronous invocation's outcome with the version that ran it.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    pub executed_version: Qualifier,
+    pub result: InvokeResult,
+}
+
+/// How invocations are placed on workers.
+#[derive(Debug, Clone)]
+pub struct PlacementConfig {
+    /// Workers tried per placement round, at most.
+    pub max_attempts: usize,
+    /// How long a worker that refused or could not be reached is tried only after the
+    /// others.
+    pub suspect_for: Duration,
+    /// How long an invocation that no worker has started may wait for one (workers
+    /// restarting one after another, a worker's channel reconnecting) before it fails.
+    /// It holds its concurrency slot meanwhile; it never waits once a worker took it.
+    pub placement_wait: Duration,
+    /// How long the load a worker reported with an answer beats its heartbeat.
+    pub load_fresh_for: Duration,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            suspect_for: Duration::from_secs(3),
+            placement_wait: Duration::from_secs(10),
+            load_fresh_for: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Gateway {
+    /// The metric labels of `named` (Lambda's dimensions).
+    pub fn labels(&self, named: &Named) -> FunctionLabels {
+        FunctionLabels::new(
+            &named.key.account_id,
+            &named.key.region,
+            &named.key.name,
+            named.qualifier.as_deref(),
+        )
+    }
+
+    /// Admits one invocation of `function` against its account's limits in its region,
+    /// counting a throttle in Lambda's metrics.
+    pub async fn admit(
+        &self,
+        function: &Function,
+        labels: &FunctionLabels,
+    ) -> Result<Slot, ApiError> {
+        let key = &function.key;
+        let account = self
+            .catalog()
+            .account_concurrency(&key.account_id, &key.region);
+        self.admission()
+            .admit(&Limits {
+                account: &key.account_id,
+                region: &key.region,
+                function_name: &key.name,
+                reserved: function.reserved_concurrency,
+                unreserved: account.unreserved(),
+            })
+            .instrument(tracing::info_span!("admission", otel.name = "Admission"))
+            .await
+            .inspect_err(|e| {
+                if e.is_throttle() {
+                    self.metrics().throttled(labels);
+                }
+            })
+    }
+
+    /// A synchronous invocation: resolve `named`, admit, place and run it to its end.
+    /// The invocation runs to its end even if the caller goes away (as on Lambda), and
+    /// keeps its concurrency slot until then.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        named: &Named,
+        request: InvokeRequest,
+    ) -> Result<Invoked, ApiError> {
+        let (function, target) = resolve::target(self, named)?;
+        let span = tracing::Span::current();
+        span.record("faas.name", named.key.name.as_str());
+        span.record("faas.version", target.version.to_string().as_str());
+        let labels = self.labels(named);
+        let slot = self.admit(&function, &labels).await?;
+        let running = self
+            .metrics()
+            .running(&labels, function.reserved_concurrency.is_none());
+        let started = std::time::Instant::now();
+        let gw = self.clone();
+        let span = tracing::info_span!(
+            "place_and_invoke",
+            otel.name = "Place and invoke",
+            otel.kind = "client",
+        );
+        let executed_version = target.version.clone();
+        let result = tokio::spawn(async move {
+            let result = gw.run(&target, request).instrument(span).await;
+            drop(slot);
+            drop(running);
+            result
+        })
+        .await
+        .map_err(|e| ApiError::service(format!("invocation task failed: {e}")))??;
+        self.metrics()
+            .invoked(&labels, started.elapsed(), result.function_error.is_some());
+        Ok(Invoked {
+            executed_version,
+            result,
+        })
+    }
+
+    /// Places and runs one admitted invocation on a worker.
+    pub async fn run(
+        &self,
+        target: &InvokeTarget,
+        request: InvokeRequest,
+    ) -> Result<InvokeResult, ApiError> {
+        // Init and the function's timeout are enforced by the worker; this only catches
+        // a worker that stopped answering, with room for a loaded machine.
+        let deadline = Duration::from_secs(u64::from(target.config.timeout_s))
+            + INIT_LIMIT
+            + Duration::from_secs(30);
+        let message = pb::InvokeRequest {
+            function: Some(target.spec()),
+            request_id: request.request_id,
+            payload: request.payload.to_vec(),
+            client_context: request.client_context,
+            trace_id: request.trace_id,
+        };
+        let placement = &self.placement;
+        let wait_until = tokio::time::Instant::now() + placement.placement_wait;
+        let mut pause = Duration::from_millis(50);
+        let mut last = None;
+        // Rounds of placement: each tries up to `max_attempts` workers; every failure so
+        // far was "not started", so waiting and placing again is safe.
+        loop {
+            let plan = self.fleet.plan(
+                self.workers.live(),
+                &target.revision_id,
+                placement.load_fresh_for,
+            );
+            if plan.is_empty() {
+                last = Some(ApiError::service(format!(
+                    "no worker is available in region {}",
+                    self.region()
+                )));
+            }
+            for worker in plan.into_iter().take(placement.max_attempts) {
+                let _in_flight = self.fleet.start(&worker);
+                match self
+                    .workers
+                    .invoke(&worker, message.clone(), deadline)
+                    .await
+                {
+                    Ok(resp) => {
+                        self.fleet.record_load(&worker, resp.load);
+                        return Ok(InvokeResult {
+                            function_error: resp.function_error,
+                            payload: resp.payload.into(),
+                            log_tail: resp.log_tail,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(%worker, "invoke failed: {e}");
+                        if !e.retry_elsewhere() {
+                            return Err(e.to_api(&worker));
+                        }
+                        self.fleet.suspect(&worker, placement.suspect_for);
+                        last = Some(e.to_api(&worker));
+                    }
+                }
+            }
+            if tokio::time::Instant::now() + pause > wait_until {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+        Err(last.unwrap_or_else(|| ApiError::service("no worker accepted the invocation")))
+    }
+
+    /// Provisioned concurrency: keeps `count` initialised environments of `target`
+    /// spread over the live workers for `hold` (the caller renews it well before it
+    /// ends); `count` 0 releases them. Returns how many exist now.
+    pub async fn provision(
+        &self,
+        target: &InvokeTarget,
+        count: u32,
+        hold: Duration,
+    ) -> Result<u32, ApiError> {
+        let mut live = self.workers.live();
+        if live.is_empty() {
+            return Err(ApiError::service(format!(
+                "no worker is available in region {}",
+                self.region()
+            )));
+        }
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        let shares = provision_shares(&target.revision_id, live.len(), count);
+        let function = target.spec();
+        // Every live worker hears its share, 0 included: a worker that held some of
+        // these environments before the worker set changed lets them go at once.
+        let calls = live.iter().zip(shares).map(|(w, share)| {
+            let request = pb::ProvisionRequest {
+                function: Some(function.clone()),
+                count: share,
+                hold_ms: hold.as_millis() as u64,
+            };
+            // Environments start one after another, each within Init's limit.
+            let deadline = INIT_LIMIT * share.max(1) + Duration::from_secs(10);
+            let call = self.workers.provision(&w.id, request, deadline);
+            async move {
+                match call.await {
+                    Ok(resp) => {
+                        self.fleet.record_load(&w.id, resp.load);
+                        Ok(resp.allocated)
+                    }
+                    Err(e) => Err(ApiError::service(format!(
+                        "provisioning on worker {}: {e}",
+                        w.id
+                    ))),
+                }
+            }
+        });
+        let mut allocated = 0;
+        let mut first_error = None;
+        for r in futures::future::join_all(calls).await {
+            match r {
+                Ok(n) => allocated += n,
+                Err(e) => {
+                    tracing::warn!("{}", e.message);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if allocated == 0 && count > 0 => Err(e),
+            _ => Ok(allocated),
+        }
+    }
+}
+
+/// How `count` provisioned environments of a revision are spread over `workers` live
+/// workers (sorted by id): evenly, the remainder going to the workers after a starting
+/// point derived from the revision, so that every gateway computes the same shares and
+/// different functions do not all pile onto the first worker.
+pub fn provision_shares(revision_id: &str, workers: usize, count: u32) -> Vec<u32> {
+    if workers == 0 {
+        return Vec::new();
+    }
+    // FNV-1a: stable across processes and builds, unlike std's hasher.
+    let hash = revision_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let start = (hash % workers as u64) as usize;
+    let n = workers as u32;
+    (0..workers)
+        .map(|i| {
+            let rank = ((i + workers - start) % workers) as u32;
+            count / n + u32::from(rank < count % n)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::provision_shares;
+
+    #[test]
+    fn provisioned_environments_are_spread_evenly_and_deterministically() {
+        assert_eq!(provision_shares("r", 0, 5), Vec::<u32>::new());
+        assert_eq!(provision_shares("r", 1, 5), vec![5]);
+        for (workers, count) in [(2, 5), (3, 7), (3, 1), (4, 0)] {
+            let s = provision_shares("rev-a", workers, count);
+            assert_eq!(s.len(), workers);
+            assert_eq!(s.iter().sum::<u32>(), count);
+            assert!(
+                s.iter().max().unwrap() - s.iter().min().unwrap() <= 1,
+                "{s:?}"
+            );
+            assert_eq!(s, provision_shares("rev-a", workers, count), "stable");
+        }
+        // A single environment lands on different workers for different revisions.
+        let spots: std::collections::HashSet<usize> = (0..20)
+            .map(|i| {
+                provision_shares(&format!("rev-{i}"), 3, 1)
+                    .iter()
+                    .position(|n| *n == 1)
+                    .unwrap()
+            })
+            .collect();
+        assert!(spots.len() > 1, "{spots:?}");
+    }
+}

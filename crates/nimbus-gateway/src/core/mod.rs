@@ -1,0 +1,172 @@
+//! The gateway core: everything a front door (the Lambda REST API today; function URLs
+//! and streaming next) needs to serve Lambda, with no HTTP in it.
+//!
+//! An invocation's path: [`resolve`] (name and qualifier → one [`InvokeTarget`]) →
+//! [`admission`] (concurrency limits, from [`catalog`] totals) → [`fleet`] and
+//! [`placement`] (which worker) → [`workers`] (the one boundary to the workers) → the
+//! worker's engine. Nothing here calls back up into a front door.
+//!
+//! Layout:
+//! - this file: [`Gateway`], the core's state, and its configuration.
+//! - [`catalog`]: the metadata kept exact by the watch stream, with per-account totals.
+//! - [`credentials`]: access-key secrets for Signature V4, invalidated by the catalog.
+//! - [`resolve`]: function names and qualifiers → [`InvokeTarget`].
+//! - [`admission`]: concurrency limits: account-wide and reserved per function.
+//! - [`invoke`]: sync invocation, placement with retries, provisioning: typed results.
+//! - [`fleet`], [`placement`]: per-worker knowledge and the placement policy.
+//! - [`workers`]: the [`Workers`] trait and the one mapping of worker rejections.
+//! - [`logs`]: log queries fanned out over the workers.
+//! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
+//! - [`provisioned`]: provisioned concurrency kept initialised on the workers.
+//! - [`error`]: [`ApiError`], the core's error in Lambda's terms.
+
+pub mod admission;
+pub mod async_events;
+pub mod catalog;
+pub mod credentials;
+pub mod error;
+pub mod fleet;
+pub mod invoke;
+pub mod logs;
+pub mod placement;
+pub mod provisioned;
+pub mod resolve;
+pub mod workers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nimbus_meta::MetaClient;
+use nimbus_types::{Command, CommandOutput};
+
+use self::admission::Admission;
+use self::catalog::Catalog;
+use self::credentials::Credentials;
+pub use self::error::ApiError;
+use self::fleet::Fleet;
+pub use self::invoke::{InvokeRequest, InvokeResult, InvokeTarget, Invoked, PlacementConfig};
+pub use self::workers::{WorkerError, WorkerView, Workers};
+
+/// How a gateway is configured.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The region this gateway serves.
+    pub region: String,
+    /// Admit against leases from the metadata leader (required when several gateways
+    /// serve one cluster); otherwise this gateway counts alone.
+    pub leased_admission: bool,
+    pub placement: PlacementConfig,
+}
+
+impl GatewayConfig {
+    pub fn new(region: impl Into<String>, leased_admission: bool) -> Self {
+        Self {
+            region: region.into(),
+            leased_admission,
+            placement: PlacementConfig::default(),
+        }
+    }
+}
+
+/// The state of one gateway, shared by every front door and background loop.
+pub struct Gateway {
+    meta: MetaClient,
+    catalog: Arc<Catalog>,
+    region: String,
+    /// The workers of the region: the only way work leaves the gateway.
+    workers: Arc<dyn Workers>,
+    fleet: Fleet,
+    placement: PlacementConfig,
+    admission: Admission,
+    /// Lambda's function metrics (Invocations, Errors, Throttles, …). The binary adds
+    /// them to its registry.
+    metrics: nimbus_telemetry::LambdaMetrics,
+    /// Provisioned concurrency as the last round of [`provisioned`] left it.
+    provisioned: provisioned::Provisioned,
+    credentials: Credentials,
+}
+
+impl Gateway {
+    /// Connects to the metadata cluster, fills the catalog, and serves over `workers`.
+    pub async fn start(
+        meta: MetaClient,
+        config: GatewayConfig,
+        workers: Arc<dyn Workers>,
+    ) -> Result<Arc<Self>, nimbus_meta::ClientError> {
+        let catalog = Catalog::start(meta.clone()).await?;
+        Ok(Self::new(meta, catalog, config, workers))
+    }
+
+    /// A gateway over an already started catalog (the cluster's workers share it).
+    pub fn new(
+        meta: MetaClient,
+        catalog: Arc<Catalog>,
+        config: GatewayConfig,
+        workers: Arc<dyn Workers>,
+    ) -> Arc<Self> {
+        let admission = if config.leased_admission {
+            Admission::leased(meta.clone())
+        } else {
+            Admission::local()
+        };
+        Arc::new(Self {
+            meta,
+            catalog,
+            region: config.region,
+            workers,
+            fleet: Fleet::default(),
+            placement: config.placement,
+            admission,
+            metrics: nimbus_telemetry::LambdaMetrics::new(),
+            provisioned: Default::default(),
+            credentials: Credentials::default(),
+        })
+    }
+
+    pub fn meta(&self) -> &MetaClient {
+        &self.meta
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    pub fn metrics(&self) -> &nimbus_telemetry::LambdaMetrics {
+        &self.metrics
+    }
+
+    pub fn provisioned(&self) -> &provisioned::Provisioned {
+        &self.provisioned
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Waits until this gateway's catalog reflects a write, so the caller reads its own
+    /// write.
+    pub async fn observe(&self, revision: u64) {
+        if !self
+            .catalog
+            .wait_for(revision, Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!(revision, "catalog did not catch up with a write within 5s");
+        }
+    }
+
+    /// Writes a command and waits until this gateway's catalog shows it.
+    pub async fn write(&self, cmd: Command) -> Result<CommandOutput, ApiError> {
+        let (rev, out) = self.meta.write(cmd).await?;
+        self.observe(rev).await;
+        Ok(out)
+    }
+}

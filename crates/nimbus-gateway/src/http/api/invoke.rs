@@ -1,0 +1,184 @@
+//! Invoke: the REST adapter over [`Gateway::invoke`] and the async queue. It reads
+//! Lambda's headers into typed values, and writes the typed outcome back as Lambda's
+//! headers; resolving, admission and placement are the core's.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use nimbus_telemetry::propagation;
+use nimbus_types::limits::{CLIENT_CONTEXT_MAX_BYTES, LOG_TAIL_MAX_BYTES, SYNC_RESPONSE_MAX_BYTES};
+use nimbus_types::vocabulary::{InvocationType, LogType};
+use nimbus_types::AsyncEvent;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use crate::core::async_events;
+use crate::core::resolve::{self, Named};
+use crate::core::{ApiError, Gateway, InvokeRequest, Invoked};
+use crate::http::extract::QualifiedFunction;
+use crate::http::{Caller, RequestId};
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The API request's span (the root of an invocation's trace in Nimbus), continuing the
+/// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`.
+pub async fn invoke(
+    State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    QualifiedFunction(named): QualifiedFunction,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        "invoke_api",
+        otel.name = "Invoke",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        faas.trigger = "http",
+        faas.invocation_id = %request_id,
+        faas.name = Empty,
+        faas.version = Empty,
+        cloud.provider = "nimbus",
+        cloud.region = %gw.region(),
+        cloud.account.id = %caller.account_id,
+        http.response.status_code = Empty,
+    );
+    if let Some(parent) = propagation::remote_parent(|h| header(&headers, h)) {
+        propagation::set_remote_parent(&span, parent);
+    }
+    let result = run(gw, named, request_id, headers, payload)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status,
+    };
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
+
+async fn run(
+    gw: Arc<Gateway>,
+    named: Named,
+    request_id: String,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let invocation_type = InvocationType::parse(header(&headers, "x-amz-invocation-type"))?;
+    let log_type = LogType::parse(header(&headers, "x-amz-log-type"))?;
+    let payload_max = invocation_type.payload_max();
+    if payload.len() > payload_max {
+        return Err(ApiError::too_large(format!(
+            "{} byte payload is too large for the {invocation_type} invocation type (limit {payload_max} bytes)",
+            payload.len()
+        )));
+    }
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::bad_content(
+            "Could not parse request body into json: payload is not valid JSON",
+        ));
+    }
+    let client_context = match header(&headers, "x-amz-client-context") {
+        None => None,
+        Some(b64) => Some(client_context(b64)?),
+    };
+    match invocation_type {
+        InvocationType::DryRun => {
+            // Checks that the function and qualifier exist, and that the caller may call.
+            resolve::target(&gw, &named)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        InvocationType::Event => {
+            let labels = gw.labels(&named);
+            // Checked now so a missing function is a 404, not a dropped event.
+            resolve::target(&gw, &named)?;
+            let span = tracing::Span::current();
+            let event = AsyncEvent {
+                id: request_id,
+                key: named.key,
+                qualifier: named.qualifier,
+                client_context,
+                // With traces exported, the event carries this request's span as its parent.
+                trace_id: propagation::span_context(&span)
+                    .map(|sc| propagation::amzn_trace_id(&sc))
+                    .or_else(|| header(&headers, "x-amzn-trace-id").map(str::to_string)),
+                enqueued_ms: async_events::now_ms(),
+                attempts: 0,
+                deferrals: 0,
+                not_before_ms: 0,
+                lease: None,
+            };
+            async_events::accept(&gw, event, payload.to_vec()).await?;
+            gw.metrics().async_event_received(&labels);
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        InvocationType::RequestResponse => {
+            let request = InvokeRequest {
+                request_id,
+                payload,
+                client_context,
+                trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
+            };
+            let invoked = gw.invoke(&named, request).await?;
+            response(invoked, log_type)
+        }
+    }
+}
+
+/// `X-Amz-Client-Context`: base64 of a JSON object, at most 3,583 bytes decoded.
+fn client_context(b64: &str) -> Result<String, ApiError> {
+    let invalid =
+        || ApiError::invalid("Client context must be a valid Base64-encoded JSON object.");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| invalid())?;
+    if raw.len() > CLIENT_CONTEXT_MAX_BYTES {
+        return Err(ApiError::invalid(format!(
+            "Client context must be at most {CLIENT_CONTEXT_MAX_BYTES} bytes"
+        )));
+    }
+    String::from_utf8(raw).map_err(|_| invalid())
+}
+
+/// Lambda's answer to a synchronous invocation.
+fn response(invoked: Invoked, log_type: LogType) -> Result<Response, ApiError> {
+    let result = invoked.result;
+    if result.payload.len() > SYNC_RESPONSE_MAX_BYTES {
+        return Err(ApiError::too_large(format!(
+            "Response payload size ({} bytes) exceeded maximum allowed payload size ({SYNC_RESPONSE_MAX_BYTES} bytes).",
+            result.payload.len()
+        )));
+    }
+    let mut resp = (StatusCode::OK, result.payload).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&invoked.executed_version.to_string()) {
+        h.insert("x-amz-executed-version", v);
+    }
+    if result.function_error.is_some() {
+        h.insert(
+            "x-amz-function-error",
+            HeaderValue::from_static("Unhandled"),
+        );
+    }
+    if log_type == LogType::Tail {
+        let tail = result.log_tail.as_bytes();
+        let tail = &tail[tail.len().saturating_sub(LOG_TAIL_MAX_BYTES)..];
+        if let Ok(v) =
+            HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(tail))
+        {
+            h.insert("x-amz-log-result", v);
+        }
+    }
+    Ok(resp)
+}

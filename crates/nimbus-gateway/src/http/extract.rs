@@ -1,0 +1,69 @@
+//! The function a request names, as one extractor instead of an opening in every handler.
+//!
+//! Lambda paths carry the function as `{name}` (a name, a partial or full ARN, with an
+//! optional `:qualifier`); some operations also take a `Qualifier` query parameter.
+//! [`FunctionName`] reads the first, [`QualifiedFunction`] both, and each resolves them
+//! for the authenticated caller in this gateway's region ([`resolve::named`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+
+use super::api::query_map;
+use super::Caller;
+use crate::core::resolve::{self, Named};
+use crate::core::{ApiError, Gateway};
+
+/// The function of the path's `{name}`, ignoring any `Qualifier` query parameter
+/// (operations that have none).
+pub struct FunctionName(pub Named);
+
+/// The function of the path's `{name}` with the `Qualifier` query parameter.
+pub struct QualifiedFunction(pub Named);
+
+fn caller(parts: &Parts) -> Result<&Caller, ApiError> {
+    // Set by the authentication layer before any handler runs.
+    parts
+        .extensions
+        .get::<Caller>()
+        .ok_or_else(|| ApiError::service("request reached a handler unauthenticated"))
+}
+
+async fn path_name(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<String, ApiError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, gw)
+        .await
+        .map_err(|e| ApiError::validation(e.body_text()))?;
+    params
+        .get("name")
+        .cloned()
+        .ok_or_else(|| ApiError::service("route has no function name"))
+}
+
+impl FromRequestParts<Arc<Gateway>> for FunctionName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let name = path_name(parts, gw).await?;
+        let caller = caller(parts)?;
+        Ok(Self(resolve::named(gw, &caller.account_id, &name, None)?))
+    }
+}
+
+impl FromRequestParts<Arc<Gateway>> for QualifiedFunction {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let name = path_name(parts, gw).await?;
+        let caller = caller(parts)?;
+        let q = query_map(parts.uri.query());
+        let qualifier = q.get("Qualifier").map(String::as_str);
+        Ok(Self(resolve::named(
+            gw,
+            &caller.account_id,
+            &name,
+            qualifier,
+        )?))
+    }
+}

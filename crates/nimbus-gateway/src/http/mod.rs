@@ -1,0 +1,250 @@
+//! The gateway's HTTP layer: the Lambda REST API and the CloudWatch Logs API as thin
+//! adapters over [`crate::core`], with Signature V4 authentication of every call.
+//!
+//! Layout:
+//! - this file: the router, authentication, and the request's [`Caller`].
+//! - [`sigv4`]: Signature Version 4 verification.
+//! - [`wire`]: the one mapping of [`ApiError`] to Lambda's wire format.
+//! - [`extract`]: the function named by a request path and its `Qualifier`.
+//! - [`api`]: one module per group of Lambda operations.
+//! - [`logs`]: the CloudWatch Logs API subset.
+
+pub mod api;
+pub mod extract;
+pub mod logs;
+pub mod sigv4;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use self::logs::LogsError;
+use crate::core::credentials::CredentialError;
+use crate::core::{ApiError, Gateway};
+
+/// Largest request body accepted: a 50 MB zip, base64-encoded inside JSON.
+pub const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account_id: String,
+    pub access_key_id: String,
+}
+
+impl Gateway {
+    /// The Lambda API routes, every one behind Signature V4.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let functions = "/2015-03-31/functions";
+        Router::new()
+            // CloudWatch Logs (JSON 1.1): the operation is in `X-Amz-Target`.
+            .route("/", post(logs::api::dispatch))
+            .route(
+                functions,
+                post(api::functions::create).get(api::functions::list),
+            )
+            .route(&format!("{functions}/"), get(api::functions::list))
+            .route(
+                &format!("{functions}/{{name}}"),
+                get(api::functions::get).delete(api::functions::delete),
+            )
+            .route(
+                &format!("{functions}/{{name}}/configuration"),
+                get(api::functions::get_configuration).put(api::functions::update_configuration),
+            )
+            .route(
+                &format!("{functions}/{{name}}/code"),
+                put(api::functions::update_code),
+            )
+            .route(
+                &format!("{functions}/{{name}}/invocations"),
+                post(api::invoke::invoke),
+            )
+            .route(
+                &format!("{functions}/{{name}}/versions"),
+                post(api::versions::publish).get(api::versions::list),
+            )
+            .route(
+                &format!("{functions}/{{name}}/aliases"),
+                post(api::aliases::create).get(api::aliases::list),
+            )
+            .route(
+                &format!("{functions}/{{name}}/aliases/{{alias}}"),
+                get(api::aliases::get)
+                    .put(api::aliases::update)
+                    .delete(api::aliases::delete),
+            )
+            .route(
+                "/2017-10-31/functions/{name}/concurrency",
+                put(api::settings::put_concurrency).delete(api::settings::delete_concurrency),
+            )
+            .route(
+                "/2019-09-30/functions/{name}/concurrency",
+                get(api::settings::get_concurrency),
+            )
+            .route(
+                "/2016-08-19/account-settings",
+                get(api::settings::account_settings),
+            )
+            .route(
+                "/2016-08-19/account-settings/",
+                get(api::settings::account_settings),
+            )
+            .route(
+                "/2019-09-30/functions/{name}/provisioned-concurrency",
+                put(api::provisioned::put)
+                    .get(api::provisioned::get)
+                    .delete(api::provisioned::delete),
+            )
+            .route(
+                "/2019-09-25/functions/{name}/event-invoke-config",
+                put(api::settings::put_event_invoke_config)
+                    .post(api::settings::update_event_invoke_config)
+                    .get(api::settings::get_event_invoke_config)
+                    .delete(api::settings::delete_event_invoke_config),
+            )
+            .route(
+                "/2017-03-31/tags/{arn}",
+                get(api::settings::list_tags)
+                    .post(api::settings::tag)
+                    .delete(api::settings::untag),
+            )
+            .fallback(|| async {
+                ApiError::new(404, "UnknownOperationException", "Unknown operation")
+            })
+            // The authentication layer already bounds bodies (MAX_BODY_BYTES); axum's own
+            // 2 MB default would turn larger uploads into untyped 413s.
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authenticate,
+            ))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Verifies Signature V4 and attaches the [`Caller`]. The body is read here (bounded),
+/// since the signature covers its hash, and handed on unchanged.
+async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (mut parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return with_request_id(
+                ApiError::too_large("Request must be smaller than 70 MB").into_response(),
+                &request_id,
+            )
+        }
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    // CloudWatch Logs calls are signed for service `logs` and answered in its error format.
+    let logs = logs::api::is_logs_request(&parts.method, parts.uri.path(), &parts.headers);
+    let service = if logs { "logs" } else { "lambda" };
+    let caller = match check_signature(&gw, &parts, &headers, &body, service).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(request_id, error = %e, path = parts.uri.path(), "request refused");
+            let resp = if logs {
+                LogsError::from(e).into_response()
+            } else {
+                e.into_response()
+            };
+            return with_request_id(resp, &request_id);
+        }
+    };
+    tracing::debug!(request_id, account = caller.account_id, method = %parts.method, path = parts.uri.path(), "request");
+    parts.extensions.insert(caller);
+    parts.extensions.insert(RequestId(request_id.clone()));
+    let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    with_request_id(resp, &request_id)
+}
+
+/// The request id of the call being served (`x-amzn-RequestId`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = id.parse() {
+        resp.headers_mut().insert("x-amzn-RequestId", v);
+    }
+    resp
+}
+
+async fn check_signature(
+    gw: &Gateway,
+    parts: &axum::http::request::Parts,
+    headers: &[(String, String)],
+    body: &[u8],
+    service: &str,
+) -> Result<Caller, ApiError> {
+    let header = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(sigv4::SigError::Missing)?;
+    let auth = sigv4::parse_authorization(header)?;
+    if auth.service != service {
+        return Err(sigv4::SigError::Scope(format!(
+            "service '{}' should be '{service}'",
+            auth.service
+        ))
+        .into());
+    }
+    if auth.region != gw.region() {
+        return Err(sigv4::SigError::Scope(format!(
+            "region '{}' should be '{}'",
+            auth.region,
+            gw.region()
+        ))
+        .into());
+    }
+    let credential = gw
+        .credentials()
+        .get(gw.catalog(), gw.meta(), &auth.access_key_id)
+        .await
+        .map_err(|e| match e {
+            CredentialError::UnknownKey => sigv4::SigError::UnknownKey.into(),
+            CredentialError::Lookup(e) => e,
+        })?;
+    let req = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers,
+        body,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    sigv4::verify(&req, &auth, &credential.secret, now)?;
+    Ok(Caller {
+        account_id: credential.account_id,
+        access_key_id: auth.access_key_id,
+    })
+}

@@ -1,0 +1,235 @@
+//! The cluster's [`Workers`]: worker nodes reached over gRPC.
+//!
+//! Workers are discovered from the catalog (their registration and heartbeats are
+//! replicated records); a worker whose heartbeat is older than `stale_after` is taken as
+//! dead. The gateway keeps one lazily connected, long-lived HTTP/2 channel per worker and
+//! multiplexes every call to it over that channel. This module is transport only: which
+//! worker to try, and whether to try another, is the core's
+//! ([`Gateway::run`](crate::core::Gateway::run)).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use nimbus_proto::worker as pb;
+use nimbus_proto::worker::worker_client::WorkerClient;
+use nimbus_types::{keys, Entity, Worker};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::core::catalog::Catalog;
+use crate::core::workers::{WorkerError, WorkerResult, WorkerView, Workers};
+
+/// Largest gRPC message: a 6 MB payload plus its envelope.
+const MAX_MESSAGE_BYTES: usize = nimbus_types::limits::NODE_MESSAGE_MAX_BYTES;
+
+/// How the remote workers are found.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// The region whose workers serve this gateway.
+    pub region: String,
+    /// A worker whose last heartbeat is older than this is considered dead.
+    pub stale_after: Duration,
+}
+
+impl RemoteConfig {
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            stale_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The region's worker nodes, over gRPC.
+pub struct RemoteWorkers {
+    config: RemoteConfig,
+    catalog: Arc<Catalog>,
+    /// worker id → (address, channel): created lazily, reused for every later call.
+    channels: Mutex<HashMap<String, (String, WorkerClient<Channel>)>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RemoteWorkers {
+    pub fn new(catalog: Arc<Catalog>, config: RemoteConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            catalog,
+            channels: Mutex::default(),
+        })
+    }
+
+    /// Live workers of the region, per the catalog.
+    pub fn live_records(&self) -> Vec<Worker> {
+        let now = now_ms();
+        let stale = self.config.stale_after.as_millis() as u64;
+        self.catalog
+            .list(&keys::worker(""), None, usize::MAX)
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Entity::Worker(w) => Some(w),
+                _ => None,
+            })
+            .filter(|w| w.region == self.config.region)
+            .filter(|w| now.saturating_sub(w.last_heartbeat_ms) <= stale)
+            .collect()
+    }
+
+    /// The worker's channel, created on first use.
+    fn client(&self, id: &str) -> WorkerResult<WorkerClient<Channel>> {
+        let addr = match self.catalog.get(&keys::worker(id)) {
+            Some(Entity::Worker(w)) => w.addr,
+            _ => {
+                return Err(WorkerError::Unreachable(format!(
+                    "worker {id} is not registered"
+                )))
+            }
+        };
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((a, c)) = channels.get(id) {
+            if *a == addr {
+                return Ok(c.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| WorkerError::Unreachable(format!("address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let c = WorkerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        channels.insert(id.to_string(), (addr, c.clone()));
+        Ok(c)
+    }
+
+    /// Runs one call on `worker`'s channel, classifying its failure.
+    fn call<T, F, Fut>(&self, worker: &str, call: F) -> BoxFuture<'static, WorkerResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(WorkerClient<Channel>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+    {
+        let client = self.client(worker);
+        Box::pin(async move {
+            let client = client?;
+            call(client)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(classify)
+        })
+    }
+}
+
+/// Whether the error chain shows the connection was never established.
+fn is_connect_failure(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            // Raised by the connector alone: a call on an established connection fails
+            // with HTTP/2 errors instead. TimedOut is the connect timeout.
+            if matches!(
+                io.kind(),
+                ConnectionRefused
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+                    | TimedOut
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The one reading of a worker's error status: a typed rejection, a connection that was
+/// never made, or a call that may have run.
+fn classify(status: tonic::Status) -> WorkerError {
+    if let Some(r) = pb::Rejection::from_status(&status) {
+        return WorkerError::Rejected(r);
+    }
+    if is_connect_failure(&status) {
+        return WorkerError::Unreachable(status.message().to_string());
+    }
+    WorkerError::Interrupted(status.message().to_string())
+}
+
+impl Workers for RemoteWorkers {
+    fn live(&self) -> Vec<WorkerView> {
+        self.live_records()
+            .into_iter()
+            .map(|w| WorkerView {
+                free_mb: w.memory_total_mb.saturating_sub(w.memory_used_mb),
+                id: w.id,
+            })
+            .collect()
+    }
+
+    fn invoke(
+        &self,
+        worker: &str,
+        request: pb::InvokeRequest,
+        deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<pb::InvokeResponse>> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(deadline);
+        // The worker's spans join this trace (W3C trace context over gRPC).
+        if let Some(sc) = nimbus_telemetry::propagation::span_context(&tracing::Span::current()) {
+            if let Ok(v) = nimbus_telemetry::propagation::traceparent(&sc).parse() {
+                req.metadata_mut().insert("traceparent", v);
+            }
+        }
+        self.call(worker, move |mut c| async move { c.invoke(req).await })
+    }
+
+    fn provision(
+        &self,
+        worker: &str,
+        request: pb::ProvisionRequest,
+        deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<pb::ProvisionResponse>> {
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(deadline);
+        self.call(worker, move |mut c| async move { c.provision(req).await })
+    }
+
+    fn filter_log_events(
+        &self,
+        worker: &str,
+        request: pb::FilterLogEventsRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::FilterLogEventsResponse>> {
+        self.call(worker, move |mut c| async move {
+            c.filter_log_events(request).await
+        })
+    }
+
+    fn describe_log_streams(
+        &self,
+        worker: &str,
+        request: pb::DescribeLogStreamsRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::DescribeLogStreamsResponse>> {
+        self.call(worker, move |mut c| async move {
+            c.describe_log_streams(request).await
+        })
+    }
+
+    fn describe_log_groups(
+        &self,
+        worker: &str,
+        request: pb::DescribeLogGroupsRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::DescribeLogGroupsResponse>> {
+        self.call(worker, move |mut c| async move {
+            c.describe_log_groups(request).await
+        })
+    }
+}
