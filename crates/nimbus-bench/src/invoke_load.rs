@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -143,7 +143,13 @@ impl DirectRuntime {
 
     /// Fails if a runtime exited or reported an init error.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(e) = self.state.init_error.lock().expect("lock").clone() {
+        if let Some(e) = self
+            .state
+            .init_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
             anyhow::bail!("a direct runtime failed to initialise: {e}");
         }
         self.processes.check_alive()
@@ -162,7 +168,10 @@ async fn direct_invoke(
 ) -> (StatusCode, HeaderMap, Bytes) {
     let id = format!("bench-{}", s.next_id.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = oneshot::channel();
-    s.waiting.lock().expect("lock").insert(id.clone(), tx);
+    s.waiting
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id.clone(), tx);
     let mut headers = HeaderMap::new();
     if s.submit.send(Pending { id, payload }).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, headers, Bytes::new());
@@ -201,7 +210,12 @@ async fn runtime_next(State(s): State<Arc<Direct>>) -> (StatusCode, HeaderMap, B
 }
 
 fn answer(s: &Direct, id: &str, outcome: Outcome) -> StatusCode {
-    match s.waiting.lock().expect("lock").remove(id) {
+    match s
+        .waiting
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(id)
+    {
         Some(tx) => {
             let _ = tx.send(outcome);
             StatusCode::ACCEPTED
@@ -227,7 +241,8 @@ async fn runtime_error(
 }
 
 async fn runtime_init_error(State(s): State<Arc<Direct>>, body: Bytes) -> StatusCode {
-    *s.init_error.lock().expect("lock") = Some(String::from_utf8_lossy(&body).into_owned());
+    *s.init_error.lock().unwrap_or_else(PoisonError::into_inner) =
+        Some(String::from_utf8_lossy(&body).into_owned());
     StatusCode::ACCEPTED
 }
 

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::network::NetworkError;
 
@@ -76,7 +76,7 @@ impl NatLink {
             .status();
         self.used
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.index);
     }
 }
@@ -188,7 +188,7 @@ table inet nimbus {{
     pub(crate) fn allocate(&self, id: &str, state_dir: &Path) -> Result<NatLink, NetworkError> {
         let [a, b] = self.config.pool;
         let index = {
-            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
             // Skip links that exist on the host even if this pool did not
             // create them (another jail in the same process, a crashed worker).
             // Several workers on one host must use different pools (--nat-pool): names

@@ -18,7 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 
 /// Numbers image files uniquely within this process.
 static NEXT_IMAGE: AtomicU64 = AtomicU64::new(0);
@@ -142,7 +142,7 @@ impl ScratchFactory {
     /// is one, else made now.
     pub fn take(&self, size_mb: u64) -> Result<ScratchDisk, ScratchError> {
         let ready = {
-            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
             let disks = ready.entry(size_mb).or_default();
             disks.pop()
         };
@@ -238,7 +238,7 @@ fn refill_loop(factory: Weak<ScratchFactory>) {
     loop {
         let Some(f) = factory.upgrade() else { return };
         let missing: Vec<u64> = {
-            let ready = f.ready.lock().unwrap_or_else(|p| p.into_inner());
+            let ready = f.ready.lock().unwrap_or_else(PoisonError::into_inner);
             let missing = ready
                 .iter()
                 .filter(|(_, disks)| disks.len() < f.prefill)
@@ -249,7 +249,7 @@ fn refill_loop(factory: Weak<ScratchFactory>) {
                 let _ = f
                     .refill
                     .wait_timeout(ready, Duration::from_secs(1))
-                    .unwrap_or_else(|p| p.into_inner());
+                    .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             missing
@@ -259,7 +259,7 @@ fn refill_loop(factory: Weak<ScratchFactory>) {
                 Ok(disk) => f
                     .ready
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .entry(size)
                     .or_default()
                     .push(disk),

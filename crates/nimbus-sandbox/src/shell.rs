@@ -32,7 +32,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -250,7 +250,7 @@ impl ShellPool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ShellShape, Vec<Shell>>> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes a ready shell of `shape` (it is never handed out again), if any.

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -201,7 +201,7 @@ impl LambdaMetrics {
     pub fn set_provisioned(&self, labels: &FunctionLabels, allocated: u32) {
         self.provisioned
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(labels.clone(), allocated);
     }
 
@@ -209,7 +209,7 @@ impl LambdaMetrics {
     pub fn clear_provisioned(&self, labels: &FunctionLabels) {
         self.provisioned
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(labels);
         self.provisioned_executions.remove(labels);
         self.provisioned_utilization.remove(labels);
@@ -221,7 +221,7 @@ impl LambdaMetrics {
         let provisioned = self
             .provisioned
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone();
         for (labels, allocated) in provisioned {
             let running = self.concurrent.get_or_create(&labels).get().max(0);

@@ -6,7 +6,7 @@
 //! callbacks just before each scrape instead of by a timer.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
@@ -48,7 +48,7 @@ impl MetricsRegistry {
         self.inner
             .registry
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .register(name, help, metric);
     }
 
@@ -57,7 +57,7 @@ impl MetricsRegistry {
         self.inner
             .refreshers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .push(Box::new(refresh));
     }
 
@@ -67,7 +67,7 @@ impl MetricsRegistry {
             .inner
             .refreshers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
             refresh();
@@ -77,7 +77,7 @@ impl MetricsRegistry {
             .inner
             .registry
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(PoisonError::into_inner);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out

@@ -47,3 +47,5 @@ pub const LOG_LINE_MAX_BYTES: usize = 256 * 1024;
 pub const NODE_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Total code storage per account and region (`AccountLimit.TotalCodeSize`).
 pub const ACCOUNT_CODE_STORAGE_BYTES: u64 = 80 * 1024 * 1024 * 1024;
+/// Largest Lambda API request body: a 50 MB zip, base64-encoded inside JSON.
+pub const API_BODY_MAX_BYTES: usize = 70 * 1024 * 1024;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nimbus_meta::MetaClient;
@@ -63,7 +63,7 @@ impl CodeCache {
     fn touch(&self, sha256: &str) {
         self.last_used
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(sha256.to_string(), Instant::now());
     }
 
@@ -109,7 +109,10 @@ impl CodeCache {
     pub fn evict_unused(&self, idle_timeout: Duration) -> usize {
         let horizon = idle_timeout + MAX_INVOCATION + Duration::from_secs(60);
         let stale: Vec<String> = {
-            let mut used = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            let mut used = self
+                .last_used
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let stale: Vec<String> = used
                 .iter()
                 .filter(|(_, t)| t.elapsed() > horizon)
@@ -136,7 +139,7 @@ impl CodeCache {
     pub fn len(&self) -> usize {
         self.last_used
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
 

@@ -1,9 +1,10 @@
 //! [`Engine`]: the worker's execution side as one object the node calls.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nimbus_sandbox::{Jail, JailConfig};
+use nimbus_types::limits;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -99,7 +100,7 @@ impl Engine {
                 }
             }
         });
-        *inner.reaper.lock().unwrap_or_else(|p| p.into_inner()) = Some(reaper);
+        *inner.reaper.lock().unwrap_or_else(PoisonError::into_inner) = Some(reaper);
         Ok(Engine { inner })
     }
 
@@ -340,7 +341,7 @@ impl Engine {
             .inner
             .reaper
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
             r.abort();
@@ -349,7 +350,7 @@ impl Engine {
             .inner
             .log_sweeper
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
             r.abort();
@@ -371,12 +372,12 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         RuntimeKind::parse(&spec.runtime)?;
-        if !(128..=10_240).contains(&spec.memory_mb) {
+        if !(u64::from(limits::MEMORY_MIN_MB)..=u64::from(limits::MEMORY_MAX_MB)).contains(&spec.memory_mb) {
             return Err(EngineError::InvalidFunction(
                 "MemorySize must be 128-10240".into(),
             ));
         }
-        if !(512..=10_240).contains(&spec.ephemeral_mb) {
+        if !(u64::from(limits::EPHEMERAL_MIN_MB)..=u64::from(limits::EPHEMERAL_MAX_MB)).contains(&spec.ephemeral_mb) {
             return Err(EngineError::InvalidFunction(
                 "EphemeralStorage must be 512-10240".into(),
             ));
@@ -437,7 +438,7 @@ impl Drop for Reservation<'_> {
 
 impl Inner {
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -3,7 +3,7 @@
 //! time, repeated while warm), Shutdown.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -279,7 +279,7 @@ impl ExecutionEnvironment {
                 let quota = env
                     .sandbox
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .apply_cpu_quota();
                 if let Err(e) = quota {
                     env.kill();
@@ -458,7 +458,7 @@ impl ExecutionEnvironment {
         let peak = exit_peak.or_else(|| {
             self.sandbox
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .memory_peak_bytes()
         });
         peak.unwrap_or(0).div_ceil(1024 * 1024)
@@ -472,7 +472,7 @@ impl ExecutionEnvironment {
     fn kill(&self) {
         self.sandbox
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .kill();
     }
 
@@ -555,7 +555,7 @@ fn spawn_exit_watcher(
         watch.exited().await;
         // Reaping releases the cgroup and scratch disk: blocking work.
         let info = tokio::task::spawn_blocking(move || {
-            let mut s = sandbox.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = sandbox.lock().unwrap_or_else(PoisonError::into_inner);
             // Read the cgroup before reaping: reaping removes it.
             let oom_killed = s.oom_kills() > 0;
             let peak_bytes = s.memory_peak_bytes();

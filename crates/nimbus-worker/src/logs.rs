@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::unix::pipe;
@@ -156,7 +156,7 @@ impl LogCapture {
         }
         self.buffer
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .take(&self.env_id)
     }
 }
@@ -174,7 +174,7 @@ fn read_available(rx: &pipe::Receiver, chunk: &mut [u8], buf: &Mutex<LogBuffer>,
             Ok(0) => return false,
             Ok(n) => buf
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(PoisonError::into_inner)
                 .push_bytes(id, &chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(_) => return false,

@@ -9,7 +9,7 @@
 //! the state machine in [`RuntimeApi`] knows nothing about HTTP.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -197,7 +197,7 @@ impl RuntimeApi {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {

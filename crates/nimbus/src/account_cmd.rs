@@ -28,6 +28,19 @@ pub async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("account {account_id} ready in {region} with access key {access_key_id}");
             Ok(())
         }
+        AccountCommand::DeleteKey {
+            meta,
+            access_key_id,
+        } => {
+            let meta = MetaClient::from_list(&meta).context("--meta")?;
+            meta.write(Command::DeleteAccessKey {
+                access_key_id: access_key_id.clone(),
+            })
+            .await
+            .with_context(|| format!("deleting access key {access_key_id}"))?;
+            println!("access key {access_key_id} deleted");
+            Ok(())
+        }
     }
 }
 

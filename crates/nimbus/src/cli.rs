@@ -309,6 +309,13 @@ pub enum AccountCommand {
         #[arg(long, default_value = "us-east-1")]
         region: String,
     },
+    /// Delete an access key: gateways refuse it within their watch delay.
+    DeleteKey {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        #[arg(long)]
+        access_key_id: String,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -30,7 +30,7 @@ use crate::core::credentials::CredentialError;
 use crate::core::{ApiError, Gateway};
 
 /// Largest request body accepted: a 50 MB zip, base64-encoded inside JSON.
-pub const MAX_BODY_BYTES: usize = 70 * 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = nimbus_types::limits::API_BODY_MAX_BYTES;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]

@@ -182,3 +182,42 @@ def test_the_table_covers_each_kind_of_answer(both):
     assert dev["throttled"]["body"]["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
     assert dev["function error"]["body"]["errorType"] == "ValueError"
     assert dev["timeout"]["function_error"] == "Unhandled"
+
+
+def test_a_deleted_or_rotated_key_stops_working(both):
+    """Gateways cache access-key secrets; the cache follows the metadata, so a key that
+    is rotated or deleted stops working within the watch delay (here, at once: the CLI
+    returns after the write is committed, and the watch delivers it in milliseconds)."""
+    _, _, c = both
+    meta = ",".join(c.meta_addrs)
+    c.cli("account", "create", "--meta", meta, "--account-id", "123456789012", "--access-key-id", "AKIDROTATED",
+          "--region", "us-east-1", env={"NIMBUS_SECRET_ACCESS_KEY": "first-secret"})
+    path = PATH.format("echo")
+
+    def status(secret, key="AKIDROTATED"):
+        deadline = time.time() + 10
+        while True:
+            s, h, _ = call(c.endpoint(0), path, {}, b"{}", key, secret)
+            if s != 403 or time.time() > deadline:
+                return s, h.get("x-amzn-ErrorType")
+            time.sleep(0.2)
+
+    assert status("first-secret")[0] == 200
+    # Rotated: the old secret is refused, the new one works.
+    c.cli("account", "create", "--meta", meta, "--account-id", "123456789012", "--access-key-id", "AKIDROTATED",
+          "--region", "us-east-1", env={"NIMBUS_SECRET_ACCESS_KEY": "second-secret"})
+    deadline = time.time() + 10
+    while call(c.endpoint(0), path, {}, b"{}", "AKIDROTATED", "first-secret")[0] != 403:
+        assert time.time() < deadline, "the old secret still works after rotation"
+        time.sleep(0.2)
+    s, h, _ = call(c.endpoint(0), path, {}, b"{}", "AKIDROTATED", "first-secret")
+    assert (s, h.get("x-amzn-ErrorType")) == (403, "InvalidSignatureException")
+    assert status("second-secret")[0] == 200
+    # Deleted: refused as an unknown key.
+    c.cli("account", "delete-key", "--meta", meta, "--access-key-id", "AKIDROTATED")
+    deadline = time.time() + 10
+    while call(c.endpoint(0), path, {}, b"{}", "AKIDROTATED", "second-secret")[0] != 403:
+        assert time.time() < deadline, "a deleted key still works"
+        time.sleep(0.2)
+    s, h, _ = call(c.endpoint(0), path, {}, b"{}", "AKIDROTATED", "second-secret")
+    assert (s, h.get("x-amzn-ErrorType")) == (403, "UnrecognizedClientException")
