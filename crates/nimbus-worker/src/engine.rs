@@ -372,12 +372,16 @@ impl Engine {
             return Err(EngineError::ShuttingDown);
         }
         RuntimeKind::parse(&spec.runtime)?;
-        if !(u64::from(limits::MEMORY_MIN_MB)..=u64::from(limits::MEMORY_MAX_MB)).contains(&spec.memory_mb) {
+        if !(u64::from(limits::MEMORY_MIN_MB)..=u64::from(limits::MEMORY_MAX_MB))
+            .contains(&spec.memory_mb)
+        {
             return Err(EngineError::InvalidFunction(
                 "MemorySize must be 128-10240".into(),
             ));
         }
-        if !(u64::from(limits::EPHEMERAL_MIN_MB)..=u64::from(limits::EPHEMERAL_MAX_MB)).contains(&spec.ephemeral_mb) {
+        if !(u64::from(limits::EPHEMERAL_MIN_MB)..=u64::from(limits::EPHEMERAL_MAX_MB))
+            .contains(&spec.ephemeral_mb)
+        {
             return Err(EngineError::InvalidFunction(
                 "EphemeralStorage must be 512-10240".into(),
             ));

@@ -188,7 +188,7 @@ pub async fn create(
     }
     validate::tags(&input.tags)?;
     let config = input.config.merge(FunctionConfig::default())?;
-    let key = FunctionKey::new(&caller.account_id, &gw.region(), &name);
+    let key = FunctionKey::new(&caller.account_id, gw.region(), &name);
     if gw.catalog().get(&keys::function(&key)).is_some() {
         return Err(ApiError::new(
             409,
@@ -361,7 +361,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let q = query_map(q.as_deref());
     let limit = max_items(&q)?;
-    let prefix = keys::functions_of(&caller.account_id, &gw.region());
+    let prefix = keys::functions_of(&caller.account_id, gw.region());
     let after = q.get("Marker").map(|m| format!("{prefix}{m}"));
     let page = gw.catalog().list(&prefix, after.as_deref(), limit + 1);
     let mut functions: Vec<serde_json::Value> = page

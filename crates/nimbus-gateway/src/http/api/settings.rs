@@ -136,7 +136,7 @@ fn event_config_json(function_arn: &str, c: &EventInvokeConfig) -> serde_json::V
 fn check_destination(gw: &Gateway, caller: &Caller, d: &Option<String>) -> Result<(), ApiError> {
     match d {
         Some(arn) => {
-            crate::core::async_events::destination::parse(arn, &caller.account_id, &gw.region())
+            crate::core::async_events::destination::parse(arn, &caller.account_id, gw.region())
                 .map(|_| ())
         }
         None => Ok(()),
