@@ -71,7 +71,7 @@ pub(crate) trait Pooled {
     /// False once its runtime process has exited: it can serve nothing more.
     fn is_alive(&self) -> bool;
     /// Made from a pre-created sandbox shell (counted in the metrics).
-    fn from_shell(&self) -> bool;
+    fn made_from_shell(&self) -> bool;
 }
 
 impl Pooled for ExecutionEnvironment {
@@ -87,7 +87,7 @@ impl Pooled for ExecutionEnvironment {
     fn is_alive(&self) -> bool {
         ExecutionEnvironment::is_alive(self)
     }
-    fn from_shell(&self) -> bool {
+    fn made_from_shell(&self) -> bool {
         self.from_shell
     }
 }
@@ -314,7 +314,7 @@ impl<E: Pooled> PoolState<E> {
 
     fn started(&mut self, env: &E) {
         self.starting -= 1;
-        if env.from_shell() {
+        if env.made_from_shell() {
             self.cold_starts_from_shells += 1;
         }
     }

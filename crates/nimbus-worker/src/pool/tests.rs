@@ -52,7 +52,7 @@ impl Pooled for FakeEnv {
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
-    fn from_shell(&self) -> bool {
+    fn made_from_shell(&self) -> bool {
         self.from_shell
     }
 }
