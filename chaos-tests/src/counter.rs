@@ -58,7 +58,7 @@ impl Counter {
     /// (highest concurrency, ids completed, invocations cut short) of a scope, over the
     /// invocations that have ended.
     pub fn observed(&self, scope: &str) -> (u32, HashSet<String>, u64) {
-        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let scopes = crate::lock(&self.scopes);
         scopes
             .get(scope)
             .map(|s| {
@@ -74,7 +74,7 @@ impl Counter {
     /// The ids of a largest set of overlapping invocations, with their start and end
     /// relative to the first of them, in ms (to explain a limit exceeded).
     pub fn witness(&self, scope: &str) -> String {
-        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let scopes = crate::lock(&self.scopes);
         let Some(s) = scopes.get(scope) else {
             return String::new();
         };
@@ -101,7 +101,7 @@ impl Counter {
 
     /// How many invocations of the scope are running now from each address.
     pub fn running_from(&self, scope: &str) -> HashMap<std::net::IpAddr, u32> {
-        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let scopes = crate::lock(&self.scopes);
         scopes
             .get(scope)
             .map(|s| s.running_from.clone())
@@ -110,7 +110,7 @@ impl Counter {
 
     /// How many invocations of the scope are running now.
     pub fn running(&self, scope: &str) -> u32 {
-        let scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let scopes = crate::lock(&self.scopes);
         scopes.get(scope).map_or(0, |s| s.running)
     }
 }
@@ -140,7 +140,7 @@ async fn serve(stream: tokio::net::TcpStream, scopes: Arc<Mutex<HashMap<String, 
     };
     let (scope, id) = (scope.to_string(), id.to_string());
     {
-        let mut scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scopes = crate::lock(&scopes);
         let s = scopes.entry(scope.clone()).or_default();
         s.running += 1;
         *s.running_from.entry(peer).or_default() += 1;
@@ -164,7 +164,7 @@ async fn serve(stream: tokio::net::TcpStream, scopes: Arc<Mutex<HashMap<String, 
             break;
         }
     }
-    let mut scopes = scopes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut scopes = crate::lock(&scopes);
     let s = scopes.entry(scope).or_default();
     s.running -= 1;
     if let Some(n) = s.running_from.get_mut(&peer) {

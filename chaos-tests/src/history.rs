@@ -46,11 +46,11 @@ impl History {
 
     pub fn record(&self, op: Operation) {
         // A poisoned lock means a client panicked; its ops are still worth checking.
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+        crate::lock(&self.ops).push(op);
     }
 
     pub fn operations(&self) -> Vec<Operation> {
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::lock(&self.ops).clone()
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::Context;
 use chaos_tests::docker::{self, Compose};
 use chaos_tests::invocations::{self, InvocationCluster, InvocationFault};
 use chaos_tests::scenario::{self, Fault, MetaCluster, Pace};
+use chaos_tests::summary::Summary;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -117,7 +118,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     // Leftovers of an interrupted run would break the fixed addresses. Workers are not
     // Compose services (see `invocations`): remove them first, they hold the network.
-    remove_workers(&compose).await;
+    invocations::remove_workers(&compose).await;
     let _ = compose.down().await;
     for d in &data_dirs {
         docker::remove_small_filesystem(d).await;
@@ -132,7 +133,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let result = run_scenarios(&cluster, &args, seed, pace).await;
     if !args.keep {
-        remove_workers(&compose).await;
+        invocations::remove_workers(&compose).await;
         let _ = compose.down().await;
         for d in &data_dirs {
             docker::remove_small_filesystem(d).await;
@@ -152,7 +153,7 @@ async fn run_scenarios(
         .leader(Duration::from_secs(60))
         .await
         .context("the cluster never elected a leader")?;
-    let (mut passed, mut failed) = (0, 0);
+    let mut tally = Tally::default();
     for fault in Fault::ALL {
         if args
             .only
@@ -165,14 +166,7 @@ async fn run_scenarios(
         let summary = scenario::run(cluster, fault, seed, pace)
             .await
             .with_context(|| format!("scenario {}", fault.name()))?;
-        println!("{summary}");
-        if summary.passed() {
-            passed += 1;
-        } else {
-            failed += 1;
-            println!("  FAILED: {}", summary.notes);
-        }
-        eprintln!("  ({} took {:.0?})", fault.name(), started.elapsed());
+        tally.record(&summary, started);
     }
     let selected: Vec<InvocationFault> = InvocationFault::ALL
         .into_iter()
@@ -187,29 +181,39 @@ async fn run_scenarios(
             let summary = invocations::run(cluster, &inv, fault, seed, pace)
                 .await
                 .with_context(|| format!("scenario {}", fault.name()))?;
-            println!("{summary}");
-            if summary.passed() {
-                passed += 1;
-            } else {
-                failed += 1;
-                println!("  FAILED: {}", summary.notes);
-            }
-            eprintln!("  ({} took {:.0?})", fault.name(), started.elapsed());
+            tally.record(&summary, started);
         }
     }
     // The plain closing line CI tools read.
-    println!("chaos-tests: {passed} passed, {failed} failed");
-    Ok(failed == 0)
+    println!(
+        "chaos-tests: {} passed, {} failed",
+        tally.passed, tally.failed
+    );
+    Ok(tally.failed == 0)
+}
+
+/// Scenarios passed and failed so far.
+#[derive(Default)]
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    /// Prints a scenario's summary line (and why it failed) and counts it.
+    fn record(&mut self, summary: &Summary, started: std::time::Instant) {
+        println!("{summary}");
+        if summary.passed() {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+            println!("  FAILED: {}", summary.notes);
+        }
+        eprintln!("  ({} took {:.0?})", summary.scenario, started.elapsed());
+    }
 }
 
 /// The Nimbus image the cluster runs (built by `chaos-tests/run`).
 fn image() -> String {
     std::env::var("NIMBUS_IMAGE").unwrap_or_else(|_| "nimbus:dev".into())
-}
-
-async fn remove_workers(compose: &Compose) {
-    for (name, _, _) in invocations::WORKERS {
-        let container = format!("{}_{name}", compose.project);
-        let _ = docker::run("docker", &["rm", "-f", &container], &[]).await;
-    }
 }

@@ -183,12 +183,7 @@ pub async fn run(
     let acked_writes_lost = workload.final_check().await?;
     let ops = history.operations();
     let verdict = linearizability::check(&ops);
-    let successes = workload
-        .obs
-        .successes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let successes = crate::lock(&workload.obs.successes).clone();
     let unrecovered = recoveries_ms.iter().filter(|r| r.is_none()).count();
     Ok(Summary {
         scenario: name.into(),
@@ -215,11 +210,7 @@ pub async fn run(
 async fn wait_recovered(workload: &MetaWorkload, healed: u64) -> Option<u64> {
     let start = Instant::now();
     while start.elapsed() < RECOVERY_BOUND {
-        let first = workload
-            .obs
-            .successes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let first = crate::lock(&workload.obs.successes)
             .iter()
             .copied()
             .filter(|t| *t >= healed)

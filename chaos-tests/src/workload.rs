@@ -143,11 +143,7 @@ impl MetaWorkload {
         self.obs.ops.fetch_add(1, Ordering::Relaxed);
         if ok {
             let now = self.history.now();
-            self.obs
-                .successes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(now);
+            crate::lock(&self.obs.successes).push(now);
         } else {
             self.obs.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -220,11 +216,7 @@ impl MetaWorkload {
         .await;
         let ok = matches!(res, Ok(Ok(_)));
         if ok {
-            self.obs
-                .acked_accounts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(id);
+            crate::lock(&self.obs.acked_accounts).push(id);
         }
         self.done(ok);
     }
@@ -235,12 +227,7 @@ impl MetaWorkload {
         for key in &self.functions {
             self.read(usize::MAX - 1, key).await;
         }
-        let acked = self
-            .obs
-            .acked_accounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let acked = crate::lock(&self.obs.acked_accounts).clone();
         let mut lost = 0;
         for id in acked {
             let q = Query::Get {

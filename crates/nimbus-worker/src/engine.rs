@@ -1,7 +1,7 @@
 //! [`Engine`]: the worker's execution side as one object the node calls.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nimbus_sandbox::{Jail, JailConfig};
 use nimbus_types::limits;
@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::config::EngineConfig;
 use crate::environment::{ExecutionEnvironment, InitializationType, StartError};
 use crate::error::EngineError;
-use crate::function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
+use crate::function::{FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
 use crate::log_store::LogStore;
 use crate::logs;
 use crate::pool::{Acquire, Pool, PoolMetrics};
@@ -35,7 +35,7 @@ struct Inner {
     /// The background retention sweep of `logs`.
     log_sweeper: Mutex<Option<JoinHandle<()>>>,
     jail: Arc<Jail>,
-    pool: Mutex<Pool>,
+    pool: Pool,
     reaper: Mutex<Option<JoinHandle<()>>>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
@@ -80,7 +80,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             logs,
             log_sweeper: Mutex::new(Some(log_sweeper)),
-            pool: Mutex::new(Pool::new(config.max_memory_mb)),
+            pool: Pool::new(config.max_memory_mb),
             jail: Arc::new(jail),
             config,
             reaper: Mutex::new(None),
@@ -93,7 +93,7 @@ impl Engine {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
-                let expired = inner.pool().expire(inner.config.idle_timeout);
+                let expired = inner.pool.expire(inner.config.idle_timeout);
                 for env in expired {
                     tracing::debug!(env = %env.id, "shutting down idle environment");
                     env.shutdown().await;
@@ -148,19 +148,19 @@ impl Engine {
                 limit: MAX_RESPONSE_BYTES,
             });
         }
-        let acquired = self.inner.pool().acquire(&spec.key(), spec.memory_mb, true);
+        let acquired = self.inner.pool.acquire(&spec.key(), spec.memory_mb, true);
         let cold = matches!(acquired, Acquire::Cold { .. });
         let mut env = match acquired {
-            Acquire::Warm(env) => *env,
+            Acquire::Warm(env) => env,
             Acquire::NoCapacity { free_mb } => {
                 return Err(EngineError::NoCapacity {
                     needed_mb: spec.memory_mb,
                     free_mb,
                 })
             }
-            Acquire::Cold { evicted } => {
-                // If the caller goes away mid-start, the reservation is given back.
-                let mut guard = Reservation::starting(&self.inner, spec.memory_mb);
+            Acquire::Cold { slot, evicted } => {
+                // If the caller goes away mid-start, or the start fails, `slot` drops and
+                // gives the reservation back.
                 for e in evicted {
                     e.shutdown().await;
                 }
@@ -180,23 +180,10 @@ impl Engine {
                 .instrument(init_span)
                 .await
                 {
-                    Ok(env) => {
-                        guard.disarm();
-                        let mut pool = self.inner.pool();
-                        pool.started_busy(&spec.key());
-                        if env.from_shell {
-                            pool.started_from_shell();
-                        }
-                        env
-                    }
-                    Err(StartError::Engine(e)) => {
-                        guard.disarm();
-                        self.inner.pool().start_failed(spec.memory_mb);
-                        return Err(e);
-                    }
+                    Ok(env) => slot.into_busy(env),
+                    Err(StartError::Engine(e)) => return Err(e),
                     Err(StartError::Init(failure)) => {
-                        guard.disarm();
-                        self.inner.pool().start_failed(spec.memory_mb);
+                        drop(slot);
                         let outcome = init_failure_outcome(spec, inv, failure);
                         self.persist_logs(spec, &outcome).await;
                         return Ok(outcome);
@@ -221,20 +208,17 @@ impl Engine {
             inv.trace_id = Some(nimbus_telemetry::propagation::amzn_trace_id(&sc));
         }
         // If the caller goes away mid-invocation (a gateway died), the future is dropped
-        // here: the environment is killed by its Drop and the guard gives its memory back.
-        let mut guard = Reservation::busy(&self.inner, env.key.clone(), env.memory_mb);
+        // here: `env` drops, which gives its memory back and kills the environment.
         let (outcome, healthy) = env.invoke(spec, inv).instrument(span.clone()).await;
-        guard.disarm();
         if outcome.status != InvokeStatus::Ok {
             span.record("otel.status_code", "ERROR");
         }
         self.persist_logs(spec, &outcome).await;
         let keep = healthy && !self.is_shutting_down();
         if keep {
-            self.inner.pool().release(env);
+            env.release();
         } else {
-            self.inner.pool().discard(&env.key, env.memory_mb);
-            env.shutdown().await;
+            env.retire().shutdown().await;
         }
         Ok(outcome)
     }
@@ -246,15 +230,12 @@ impl Engine {
         self.check(spec)?;
         let mut started = 0;
         for _ in 0..count {
-            // Bind first: a guard in the match scrutinee would live through the arms.
-            let acquired = self
-                .inner
-                .pool()
-                .acquire(&spec.key(), spec.memory_mb, false);
+            let acquired = self.inner.pool.acquire(&spec.key(), spec.memory_mb, false);
             match acquired {
                 Acquire::Warm(_) => unreachable!("acquire(for_invoke=false) never returns Warm"),
                 Acquire::NoCapacity { .. } => break,
-                Acquire::Cold { evicted } => {
+                // A failed or abandoned start drops `slot`, which releases its memory.
+                Acquire::Cold { slot, evicted } => {
                     for e in evicted {
                         e.shutdown().await;
                     }
@@ -267,21 +248,11 @@ impl Engine {
                     .await
                     {
                         Ok(env) => {
-                            let mut pool = self.inner.pool();
-                            if env.from_shell {
-                                pool.started_from_shell();
-                            }
-                            pool.started_idle(env);
+                            slot.into_idle(env);
                             started += 1;
                         }
-                        Err(StartError::Engine(e)) => {
-                            self.inner.pool().start_failed(spec.memory_mb);
-                            return Err(e);
-                        }
-                        Err(StartError::Init(_)) => {
-                            self.inner.pool().start_failed(spec.memory_mb);
-                            break;
-                        }
+                        Err(StartError::Engine(e)) => return Err(e),
+                        Err(StartError::Init(_)) => break,
                     }
                 }
             }
@@ -301,20 +272,16 @@ impl Engine {
     ) -> Result<usize, EngineError> {
         self.check(spec)?;
         let key = spec.key();
-        let have = {
-            let mut pool = self.inner.pool();
-            pool.hold(&key, count, Instant::now() + hold);
-            pool.environments(&key)
-        };
+        let have = self.inner.pool.hold(&key, count, hold);
         if count > have {
             self.prewarm(spec, count - have).await?;
         }
-        Ok(self.inner.pool().environments(&key).min(count))
+        Ok(self.inner.pool.environments(&key).min(count))
     }
 
     /// Current pool counts.
     pub fn metrics(&self) -> PoolMetrics {
-        let mut m = self.inner.pool().metrics();
+        let mut m = self.inner.pool.metrics();
         m.shells_ready = self
             .inner
             .jail
@@ -328,7 +295,7 @@ impl Engine {
 
     /// Revisions with an idle warm environment right now (for placement).
     pub fn warm_revisions(&self) -> Vec<String> {
-        self.inner.pool().warm_revisions()
+        self.inner.pool.warm_revisions()
     }
 
     /// Stops the reaper and shuts down every idle environment; busy ones are
@@ -355,7 +322,7 @@ impl Engine {
         {
             r.abort();
         }
-        let idle = self.inner.pool().drain_idle();
+        let idle = self.inner.pool.drain_idle();
         for env in idle {
             env.shutdown().await;
         }
@@ -392,57 +359,6 @@ impl Engine {
             ));
         }
         Ok(())
-    }
-}
-
-/// Gives a starting or busy environment's share of the pool back if the invocation's
-/// future is dropped before it finishes (the caller disconnected).
-struct Reservation<'a> {
-    inner: &'a Inner,
-    memory_mb: u64,
-    /// `None` while starting; the busy environment's key otherwise.
-    busy_key: Option<FunctionKey>,
-    armed: bool,
-}
-
-impl<'a> Reservation<'a> {
-    fn starting(inner: &'a Inner, memory_mb: u64) -> Self {
-        Self {
-            inner,
-            memory_mb,
-            busy_key: None,
-            armed: true,
-        }
-    }
-
-    fn busy(inner: &'a Inner, key: FunctionKey, memory_mb: u64) -> Self {
-        Self {
-            inner,
-            memory_mb,
-            busy_key: Some(key),
-            armed: true,
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            match &self.busy_key {
-                None => self.inner.pool().start_failed(self.memory_mb),
-                Some(key) => self.inner.pool().discard(key, self.memory_mb),
-            }
-        }
-    }
-}
-
-impl Inner {
-    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

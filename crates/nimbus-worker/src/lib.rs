@@ -18,7 +18,7 @@
 //! * [`config`]      — [`EngineConfig`].
 //! * [`function`]    — [`FunctionSpec`], [`Invocation`], [`InvokeOutcome`].
 //! * [`engine`]      — [`Engine`]: invoke, prewarm, metrics, shutdown.
-//! * [`pool`]        — warm environments per function version; memory budget, LRU, idle expiry.
+//! * [`pool`]        — warm environments per version; memory, LRU, idle expiry; drop guards.
 //! * `environment`   — one environment's lifecycle (Init, Invoke, Shutdown).
 //! * [`runtime_api`] — the Runtime API 2018-06-01 server, one per environment.
 //! * [`logs`]        — log capture and the START / END / REPORT lines (text or JSON).

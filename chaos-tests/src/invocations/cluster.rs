@@ -1,0 +1,234 @@
+//! The invocation side of the cluster: both gateways (Compose services), both workers
+//! (plain `docker run`, see the parent module for why) and the function whose every
+//! invocation reports to the runner's [`Counter`].
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nimbus_gateway::client::Credentials;
+
+use super::api::{expect_status, Api, SyncOutcome};
+use super::{ACCESS_KEY_ID, ACCOUNT, GATEWAYS, HOST_IP, SECRET_ACCESS_KEY, WORKERS};
+use crate::counter::Counter;
+use crate::docker::{self, Compose, DockerError};
+use crate::scenario::MetaCluster;
+
+/// The handler: holds a connection to the counter for as long as it runs.
+const FUNCTION: &str = r#"import socket, time
+
+def handler(event, context):
+    s = socket.create_connection((event["host"], event["port"]), timeout=10)
+    s.sendall(("B %s %s %.6f\n" % (event["scope"], event["id"], time.time())).encode())
+    end = time.time() + event.get("sleep", 0.2)
+    while time.time() < end:
+        time.sleep(min(0.05, max(0.0, end - time.time())))
+        s.sendall((". %.6f\n" % time.time()).encode())
+    s.sendall(("E %.6f\n" % time.time()).encode())
+    s.close()
+    return {"id": event["id"]}
+"#;
+
+/// Gateways, workers and the counter the functions report to.
+pub struct InvocationCluster {
+    pub compose: Compose,
+    pub image: String,
+    pub meta_addrs: String,
+    pub counter: Counter,
+}
+
+impl InvocationCluster {
+    /// Starts the account bootstrap, both gateways and both workers next to the running
+    /// metadata cluster, and waits until an invocation succeeds.
+    pub async fn start(meta: &MetaCluster, image: &str) -> anyhow::Result<Self> {
+        let cluster = Self {
+            compose: meta.compose.clone(),
+            image: image.to_string(),
+            meta_addrs: meta.addrs().join(","),
+            counter: Counter::start().await?,
+        };
+        cluster.remove_workers().await;
+        cluster
+            .compose
+            .up(&["bootstrap", "gateway1", "gateway2"])
+            .await?;
+        for i in 0..WORKERS.len() {
+            cluster.run_worker(i).await?;
+        }
+        let probe = cluster.create_function("chaos-probe", None).await?;
+        let start = Instant::now();
+        loop {
+            let r = cluster
+                .api()
+                .invoke_sync(0, &probe, &cluster.event(&probe, "probe", 0.0))
+                .await;
+            if r == SyncOutcome::Ok {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(120),
+                "no invocation succeeded through the cluster: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(cluster)
+    }
+
+    pub fn worker_container(&self, i: usize) -> String {
+        worker_container(&self.compose, i)
+    }
+
+    /// `docker run` of worker `i` with exactly what the sandbox needs.
+    async fn run_worker(&self, i: usize) -> Result<(), DockerError> {
+        let (name, ip, zone) = WORKERS[i];
+        let container = self.worker_container(i);
+        let network = format!("{}_control", self.compose.project);
+        let advertise = format!("{ip}:18001");
+        let args = [
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--hostname",
+            name,
+            "--network",
+            &network,
+            "--ip",
+            ip,
+            "--cap-add",
+            "ALL",
+            "--cap-drop",
+            "SYS_RESOURCE",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "systempaths=unconfined",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+            "-v",
+            "/dev:/dev",
+            "--device-cgroup-rule",
+            "b 7:* rmw",
+            "--device-cgroup-rule",
+            "c 10:237 rmw",
+            "-e",
+            "RUST_LOG=info",
+            &self.image,
+            "worker",
+            "--data-dir",
+            "/var/lib/nimbus",
+            "--listen",
+            "0.0.0.0:18001",
+            "--advertise",
+            &advertise,
+            "--meta",
+            &self.meta_addrs,
+            "--region",
+            "us-east-1",
+            "--zone",
+            zone,
+            "--memory-mb",
+            "2048",
+            "--heartbeat-ms",
+            "1000",
+        ];
+        docker_cli(&args).await
+    }
+
+    pub async fn kill_worker(&self, i: usize) -> Result<(), DockerError> {
+        docker_cli(&["kill", "-s", "KILL", &self.worker_container(i)]).await
+    }
+
+    pub async fn start_worker(&self, i: usize) -> Result<(), DockerError> {
+        docker_cli(&["start", &self.worker_container(i)]).await
+    }
+
+    /// SIGTERM: the worker deregisters, refuses new work, finishes what it runs, exits.
+    pub async fn stop_worker(&self, i: usize) -> Result<(), DockerError> {
+        docker_cli(&["stop", "-t", "30", &self.worker_container(i)]).await
+    }
+
+    /// Removes the worker containers (Compose does not know them).
+    pub async fn remove_workers(&self) {
+        remove_workers(&self.compose).await;
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            gateways: GATEWAYS.iter().map(|g| g.1.to_string()).collect(),
+            credentials: Credentials {
+                access_key_id: ACCESS_KEY_ID.into(),
+                secret_access_key: SECRET_ACCESS_KEY.into(),
+                region: "us-east-1".into(),
+            },
+        }
+    }
+
+    /// The event a function invocation gets: where to report, under which id.
+    pub fn event(&self, scope: &str, id: &str, sleep_s: f64) -> Bytes {
+        event(self.counter.port, scope, id, sleep_s)
+    }
+
+    /// Creates the chaos function (its name is also the counter scope), with a reserved
+    /// concurrency when given.
+    pub async fn create_function(
+        &self,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> anyhow::Result<String> {
+        use base64::Engine;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        zip.start_file("app.py", zip::write::SimpleFileOptions::default())?;
+        std::io::Write::write_all(&mut zip, FUNCTION.as_bytes())?;
+        let code = base64::engine::general_purpose::STANDARD.encode(zip.finish()?.into_inner());
+        let api = self.api();
+        let body = serde_json::json!({
+            "FunctionName": name, "Runtime": "python3.11", "Handler": "app.handler",
+            "Role": format!("arn:aws:iam::{ACCOUNT}:role/chaos"), "Timeout": 10,
+            "MemorySize": 128, "Code": {"ZipFile": code},
+        });
+        let r = api
+            .call("POST", "/2015-03-31/functions", body.to_string())
+            .await?;
+        // 409: it exists already (a replayed seed on a kept cluster), with the same code.
+        expect_status(&r, &[201, 409], &format!("CreateFunction {name}"))?;
+        if let Some(n) = reserved {
+            let path = format!("/2017-10-31/functions/{name}/concurrency");
+            let body = serde_json::json!({"ReservedConcurrentExecutions": n}).to_string();
+            let r = api.call("PUT", &path, body).await?;
+            expect_status(&r, &[200], &format!("PutFunctionConcurrency {name}"))?;
+        }
+        Ok(name.to_string())
+    }
+}
+
+/// The event that makes the chaos function report to the counter on `counter_port`
+/// under `scope` and `id`, and run for `sleep_s` seconds.
+pub(super) fn event(counter_port: u16, scope: &str, id: &str, sleep_s: f64) -> Bytes {
+    Bytes::from(
+        serde_json::json!({
+            "host": HOST_IP, "port": counter_port, "scope": scope, "id": id,
+            "sleep": sleep_s,
+        })
+        .to_string(),
+    )
+}
+
+/// Worker `i`'s container name in the Compose project (it is not a Compose service).
+fn worker_container(compose: &Compose, i: usize) -> String {
+    format!("{}_{}", compose.project, WORKERS[i].0)
+}
+
+/// Removes the worker containers of `compose`'s project, whether or not they run (also
+/// the leftovers of an interrupted run, which hold the network and fixed addresses).
+pub async fn remove_workers(compose: &Compose) {
+    for i in 0..WORKERS.len() {
+        let _ = docker_cli(&["rm", "-f", &worker_container(compose, i)]).await;
+    }
+}
+
+/// One `docker` command whose output nobody needs.
+async fn docker_cli(args: &[&str]) -> Result<(), DockerError> {
+    docker::run("docker", args, &[]).await.map(drop)
+}
