@@ -16,7 +16,6 @@
 
 mod apply;
 pub mod backup;
-mod events;
 pub mod snapshot;
 mod tx;
 
