@@ -12,11 +12,14 @@
 //!   the watch stream serves and the request-id table that makes retries idempotent.
 //! - [`crypto`]: AES-256-GCM sealing of code chunks and access-key secrets.
 //! - [`network`]: the Raft transport (openraft's RPCs over tonic).
-//! - [`service`]: the gRPC services (Raft and Metadata) and leader forwarding.
+//! - [`service`]: the gRPC services (Raft and Metadata), one module per concern
+//!   (raft, metadata, code, backup, leases, admin), and leader forwarding written once.
+//! - [`leases`]: the leader's concurrency-lease policy (pure, clock passed in).
 //! - [`node`]: starting a node: open storage, create Raft, serve, form the initial cluster.
 //! - [`metrics`]: Raft's state as Prometheus metrics (term, leader, indexes, snapshots).
 //! - [`client`]: the client that gateways, workers and the CLI use.
 //! - [`error`]: this crate's error types.
+//! - `sync`: taking locks whose holder panicked (one rule for the whole crate).
 #![forbid(unsafe_code)]
 // openraft's trait methods fix the error types (StorageError, RPCError); they are large by
 // design and only travel on error paths.
@@ -33,6 +36,7 @@ pub mod node;
 pub mod raft_types;
 pub mod service;
 pub mod state_machine;
+mod sync;
 
 pub use client::MetaClient;
 pub use error::{ClientError, NodeError};

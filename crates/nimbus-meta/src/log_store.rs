@@ -63,13 +63,24 @@ impl LogStore {
         opts.create_missing_column_families(true);
         let cfs = [CF_LOG, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Self {
+        let store = Self {
             db: Arc::new(db),
             committed: Arc::default(),
-        })
+        };
+        // Start from the committed id saved before a restart, not 0, so status and
+        // metrics are right before the first new commit.
+        let saved = store
+            .get_meta::<Option<LogId>>(KEY_COMMITTED)
+            .map_err(|e| NodeError::Raft(e.to_string()))?
+            .flatten();
+        store
+            .committed
+            .store(saved.map_or(0, |c| c.index), Ordering::Relaxed);
+        Ok(store)
     }
 
-    /// The committed index, kept current by Raft (0 before the first commit).
+    /// The committed index, kept current by Raft through `save_committed` (0 before the
+    /// first commit).
     pub fn committed_index(&self) -> Arc<AtomicU64> {
         self.committed.clone()
     }
@@ -223,5 +234,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             (log_id.index + 1).to_be_bytes(),
         );
         self.db.write_opt(batch, &synced()).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn committed_index_follows_save_committed_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let committed = store.committed_index();
+        assert_eq!(committed.load(Ordering::Relaxed), 0);
+        let id = LogId::new(CommittedLeaderId::new(3, 1), 7);
+        store.save_committed(Some(id)).await.unwrap();
+        assert_eq!(committed.load(Ordering::Relaxed), 7);
+        drop(store);
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.committed_index().load(Ordering::Relaxed), 7);
+        assert_eq!(store.read_committed().await.unwrap(), Some(id));
     }
 }

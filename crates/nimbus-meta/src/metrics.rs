@@ -1,8 +1,6 @@
 //! A metadata node's Raft state as Prometheus metrics, read from openraft's
 //! `RaftMetrics` watch (and the log store's committed index, which `RaftMetrics` lacks).
 
-use std::sync::atomic::Ordering;
-
 use nimbus_telemetry::prometheus_client::metrics::counter::Counter;
 use nimbus_telemetry::prometheus_client::metrics::gauge::Gauge;
 use nimbus_telemetry::MetricsRegistry;
@@ -70,15 +68,13 @@ pub fn register(node: &MetaNode, registry: &MetricsRegistry) {
         snapshots.clone(),
     );
 
-    let raft = node.ctx.raft.clone();
-    let commit_index = node.commit_index.clone();
-    let id = node.ctx.id;
+    let ctx = node.ctx.clone();
     registry.on_scrape(move || {
-        let m = raft.metrics().borrow().clone();
+        let m = ctx.raft.metrics().borrow().clone();
+        let id = ctx.id;
         let idx = |v: Option<u64>| v.map_or(0, |i| i as i64);
         let applied_index = idx(m.last_applied.map(|l| l.index));
-        // Before this node has seen a commit, what it applied is committed.
-        let commit_index = (commit_index.load(Ordering::Relaxed) as i64).max(applied_index);
+        let commit_index = (ctx.committed_index() as i64).max(applied_index);
         term.set(m.current_term as i64);
         leader.set(m.current_leader.map_or(-1, |l| l as i64));
         is_leader.set(i64::from(

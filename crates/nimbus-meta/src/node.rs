@@ -109,8 +109,6 @@ impl NodeConfig {
 pub struct MetaNode {
     pub ctx: Arc<NodeContext>,
     pub local_addr: SocketAddr,
-    /// Raft's committed index on this node (see [`crate::metrics`]).
-    pub commit_index: Arc<std::sync::atomic::AtomicU64>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -126,7 +124,7 @@ impl MetaNode {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| NodeError::io(&cfg.data_dir, e))?;
         let key = ClusterKey::load_or_create(&cfg.key_file, cfg.create_key)?;
         let log = LogStore::open(&cfg.data_dir.join("raft"))?;
-        let commit_index = log.committed_index();
+        let committed = log.committed_index();
         let sm =
             StateMachineStore::open(&cfg.data_dir.join("sm"), &cfg.data_dir.join("snapshots"))?;
         let raft = Raft::new(cfg.id, raft_config, Network, log, sm.clone())
@@ -151,6 +149,7 @@ impl MetaNode {
             sm,
             key,
             cfg.write_timeout,
+            committed,
         ));
         ctx.track_leadership();
 
@@ -210,7 +209,6 @@ impl MetaNode {
         Ok(Self {
             ctx,
             local_addr,
-            commit_index,
             server,
         })
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nimbus_meta::raft_types::Response;
-use nimbus_types::{keys, CodeRef, Command, CommandOutput, Entity, ErrorKind};
+use nimbus_types::{keys, CodeRef, Command, CommandOutput, Entity, ErrorKind, Qualifier};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use proptest::prelude::*;
 
@@ -74,10 +74,11 @@ fn to_command(op: &Op) -> Command {
             key: key(&format!("f{f}")),
             name: format!("a{a}"),
             function_version: if *latest {
-                "$LATEST".into()
+                Qualifier::Latest
             } else {
-                "1".into()
-            },
+                Qualifier::Version(1)
+            }
+            .to_string(),
             description: String::new(),
             routing: None,
         },

@@ -18,7 +18,11 @@ struct Member {
     id: u64,
     addr: String,
     role: String,
+    /// The member's own applied index (`None` when it did not answer).
     applied: Option<u64>,
+    /// The highest index the member knows to be committed; above `applied` while it
+    /// catches up.
+    committed: Option<u64>,
     reachable: bool,
 }
 
@@ -108,7 +112,7 @@ async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
         .clone();
     let mut members = Vec::new();
     for m in &best.members {
-        // Each member's own view of its applied index; ask it if we did not already.
+        // Each member's own view of its indexes; ask it if we did not already.
         let own = match answers.iter().find(|s| s.id == m.id) {
             Some(s) => Some(s.clone()),
             None => MetaClient::node_status(&m.addr).await.ok(),
@@ -118,6 +122,7 @@ async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
             addr: m.addr.clone(),
             role: m.role.clone(),
             applied: own.as_ref().map(|s| s.applied),
+            committed: own.as_ref().map(|s| s.committed),
             reachable: own.is_some(),
         });
     }
@@ -135,15 +140,19 @@ async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "none".into());
             println!("leader: {leader}  term: {}", status.term);
             println!(
-                "{:<4} {:<22} {:<9} {:>8}",
-                "ID", "ADDRESS", "ROLE", "APPLIED"
+                "{:<4} {:<22} {:<9} {:>8} {:>9}",
+                "ID", "ADDRESS", "ROLE", "APPLIED", "COMMITTED"
             );
+            let index = |i: Option<u64>| i.map_or_else(|| "down".into(), |i| i.to_string());
             for m in &status.members {
-                let applied = m
-                    .applied
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| "down".into());
-                println!("{:<4} {:<22} {:<9} {:>8}", m.id, m.addr, m.role, applied);
+                println!(
+                    "{:<4} {:<22} {:<9} {:>8} {:>9}",
+                    m.id,
+                    m.addr,
+                    m.role,
+                    index(m.applied),
+                    index(m.committed)
+                );
             }
         }
     }

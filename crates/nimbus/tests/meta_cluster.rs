@@ -60,7 +60,10 @@ async fn t10_cluster_elects_a_leader_and_reports_status() {
     );
     for m in members {
         assert!(m["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
-        assert!(m["applied"].as_u64().is_some(), "{out}");
+        let applied = m["applied"].as_u64().expect("applied index");
+        // Committed is the log's own index, never behind what the member applied.
+        let committed = m["committed"].as_u64().expect("committed index");
+        assert!(committed >= applied, "{out}");
     }
     // The text form names the leader too.
     let (ok, out, _) = run_cli(&["cluster", "status", "--meta", &c.nodes[0].addr]);
@@ -68,6 +71,7 @@ async fn t10_cluster_elects_a_leader_and_reports_status() {
         ok && out.contains(&format!("leader: {}", c.nodes[leader].id)),
         "{out}"
     );
+    assert!(out.contains("COMMITTED"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,6 @@
 
 mod apply;
 pub mod backup;
-mod events;
 pub mod snapshot;
 mod tx;
 
@@ -147,7 +146,7 @@ impl StateMachineStore {
 
     /// The current database (a snapshot install may replace it; hold the Arc briefly).
     pub fn db(&self) -> Arc<DB> {
-        self.shared.db.read().expect("lock not poisoned").clone()
+        crate::sync::read(&self.shared.db).clone()
     }
 
     /// Subscribes to applied changes.
@@ -440,6 +439,6 @@ impl StateMachineStore {
     /// Bumped each time an installed snapshot replaces the database; watch streams end
     /// when it changes, so watchers resume from history instead of missing entries.
     pub fn generation(&self) -> u64 {
-        *self.shared.generation.read().expect("lock not poisoned")
+        *crate::sync::read(&self.shared.generation)
     }
 }

@@ -55,6 +55,15 @@ fn write_current(dir: &Path, current: &CurrentSnapshot) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Records `file` (in `dir`) as the latest snapshot, described by `meta`.
+fn record_current(dir: &Path, meta: &SnapshotMeta, file: String) -> Result<(), StorageError> {
+    let current = CurrentSnapshot {
+        meta: meta.clone(),
+        file,
+    };
+    write_current(dir, &current).map_err(|e| sm_err(Write, e))
+}
+
 fn remove_other_snapshots(dir: &Path, keep: &str) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -101,14 +110,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                     last_membership: membership,
                     snapshot_id,
                 };
-                write_current(
-                    &snap_dir,
-                    &CurrentSnapshot {
-                        meta: meta.clone(),
-                        file: name,
-                    },
-                )
-                .map_err(|e| sm_err(Write, e))?;
+                record_current(&snap_dir, &meta, name)?;
                 Ok((meta, file))
             },
         )
@@ -165,7 +167,7 @@ pub(super) async fn install(
             .map_err(|e| sm_err(Write, e))?;
         out.sync_all().await.map_err(|e| sm_err(Write, e))?;
     }
-    let next_gen = *sm.shared.generation.read().expect("lock not poisoned") + 1;
+    let next_gen = *crate::sync::read(&sm.shared.generation) + 1;
     let gen_dir = sm.shared.dir.join(format!("gen-{next_gen}"));
     let new_db = {
         let file = file.clone();
@@ -196,24 +198,14 @@ pub(super) async fn install(
         .and_then(|_| std::fs::rename(&tmp, dir.join("CURRENT")))
         .map_err(|e| sm_err(Write, e))?;
     let old = {
-        let mut guard = sm.shared.db.write().expect("lock not poisoned");
+        let mut guard = crate::sync::write(&sm.shared.db);
         std::mem::replace(&mut *guard, Arc::new(new_db))
     };
-    let old_gen = std::mem::replace(
-        &mut *sm.shared.generation.write().expect("lock not poisoned"),
-        next_gen,
-    );
+    let old_gen = std::mem::replace(&mut *crate::sync::write(&sm.shared.generation), next_gen);
     sm.shared
         .applied_tx
         .send_replace(applied.map(|l| l.index).unwrap_or(0));
-    write_current(
-        &snap_dir,
-        &CurrentSnapshot {
-            meta: meta.clone(),
-            file: name,
-        },
-    )
-    .map_err(|e| sm_err(Write, e))?;
+    record_current(&snap_dir, meta, name)?;
     retire_old_generation(old, dir.join(format!("gen-{old_gen}")));
     tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
     Ok(())

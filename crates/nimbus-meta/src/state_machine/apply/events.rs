@@ -6,8 +6,8 @@ use nimbus_types::command::{Command, CommandOutput, QueuedEvent};
 use nimbus_types::limits::ASYNC_PAYLOAD_MAX_BYTES;
 use nimbus_types::{keys, AsyncEvent, Entity, ErrorKind, EventLease, MetaError};
 
-use super::cf;
-use super::tx::EntryTx;
+use crate::state_machine::cf;
+use crate::state_machine::tx::EntryTx;
 
 fn get_event(tx: &EntryTx<'_>, id: &str) -> Result<Option<AsyncEvent>, MetaError> {
     match tx.get(&keys::event(id))? {
@@ -73,10 +73,7 @@ pub(crate) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
             not_before_ms,
         } => retry(tx, id, owner, *function_error, *not_before_ms),
         Command::CompleteEvent { id, destination } => complete(tx, id, destination.as_deref()),
-        _ => Err(MetaError::new(
-            ErrorKind::Service,
-            "not an async event command",
-        )),
+        _ => Err(super::misrouted("an async event")),
     }
 }
 

@@ -1,0 +1,140 @@
+//! Concurrency leases for gateways, granted by the leader (the policy is
+//! [`crate::leases`]; this is its RPC and the pool capacities it reads).
+
+use std::time::{Duration, Instant};
+
+use nimbus_proto::meta as pb;
+use nimbus_types::{keys, Entity, FunctionKey, Query, QueryOutput};
+use tonic::{Request, Response, Status};
+
+use super::forward::{Check, OnLeader};
+use super::{internal, NodeContext};
+use crate::leases::LeaseRequest;
+use crate::sync::lock;
+
+/// How long a concurrency lease is valid; a crashed gateway's slots return after this.
+// 5 s, renewed every second: a leader change (election plus the gateways' failover,
+// 1–3 s) fits inside a lease renewed just before it, so the new leader's warm-up renews
+// what gateways hold instead of throttling them (the chaos rolling restart showed 429s
+// with 3 s). The cost: a crashed gateway's slots return after at most 5 s.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+pub(super) async fn acquire_lease(
+    ctx: &NodeContext,
+    req: Request<pb::LeaseRequest>,
+) -> Result<Response<pb::LeaseResponse>, Status> {
+    // Leadership is confirmed with a quorum before every grant, so a deposed leader
+    // that has not noticed yet cannot hand out slots (see crate::leases).
+    let req = match ctx.on_leader(req, Check::Quorum("lease")).await? {
+        OnLeader::Here(r) => r,
+        OnLeader::Answered(a) => return Ok(a),
+    };
+    let term = ctx.raft.metrics().borrow().current_term;
+    let since = match *lock(&ctx.leading_since) {
+        Some((t, since)) if t == term => since,
+        // Not seen yet by the tracker: count from now, which is only later (safer).
+        _ => Instant::now(),
+    };
+    let capacity = ctx.pool_capacity(&req)?;
+    let pool = if req.function_name.is_empty() {
+        format!("u/{}/{}", req.account_id, req.region)
+    } else {
+        format!("r/{}/{}/{}", req.account_id, req.region, req.function_name)
+    };
+    let now = Instant::now();
+    let mut ledger = lock(&ctx.leases);
+    ledger.observe_term(term, since);
+    let granted = ledger.grant(
+        now,
+        &LeaseRequest {
+            gateway: req.gateway_id,
+            pool,
+            capacity,
+            want: req.want,
+            in_use: req.in_use,
+            held: req.held,
+            release: req.release,
+        },
+    );
+    Ok(Response::new(pb::LeaseResponse {
+        granted,
+        lease_ms: ledger.lease().as_millis() as u64,
+        capacity,
+    }))
+}
+
+impl NodeContext {
+    /// Records when this node becomes leader of a term, from openraft's metrics.
+    pub fn track_leadership(&self) {
+        let mut rx = self.raft.metrics();
+        let since = self.leading_since.clone();
+        let id = self.id;
+        tokio::spawn(async move {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    let mut s = lock(&since);
+                    if m.current_leader == Some(id) {
+                        if s.is_none_or(|(t, _)| t != m.current_term) {
+                            *s = Some((m.current_term, Instant::now()));
+                        }
+                    } else {
+                        *s = None;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// A concurrency pool's capacity, from this node's state machine: a function's
+    /// reserved concurrency, or the account's limit minus everything reserved in the
+    /// region.
+    fn pool_capacity(&self, req: &pb::LeaseRequest) -> Result<u32, Status> {
+        let get = |key: String| match self.sm.query(&Query::Get { key }) {
+            Ok(QueryOutput::Entity(e)) => Ok(e),
+            Ok(_) => Ok(None),
+            Err(e) => Err(internal(e)),
+        };
+        if !req.function_name.is_empty() {
+            let key = FunctionKey {
+                account_id: req.account_id.clone(),
+                region: req.region.clone(),
+                name: req.function_name.clone(),
+            };
+            return match get(keys::function(&key))? {
+                Some(Entity::Function(f)) => Ok(f.reserved_concurrency.unwrap_or(0)),
+                _ => Ok(0),
+            };
+        }
+        let limit = match get(keys::account(&req.account_id))? {
+            Some(Entity::Account(a)) => {
+                a.limits
+                    .get(&req.region)
+                    .copied()
+                    .unwrap_or_default()
+                    .concurrent_executions
+            }
+            _ => return Ok(0),
+        };
+        let functions = match self.sm.query(&Query::List {
+            prefix: keys::functions_of(&req.account_id, &req.region),
+            start_after: None,
+            limit: u32::MAX,
+        }) {
+            Ok(QueryOutput::Entities(v)) => v,
+            Ok(_) => vec![],
+            Err(e) => return Err(internal(e)),
+        };
+        let reserved: u32 = functions
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Entity::Function(f) => f.reserved_concurrency,
+                _ => None,
+            })
+            .sum();
+        Ok(limit.saturating_sub(reserved))
+    }
+}

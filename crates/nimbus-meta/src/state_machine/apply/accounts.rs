@@ -1,0 +1,90 @@
+//! Accounts and their per-region limits, access keys, regions and edge locations.
+
+use nimbus_types::command::{Command, CommandOutput};
+use nimbus_types::{keys, Account, Entity, MetaError, Region};
+
+use super::concurrency::reserved_total;
+use super::misrouted;
+use crate::state_machine::tx::EntryTx;
+
+pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput, MetaError> {
+    match cmd {
+        Command::PutAccount { account_id } => {
+            let key = keys::account(account_id);
+            if !tx.exists(&key)? {
+                let acct = Account {
+                    id: account_id.clone(),
+                    limits: Default::default(),
+                };
+                tx.put(key, Entity::Account(acct));
+            }
+        }
+        Command::SetAccountLimits {
+            account_id,
+            region,
+            limits,
+        } => {
+            let key = keys::account(account_id);
+            let Some(Entity::Account(mut acct)) = tx.get(&key)? else {
+                return Err(MetaError::not_found(format!(
+                    "Account {account_id} not found"
+                )));
+            };
+            let reserved = reserved_total(tx, account_id, region, None)?;
+            if u64::from(limits.concurrent_executions)
+                < reserved + u64::from(limits.unreserved_minimum)
+            {
+                return Err(MetaError::invalid(format!(
+                    "concurrent execution limit {} leaves less than the unreserved minimum {} after {reserved} reserved",
+                    limits.concurrent_executions, limits.unreserved_minimum
+                )));
+            }
+            acct.limits.insert(region.clone(), *limits);
+            tx.put(key, Entity::Account(acct));
+        }
+        Command::PutAccessKey { key } => {
+            if !tx.exists(&keys::account(&key.account_id))? {
+                return Err(MetaError::not_found(format!(
+                    "Account {} not found",
+                    key.account_id
+                )));
+            }
+            tx.put(
+                keys::access_key(&key.access_key_id),
+                Entity::AccessKey(key.clone()),
+            );
+        }
+        Command::DeleteAccessKey { access_key_id } => {
+            let key = keys::access_key(access_key_id);
+            if !tx.exists(&key)? {
+                return Err(MetaError::not_found(format!(
+                    "Access key {access_key_id} not found"
+                )));
+            }
+            tx.delete(key);
+        }
+        Command::PutRegion { name } => {
+            let key = keys::region(name);
+            if !tx.exists(&key)? {
+                let region = Region {
+                    name: name.clone(),
+                    edge_locations: vec![],
+                };
+                tx.put(key, Entity::Region(region));
+            }
+        }
+        Command::PutEdgeLocation { region, location } => {
+            let key = keys::region(region);
+            let Some(Entity::Region(mut r)) = tx.get(&key)? else {
+                return Err(MetaError::not_found(format!("Region {region} not found")));
+            };
+            if !r.edge_locations.contains(location) {
+                r.edge_locations.push(location.clone());
+                r.edge_locations.sort();
+                tx.put(key, Entity::Region(r));
+            }
+        }
+        _ => return Err(misrouted("an account")),
+    }
+    Ok(CommandOutput::Done)
+}
