@@ -31,6 +31,12 @@ impl RegionLimits {
     pub fn unreserved(&self, reserved_total: u32) -> u32 {
         self.concurrent_executions.saturating_sub(reserved_total)
     }
+
+    /// Whether taking `claimed` (reservations, and provisioned concurrency drawn from
+    /// the unreserved pool) out of the limit still leaves the unreserved minimum.
+    pub fn keeps_unreserved_minimum(&self, claimed: u64) -> bool {
+        u64::from(self.unreserved(0)) >= claimed + u64::from(self.unreserved_minimum)
+    }
 }
 
 impl Default for RegionLimits {
@@ -306,4 +312,22 @@ pub enum Entity {
     RetiredNode(u64),
     /// An accepted `Event` invocation that has not finished yet.
     AsyncEvent(AsyncEvent),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegionLimits;
+
+    #[test]
+    fn unreserved_pool_and_its_minimum() {
+        let l = RegionLimits {
+            concurrent_executions: 1000,
+            unreserved_minimum: 100,
+        };
+        assert_eq!(l.unreserved(0), 1000);
+        assert_eq!(l.unreserved(250), 750);
+        assert_eq!(l.unreserved(5000), 0, "never negative");
+        assert!(l.keeps_unreserved_minimum(900));
+        assert!(!l.keeps_unreserved_minimum(901));
+    }
 }

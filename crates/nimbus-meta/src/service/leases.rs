@@ -109,14 +109,8 @@ impl NodeContext {
                 _ => Ok(0),
             };
         }
-        let limit = match get(keys::account(&req.account_id))? {
-            Some(Entity::Account(a)) => {
-                a.limits
-                    .get(&req.region)
-                    .copied()
-                    .unwrap_or_default()
-                    .concurrent_executions
-            }
+        let limits = match get(keys::account(&req.account_id))? {
+            Some(Entity::Account(a)) => a.limits.get(&req.region).copied().unwrap_or_default(),
             _ => return Ok(0),
         };
         let functions = match self.sm.query(&Query::List {
@@ -135,6 +129,6 @@ impl NodeContext {
                 _ => None,
             })
             .sum();
-        Ok(limit.saturating_sub(reserved))
+        Ok(limits.unreserved(reserved))
     }
 }

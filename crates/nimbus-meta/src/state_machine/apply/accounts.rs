@@ -31,9 +31,7 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
                 )));
             };
             let reserved = reserved_total(tx, account_id, region, None)?;
-            if u64::from(limits.concurrent_executions)
-                < reserved + u64::from(limits.unreserved_minimum)
-            {
+            if !limits.keeps_unreserved_minimum(reserved) {
                 return Err(MetaError::invalid(format!(
                     "concurrent execution limit {} leaves less than the unreserved minimum {} after {reserved} reserved",
                     limits.concurrent_executions, limits.unreserved_minimum

@@ -33,11 +33,8 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
             // the unreserved pool too.
             let unreserved_provisioned =
                 unreserved_provisioned_total(tx, &key.account_id, &key.region, &key.name)?;
-            if u64::from(limits.concurrent_executions)
-                < others
-                    + unreserved_provisioned
-                    + u64::from(*reserved)
-                    + u64::from(limits.unreserved_minimum)
+            if !limits
+                .keeps_unreserved_minimum(others + unreserved_provisioned + u64::from(*reserved))
             {
                 return Err(MetaError::invalid(format!(
                     "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [{}].",
@@ -84,9 +81,7 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
                     let reserved = reserved_total(tx, &key.account_id, &key.region, None)?;
                     let provisioned =
                         unreserved_provisioned_total(tx, &key.account_id, &key.region, &key.name)?;
-                    if u64::from(limits.concurrent_executions)
-                        < reserved + provisioned + wanted + u64::from(limits.unreserved_minimum)
-                    {
+                    if !limits.keeps_unreserved_minimum(reserved + provisioned + wanted) {
                         return Err(MetaError::invalid(format!(
                             "Requested Provisioned Concurrency decreases account's UnreservedConcurrentExecution below its minimum value of [{}].",
                             limits.unreserved_minimum
