@@ -141,20 +141,34 @@ impl Gateway {
     }
 }
 
-/// Verifies Signature V4 and attaches the [`Caller`]. The body is read here (bounded),
-/// since the signature covers its hash, and handed on unchanged.
+/// Verifies Signature V4 and attaches the [`Caller`]. Everything that can be checked
+/// without the body is checked first (a declared size over the limit, the key, the scope,
+/// the date, and the signature itself when `x-amz-content-sha256` declares the payload's
+/// hash), so an unauthenticated caller costs no body read. The body is then read
+/// (bounded) and its hash must match what was signed; it is handed on unchanged.
 async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (mut parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return with_request_id(
-                ApiError::too_large("Request must be smaller than 70 MB").into_response(),
-                &request_id,
-            )
-        }
+    // CloudWatch Logs calls are signed for service `logs` and answered in its error format.
+    let is_logs = logs::api::is_logs_request(&parts.method, parts.uri.path(), &parts.headers);
+    let refuse = |e: ApiError, parts: &axum::http::request::Parts| {
+        tracing::info!(request_id, error = %e, path = parts.uri.path(), "request refused");
+        let resp = if is_logs {
+            LogsError::from(e).into_response()
+        } else {
+            e.into_response()
+        };
+        with_request_id(resp, &request_id)
     };
+    let too_large = || ApiError::too_large("Request must be smaller than 70 MB");
+    let declared_len = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_len.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return refuse(too_large(), &parts);
+    }
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -165,21 +179,23 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
             )
         })
         .collect();
-    // CloudWatch Logs calls are signed for service `logs` and answered in its error format.
-    let logs = logs::api::is_logs_request(&parts.method, parts.uri.path(), &parts.headers);
-    let service = if logs { "logs" } else { "lambda" };
-    let caller = match check_signature(&gw, &parts, &headers, &body, service).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(request_id, error = %e, path = parts.uri.path(), "request refused");
-            let resp = if logs {
-                LogsError::from(e).into_response()
-            } else {
-                e.into_response()
-            };
-            return with_request_id(resp, &request_id);
-        }
+    let service = if is_logs { "logs" } else { "lambda" };
+    let signer = match Signer::check(&gw, &parts, &headers, service).await {
+        Ok(s) => s,
+        Err(e) => return refuse(e, &parts),
     };
+    // With the payload's hash declared, the signature is checked before the body is read.
+    if let Err(e) = signer.verify_declared(&parts, &headers) {
+        return refuse(e, &parts);
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return refuse(too_large(), &parts),
+    };
+    if let Err(e) = signer.verify_body(&parts, &headers, &body) {
+        return refuse(e, &parts);
+    }
+    let caller = signer.caller;
     tracing::debug!(request_id, account = caller.account_id, method = %parts.method, path = parts.uri.path(), "request");
     parts.extensions.insert(caller);
     parts.extensions.insert(RequestId(request_id.clone()));
@@ -198,53 +214,105 @@ fn with_request_id(mut resp: Response, id: &str) -> Response {
     resp
 }
 
-async fn check_signature(
-    gw: &Gateway,
-    parts: &axum::http::request::Parts,
-    headers: &[(String, String)],
-    body: &[u8],
-    service: &str,
-) -> Result<Caller, ApiError> {
-    let header = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or(sigv4::SigError::Missing)?;
-    let auth = sigv4::parse_authorization(header)?;
-    if auth.service != service {
-        return Err(sigv4::SigError::Scope(format!(
-            "service '{}' should be '{service}'",
-            auth.service
-        ))
-        .into());
+/// A request whose key, scope and date are good, with what is left to verify.
+struct Signer {
+    auth: sigv4::Authorization,
+    secret: String,
+    caller: Caller,
+    /// `x-amz-content-sha256`, when the client declared the payload's hash.
+    declared: Option<String>,
+    now: i64,
+}
+
+impl Signer {
+    /// Everything but the signature: the header, the scope, the key.
+    async fn check(
+        gw: &Gateway,
+        parts: &axum::http::request::Parts,
+        headers: &[(String, String)],
+        service: &str,
+    ) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(sigv4::SigError::Missing)?;
+        let auth = sigv4::parse_authorization(header)?;
+        if auth.service != service {
+            return Err(sigv4::SigError::Scope(format!(
+                "service '{}' should be '{service}'",
+                auth.service
+            ))
+            .into());
+        }
+        if auth.region != gw.region() {
+            return Err(sigv4::SigError::Scope(format!(
+                "region '{}' should be '{}'",
+                auth.region,
+                gw.region()
+            ))
+            .into());
+        }
+        let declared = sigv4::declared_payload_hash(headers)?.map(str::to_string);
+        let credential = gw
+            .credentials()
+            .get(gw.catalog(), gw.meta(), &auth.access_key_id)
+            .await
+            .map_err(|e| match e {
+                CredentialError::UnknownKey => sigv4::SigError::UnknownKey.into(),
+                CredentialError::Lookup(e) => e,
+            })?;
+        Ok(Self {
+            caller: Caller {
+                account_id: credential.account_id,
+                access_key_id: auth.access_key_id.clone(),
+            },
+            auth,
+            secret: credential.secret,
+            declared,
+            now: time::OffsetDateTime::now_utc().unix_timestamp(),
+        })
     }
-    if auth.region != gw.region() {
-        return Err(sigv4::SigError::Scope(format!(
-            "region '{}' should be '{}'",
-            auth.region,
-            gw.region()
-        ))
-        .into());
+
+    fn verify(
+        &self,
+        parts: &axum::http::request::Parts,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let req = sigv4::SignedRequest {
+            method: parts.method.as_str(),
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query().unwrap_or(""),
+            headers,
+            body,
+        };
+        Ok(sigv4::verify(&req, &self.auth, &self.secret, self.now)?)
     }
-    let credential = gw
-        .credentials()
-        .get(gw.catalog(), gw.meta(), &auth.access_key_id)
-        .await
-        .map_err(|e| match e {
-            CredentialError::UnknownKey => sigv4::SigError::UnknownKey.into(),
-            CredentialError::Lookup(e) => e,
-        })?;
-    let req = sigv4::SignedRequest {
-        method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query().unwrap_or(""),
-        headers,
-        body,
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    sigv4::verify(&req, &auth, &credential.secret, now)?;
-    Ok(Caller {
-        account_id: credential.account_id,
-        access_key_id: auth.access_key_id,
-    })
+
+    /// The signature, before the body is read, when its hash is declared.
+    fn verify_declared(
+        &self,
+        parts: &axum::http::request::Parts,
+        headers: &[(String, String)],
+    ) -> Result<(), ApiError> {
+        match self.declared {
+            // The canonical request uses the declared hash; the body is not needed.
+            Some(_) => self.verify(parts, headers, b""),
+            None => Ok(()),
+        }
+    }
+
+    /// The body against the declared hash, or the signature over the body's own hash.
+    fn verify_body(
+        &self,
+        parts: &axum::http::request::Parts,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        match &self.declared {
+            Some(declared) => Ok(sigv4::check_payload(body, declared)?),
+            None => self.verify(parts, headers, body),
+        }
+    }
 }

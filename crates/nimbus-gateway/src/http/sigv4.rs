@@ -46,6 +46,12 @@ pub enum SigError {
     /// `InvalidSignatureException`.
     #[error("Credential should be scoped to a valid region or service: {0}")]
     Scope(String),
+    /// `InvalidSignatureException`: the Lambda API signs its payloads.
+    #[error("UNSIGNED-PAYLOAD is not accepted: this API requires the payload's SHA-256 in the signature")]
+    UnsignedPayload,
+    /// `InvalidSignatureException`: the body is not the one that was signed.
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    PayloadMismatch,
 }
 
 impl SigError {
@@ -55,9 +61,11 @@ impl SigError {
             SigError::Missing => "MissingAuthenticationTokenException",
             SigError::UnknownKey => "UnrecognizedClientException",
             SigError::Malformed(_) => "IncompleteSignatureException",
-            SigError::Mismatch | SigError::Expired(_) | SigError::Scope(_) => {
-                "InvalidSignatureException"
-            }
+            SigError::Mismatch
+            | SigError::Expired(_)
+            | SigError::Scope(_)
+            | SigError::UnsignedPayload
+            | SigError::PayloadMismatch => "InvalidSignatureException",
         }
     }
 }
@@ -123,6 +131,39 @@ pub struct SignedRequest<'a> {
     /// All headers, any case.
     pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+}
+
+/// The `x-amz-content-sha256` a client may send instead of the payload's hash.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+/// The payload hash the client declared in `x-amz-content-sha256`, if any. The signature
+/// then covers this value, so it must be checked against the body
+/// ([`check_payload`]); `UNSIGNED-PAYLOAD` (a signature over no body at all) is refused.
+pub fn declared_payload_hash(headers: &[(String, String)]) -> Result<Option<&str>, SigError> {
+    let Some((_, v)) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-content-sha256"))
+    else {
+        return Ok(None);
+    };
+    if v == UNSIGNED_PAYLOAD {
+        return Err(SigError::UnsignedPayload);
+    }
+    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SigError::Malformed(
+            "x-amz-content-sha256 must be the hex SHA-256 of the payload".into(),
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// Whether `body` is the payload whose hash was declared (and signed).
+pub fn check_payload(body: &[u8], declared: &str) -> Result<(), SigError> {
+    if sha256_hex(body).eq_ignore_ascii_case(declared) {
+        Ok(())
+    } else {
+        Err(SigError::PayloadMismatch)
+    }
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -522,6 +563,38 @@ mod tests {
             body,
         };
         assert_eq!(verify(&req, &auth, SECRET, NOW), Err(SigError::Mismatch));
+    }
+
+    #[test]
+    fn a_declared_payload_hash_must_be_the_bodys() {
+        let body = br#"{"a":1}"#;
+        let good = sha256_hex(body);
+        let h = vec![("X-Amz-Content-Sha256".to_string(), good.clone())];
+        assert_eq!(declared_payload_hash(&h), Ok(Some(good.as_str())));
+        assert_eq!(check_payload(body, &good), Ok(()));
+        assert_eq!(check_payload(b"{}", &good), Err(SigError::PayloadMismatch));
+        assert_eq!(declared_payload_hash(&[]), Ok(None));
+        let unsigned = vec![(
+            "x-amz-content-sha256".to_string(),
+            UNSIGNED_PAYLOAD.to_string(),
+        )];
+        assert_eq!(
+            declared_payload_hash(&unsigned),
+            Err(SigError::UnsignedPayload)
+        );
+        let junk = vec![("x-amz-content-sha256".to_string(), "abc".to_string())];
+        assert!(matches!(
+            declared_payload_hash(&junk),
+            Err(SigError::Malformed(_))
+        ));
+        assert_eq!(
+            SigError::PayloadMismatch.error_type(),
+            "InvalidSignatureException"
+        );
+        assert_eq!(
+            SigError::UnsignedPayload.error_type(),
+            "InvalidSignatureException"
+        );
     }
 
     #[test]

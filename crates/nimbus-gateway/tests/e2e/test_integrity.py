@@ -1,0 +1,91 @@
+"""Request integrity at the gateway, tried as an attacker would: a signed request replayed
+with another body, an unsigned payload, and large bodies from callers who cannot sign."""
+import hashlib
+import socket
+import time
+from urllib.parse import urlparse
+
+import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from conftest import ECHO
+
+PATH = "/2015-03-31/functions/integrity/invocations"
+
+
+def signed_headers(endpoint, body, declared=None, key="test", secret="test"):
+    headers = {"Content-Type": "application/json"}
+    if declared is not None:
+        headers["X-Amz-Content-SHA256"] = declared
+    req = AWSRequest(method="POST", url=endpoint + PATH, data=body, headers=headers)
+    SigV4Auth(Credentials(key, secret), "lambda", "us-east-1").add_auth(req)
+    return dict(req.headers.items())
+
+
+def post(endpoint, headers, body):
+    r = urllib3.request("POST", endpoint + PATH, body=body, headers=headers, retries=False,
+                        timeout=urllib3.Timeout(connect=5, read=30))
+    return r.status, r.headers.get("x-amzn-ErrorType"), r.data
+
+
+def sha(body):
+    return hashlib.sha256(body).hexdigest()
+
+
+def test_a_body_must_be_the_one_that_was_signed(endpoint, make_function):
+    make_function("integrity", code=ECHO)
+    body = b'{"transfer": 1}'
+    headers = signed_headers(endpoint, body, declared=sha(body))
+    assert post(endpoint, headers, body)[0] == 200
+    # The same signed headers (a replay) with another body.
+    status, error, _ = post(endpoint, headers, b'{"transfer": 1000000}')
+    assert (status, error) == (403, "InvalidSignatureException")
+    # Without the header the signature covers the body's own hash: tampering fails too.
+    headers = signed_headers(endpoint, body)
+    assert post(endpoint, headers, body)[0] == 200
+    assert post(endpoint, headers, b'{"transfer": 2}')[:2] == (403, "InvalidSignatureException")
+
+
+def test_unsigned_payload_is_refused(endpoint, make_function):
+    make_function("integrity", code=ECHO)
+    headers = signed_headers(endpoint, b"{}", declared="UNSIGNED-PAYLOAD")
+    status, error, body = post(endpoint, headers, b'{"anything": "goes"}')
+    assert (status, error) == (403, "InvalidSignatureException")
+    assert b"UNSIGNED-PAYLOAD" in body
+    # A declared hash that is no hash at all.
+    headers = signed_headers(endpoint, b"{}", declared="not-a-hash")
+    assert post(endpoint, headers, b"{}")[:2] == (403, "IncompleteSignatureException")
+
+
+def refused_before_the_body(endpoint, headers, declared_len):
+    """Sends the headers and 1 KB of a `declared_len` body; returns the gateway's status
+    line, which must come back while the rest of the body was never sent."""
+    url = urlparse(endpoint)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        head = f"POST {PATH} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+        for k, v in headers.items():
+            if k.lower() not in ("host", "content-length"):
+                head += f"{k}: {v}\r\n"
+        head += f"Content-Length: {declared_len}\r\n\r\n"
+        s.sendall(head.encode() + b"x" * 1024)
+        started = time.time()
+        data = s.recv(4096)
+        return data.split(b"\r\n", 1)[0].decode(), time.time() - started
+
+
+def test_callers_who_cannot_sign_cost_no_body_read(endpoint):
+    size = 65 * 1024 * 1024
+    # An unknown key: refused from the headers alone.
+    headers = signed_headers(endpoint, b"", key="AKIDNOBODY", secret="x")
+    line, waited = refused_before_the_body(endpoint, headers, size)
+    assert line.startswith("HTTP/1.1 403"), line
+    assert waited < 5
+    # A known key with a declared payload hash but a wrong signature.
+    headers = signed_headers(endpoint, b"", declared=sha(b"x" * size), secret="wrong")
+    line, _ = refused_before_the_body(endpoint, headers, size)
+    assert line.startswith("HTTP/1.1 403"), line
+    # Over the API's limit, refused by its declared length.
+    line, _ = refused_before_the_body(endpoint, signed_headers(endpoint, b""), 71 * 1024 * 1024)
+    assert line.startswith("HTTP/1.1 413"), line
