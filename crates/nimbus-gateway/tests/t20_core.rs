@@ -369,6 +369,30 @@ async fn with_every_worker_refusing_it_waits_for_one_then_fails() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn full_workers_are_a_throttle_after_a_bounded_wait_not_a_fault() {
+    let workers = FakeWorkers::with(&[("a", 900), ("b", 100)]);
+    workers.always("a", Script::Reject(Reason::Busy));
+    workers.always("b", Script::Reject(Reason::Busy));
+    let gw = gateway(workers.clone());
+    let started = tokio::time::Instant::now();
+    let e = gw.invoke(&named("f", None), request()).await.unwrap_err();
+    assert_eq!(
+        (e.status, e.error_type.as_str()),
+        (429, "TooManyRequestsException")
+    );
+    assert_eq!(e.reason.as_deref(), Some("InsufficientWorkerCapacity"));
+    assert!(started.elapsed() <= Duration::from_secs(11), "bounded wait");
+    // Capacity that frees up within the wait is used.
+    let workers = FakeWorkers::with(&[("a", 900)]);
+    for _ in 0..3 {
+        workers.script("a", Script::Reject(Reason::Busy));
+    }
+    let gw = gateway(workers.clone());
+    gw.invoke(&named("f", None), request()).await.unwrap();
+    assert_eq!(workers.calls().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
 async fn reserved_concurrency_throttles_without_reaching_a_worker() {
     let workers = FakeWorkers::with(&[("a", 900)]);
     let gw = gateway(workers.clone());

@@ -22,6 +22,9 @@ use super::error::ApiError;
 use super::resolve::{self, Named};
 use super::Gateway;
 
+/// `Reason` of the throttle answered when every worker of the region is full.
+pub const WORKER_CAPACITY_REASON: &str = "InsufficientWorkerCapacity";
+
 /// Lambda's limit on Init, which a cold start may add to the function's timeout.
 const INIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -201,7 +204,13 @@ impl Gateway {
             result
         })
         .await
-        .map_err(|e| ApiError::service(format!("invocation task failed: {e}")))??;
+        .map_err(|e| ApiError::service(format!("invocation task failed: {e}")))?
+        .inspect_err(|e| {
+            // No worker had room: counted like any other throttle.
+            if e.is_throttle() {
+                self.metrics().throttled(&labels);
+            }
+        })?;
         self.metrics()
             .invoked(&labels, started.elapsed(), result.function_error.is_some());
         Ok(Invoked {
@@ -232,6 +241,9 @@ impl Gateway {
         let wait_until = tokio::time::Instant::now() + placement.placement_wait;
         let mut pause = Duration::from_millis(50);
         let mut last = None;
+        // Whether every refusal so far was a full worker: then the region is out of
+        // capacity, which the caller hears as a throttle (retryable), not a fault.
+        let mut only_busy = true;
         // Rounds of placement: each tries up to `max_attempts` workers; every failure so
         // far was "not started", so waiting and placing again is safe.
         loop {
@@ -266,6 +278,7 @@ impl Gateway {
                         if !e.retry_elsewhere() {
                             return Err(e.to_api(&worker));
                         }
+                        only_busy &= e.is_busy();
                         self.fleet.suspect(&worker, placement.suspect_for);
                         last = Some(e.to_api(&worker));
                     }
@@ -277,7 +290,17 @@ impl Gateway {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-        Err(last.unwrap_or_else(|| ApiError::service("no worker accepted the invocation")))
+        match last {
+            Some(_) if only_busy => Err(ApiError::throttled(
+                WORKER_CAPACITY_REASON,
+                format!(
+                    "No worker in region {} has memory for another environment now; retry later.",
+                    self.region()
+                ),
+            )),
+            Some(e) => Err(e),
+            None => Err(ApiError::service("no worker accepted the invocation")),
+        }
     }
 
     /// Provisioned concurrency: keeps `count` initialised environments of `target`

@@ -53,6 +53,11 @@ impl WorkerError {
         }
     }
 
+    /// The worker had no memory for another environment.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, WorkerError::Rejected(r) if r.reason() == Reason::Busy)
+    }
+
     /// The Lambda error kind of a failure (the one mapping of rejections).
     pub fn kind(&self) -> ErrorKind {
         match self {
