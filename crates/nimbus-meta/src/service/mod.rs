@@ -39,9 +39,11 @@ pub use context::NodeContext;
 pub use leases::LEASE;
 pub use raft::RaftService;
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CodeChunk, Status>> + Send>>;
-type BackupStream = Pin<Box<dyn Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+/// A server stream of `T`s, as tonic's generated traits take it.
+type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+type EventStream = ServerStream<pb::WatchEvent>;
+type ChunkStream = ServerStream<pb::CodeChunk>;
+type BackupStream = ServerStream<pb::BackupChunk>;
 
 /// "Try again, maybe on another node": the client retries these with the same request id.
 fn unavailable(msg: impl Into<String>) -> Status {
@@ -54,9 +56,7 @@ fn internal(e: impl ToString) -> Status {
 }
 
 /// The response for a server stream fed by a task through `rx`.
-fn stream<T: Send + 'static>(
-    rx: mpsc::Receiver<Result<T, Status>>,
-) -> Response<Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>> {
+fn stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Response<ServerStream<T>> {
     Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
