@@ -24,3 +24,26 @@ pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, RwLock};
+
+    #[test]
+    fn a_poisoned_lock_is_taken_as_it_is() {
+        let m = Arc::new(Mutex::new(1));
+        let l = Arc::new(RwLock::new(2));
+        let (m2, l2) = (m.clone(), l.clone());
+        let panicked = std::thread::spawn(move || {
+            let _m = m2.lock().unwrap();
+            let _l = l2.write().unwrap();
+            panic!("holder panics");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert!(m.is_poisoned() && l.is_poisoned());
+        *super::lock(&m) += 1;
+        *super::write(&l) += 1;
+        assert_eq!((*super::lock(&m), *super::read(&l)), (2, 3));
+    }
+}
