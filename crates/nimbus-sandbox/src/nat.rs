@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 
+pub use ipnet::Ipv4Net;
+
 use crate::network::NetworkError;
 
 /// Host interfaces of environments are named `nmb<N>`; the firewall matches the prefix.
@@ -24,6 +26,25 @@ fn iface_name(b: u8, index: u32) -> String {
 /// Largest link index: a /16 holds 16,384 /30 links.
 const MAX_LINKS: u32 = 16_383;
 
+/// Destinations no environment may reach unless the operator allows them: private
+/// (RFC 1918), shared (RFC 6598, which also holds the environments' own links),
+/// link-local (with the clouds' instance-metadata address 169.254.169.254), loopback,
+/// "this network", multicast and reserved. Cluster nodes normally sit in these ranges;
+/// whatever the network layout, a function cannot open a connection to them.
+pub const DENIED_IPV4: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+/// The same for IPv6: unique-local, link-local, loopback and IPv4-mapped.
+pub const DENIED_IPV6: &[&str] = &["fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96"];
+
 /// Host-wide settings for [`crate::NetworkMode::Nat`].
 #[derive(Debug, Clone)]
 pub struct NatConfig {
@@ -32,6 +53,9 @@ pub struct NatConfig {
     pub pool: [u8; 2],
     /// The one DNS resolver environments may send port-53 traffic to.
     pub dns_resolver: Ipv4Addr,
+    /// Destinations in [`DENIED_IPV4`] that environments may reach over TCP anyway (a
+    /// database a function must use). Empty by default.
+    pub egress_allow: Vec<Ipv4Net>,
 }
 
 impl Default for NatConfig {
@@ -39,8 +63,39 @@ impl Default for NatConfig {
         NatConfig {
             pool: [100, 96],
             dns_resolver: Ipv4Addr::new(1, 1, 1, 1),
+            egress_allow: Vec::new(),
         }
     }
+}
+
+/// The nftables rules of the egress policy, in order (see [`NatNetwork::install`]).
+fn egress_rules(p: &str, config: &NatConfig) -> String {
+    let dns = config.dns_resolver;
+    let mut rules = format!(
+        r#"    # DNS only to the configured resolver (wherever it is).
+    iifname "{p}*" ip daddr {dns} udp dport 53 accept
+    iifname "{p}*" ip daddr {dns} tcp dport 53 accept
+    iifname "{p}*" meta l4proto udp drop
+    # No spam.
+    iifname "{p}*" tcp dport 25 drop
+"#
+    );
+    if !config.egress_allow.is_empty() {
+        let allow: Vec<String> = config.egress_allow.iter().map(|n| n.to_string()).collect();
+        rules.push_str(&format!(
+            "    # The operator's allow-list.\n    iifname \"{p}*\" ip daddr {{ {} }} meta l4proto tcp accept\n",
+            allow.join(", ")
+        ));
+    }
+    rules.push_str(&format!(
+        "    # Private, shared, link-local, loopback, multicast and reserved destinations:\n    # the cluster's nodes, other workers, instance metadata.\n    iifname \"{p}*\" ip daddr {{ {} }} drop\n    iifname \"{p}*\" ip6 daddr {{ {} }} drop\n",
+        DENIED_IPV4.join(", "),
+        DENIED_IPV6.join(", ")
+    ));
+    rules.push_str(&format!(
+        "    iifname \"{p}*\" meta l4proto tcp accept\n    iifname \"{p}*\" drop\n"
+    ));
+    rules
 }
 
 /// The host-wide NAT setup and the pool of links.
@@ -128,8 +183,8 @@ impl NatNetwork {
                 detail: e.to_string(),
             }
         })?;
-        let dns = config.dns_resolver;
         let p = HOST_IFACE_PREFIX;
+        let egress = egress_rules(p, &config);
         // Our chains run before iptables' (priority -10 < 0) and drop what
         // the policy forbids; a drop is final in netfilter.
         let ruleset = format!(
@@ -147,15 +202,7 @@ table inet nimbus {{
     oifname "{p}*" ct state established,related accept
     # No inbound connections, no environment-to-environment traffic.
     oifname "{p}*" drop
-    # DNS only to the configured resolver.
-    iifname "{p}*" ip daddr {dns} udp dport 53 accept
-    iifname "{p}*" ip daddr {dns} tcp dport 53 accept
-    iifname "{p}*" meta l4proto udp drop
-    # No spam.
-    iifname "{p}*" tcp dport 25 drop
-    iifname "{p}*" meta l4proto tcp accept
-    iifname "{p}*" drop
-  }}
+{egress}  }}
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
     iifname "{p}*" oifname != "{p}*" masquerade
@@ -259,5 +306,30 @@ table inet nimbus {{
                 link.env_addr, link.host_addr
             )),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allow_list_comes_before_the_denied_ranges_and_dns_before_both() {
+        let mut config = NatConfig::default();
+        let rules = egress_rules("nmb", &config);
+        assert!(!rules.contains("allow-list"), "{rules}");
+        config.egress_allow = vec!["10.1.2.3/32".parse().unwrap()];
+        let rules = egress_rules("nmb", &config);
+        let at = |needle: &str| {
+            rules
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {rules}"))
+        };
+        assert!(at("dport 53 accept") < at("10.1.2.3/32"));
+        assert!(at("10.1.2.3/32") < at("169.254.0.0/16"));
+        assert!(at("169.254.0.0/16") < at("meta l4proto tcp accept\n    iifname \"nmb*\" drop"));
+        for range in DENIED_IPV4.iter().chain(DENIED_IPV6) {
+            assert!(rules.contains(range), "{range}");
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! NAT mode: outbound TCP works; inbound, UDP (except DNS to the resolver),
-//! TCP port 25 and the host's own ports are blocked. The "internet" is a
-//! network namespace this test creates, with real listeners in it.
+//! TCP port 25, the host's own ports and every private destination are blocked,
+//! the last unless the operator's allow-list names it. The "internet" (on a
+//! documentation address, which counts as public) and a "private host" (on an
+//! RFC 1918 address, like a metadata node or a database) are network namespaces
+//! this test creates, with real listeners in them.
 mod common;
 use common::*;
 
@@ -9,12 +12,15 @@ use std::process::Command;
 
 use nimbus_sandbox::{Jail, JailConfig, NatConfig, NetworkMode};
 
-const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(100, 127, 255, 1);
-const OUTSIDE: Ipv4Addr = Ipv4Addr::new(100, 127, 255, 2);
+const OUTSIDE_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const PRIVATE_HOST: Ipv4Addr = Ipv4Addr::new(10, 254, 77, 1);
+const PRIVATE: Ipv4Addr = Ipv4Addr::new(10, 254, 77, 2);
 
 /// A network namespace standing in for the internet, with servers in it.
 struct Outside {
     name: String,
+    iface: String,
     servers: std::process::Child,
 }
 
@@ -47,17 +53,25 @@ fn sh(cmd: &str) {
 
 impl Outside {
     fn new() -> Self {
-        let name = format!("nimbus-test-out-{}", std::process::id());
-        for args in [vec!["netns", "del", &name], vec!["link", "del", "ntout0"]] {
+        Self::at("out", "ntout0", OUTSIDE_HOST, OUTSIDE)
+    }
+
+    fn private() -> Self {
+        Self::at("priv", "ntpriv0", PRIVATE_HOST, PRIVATE)
+    }
+
+    fn at(tag: &str, iface: &str, host: Ipv4Addr, addr: Ipv4Addr) -> Self {
+        let name = format!("nimbus-test-{tag}-{}", std::process::id());
+        for args in [vec!["netns", "del", &name], vec!["link", "del", iface]] {
             let _ = Command::new("ip")
                 .args(args)
                 .stderr(std::process::Stdio::null())
                 .status();
         }
         sh(&format!(
-            "ip netns add {name} && ip link add ntout0 type veth peer name eth0 netns {name} && \
-             ip addr add {OUTSIDE_HOST}/30 dev ntout0 && ip link set ntout0 up && \
-             ip -n {name} addr add {OUTSIDE}/30 dev eth0 && ip -n {name} link set eth0 up && \
+            "ip netns add {name} && ip link add {iface} type veth peer name eth0 netns {name} && \
+             ip addr add {host}/30 dev {iface} && ip link set {iface} up && \
+             ip -n {name} addr add {addr}/30 dev eth0 && ip -n {name} link set eth0 up && \
              ip -n {name} link set lo up"
         ));
         let mut servers = Command::new("ip")
@@ -72,7 +86,11 @@ impl Outside {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "ready");
-        Outside { name, servers }
+        Outside {
+            name,
+            iface: iface.to_string(),
+            servers,
+        }
     }
 }
 
@@ -80,7 +98,9 @@ impl Drop for Outside {
     fn drop(&mut self) {
         let _ = self.servers.kill();
         let _ = self.servers.wait();
-        let _ = Command::new("ip").args(["link", "del", "ntout0"]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.iface])
+            .status();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -112,6 +132,8 @@ print("udp5353", udp(OUT, 5353))
 print("dns53", udp(OUT, 53))
 print("hostport_gw", tcp(GW, HOSTPORT))
 print("hostport_outside_ip", tcp(sys.argv[4], HOSTPORT))
+print("private", tcp(sys.argv[5], 8080))
+print("metadata_service", tcp("169.254.169.254", 80))
 print("resolv", open("/etc/resolv.conf").read().strip())
 # Serve one inbound connection attempt for the test to try.
 srv = socket.socket(); srv.bind(("0.0.0.0", 7000)); srv.listen(); srv.settimeout(4)
@@ -125,20 +147,28 @@ except OSError:
 #[test]
 fn t30_nat_egress_policy() {
     let outside = Outside::new();
-    // From scratch, then from a pre-created shell (its veth pair wired ahead).
-    for shell_pool in [0, 1] {
-        nat_egress_policy(&outside, shell_pool);
+    let private = Outside::private();
+    // From scratch, then from a pre-created shell (its veth pair wired ahead); the
+    // private host only when the operator allows it.
+    for (shell_pool, allow_private) in [(0, false), (1, false), (0, true)] {
+        nat_egress_policy(&outside, shell_pool, allow_private);
     }
     drop(outside);
+    drop(private);
 }
 
-fn nat_egress_policy(outside: &Outside, shell_pool: usize) {
+fn nat_egress_policy(outside: &Outside, shell_pool: usize, allow_private: bool) {
     let jail = Jail::new(JailConfig {
         state_dir: state_dir(),
         cgroup_parent: "nimbus-test".into(),
         network: NetworkMode::Nat(NatConfig {
             pool: [100, 96],
             dns_resolver: OUTSIDE,
+            egress_allow: if allow_private {
+                vec![format!("{PRIVATE}/32").parse().unwrap()]
+            } else {
+                vec![]
+            },
         }),
         shell_pool,
         ..JailConfig::default()
@@ -155,7 +185,7 @@ fn nat_egress_policy(outside: &Outside, shell_pool: usize) {
     // The probe finds its gateway (the host end of its veth) in /proc/net/route.
     let script = format!(
         "GW=$(awk '$2 == \"00000000\" {{ printf \"%d.%d.%d.%d\", \"0x\" substr($3,7,2), \"0x\" substr($3,5,2), \"0x\" substr($3,3,2), \"0x\" substr($3,1,2) }}' /proc/net/route); \
-         set -- {OUTSIDE} {port} $GW {OUTSIDE_HOST}; {PROBE}"
+         set -- {OUTSIDE} {port} $GW {OUTSIDE_HOST} {PRIVATE}; {PROBE}"
     );
     let s = spec(&unique_id("net"), code.path(), &script, w);
     let prepared = jail.prepare(s).unwrap();
@@ -199,4 +229,13 @@ fn nat_egress_policy(outside: &Outside, shell_pool: usize) {
     has(&format!("resolv nameserver {OUTSIDE}"));
     has("from_outside refused");
     has("inbound none");
+    // A private host (where cluster nodes and databases live) only when allowed; the
+    // instance-metadata address never (nothing listens there in this test, so this
+    // only shows the attempt fails, the rule itself is checked in `nat`'s unit test).
+    if allow_private {
+        has("private open:hello-8080");
+    } else {
+        has("private blocked");
+    }
+    has("metadata_service blocked");
 }

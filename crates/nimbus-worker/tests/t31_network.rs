@@ -28,7 +28,7 @@ def tcp(addr, port):
 def handler(event, context):
     gw = open("/proc/net/route").read().split("\n")[1].split()[2]
     gw = ".".join(str(int(gw[i:i + 2], 16)) for i in (6, 4, 2, 0))
-    return {"internet": tcp("100.127.254.2", 8081), "node": tcp(gw, event["node_port"]),
+    return {"internet": tcp("198.51.100.2", 8081), "node": tcp(gw, event["node_port"]),
             "resolv": open("/etc/resolv.conf").read().strip()}
 "#;
 
@@ -41,8 +41,8 @@ async fn t31_nat_mode_through_the_engine() {
         .arg(format!(
             "ip link del ntout1 2>/dev/null; ip netns add {name} && \
              ip link add ntout1 type veth peer name eth0 netns {name} && \
-             ip addr add 100.127.254.1/30 dev ntout1 && ip link set ntout1 up && \
-             ip -n {name} addr add 100.127.254.2/30 dev eth0 && ip -n {name} link set eth0 up"
+             ip addr add 198.51.100.1/30 dev ntout1 && ip link set ntout1 up && \
+             ip -n {name} addr add 198.51.100.2/30 dev eth0 && ip -n {name} link set eth0 up"
         ))
         .status()
         .unwrap()
@@ -66,7 +66,8 @@ async fn t31_nat_mode_through_the_engine() {
     let t = engine_with(|c| {
         c.network = nimbus_worker::NetworkMode::Nat(nimbus_worker::NatConfig {
             pool: [100, 97],
-            dns_resolver: "100.127.254.2".parse().unwrap(),
+            dns_resolver: "198.51.100.2".parse().unwrap(),
+            egress_allow: vec![],
         })
     });
     let code = code(&[("app.py", APP)]);
@@ -83,5 +84,5 @@ async fn t31_nat_mode_through_the_engine() {
     let v = json(&o);
     assert_eq!(v["internet"], "open:internet", "{v}");
     assert_eq!(v["node"], "blocked", "{v}");
-    assert_eq!(v["resolv"], "nameserver 100.127.254.2", "{v}");
+    assert_eq!(v["resolv"], "nameserver 198.51.100.2", "{v}");
 }

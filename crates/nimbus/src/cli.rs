@@ -200,6 +200,11 @@ pub struct WorkerArgs {
     /// Workers sharing one host must each use their own.
     #[arg(long, default_value = "100.96", value_parser = parse_pool)]
     pub nat_pool: [u8; 2],
+    /// Private destinations (CIDRs, comma-separated) environments may reach over TCP
+    /// anyway, such as a database. Every private, shared, link-local and loopback range,
+    /// and so every cluster node, is unreachable from functions otherwise.
+    #[arg(long, env = "NIMBUS_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<ipnet::Ipv4Net>,
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,

@@ -45,6 +45,7 @@ pub async fn run(args: WorkerArgs, metrics: MetricsRegistry) -> anyhow::Result<(
             NetworkArg::Nat => NetworkMode::Nat(NatConfig {
                 dns_resolver: args.dns_resolver,
                 pool: args.nat_pool,
+                egress_allow: args.egress_allow.clone(),
             }),
             NetworkArg::None => NetworkMode::Loopback,
         },
