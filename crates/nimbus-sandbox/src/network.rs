@@ -10,8 +10,11 @@
 //! * [`NetworkMode::Nat`] — additionally a veth pair to the host with a /30
 //!   per environment and nftables rules (installed once per host, see
 //!   `nat.rs`): outbound TCP is masqueraded, inbound connections, UDP other
-//!   than DNS to the configured resolver, TCP port 25, and every address of
-//!   the host itself (node control ports) are dropped.
+//!   than DNS to the configured resolver, TCP port 25, every address of the
+//!   host itself (node control ports), and every private, shared, link-local
+//!   (instance metadata), loopback, multicast and reserved destination (so
+//!   every other cluster node) are dropped, except destinations the operator
+//!   allows (`NatConfig::egress_allow`).
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
