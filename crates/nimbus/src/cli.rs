@@ -202,7 +202,8 @@ pub struct WorkerArgs {
     pub nat_pool: [u8; 2],
     /// Private destinations (CIDRs, comma-separated) environments may reach over TCP
     /// anyway, such as a database. Every private, shared, link-local and loopback range,
-    /// and so every cluster node, is unreachable from functions otherwise.
+    /// and so every cluster node, is unreachable from functions otherwise
+    /// (docs/operations.md, "What functions can reach").
     #[arg(long, env = "NIMBUS_EGRESS_ALLOW", value_delimiter = ',')]
     pub egress_allow: Vec<ipnet::Ipv4Net>,
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
