@@ -235,9 +235,9 @@ def handler(event, context):
 class Counter:
     """A server that functions report to from inside their sandboxes, counting how many
     run at once (the concurrency limit, counted from inside). It runs in its own network
-    namespace behind a veth pair, like a host on the internet (a documentation address,
-    192.0.2.2, which the egress policy treats as public): sandboxes may reach the
-    internet through NAT but never the worker's own host or any private address."""
+    namespace behind a veth pair, like a host on the internet (198.18.0.2, from the
+    benchmarking range, which the egress policy treats as public): sandboxes may reach
+    the internet through NAT but never the worker's own host or any private address."""
 
     def __init__(self, port=8080):
         tag = format(os.getpid() % 4096, "x")
@@ -252,12 +252,12 @@ class Counter:
             if len(parts) > 1 and parts[1].startswith("nctr"):
                 subprocess.run(["ip", "link", "del", parts[1].split("@")[0]], capture_output=True)
         sh = (f"ip netns add {self.ns} && ip link add {self.veth} type veth peer name eth0 netns {self.ns} && "
-              f"ip addr add 192.0.2.1/30 dev {self.veth} && ip link set {self.veth} up && "
-              f"ip -n {self.ns} addr add 192.0.2.2/30 dev eth0 && ip -n {self.ns} link set eth0 up && "
-              f"ip -n {self.ns} link set lo up && ip -n {self.ns} route add default via 192.0.2.1")
+              f"ip addr add 198.18.0.1/30 dev {self.veth} && ip link set {self.veth} up && "
+              f"ip -n {self.ns} addr add 198.18.0.2/30 dev eth0 && ip -n {self.ns} link set eth0 up && "
+              f"ip -n {self.ns} link set lo up && ip -n {self.ns} route add default via 198.18.0.1")
         subprocess.run(["sh", "-c", sh], check=True)
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "python3", "-c", COUNTER_SERVER, str(port)])
-        self.addr = f"192.0.2.2:{port}"
+        self.addr = f"198.18.0.2:{port}"
         deadline = time.time() + 10
         while True:
             try:
@@ -269,7 +269,7 @@ class Counter:
                 time.sleep(0.1)
 
     def stats(self):
-        with socket.create_connection(("192.0.2.2", int(self.addr.split(":")[1])), timeout=5) as s:
+        with socket.create_connection(("198.18.0.2", int(self.addr.split(":")[1])), timeout=5) as s:
             s.sendall(b"stats\n")
             s.shutdown(socket.SHUT_WR)
             data = b""
