@@ -16,6 +16,7 @@
 //! - [`fleet`], [`placement`]: per-worker knowledge and the placement policy.
 //! - [`workers`]: the [`Workers`] trait and the one mapping of worker rejections.
 //! - [`logs`]: log queries fanned out over the workers.
+//! - [`package`]: deployment packages checked at upload (zip-slip, links, size).
 //! - [`async_events`]: `Event` invocations: durable queue, dispatcher, retries, destinations.
 //! - [`provisioned`]: provisioned concurrency kept initialised on the workers.
 //! - [`error`]: [`ApiError`], the core's error in Lambda's terms.
@@ -28,6 +29,7 @@ pub mod error;
 pub mod fleet;
 pub mod invoke;
 pub mod logs;
+pub mod package;
 pub mod placement;
 pub mod provisioned;
 pub mod resolve;

@@ -5,6 +5,7 @@ import socket
 import time
 from urllib.parse import urlparse
 
+import pytest
 import urllib3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -89,3 +90,44 @@ def test_callers_who_cannot_sign_cost_no_body_read(endpoint):
     # Over the API's limit, refused by its declared length.
     line, _ = refused_before_the_body(endpoint, signed_headers(endpoint, b""), 71 * 1024 * 1024)
     assert line.startswith("HTTP/1.1 413"), line
+
+
+def zip_bytes(entries):
+    """A zip with (name, body) files and (name, target) symbolic links."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, body, link in entries:
+            info = zipfile.ZipInfo(name)
+            if link:
+                info.external_attr = (0o120777 << 16)
+            z.writestr(info, body)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("entries,message", [
+    ([], "non-empty zip"),
+    ([("../../etc/cron.d/evil", "* * * * * root sh", False)], "outside the package"),
+    ([("/etc/passwd", "root::0:0::/:/bin/sh", False)], "outside the package"),
+    ([("app.py", "", False), ("creds", "/etc/shadow", True)], "points outside the package"),
+    ([("app.py", "", False), ("lib/up", "../../../etc", True)], "points outside the package"),
+])
+def test_packages_that_cannot_run_are_refused_at_upload(lam, entries, message):
+    from botocore.exceptions import ClientError
+    role = "arn:aws:iam::000000000000:role/lambda-role"
+    with pytest.raises(ClientError) as err:
+        lam.create_function(FunctionName="bad-package", Runtime="python3.11", Role=role, Handler="app.handler",
+                            Code={"ZipFile": zip_bytes(entries)})
+    e = err.value.response
+    assert e["Error"]["Code"] == "InvalidParameterValueException", e
+    assert message in e["Error"]["Message"], e
+    # And nothing was created.
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName="bad-package")
+
+
+def test_a_package_with_links_inside_it_is_accepted(lam, make_function):
+    make_function("links-inside", Code={"ZipFile": zip_bytes([
+        ("app.py", ECHO, False), ("lib/app_link.py", "../app.py", True)])})
+    assert lam.invoke(FunctionName="links-inside", Payload=b"{}")["StatusCode"] == 200

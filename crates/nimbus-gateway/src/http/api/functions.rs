@@ -18,7 +18,7 @@ use super::shapes::{function_configuration, version_configuration};
 use super::{body, json, max_items, no_content, now_ms, query_map, write};
 use crate::core::resolve::{self, Named, Resolved};
 use crate::core::ApiError;
-use crate::core::Gateway;
+use crate::core::{package, Gateway};
 use crate::http::extract::{FunctionName, QualifiedFunction};
 use crate::http::Caller;
 
@@ -148,11 +148,8 @@ struct CreateInput {
 async fn upload(gw: &Gateway, zip_b64: &str) -> Result<(u64, nimbus_types::CodeRef), ApiError> {
     let zip = base64::engine::general_purpose::STANDARD
         .decode(zip_b64.trim())
-        .map_err(|_| {
-            ApiError::invalid(
-                "Could not unzip uploaded file. Please check your file, then try to upload again.",
-            )
-        })?;
+        .map_err(|_| ApiError::invalid(package::NOT_A_ZIP))?;
+    package::check(&zip)?;
     Ok(gw.meta().upload_code(&zip).await?)
 }
 
