@@ -91,6 +91,15 @@ impl CgroupLayout {
 }
 
 impl CgroupLayout {
+    /// Caps the processes of every environment together (`pids.max` of the parent).
+    pub fn set_parent_pids_max(&self, max: u64) -> Result<(), CgroupError> {
+        let parent = match self {
+            CgroupLayout::V2 { parent } => parent,
+            CgroupLayout::V1 { pids, .. } => pids,
+        };
+        write(&parent.join("pids.max"), &max.to_string())
+    }
+
     /// Kills every process left in environment cgroups under the parent (by
     /// a previous worker that crashed) and removes those cgroups. Returns how
     /// many environments were reclaimed. Only call it when this process owns

@@ -35,7 +35,15 @@ pub struct JailConfig {
     /// DEVELOPER ONLY: run the workload as a plain child process with no
     /// isolation at all. Logs a loud warning every time it is used.
     pub insecure_no_isolation: bool,
+    /// Processes of all environments together (`pids.max` of the parent cgroup), so
+    /// tenants' fork bombs, each within its own environment's limit, cannot together
+    /// exhaust the host's pid space. `None` leaves the parent unlimited.
+    pub pids_max_total: Option<u64>,
 }
+
+/// Default for [`JailConfig::pids_max_total`]: room for hundreds of environments at
+/// their usual few processes each, far below the kernel's pid space (4 Mi on 64-bit).
+pub const PIDS_MAX_TOTAL_DEFAULT: u64 = 16_384;
 
 impl Default for JailConfig {
     fn default() -> Self {
@@ -66,6 +74,7 @@ impl Default for JailConfig {
             shell_pool: 0,
             expedite_rcu: false,
             insecure_no_isolation: false,
+            pids_max_total: Some(PIDS_MAX_TOTAL_DEFAULT),
         }
     }
 }

@@ -89,6 +89,10 @@ impl Jail {
             });
         }
         let cgroups = CgroupLayout::detect(&config.cgroup_parent)?;
+        if let Some(max) = config.pids_max_total {
+            // Fails closed like every other isolation step.
+            cgroups.set_parent_pids_max(max)?;
+        }
         if config.expedite_rcu {
             std::fs::write("/sys/kernel/rcu_expedited", "1")
                 .map_err(|e| SandboxError::io("set /sys/kernel/rcu_expedited", e))?;

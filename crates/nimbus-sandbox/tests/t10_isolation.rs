@@ -177,6 +177,47 @@ os._exit(0)
 }
 
 #[test]
+fn t18b_all_environments_together_are_bounded_by_the_parent_pids_max() {
+    // A parent cgroup of its own, capped far below the environment's own limit: the
+    // parent's cap is what stops this fork bomb.
+    let parent = format!("nimbus-test-total-{}", std::process::id());
+    let jail = Jail::new(JailConfig {
+        state_dir: state_dir(),
+        cgroup_parent: parent.clone(),
+        pids_max_total: Some(24),
+        ..JailConfig::default()
+    })
+    .expect("jail");
+    let cap = ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}/{parent}/pids.max")).ok())
+        .expect("the parent cgroup's pids.max");
+    assert_eq!(cap.trim(), "24");
+    let script = r#"exec /usr/bin/python3 -c '
+import os, time
+n = 0
+for _ in range(200):
+    try:
+        if os.fork() == 0:
+            time.sleep(3); os._exit(0)
+        n += 1
+    except OSError:
+        break
+print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
+os._exit(0)
+'"#;
+    let (_, out) = run_sh(&jail, script, |s| s.pids_max = 1000);
+    let n: u32 = out
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(n > 0 && n <= 24, "{n} processes: {out}");
+}
+
+#[test]
 fn t19_failed_step_never_runs_the_workload() {
     let jail = jail();
     let code = code_dir(&[]);
