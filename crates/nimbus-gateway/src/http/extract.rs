@@ -23,6 +23,24 @@ pub struct FunctionName(pub Named);
 /// The function of the path's `{name}` with the `Qualifier` query parameter.
 pub struct QualifiedFunction(pub Named);
 
+/// Path parameters whose errors (bad percent-encoding, bad UTF-8) are answered in
+/// Lambda's format rather than axum's plain text.
+pub struct PathParams<T>(pub T);
+
+impl<T> FromRequestParts<Arc<Gateway>> for PathParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, gw)
+            .await
+            .map(|Path(t)| Self(t))
+            .map_err(|e| ApiError::validation(e.body_text()))
+    }
+}
+
 fn caller(parts: &Parts) -> Result<&Caller, ApiError> {
     // Set by the authentication layer before any handler runs.
     parts

@@ -116,9 +116,10 @@ impl Gateway {
                     .post(api::settings::tag)
                     .delete(api::settings::untag),
             )
-            .fallback(|| async {
-                ApiError::new(404, "UnknownOperationException", "Unknown operation")
-            })
+            .fallback(unknown_operation)
+            // A known path with a method it does not take is an unknown operation too,
+            // answered in Lambda's format rather than as a bare 405.
+            .method_not_allowed_fallback(unknown_operation)
             // The authentication layer already bounds bodies (MAX_BODY_BYTES); axum's own
             // 2 MB default would turn larger uploads into untyped 413s.
             .layer(axum::extract::DefaultBodyLimit::disable())
@@ -201,6 +202,10 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
     parts.extensions.insert(RequestId(request_id.clone()));
     let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
     with_request_id(resp, &request_id)
+}
+
+async fn unknown_operation() -> ApiError {
+    ApiError::new(404, "UnknownOperationException", "Unknown operation")
 }
 
 /// The request id of the call being served (`x-amzn-RequestId`).

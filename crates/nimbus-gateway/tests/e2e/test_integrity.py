@@ -1,6 +1,7 @@
 """Request integrity at the gateway, tried as an attacker would: a signed request replayed
 with another body, an unsigned payload, and large bodies from callers who cannot sign."""
 import hashlib
+import json
 import socket
 import time
 from urllib.parse import urlparse
@@ -131,3 +132,27 @@ def test_a_package_with_links_inside_it_is_accepted(lam, make_function):
     make_function("links-inside", Code={"ZipFile": zip_bytes([
         ("app.py", ECHO, False), ("lib/app_link.py", "../app.py", True)])})
     assert lam.invoke(FunctionName="links-inside", Payload=b"{}")["StatusCode"] == 200
+
+
+def signed_call(endpoint, method, path, body=b""):
+    req = AWSRequest(method=method, url=endpoint + path, data=body)
+    SigV4Auth(Credentials("test", "test"), "lambda", "us-east-1").add_auth(req)
+    r = urllib3.request(method, endpoint + path, body=body or None, headers=dict(req.headers.items()),
+                        retries=False, timeout=urllib3.Timeout(connect=5, read=30))
+    return r.status, r.headers.get("x-amzn-ErrorType"), r.data
+
+
+@pytest.mark.parametrize("method,path,status,error", [
+    # A known path with a method it does not take.
+    ("PATCH", "/2015-03-31/functions", 404, "UnknownOperationException"),
+    ("DELETE", "/2015-03-31/functions/f/invocations", 404, "UnknownOperationException"),
+    # Percent-encoding that is not UTF-8, in each kind of path parameter.
+    ("GET", "/2015-03-31/functions/%FF%FE/configuration", 400, "ValidationException"),
+    ("GET", "/2015-03-31/functions/f/aliases/%FF", 400, "ValidationException"),
+    ("GET", "/2017-03-31/tags/%C3%28", 400, "ValidationException"),
+])
+def test_every_error_is_in_lambdas_format(endpoint, method, path, status, error):
+    got_status, got_error, body = signed_call(endpoint, method, path)
+    assert (got_status, got_error) == (status, error), body
+    doc = json.loads(body)
+    assert doc["Type"] == "User" and doc["message"], doc

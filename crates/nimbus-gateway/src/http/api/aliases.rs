@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use bytes::Bytes;
 use nimbus_types::{keys, validate, AliasRouting, Command, CommandOutput, Entity};
@@ -15,7 +15,7 @@ use super::{body, json, max_items, no_content, query_map, write};
 use crate::core::resolve;
 use crate::core::ApiError;
 use crate::core::Gateway;
-use crate::http::extract::FunctionName;
+use crate::http::extract::{FunctionName, PathParams};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -88,7 +88,7 @@ pub async fn create(
 pub async fn get(
     State(gw): State<Arc<Gateway>>,
     FunctionName(named): FunctionName,
-    Path((_, alias)): Path<(String, String)>,
+    PathParams((_, alias)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     resolve::function(&gw, &named.key)?;
     let a = resolve::alias(&gw, &named.key, &alias).map_err(|_| {
@@ -109,7 +109,7 @@ struct UpdateInput {
 pub async fn update(
     State(gw): State<Arc<Gateway>>,
     FunctionName(named): FunctionName,
-    Path((_, alias)): Path<(String, String)>,
+    PathParams((_, alias)): PathParams<(String, String)>,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let input: UpdateInput = body(&raw)?;
@@ -130,7 +130,7 @@ pub async fn update(
 pub async fn delete(
     State(gw): State<Arc<Gateway>>,
     FunctionName(named): FunctionName,
-    Path((_, alias)): Path<(String, String)>,
+    PathParams((_, alias)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     write(
         &gw,

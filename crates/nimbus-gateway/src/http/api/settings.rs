@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::response::Response;
 use bytes::Bytes;
 use nimbus_types::{limits, validate, Command, EventInvokeConfig, Qualifier};
@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{body, json, no_content, query_pairs, write};
 use crate::core::resolve::{self, Named};
 use crate::core::{ApiError, Gateway};
-use crate::http::extract::{FunctionName, QualifiedFunction};
+use crate::http::extract::{FunctionName, PathParams, QualifiedFunction};
 
 use crate::http::Caller;
 
@@ -276,7 +276,7 @@ fn tagged(gw: &Gateway, caller: &Caller, arn: &str) -> Result<nimbus_types::Func
 pub async fn list_tags(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
-    Path(arn): Path<String>,
+    PathParams(arn): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let key = tagged(&gw, &caller, &arn)?;
     let f = resolve::function(&gw, &key)?;
@@ -292,7 +292,7 @@ struct TagInput {
 pub async fn tag(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
-    Path(arn): Path<String>,
+    PathParams(arn): PathParams<String>,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let input: TagInput = body(&raw)?;
@@ -308,7 +308,7 @@ pub async fn tag(
 pub async fn untag(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
-    Path(arn): Path<String>,
+    PathParams(arn): PathParams<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let tag_keys: Vec<String> = query_pairs(q.as_deref())
