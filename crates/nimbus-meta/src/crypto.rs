@@ -15,6 +15,9 @@ use rand::RngCore;
 use crate::error::NodeError;
 
 const NONCE_LEN: usize = 12;
+/// What the cluster key's check value seals, and where.
+const KEY_CHECK_AAD: &[u8] = b"cluster/key-check";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"nimbus cluster key check v1";
 
 /// The cluster's data key.
 #[derive(Clone)]
@@ -78,6 +81,18 @@ impl ClusterKey {
     }
 
     /// Encrypts `plaintext`, bound to `aad`.
+    /// A fresh check value: a constant sealed under this key. Any node holding the
+    /// same key can open it; one holding another key cannot.
+    pub fn key_check(&self) -> Vec<u8> {
+        self.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)
+    }
+
+    /// Whether `sealed` (a [`Self::key_check`] from some node) was made with this key.
+    pub fn verifies(&self, sealed: &[u8]) -> bool {
+        self.open(KEY_CHECK_AAD, sealed)
+            .is_ok_and(|p| p == KEY_CHECK_PLAINTEXT)
+    }
+
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -135,6 +150,21 @@ mod tests {
             other.open(b"code/abc/0", &sealed).is_err(),
             "another key cannot open it"
         );
+    }
+
+    #[test]
+    fn a_key_check_opens_only_under_the_same_key() {
+        let key = ClusterKey::from_bytes(&[7; 32]);
+        let check = key.key_check();
+        assert!(key.verifies(&check));
+        assert!(
+            ClusterKey::from_bytes(&[7; 32]).verifies(&check),
+            "same bytes"
+        );
+        assert!(!ClusterKey::from_bytes(&[8; 32]).verifies(&check));
+        assert!(!key.verifies(b"junk"));
+        // Sealed under the same key for another purpose: not a check value.
+        assert!(!key.verifies(&key.seal(b"code/abc/0", b"nimbus cluster key check v1")));
     }
 
     #[test]

@@ -110,6 +110,56 @@ pub struct MetaNode {
     pub ctx: Arc<NodeContext>,
     pub local_addr: SocketAddr,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Ends with an error when this node's key is not the cluster's (see [`key_check`]).
+    key_check: tokio::task::JoinHandle<Result<(), NodeError>>,
+}
+
+/// How often a starting node looks for the cluster's key check value.
+const KEY_CHECK_POLL: Duration = Duration::from_millis(200);
+
+/// Makes sure this node holds the cluster's key before it can serve anything sealed
+/// under another one: once the node's state has the cluster's check value, it must open
+/// under this node's key; until then, the leader records its own. A node that was
+/// started with another key file (a cluster whose nodes each made their own key, say)
+/// ends with [`NodeError::Key`] instead of failing later with "ciphertext failed
+/// authentication".
+async fn key_check(ctx: Arc<NodeContext>) -> Result<(), NodeError> {
+    loop {
+        match ctx.sm.query(&nimbus_types::Query::Get {
+            key: nimbus_types::keys::CLUSTER_KEY_CHECK.into(),
+        }) {
+            Ok(nimbus_types::QueryOutput::Entity(Some(nimbus_types::Entity::ClusterKeyCheck(
+                sealed,
+            )))) => {
+                return if ctx.key.verifies(&sealed) {
+                    tracing::info!("cluster key verified against the cluster's check value");
+                    Ok(())
+                } else {
+                    Err(NodeError::Key(
+                        "this node's cluster key (--key-file) is not the key of the cluster it \
+                         belongs to; give every metadata node the same key file"
+                            .into(),
+                    ))
+                };
+            }
+            Ok(_) => {
+                let leads = ctx.raft.metrics().borrow().current_leader == Some(ctx.id);
+                if leads {
+                    let entry = crate::raft_types::Request {
+                        request_id: "cluster-key-check".into(),
+                        command: nimbus_types::Command::SetClusterKeyCheck {
+                            sealed: ctx.key.key_check(),
+                        },
+                    };
+                    if let Err(e) = ctx.raft.client_write(entry).await {
+                        tracing::debug!("recording the cluster key check: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("reading the cluster key check: {e}"),
+        }
+        tokio::time::sleep(KEY_CHECK_POLL).await;
+    }
 }
 
 impl MetaNode {
@@ -206,18 +256,37 @@ impl MetaNode {
                 "waiting to be added to a cluster (nimbus cluster add-member)"
             );
         }
+        let key_check = tokio::spawn(key_check(ctx.clone()));
         Ok(Self {
             ctx,
             local_addr,
             server,
+            key_check,
         })
     }
 
-    /// Waits until the server stops (after `shutdown` resolved).
-    pub async fn wait(self) -> Result<(), NodeError> {
-        match self.server.await {
-            Ok(r) => r.map_err(NodeError::Transport),
-            Err(e) => Err(NodeError::Raft(format!("server task: {e}"))),
+    /// Waits until the server stops (after `shutdown` resolved), or until this node
+    /// finds its key is not the cluster's: then Raft is shut down and the error returned.
+    pub async fn wait(mut self) -> Result<(), NodeError> {
+        let checked = tokio::select! {
+            r = &mut self.server => return match r {
+                Ok(r) => r.map_err(NodeError::Transport),
+                Err(e) => Err(NodeError::Raft(format!("server task: {e}"))),
+            },
+            checked = &mut self.key_check => checked,
+        };
+        match checked {
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                let _ = self.ctx.raft.shutdown().await;
+                self.server.abort();
+                Err(e)
+            }
+            // Verified: serve until shutdown.
+            _ => match self.server.await {
+                Ok(r) => r.map_err(NodeError::Transport),
+                Err(e) => Err(NodeError::Raft(format!("server task: {e}"))),
+            },
         }
     }
 }

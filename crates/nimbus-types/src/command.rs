@@ -183,6 +183,12 @@ pub enum Command {
         id: String,
         destination: Option<Box<QueuedEvent>>,
     },
+    /// Records the cluster key's check value (a constant sealed under the key) once; a
+    /// later one is ignored. Every node opens it at start and refuses to run if it cannot:
+    /// its key is not the cluster's.
+    SetClusterKeyCheck {
+        sealed: Vec<u8>,
+    },
 }
 
 /// An event with its payload, as queued for a destination.

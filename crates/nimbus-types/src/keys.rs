@@ -12,6 +12,8 @@ pub const ALIAS: &str = "alias/";
 pub const CODE: &str = "code/";
 pub const WORKER: &str = "worker/";
 pub const RETIRED_NODE: &str = "node-retired/";
+/// The cluster key's check value (one record).
+pub const CLUSTER_KEY_CHECK: &str = "cluster/key-check";
 /// Queued async events; every gateway's dispatcher watches this prefix.
 pub const EVENT: &str = "event/";
 

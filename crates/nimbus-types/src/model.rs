@@ -312,6 +312,8 @@ pub enum Entity {
     RetiredNode(u64),
     /// An accepted `Event` invocation that has not finished yet.
     AsyncEvent(AsyncEvent),
+    /// The cluster key's check value (see `Command::SetClusterKeyCheck`).
+    ClusterKeyCheck(Vec<u8>),
 }
 
 #[cfg(test)]

@@ -369,6 +369,65 @@ fn config(memory: u32) -> FunctionConfig {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn t65_a_node_with_another_cluster_key_refuses_to_run() {
+    let mut c = Cluster::start(3, &[]);
+    c.wait_leader(10 * SECS).await;
+    let meta = c.addrs().join(",");
+    // The founding nodes agree on one key: the check value is recorded and verified.
+    let deadline = Instant::now() + 20 * SECS;
+    while !(0..3).all(|i| c.log(i).contains("cluster key verified")) {
+        assert!(Instant::now() < deadline, "{}", c.log(0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A fourth node started with a key file of its own.
+    let own_key = c.root.path().join("other.key");
+    std::fs::write(&own_key, [7u8; 32]).unwrap();
+    let shared_key = std::mem::replace(&mut c.key_file, own_key);
+    let i4 = c.spawn_joiner(4);
+    c.key_file = shared_key;
+    let addr4 = c.nodes[i4].addr.clone();
+    // Adding it may or may not return before the node stops; either way it must stop.
+    let add = std::thread::spawn(move || {
+        run_cli(&[
+            "cluster",
+            "add-member",
+            "--meta",
+            &meta,
+            "--id",
+            "4",
+            "--addr",
+            &addr4,
+        ])
+    });
+    let deadline = Instant::now() + 60 * SECS;
+    let status = loop {
+        if let Some(s) = c.nodes[i4].child.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 4 kept running: {}",
+            c.log(i4)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        c.log(i4).contains("is not the key of the cluster"),
+        "{}",
+        c.log(i4)
+    );
+    let _ = add.join();
+    // The cluster itself still serves writes.
+    c.client()
+        .write(Command::PutAccount {
+            account_id: account(65),
+        })
+        .await
+        .unwrap();
+}
+
 fn tiny_zip() -> Vec<u8> {
     big_zip(100)
 }

@@ -63,9 +63,10 @@ pub(crate) fn apply(
         | DeleteFunctionUrlConfig { .. }
         | TagResource { .. }
         | UntagResource { .. } => settings::apply(tx, cmd),
-        RegisterWorker { .. } | DeregisterWorker { .. } | RetireNode { .. } => {
-            cluster::apply(tx, cmd)
-        }
+        RegisterWorker { .. }
+        | DeregisterWorker { .. }
+        | RetireNode { .. }
+        | SetClusterKeyCheck { .. } => cluster::apply(tx, cmd),
         EnqueueEvent { .. } | ClaimEvent { .. } | RetryEvent { .. } | CompleteEvent { .. } => {
             events::apply(tx, cmd)
         }
