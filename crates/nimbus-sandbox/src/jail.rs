@@ -177,6 +177,15 @@ impl Jail {
         }
     }
 
+    /// Sets the addresses of the cluster's nodes that environments may never reach
+    /// (NAT mode; with no network there is nothing to do).
+    pub fn set_cluster_nodes(&self, addrs: &[std::net::Ipv4Addr]) -> Result<(), SandboxError> {
+        match &self.nat {
+            Some(nat) => Ok(nat.set_cluster_nodes(addrs)?),
+            None => Ok(()),
+        }
+    }
+
     /// Kills and removes environments left behind by a previous worker
     /// process (see [`CgroupLayout::reclaim_orphans`]). Call once at start-up,
     /// only if no other live `Jail` uses the same cgroup parent.

@@ -45,6 +45,11 @@ pub const DENIED_IPV4: &[&str] = &[
 /// The same for IPv6: unique-local, link-local, loopback and IPv4-mapped.
 pub const DENIED_IPV6: &[&str] = &["fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96"];
 
+/// The nftables set of the cluster's node addresses (every metadata node, gateway and
+/// worker the worker knows of), dropped before anything else is allowed: nodes on
+/// public addresses are denied too, and no allow-list entry opens them.
+const CLUSTER_SET: &str = "cluster_nodes";
+
 /// Host-wide settings for [`crate::NetworkMode::Nat`].
 #[derive(Debug, Clone)]
 pub struct NatConfig {
@@ -72,7 +77,9 @@ impl Default for NatConfig {
 fn egress_rules(p: &str, config: &NatConfig) -> String {
     let dns = config.dns_resolver;
     let mut rules = format!(
-        r#"    # DNS only to the configured resolver (wherever it is).
+        r#"    # The cluster's own nodes, wherever they are (kept current by the worker).
+    iifname "{p}*" ip daddr @{CLUSTER_SET} drop
+    # DNS only to the configured resolver (wherever it is).
     iifname "{p}*" ip daddr {dns} udp dport 53 accept
     iifname "{p}*" ip daddr {dns} tcp dport 53 accept
     iifname "{p}*" meta l4proto udp drop
@@ -191,6 +198,7 @@ impl NatNetwork {
             r#"table inet nimbus
 delete table inet nimbus
 table inet nimbus {{
+  set {CLUSTER_SET} {{ type ipv4_addr; }}
   chain input {{
     type filter hook input priority -10; policy accept;
     iifname "{p}*" ct state established,related accept
@@ -229,6 +237,19 @@ table inet nimbus {{
             config,
             used: Arc::new(Mutex::new(BTreeSet::new())),
         })
+    }
+
+    /// Replaces the addresses of the cluster's nodes that environments may not reach.
+    pub fn set_cluster_nodes(&self, addrs: &[Ipv4Addr]) -> Result<(), NetworkError> {
+        let mut script = format!("flush set inet nimbus {CLUSTER_SET}\n");
+        if !addrs.is_empty() {
+            let list: Vec<String> = addrs.iter().map(Ipv4Addr::to_string).collect();
+            script.push_str(&format!(
+                "add element inet nimbus {CLUSTER_SET} {{ {} }}\n",
+                list.join(", ")
+            ));
+        }
+        run("nft", &["-f", "-"], Some(&script))
     }
 
     /// Reserves a link for environment `id`.

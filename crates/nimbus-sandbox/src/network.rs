@@ -14,7 +14,8 @@
 //!   host itself (node control ports), and every private, shared, link-local
 //!   (instance metadata), loopback, multicast and reserved destination (so
 //!   every other cluster node) are dropped, except destinations the operator
-//!   allows (`NatConfig::egress_allow`).
+//!   allows (`NatConfig::egress_allow`). The cluster's node addresses, wherever
+//!   they are, are dropped first (`Jail::set_cluster_nodes`).
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -151,13 +151,15 @@ fn t30_nat_egress_policy() {
     // From scratch, then from a pre-created shell (its veth pair wired ahead); the
     // private host only when the operator allows it.
     for (shell_pool, allow_private) in [(0, false), (1, false), (0, true)] {
-        nat_egress_policy(&outside, shell_pool, allow_private);
+        nat_egress_policy(&outside, shell_pool, allow_private, false);
     }
+    // The "internet" host made a cluster node: unreachable although its address is public.
+    nat_egress_policy(&outside, 0, true, true);
     drop(outside);
     drop(private);
 }
 
-fn nat_egress_policy(outside: &Outside, shell_pool: usize, allow_private: bool) {
+fn nat_egress_policy(outside: &Outside, shell_pool: usize, allow_private: bool, node: bool) {
     let jail = Jail::new(JailConfig {
         state_dir: state_dir(),
         cgroup_parent: "nimbus-test".into(),
@@ -174,6 +176,8 @@ fn nat_egress_policy(outside: &Outside, shell_pool: usize, allow_private: bool) 
         ..JailConfig::default()
     })
     .expect("jail with NAT");
+    jail.set_cluster_nodes(if node { &[OUTSIDE] } else { &[] })
+        .expect("cluster nodes set");
     jail.keep_shells_ready(None, 64);
     assert!(jail.wait_for_shells(None, 64, shell_pool, std::time::Duration::from_secs(20)));
     // A node control port on the host.
@@ -220,10 +224,15 @@ fn nat_egress_policy(outside: &Outside, shell_pool: usize, allow_private: bool) 
     sandbox.wait().unwrap();
     println!("{out}");
     let has = |needle: &str| assert!(out.contains(needle), "expected {needle:?} in:\n{out}");
-    has("tcp8080 open:hello-8080");
+    if node {
+        has("tcp8080 blocked");
+        has("dns53 blocked");
+    } else {
+        has("tcp8080 open:hello-8080");
+        has("dns53 open:echo:ping");
+    }
     has("tcp25 blocked");
     has("udp5353 blocked");
-    has("dns53 open:echo:ping");
     has("hostport_gw blocked");
     has("hostport_outside_ip blocked");
     has(&format!("resolv nameserver {OUTSIDE}"));

@@ -109,6 +109,11 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The cluster's node addresses, which environments may never reach.
+    pub fn set_cluster_nodes(&self, addrs: &[std::net::Ipv4Addr]) -> Result<(), EngineError> {
+        Ok(self.inner.jail.set_cluster_nodes(addrs)?)
+    }
+
     /// The function log store (for queries).
     pub fn log_store(&self) -> &Arc<LogStore> {
         &self.inner.logs

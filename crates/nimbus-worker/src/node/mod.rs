@@ -68,6 +68,35 @@ pub enum NodeError {
     Serve(tonic::transport::Error),
 }
 
+/// Tells the sandbox which addresses are the cluster's nodes (the metadata nodes this
+/// worker was given, and every registered worker), so environments can never reach them,
+/// also where they sit on public addresses. Runs at start and with every heartbeat; a
+/// name that does not resolve now is tried again next time.
+async fn refresh_cluster_nodes(meta: &MetaClient, engine: &Engine) {
+    let mut endpoints: Vec<String> = meta.addresses().map(str::to_string).collect();
+    match meta.list(nimbus_types::keys::WORKER, None, u32::MAX).await {
+        Ok((_, records)) => endpoints.extend(records.into_iter().filter_map(|(_, e)| match e {
+            nimbus_types::Entity::Worker(w) => Some(w.addr),
+            _ => None,
+        })),
+        Err(e) => tracing::debug!("listing workers for the egress policy: {e}"),
+    }
+    let mut addrs = std::collections::BTreeSet::new();
+    for endpoint in endpoints {
+        match tokio::net::lookup_host(endpoint.as_str()).await {
+            Ok(resolved) => addrs.extend(resolved.filter_map(|a| match a.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })),
+            Err(e) => tracing::debug!(%endpoint, "resolving a cluster node: {e}"),
+        }
+    }
+    let addrs: Vec<_> = addrs.into_iter().collect();
+    if let Err(e) = engine.set_cluster_nodes(&addrs) {
+        tracing::warn!("updating the cluster nodes environments may not reach: {e}");
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -152,8 +181,10 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    refresh_cluster_nodes(&meta, &engine).await;
     let heartbeat = {
         let (svc, meta, mut stop) = (svc.clone(), meta.clone(), stop_rx.clone());
+        let engine = engine.clone();
         let (interval, idle_timeout) = (config.heartbeat, config.engine.idle_timeout);
         let code = code.clone();
         let record = record.clone();
@@ -164,6 +195,7 @@ pub async fn run(
                     _ = tick.tick() => {}
                     _ = stop.wait_for(|s| *s) => break,
                 }
+                refresh_cluster_nodes(&meta, &engine).await;
                 let evicted = code.evict_unused(idle_timeout);
                 if evicted > 0 {
                     tracing::info!(evicted, "removed unused code packages");

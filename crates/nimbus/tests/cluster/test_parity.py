@@ -221,3 +221,17 @@ def test_a_deleted_or_rotated_key_stops_working(both):
         time.sleep(0.2)
     s, h, _ = call(c.endpoint(0), path, {}, b"{}", "AKIDROTATED", "second-secret")
     assert (s, h.get("x-amzn-ErrorType")) == (403, "UnrecognizedClientException")
+
+
+def test_workers_keep_the_cluster_nodes_out_of_reach_of_functions(both):
+    """Each worker tells its sandbox's firewall the cluster's node addresses (its metadata
+    nodes and every registered worker), which functions can never reach, whatever
+    addresses they have. Here every node listens on 127.0.0.1."""
+    deadline = time.time() + 10
+    while True:
+        out = subprocess.run(["nft", "list", "set", "inet", "nimbus", "cluster_nodes"],
+                             capture_output=True, text=True)
+        if "127.0.0.1" in out.stdout or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert "127.0.0.1" in out.stdout, out.stdout + out.stderr
