@@ -152,27 +152,8 @@ fn t17_memory_limit_kills_the_environment() {
 #[test]
 fn t18_fork_bomb_is_bounded_by_pids_max() {
     let jail = jail();
-    let script = r#"exec /usr/bin/python3 -c '
-import os, time
-n = 0
-for _ in range(200):
-    try:
-        if os.fork() == 0:
-            time.sleep(3); os._exit(0)
-        n += 1
-    except OSError:
-        break
-print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
-os._exit(0)
-'"#;
-    let (_, out) = run_sh(&jail, script, |s| s.pids_max = 32);
-    let n: u32 = out
-        .lines()
-        .last()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let (_, out) = run_sh(&jail, FORK_BOMB, |s| s.pids_max = 32);
+    let n = processes_seen(&out);
     assert!(n > 0 && n <= 32, "{n} processes: {out}");
 }
 
@@ -193,27 +174,8 @@ fn t18b_all_environments_together_are_bounded_by_the_parent_pids_max() {
         .find_map(|root| std::fs::read_to_string(format!("{root}/{parent}/pids.max")).ok())
         .expect("the parent cgroup's pids.max");
     assert_eq!(cap.trim(), "24");
-    let script = r#"exec /usr/bin/python3 -c '
-import os, time
-n = 0
-for _ in range(200):
-    try:
-        if os.fork() == 0:
-            time.sleep(3); os._exit(0)
-        n += 1
-    except OSError:
-        break
-print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
-os._exit(0)
-'"#;
-    let (_, out) = run_sh(&jail, script, |s| s.pids_max = 1000);
-    let n: u32 = out
-        .lines()
-        .last()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let (_, out) = run_sh(&jail, FORK_BOMB, |s| s.pids_max = 1000);
+    let n = processes_seen(&out);
     assert!(n > 0 && n <= 24, "{n} processes: {out}");
 }
 

@@ -89,3 +89,27 @@ pub fn run_sh(
     let status = sandbox.wait().unwrap();
     (status, out)
 }
+
+/// A fork bomb: forks sleeping children until the kernel refuses, then prints how many
+/// processes its PID namespace holds (read back with [`processes_seen`]).
+pub const FORK_BOMB: &str = r#"exec /usr/bin/python3 -c '
+import os, time
+for _ in range(200):
+    try:
+        if os.fork() == 0:
+            time.sleep(3); os._exit(0)
+    except OSError:
+        break
+print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
+os._exit(0)
+'"#;
+
+/// The process count [`FORK_BOMB`] printed last (0 if it printed none).
+pub fn processes_seen(out: &str) -> u32 {
+    out.lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
