@@ -13,9 +13,6 @@ use crate::counter::Counter;
 use crate::docker::{self, Compose, DockerError};
 use crate::scenario::MetaCluster;
 
-/// The counter's host (`HOST_IP`) as an egress allow-list entry.
-const COUNTER_ALLOW: &str = "172.28.0.1/32";
-
 /// The handler: holds a connection to the counter for as long as it runs.
 const FUNCTION: &str = r#"import socket, time
 
@@ -86,6 +83,9 @@ impl InvocationCluster {
         let container = self.worker_container(i);
         let network = format!("{}_control", self.compose.project);
         let advertise = format!("{ip}:18001");
+        // The counter the functions report to listens on the Docker host, a private
+        // address that the egress policy denies unless it is allowed.
+        let counter_allow = format!("{HOST_IP}/32");
         let args = [
             "run",
             "-d",
@@ -135,10 +135,8 @@ impl InvocationCluster {
             "2048",
             "--heartbeat-ms",
             "1000",
-            // The counter the functions report to listens on the Docker host, a private
-            // address that the egress policy denies unless it is allowed.
             "--egress-allow",
-            COUNTER_ALLOW,
+            &counter_allow,
         ];
         docker_cli(&args).await
     }

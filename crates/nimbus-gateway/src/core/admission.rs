@@ -209,12 +209,6 @@ impl Admission {
         }
     }
 
-    fn pool_of(l: &Limits<'_>) -> (Pool, &'static str) {
-        let pool = Pool::of(l.account, l.region, l.function_name, l.reserved);
-        let reason = pool.throttle_reason();
-        (pool, reason)
-    }
-
     /// Takes a slot if one is free under the known capacity.
     fn try_take(&self, pool: &Pool, local_cap: u32) -> bool {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
@@ -233,7 +227,7 @@ impl Admission {
 
     /// Admits the invocation or answers 429 with Lambda's `Reason`.
     pub async fn admit(&self, l: &Limits<'_>) -> Result<Slot, ApiError> {
-        let (pool, reason) = Self::pool_of(l);
+        let pool = Pool::of(l.account, l.region, l.function_name, l.reserved);
         let local_cap = l.reserved.unwrap_or(l.unreserved);
         let slot = || Slot {
             admission: self.clone(),
@@ -261,7 +255,10 @@ impl Admission {
                 return Ok(slot());
             }
         }
-        Err(ApiError::throttled(reason, "Rate Exceeded."))
+        Err(ApiError::throttled(
+            pool.throttle_reason(),
+            "Rate Exceeded.",
+        ))
     }
 
     /// Invocations running in the account's unreserved pool (for metrics and tests).

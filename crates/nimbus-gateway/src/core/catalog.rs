@@ -181,7 +181,6 @@ impl Catalog {
             data: RwLock::default(),
             revision: watch::channel(revision).0,
         };
-        state.apply(revision, Vec::new());
         {
             let mut data = state.write();
             for (k, v) in entities {

@@ -69,9 +69,4 @@ impl Gateway {
             _ => Ok(answers),
         }
     }
-
-    /// The workers, for log calls (`query_logs` passes each worker's id to them).
-    pub fn workers(&self) -> &std::sync::Arc<dyn super::Workers> {
-        &self.workers
-    }
 }

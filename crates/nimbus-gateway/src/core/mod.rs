@@ -137,6 +137,12 @@ impl Gateway {
         &self.region
     }
 
+    /// The region's workers (log queries call them per worker, through
+    /// [`Gateway::query_logs`]).
+    pub fn workers(&self) -> &Arc<dyn Workers> {
+        &self.workers
+    }
+
     pub fn admission(&self) -> &Admission {
         &self.admission
     }

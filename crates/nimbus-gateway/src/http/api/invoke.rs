@@ -95,13 +95,13 @@ async fn run(
     match invocation_type {
         InvocationType::DryRun => {
             // Checks that the function and qualifier exist, and that the caller may call.
-            resolve::target(&gw, &named)?;
+            resolve::qualifier(&gw, &named.key, named.qualifier.as_deref())?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         InvocationType::Event => {
             let labels = gw.labels(&named);
             // Checked now so a missing function is a 404, not a dropped event.
-            resolve::target(&gw, &named)?;
+            resolve::qualifier(&gw, &named.key, named.qualifier.as_deref())?;
             let span = tracing::Span::current();
             let event = AsyncEvent {
                 id: request_id,
