@@ -94,3 +94,32 @@ async fn oversized_and_invalid_packages_are_refused_before_writing() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_client_can_write_the_cluster_key_check() {
+    let (node, client, _dir, _stop) = single_node().await;
+    let err = client
+        .write(nimbus_types::Command::SetClusterKeyCheck {
+            sealed: b"forged".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("recorded by the metadata nodes"),
+        "{err}"
+    );
+    // The node records and verifies its own.
+    let mut verified = false;
+    for _ in 0..100 {
+        if let Ok(nimbus_types::QueryOutput::Entity(Some(nimbus_types::Entity::ClusterKeyCheck(
+            sealed,
+        )))) = node.ctx.sm.query(&nimbus_types::Query::Get {
+            key: nimbus_types::keys::CLUSTER_KEY_CHECK.into(),
+        }) {
+            verified = node.ctx.key.verifies(&sealed);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(verified, "the node's own check value is recorded");
+}

@@ -35,6 +35,13 @@ pub(super) async fn write(
     }
     let mut command: Command =
         decode(&req.command).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // Only a leader records the key check, through Raft directly (`node::key_check`): a
+    // client that wrote one first would make every node refuse to run.
+    if matches!(command, Command::SetClusterKeyCheck { .. }) {
+        return Err(Status::permission_denied(
+            "the cluster key check is recorded by the metadata nodes themselves",
+        ));
+    }
     if !forwarded {
         ctx.seal(&mut command);
     }
