@@ -65,12 +65,18 @@ async fn t10_cluster_elects_a_leader_and_reports_status() {
         let committed = m["committed"].as_u64().expect("committed index");
         assert!(committed >= applied, "{out}");
     }
-    // The text form names the leader too.
-    let (ok, out, _) = run_cli(&["cluster", "status", "--meta", &c.nodes[0].addr]);
-    assert!(
-        ok && out.contains(&format!("leader: {}", c.nodes[leader].id)),
-        "{out}"
-    );
+    // The text form names the leader too, once the node asked has heard from it (a
+    // node that lost the first election learns the leader at its next heartbeat).
+    let named = format!("leader: {}", c.nodes[leader].id);
+    let deadline = Instant::now() + 10 * SECS;
+    let out = loop {
+        let (ok, out, _) = run_cli(&["cluster", "status", "--meta", &c.nodes[0].addr]);
+        if (ok && out.contains(&named)) || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(out.contains(&named), "{out}");
     assert!(out.contains("COMMITTED"), "{out}");
 }
 
