@@ -96,6 +96,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         std::fs::write(&key, bytes)?;
     }
     let data_dirs: Vec<PathBuf> = (1..=3).map(|i| work.join(format!("meta{i}"))).collect();
+    let tls = work.join("tls");
+    make_certificates(&tls).context("making the cluster's certificates")?;
     let compose = Compose {
         project: "nimbuschaos".into(),
         files: vec![
@@ -104,6 +106,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         ],
         env: vec![
             ("CHAOS_DIR".into(), work.display().to_string()),
+            ("NIMBUS_TLS".into(), tls.display().to_string()),
             ("NIMBUS_IMAGE".into(), image()),
             ("NIMBUS_ACCOUNT_ID".into(), invocations::ACCOUNT.into()),
             (
@@ -130,6 +133,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .map(|i| (format!("meta{i}"), i as u64, META_IPS[i - 1].to_string()))
             .collect(),
         data_dirs: data_dirs.clone(),
+        transport: nimbus_tls::Transport::Tls(nimbus_tls::Tls::load(
+            tls.join("admin"),
+            nimbus_tls::Role::Admin,
+        )?),
+        tls,
     };
     let result = run_scenarios(&cluster, &args, seed, pace).await;
     if !args.keep {
@@ -140,6 +148,43 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     }
     result
+}
+
+/// The cluster CA and a certificate per service, as `deploy/compose/up.sh` makes them,
+/// plus the runner's admin certificate. Made once per work directory.
+fn make_certificates(tls: &std::path::Path) -> anyhow::Result<()> {
+    use nimbus_tls::issue::{init_ca, issue, Request, CA_KEY};
+    use nimbus_tls::Role;
+    let ca = tls.join("ca");
+    if !ca.join(CA_KEY).exists() {
+        init_ca(&ca)?;
+    }
+    let mut nodes: Vec<(Role, String)> =
+        (1..=3).map(|i| (Role::Meta, format!("meta{i}"))).collect();
+    nodes.extend((1..=2).map(|i| (Role::Gateway, format!("gateway{i}"))));
+    nodes.extend(
+        invocations::WORKERS
+            .iter()
+            .map(|(w, _, _)| (Role::Worker, w.to_string())),
+    );
+    nodes.push((Role::Admin, "admin".into()));
+    for (role, name) in nodes {
+        let out = tls.join(&name);
+        if !out.join("cert.pem").exists() {
+            let sans = vec![name.clone(), "localhost".into(), "127.0.0.1".into()];
+            issue(
+                &ca,
+                &Request {
+                    role,
+                    name,
+                    sans,
+                    days: 30,
+                },
+                &out,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 async fn run_scenarios(
@@ -176,6 +221,13 @@ async fn run_scenarios(
         let inv = InvocationCluster::start(cluster, &image())
             .await
             .context("starting gateways and workers")?;
+        // The attack of issue 13 first: functions and uncertified processes against the
+        // cluster's nodes.
+        let started = std::time::Instant::now();
+        let summary = invocations::attack::run(cluster, &inv, seed)
+            .await
+            .context("scenario attack-from-function-and-network")?;
+        tally.record(&summary, started);
         for fault in selected {
             let started = std::time::Instant::now();
             let summary = invocations::run(cluster, &inv, fault, seed, pace)

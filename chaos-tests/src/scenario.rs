@@ -73,6 +73,10 @@ pub struct MetaCluster {
     pub nodes: Vec<(String, u64, String)>,
     /// Host directory of each node's data (a small loop-mounted file system).
     pub data_dirs: Vec<PathBuf>,
+    /// The TLS directories of every node (`TLS/<service>`) and of the runner (`TLS/admin`).
+    pub tls: PathBuf,
+    /// The runner's own transport: mutual TLS with the admin certificate.
+    pub transport: nimbus_tls::Transport,
 }
 
 impl MetaCluster {
@@ -84,7 +88,7 @@ impl MetaCluster {
     }
 
     pub fn client(&self) -> anyhow::Result<MetaClient> {
-        Ok(MetaClient::new(&self.addrs())?)
+        Ok(MetaClient::new(&self.addrs(), &self.transport)?)
     }
 
     /// The index of the current leader, as any reachable node reports it.
@@ -94,7 +98,7 @@ impl MetaCluster {
             for (_, _, ip) in &self.nodes {
                 let status = tokio::time::timeout(
                     Duration::from_secs(2),
-                    MetaClient::node_status(&format!("{ip}:17001")),
+                    MetaClient::node_status(&format!("{ip}:17001"), &self.transport),
                 )
                 .await;
                 if let Ok(Ok(s)) = status {
@@ -115,8 +119,11 @@ impl MetaCluster {
         let start = Instant::now();
         let addr = format!("{}:17001", self.nodes[i].2);
         loop {
-            let s =
-                tokio::time::timeout(Duration::from_secs(2), MetaClient::node_status(&addr)).await;
+            let s = tokio::time::timeout(
+                Duration::from_secs(2),
+                MetaClient::node_status(&addr, &self.transport),
+            )
+            .await;
             if matches!(s, Ok(Ok(ref s)) if s.leader.is_some()) {
                 return Ok(());
             }

@@ -34,6 +34,8 @@ pub struct InvocationCluster {
     pub image: String,
     pub meta_addrs: String,
     pub counter: Counter,
+    /// Where each worker's TLS directory is (`TLS/<name>`).
+    pub tls: std::path::PathBuf,
 }
 
 impl InvocationCluster {
@@ -45,6 +47,7 @@ impl InvocationCluster {
             image: image.to_string(),
             meta_addrs: meta.addrs().join(","),
             counter: Counter::start().await?,
+            tls: meta.tls.clone(),
         };
         cluster.remove_workers().await;
         cluster
@@ -86,6 +89,8 @@ impl InvocationCluster {
         // The counter the functions report to listens on the Docker host, a private
         // address that the egress policy denies unless it is allowed.
         let counter_allow = format!("{HOST_IP}/32");
+        // The worker's own certificate only (its id starts with the certificate's name).
+        let tls_mount = format!("{}:/etc/nimbus/tls:ro", self.tls.join(name).display());
         let args = [
             "run",
             "-d",
@@ -117,6 +122,10 @@ impl InvocationCluster {
             "c 10:237 rmw",
             "-e",
             "RUST_LOG=info",
+            "-v",
+            &tls_mount,
+            "-e",
+            "NIMBUS_TLS_DIR=/etc/nimbus/tls",
             &self.image,
             "worker",
             "--data-dir",

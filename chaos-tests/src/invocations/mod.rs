@@ -29,6 +29,7 @@ use crate::scenario::{MetaCluster, Pace, RECOVERY_BOUND};
 use crate::summary::{longest_gap_ms, Summary};
 
 pub mod api;
+pub mod attack;
 pub mod cluster;
 pub mod kill_gateway_after_accept;
 pub mod kill_worker;

@@ -268,6 +268,7 @@ impl Cluster {
         meta.wait_leader(Duration::from_secs(30)).await?;
         let metas = meta.addrs.join(",");
         let status = Command::new(nimbus_bin)
+            .arg("--insecure-plaintext")
             .args(["account", "create", "--meta", &metas])
             .args(["--account-id", ACCOUNT, "--access-key-id", ACCESS_KEY_ID])
             .args(["--region", "us-east-1"])
@@ -284,6 +285,7 @@ impl Cluster {
             format!("127.0.0.1:{}", ports[1]),
         );
         let mut worker = Command::new(nimbus_bin);
+        worker.arg("--insecure-plaintext");
         worker
             .arg("worker")
             .arg("--data-dir")
@@ -295,6 +297,7 @@ impl Cluster {
             .env("RUST_LOG", "warn");
         processes.spawn("nimbus worker", "worker", worker)?;
         let mut gateway = Command::new(nimbus_bin);
+        gateway.arg("--insecure-plaintext");
         gateway
             .args(["gateway", "--listen", &gateway_addr, "--meta", &metas])
             .args(["--region", "us-east-1"])

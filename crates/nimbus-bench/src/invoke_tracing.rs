@@ -159,6 +159,7 @@ impl DevProcess {
         let mut processes = ProcessGroup::new(work_dir, "nimbus-bench-dev-")?;
         let addr = format!("127.0.0.1:{}", free_ports(1)?[0]);
         let mut cmd = Command::new(nimbus_bin);
+        cmd.arg("--insecure-plaintext");
         // Room for 8 warm environments of the 1,769 MB function.
         cmd.args(["dev", "--listen", &addr, "--memory-mb", "16384"])
             .arg("--data-dir")

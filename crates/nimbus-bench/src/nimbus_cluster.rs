@@ -36,6 +36,7 @@ impl NimbusCluster {
         for (i, addr) in addrs.iter().enumerate() {
             let id = (i + 1).to_string();
             let mut cmd = Command::new(nimbus_bin);
+            cmd.arg("--insecure-plaintext");
             cmd.args(["meta", "--id", &id, "--listen", addr])
                 .arg("--data-dir")
                 .arg(processes.dir().join(format!("node{id}")))
@@ -55,7 +56,9 @@ impl NimbusCluster {
             self.processes.check_alive()?;
             let mut leaders = Vec::new();
             for addr in &self.addrs {
-                if let Ok(s) = MetaClient::node_status(addr).await {
+                if let Ok(s) =
+                    MetaClient::node_status(addr, &nimbus_tls::Transport::Plaintext).await
+                {
                     leaders.push(s.leader);
                 }
             }

@@ -35,7 +35,9 @@ impl Client {
     async fn connect(target: &Target) -> anyhow::Result<Self> {
         Ok(match target {
             // A client per task: its own channel, so its own HTTP/2 connection.
-            Target::Nimbus { addrs } => Self::Nimbus(MetaClient::new(addrs)?),
+            Target::Nimbus { addrs } => {
+                Self::Nimbus(MetaClient::new(addrs, &nimbus_tls::Transport::Plaintext)?)
+            }
             Target::Etcd { addr } => Self::Etcd(GatewayConnection::connect(addr).await?),
         })
     }

@@ -226,7 +226,7 @@ fn gateway(workers: Arc<FakeWorkers>) -> Arc<Gateway> {
     ];
     let catalog = Arc::new(Catalog::fixed(entities, 7));
     // Never dialled: the core reads the catalog, and admission counts locally.
-    let meta = MetaClient::new(&["127.0.0.1:9"]).unwrap();
+    let meta = MetaClient::new(&["127.0.0.1:9"], &nimbus_tls::Transport::Plaintext).unwrap();
     Gateway::new(meta, catalog, GatewayConfig::new(REGION, false), workers)
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nimbus_proto::meta as pb;
 use nimbus_proto::meta::metadata_client::MetadataClient;
+use nimbus_tls::Transport;
 use nimbus_types::limits::CODE_CHUNK_BYTES;
 use nimbus_types::{
     decode, encode, validate, Change, CodePackage, CodeRef, Command, CommandOutput, Entity,
@@ -40,8 +41,9 @@ fn retryable(s: &tonic::Status) -> bool {
 }
 
 impl MetaClient {
-    /// A client for these node addresses (`host:port`). Connects lazily.
-    pub fn new<S: AsRef<str>>(addrs: &[S]) -> Result<Self, ClientError> {
+    /// A client for these node addresses (`host:port`), over `transport`. Connects
+    /// lazily.
+    pub fn new<S: AsRef<str>>(addrs: &[S], transport: &Transport) -> Result<Self, ClientError> {
         if addrs.is_empty() {
             return Err(ClientError::Protocol(
                 "no metadata node addresses given".into(),
@@ -49,7 +51,7 @@ impl MetaClient {
         }
         let mut endpoints = Vec::new();
         for a in addrs {
-            let ch = crate::network::channel(a.as_ref())
+            let ch = crate::network::channel(a.as_ref(), transport)
                 .map_err(|e| ClientError::Protocol(format!("{}: {e}", a.as_ref())))?;
             let c = MetadataClient::new(ch)
                 .max_decoding_message_size(64 << 20)
@@ -64,13 +66,13 @@ impl MetaClient {
     }
 
     /// Parses a comma-separated address list.
-    pub fn from_list(list: &str) -> Result<Self, ClientError> {
+    pub fn from_list(list: &str, transport: &Transport) -> Result<Self, ClientError> {
         let addrs: Vec<&str> = list
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
-        Self::new(&addrs)
+        Self::new(&addrs, transport)
     }
 
     pub fn addresses(&self) -> impl Iterator<Item = &str> {
@@ -99,6 +101,14 @@ impl MetaClient {
                 }
                 Err(s) if s.code() == tonic::Code::NotFound => {
                     return Err(ClientError::Meta(MetaError::not_found(s.message())));
+                }
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                    ) =>
+                {
+                    return Err(ClientError::Denied(format!("{addr}: {}", s.message())));
                 }
                 Err(s) if s.code() == tonic::Code::OutOfRange => {
                     return Err(ClientError::Compacted {
@@ -221,8 +231,12 @@ impl MetaClient {
     }
 
     /// The status of one node (no failover: the caller asked about that node).
-    pub async fn node_status(addr: &str) -> Result<pb::NodeStatusResponse, ClientError> {
-        let ch = crate::network::channel(addr).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    pub async fn node_status(
+        addr: &str,
+        transport: &Transport,
+    ) -> Result<pb::NodeStatusResponse, ClientError> {
+        let ch = crate::network::channel(addr, transport)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut c = MetadataClient::new(ch);
         let mut req = tonic::Request::new(pb::NodeStatusRequest {});
         req.set_timeout(Duration::from_secs(2));
@@ -235,12 +249,20 @@ impl MetaClient {
     /// Streams a backup of the whole store from the node at `addr` (it must be the
     /// leader) into `out` (written to `out.partial`, renamed once complete). Returns the
     /// log index the backup holds state up to.
-    pub async fn backup(addr: &str, out: &std::path::Path) -> Result<u64, ClientError> {
+    pub async fn backup(
+        addr: &str,
+        out: &std::path::Path,
+        transport: &Transport,
+    ) -> Result<u64, ClientError> {
         use tokio::io::AsyncWriteExt;
-        let ch = crate::network::channel(addr).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let ch = crate::network::channel(addr, transport)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut c = MetadataClient::new(ch).max_decoding_message_size(64 << 20);
         let status_err = |s: tonic::Status| match s.code() {
             tonic::Code::FailedPrecondition => ClientError::Protocol(s.message().to_string()),
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                ClientError::Denied(s.message().to_string())
+            }
             _ => ClientError::Unavailable(format!("{addr}: {}", s.message())),
         };
         let mut stream = c

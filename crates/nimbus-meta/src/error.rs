@@ -43,6 +43,9 @@ pub enum ClientError {
     /// No node could serve the call before the deadline.
     #[error("metadata cluster unavailable: {0}")]
     Unavailable(String),
+    /// The caller's certificate does not allow the call (or there was none).
+    #[error("refused by the metadata cluster: {0}")]
+    Denied(String),
     /// The watch stream's starting revision was compacted away; re-list and watch again.
     #[error("watch revision {requested} is compacted (oldest kept is {oldest})")]
     Compacted { requested: u64, oldest: u64 },

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use nimbus_proto::meta::raft_client::RaftClient;
 use nimbus_proto::meta::RaftMessage;
+use nimbus_tls::{Role, Transport};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -15,31 +16,30 @@ use tonic::transport::Channel;
 use crate::raft_types::{Node, NodeId, TypeConfig};
 
 /// Builds connections to peers.
-#[derive(Clone, Default)]
-pub struct Network;
+#[derive(Clone)]
+pub struct Network(pub Transport);
 
 /// A connection to one peer.
 pub struct PeerConnection {
     client: Result<RaftClient<Channel>, String>,
 }
 
-/// Opens a lazily-connecting channel to a node address (`host:port`).
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(500))
+/// Opens a lazily-connecting channel to a metadata node's address (`host:port`): the
+/// server must hold a metadata node's certificate when `transport` is TLS.
+pub fn channel(addr: &str, transport: &Transport) -> Result<Channel, nimbus_tls::TlsError> {
+    transport.channel(addr, Role::Meta, |e| {
+        e.connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy(),
-    )
+    })
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, _target: NodeId, node: &Node) -> PeerConnection {
-        let client = channel(&node.addr)
+        let client = channel(&node.addr, &self.0)
             .map(|c| {
                 RaftClient::new(c)
                     .max_decoding_message_size(64 * 1024 * 1024)

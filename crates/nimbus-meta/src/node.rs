@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nimbus_proto::meta::metadata_server::MetadataServer;
 use nimbus_proto::meta::raft_server::RaftServer;
+use nimbus_tls::{AuthorityLayer, Transport};
 use openraft::{BasicNode, SnapshotPolicy};
 
 use crate::crypto::ClusterKey;
@@ -39,6 +40,10 @@ pub struct NodeConfig {
     pub keep_after_snapshot: u64,
     /// How long a write waits for a quorum before failing with "unavailable".
     pub write_timeout: Duration,
+    /// Mutual TLS with per-role authority, or plaintext. `new` leaves it plaintext for
+    /// tests that start nodes in-process; the `nimbus` binary always sets it, and refuses
+    /// plaintext unless the operator asks for it.
+    pub transport: Transport,
 }
 
 impl NodeConfig {
@@ -57,6 +62,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
             write_timeout: Duration::from_secs(5),
+            transport: Transport::Plaintext,
         }
     }
 
@@ -177,9 +183,15 @@ impl MetaNode {
         let committed = log.committed_index();
         let sm =
             StateMachineStore::open(&cfg.data_dir.join("sm"), &cfg.data_dir.join("snapshots"))?;
-        let raft = Raft::new(cfg.id, raft_config, Network, log, sm.clone())
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            cfg.id,
+            raft_config,
+            Network(cfg.transport.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -193,12 +205,11 @@ impl MetaNode {
             .cloned()
             .unwrap_or_else(|| local_addr.to_string());
         let ctx = Arc::new(NodeContext::new(
-            cfg.id,
+            &cfg,
             advertised,
             raft.clone(),
             sm,
             key,
-            cfg.write_timeout,
             committed,
         ));
         ctx.track_leadership();
@@ -209,14 +220,14 @@ impl MetaNode {
         let meta_svc = MetadataServer::new(MetadataService(ctx.clone()))
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
-        // Nagle off on accepted connections: tonic ignores `tcp_nodelay` for a custom
-        // incoming stream, and small Raft and API messages would otherwise wait ~40 ms.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // TLS handshakes (or plaintext accepts) with Nagle off; every RPC then passes
+        // the role table before a service sees it.
+        let incoming = cfg.transport.incoming(listener);
+        let authority = AuthorityLayer::new(&cfg.transport, crate::service::authority::policy);
         let shutdown_raft = raft.clone();
         let server = tokio::spawn(
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
+                .layer(authority)
                 .add_service(raft_svc)
                 .add_service(meta_svc)
                 .serve_with_incoming_shutdown(incoming, async move {

@@ -2,11 +2,12 @@
 
 use anyhow::Context;
 use nimbus_meta::MetaClient;
+use nimbus_tls::Transport;
 use nimbus_types::{AccessKey, Command};
 
 use crate::cli::AccountCommand;
 
-pub async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: AccountCommand, transport: Transport) -> anyhow::Result<()> {
     match cmd {
         AccountCommand::Create {
             meta,
@@ -15,7 +16,7 @@ pub async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             secret_access_key,
             region,
         } => {
-            let meta = MetaClient::from_list(&meta).context("--meta")?;
+            let meta = MetaClient::from_list(&meta, &transport).context("--meta")?;
             create(
                 &meta,
                 &account_id,
@@ -32,7 +33,7 @@ pub async fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             meta,
             access_key_id,
         } => {
-            let meta = MetaClient::from_list(&meta).context("--meta")?;
+            let meta = MetaClient::from_list(&meta, &transport).context("--meta")?;
             meta.write(Command::DeleteAccessKey {
                 access_key_id: access_key_id.clone(),
             })

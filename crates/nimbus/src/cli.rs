@@ -17,8 +17,61 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "NIMBUS_LOG_FORMAT")]
     pub log_format: LogFormat,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How this process talks to the cluster's nodes (every role and cluster command).
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// TLS directory with ca.pem, cert.pem and key.pem (`nimbus cert issue`): mutual TLS
+    /// with every node, and this process's role is the certificate's. For `nimbus dev`'s
+    /// embedded node: DATA_DIR/tls.
+    #[arg(long, global = true, env = "NIMBUS_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// INSECURE: no TLS and no authentication between nodes (anyone who reaches a port can
+    /// read and write the whole cluster). Logs a warning on every start.
+    #[arg(long, global = true)]
+    pub insecure_plaintext: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Create the cluster CA (ca.pem, ca-key.pem) in a new directory.
+    InitCa {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a certificate for one node or for the CLI, signed by the CA, into a TLS
+    /// directory (ca.pem, cert.pem, key.pem). Issuing into the same directory again
+    /// rotates it: nodes reload on SIGHUP or when the files change.
+    Issue {
+        /// The CA directory (from init-ca).
+        #[arg(long)]
+        ca: PathBuf,
+        /// What the holder may do: meta, gateway, worker or admin (the CLI).
+        #[arg(long, value_parser = parse_role)]
+        role: nimbus_tls::Role,
+        /// The holder's name (a worker's name is its worker id).
+        #[arg(long)]
+        name: String,
+        /// DNS names and IP addresses peers dial this node by, comma-separated.
+        /// Default: the name, localhost, 127.0.0.1 and ::1.
+        #[arg(long, value_delimiter = ',')]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_role(s: &str) -> Result<nimbus_tls::Role, String> {
+    s.parse().map_err(|e: nimbus_tls::TlsError| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -55,6 +108,9 @@ pub enum Command {
     /// Read functions' logs (log group /aws/lambda/NAME) through a gateway.
     #[command(subcommand)]
     Logs(LogsCommand),
+    /// Make the cluster CA and the certificates nodes and the CLI authenticate with.
+    #[command(subcommand)]
+    Cert(CertCommand),
 }
 
 impl Command {
@@ -65,7 +121,9 @@ impl Command {
             Command::Gateway(_) => "nimbus-gateway",
             Command::Worker(_) => "nimbus-worker",
             Command::Dev(_) => "nimbus-dev",
-            Command::Cluster(_) | Command::Account(_) | Command::Logs(_) => "nimbus-cli",
+            Command::Cluster(_) | Command::Account(_) | Command::Logs(_) | Command::Cert(_) => {
+                "nimbus-cli"
+            }
         }
     }
 
@@ -155,6 +213,18 @@ pub struct GatewayArgs {
     /// address. Off when omitted.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// Serve the Lambda API over HTTPS with this certificate chain (PEM; a public CA's,
+    /// not the cluster CA's). Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Most MB of request bodies held at once before their signature is verified (bodies
+    /// without `x-amz-content-sha256`, which must be read to be checked); past it such
+    /// requests get a 429 throttle. 0 refuses every body without that header.
+    #[arg(long, default_value_t = 256)]
+    pub unverified_body_budget_mb: u32,
 }
 
 #[derive(Args, Debug)]
@@ -329,10 +399,18 @@ pub struct DevArgs {
     /// Where the embedded metadata store, code cache and sandboxes live.
     #[arg(long, default_value = ".nimbus-dev")]
     pub data_dir: PathBuf,
-    /// The Lambda API address (`aws --endpoint-url http://ADDR`). It also serves
-    /// Prometheus metrics on `GET /metrics`, unauthenticated.
+    /// The Lambda API address (`aws --endpoint-url http://ADDR`).
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
+    /// Serve Prometheus metrics (`GET /metrics`, unauthenticated: they name functions) on
+    /// this address. Off when omitted; never on the API port.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Most MB of request bodies held at once before their signature is verified (bodies
+    /// without `x-amz-content-sha256`, which must be read to be checked); past it such
+    /// requests get a 429 throttle. 0 refuses every body without that header.
+    #[arg(long, default_value_t = 256)]
+    pub unverified_body_budget_mb: u32,
     /// Allow --listen on a non-loopback address.
     #[arg(long)]
     pub allow_remote: bool,

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use nimbus_meta::MetaClient;
+use nimbus_tls::Transport;
 use serde::Serialize;
 
 use crate::cli::{ClusterCommand, Output};
@@ -26,20 +27,20 @@ struct Member {
     reachable: bool,
 }
 
-pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: ClusterCommand, t: Transport) -> anyhow::Result<()> {
     match cmd {
-        ClusterCommand::Status { meta, output } => status(&meta, output).await,
+        ClusterCommand::Status { meta, output } => status(&meta, output, &t).await,
         ClusterCommand::AddMember { meta, id, addr } => {
-            let client = MetaClient::from_list(&meta)?;
+            let client = MetaClient::from_list(&meta, &t)?;
             println!(
                 "{}",
                 client.add_member(id, &addr).await.context("add-member")?
             );
             Ok(())
         }
-        ClusterCommand::Snapshot { meta, out } => snapshot(&meta, &out).await,
+        ClusterCommand::Snapshot { meta, out } => snapshot(&meta, &out, &t).await,
         ClusterCommand::RemoveMember { meta, id } => {
-            let client = MetaClient::from_list(&meta)?;
+            let client = MetaClient::from_list(&meta, &t)?;
             println!(
                 "{}",
                 client.remove_member(id).await.context("remove-member")?
@@ -50,9 +51,9 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
 }
 
 /// The leader's address, as the first of the given nodes that knows a leader reports it.
-async fn find_leader(meta: &str) -> Option<String> {
+async fn find_leader(meta: &str, t: &Transport) -> Option<String> {
     for a in meta.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if let Ok(s) = MetaClient::node_status(a).await {
+        if let Ok(s) = MetaClient::node_status(a, t).await {
             let addr = s
                 .leader
                 .and_then(|l| s.members.iter().find(|m| m.id == l))
@@ -69,19 +70,19 @@ async fn find_leader(meta: &str) -> Option<String> {
 }
 
 /// Finds the leader among the given nodes (or the members they know) and backs it up.
-async fn snapshot(meta: &str, out: &std::path::Path) -> anyhow::Result<()> {
+async fn snapshot(meta: &str, out: &std::path::Path, t: &Transport) -> anyhow::Result<()> {
     // A node may not know the leader for a moment (just started, or an election is
     // under way): ask again for a few seconds before giving up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut leader_addr = None;
     while leader_addr.is_none() && std::time::Instant::now() < deadline {
-        leader_addr = find_leader(meta).await;
+        leader_addr = find_leader(meta, t).await;
         if leader_addr.is_none() {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
     let leader = leader_addr.with_context(|| format!("no metadata leader found via {meta}"))?;
-    let applied = MetaClient::backup(&leader, out)
+    let applied = MetaClient::backup(&leader, out, t)
         .await
         .with_context(|| format!("backup from {leader}"))?;
     let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
@@ -92,7 +93,7 @@ async fn snapshot(meta: &str, out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
+async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()> {
     let addrs: Vec<String> = meta
         .split(',')
         .map(|s| s.trim().to_string())
@@ -101,7 +102,7 @@ async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
     // Ask every given node; the membership comes from the highest-term answer.
     let mut answers = Vec::new();
     for a in &addrs {
-        if let Ok(s) = MetaClient::node_status(a).await {
+        if let Ok(s) = MetaClient::node_status(a, t).await {
             answers.push(s);
         }
     }
@@ -115,7 +116,7 @@ async fn status(meta: &str, output: Output) -> anyhow::Result<()> {
         // Each member's own view of its indexes; ask it if we did not already.
         let own = match answers.iter().find(|s| s.id == m.id) {
             Some(s) => Some(s.clone()),
-            None => MetaClient::node_status(&m.addr).await.ok(),
+            None => MetaClient::node_status(&m.addr, t).await.ok(),
         };
         members.push(Member {
             id: m.id,

@@ -14,6 +14,8 @@ use nimbus_telemetry::MetricsRegistry;
 
 use crate::cli::DevArgs;
 use crate::local_worker::LocalWorkers;
+use crate::tls_cmd::DevTls;
+use nimbus_tls::Role;
 
 pub const DEV_ACCOUNT: &str = "000000000000";
 pub const DEV_ACCESS_KEY: &str = "test";
@@ -42,13 +44,21 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     drop(listener_probe);
     cfg.listen = meta_addr;
     cfg.initial_cluster = [(1, meta_addr.to_string())].into();
+    // The embedded metadata port takes mutual TLS like any cluster's: without it, any
+    // local user could mint keys for any account through it. The CLI reaches it with
+    // `--tls-dir DATA_DIR/tls` (root only).
+    let tls = DevTls::ensure(&data).context("making nimbus dev's certificates")?;
+    cfg.transport = tls.transport(Role::Meta)?;
     let node = MetaNode::start(cfg, stopped(stop_rx.clone()))
         .await
         .context("starting the metadata node")?;
-    let meta = MetaClient::new(&[node.local_addr.to_string()])?;
-    bootstrap(&meta, &args.region)
+    let meta_addrs = [node.local_addr.to_string()];
+    let admin = MetaClient::new(&meta_addrs, &tls.transport(Role::Admin)?)?;
+    bootstrap(&admin, &args.region)
         .await
         .context("creating the dev account")?;
+    let meta = MetaClient::new(&meta_addrs, &tls.transport(Role::Gateway)?)?;
+    let worker_meta = MetaClient::new(&meta_addrs, &tls.transport(Role::Worker)?)?;
 
     let mut engine_cfg = nimbus_worker::EngineConfig {
         state_dir: data.join("worker"),
@@ -60,7 +70,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     };
     engine_cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     let engine = nimbus_worker::Engine::new(engine_cfg).context("starting the worker engine")?;
-    let workers = LocalWorkers::new(engine, meta.clone(), data.join("code"))
+    let workers = LocalWorkers::new(engine, worker_meta, data.join("code"))
         .context("preparing the code cache")?;
     {
         // Unpacked code no environment can use any more is removed in the background.
@@ -77,7 +87,10 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
 
     let gateway = Gateway::start(
         meta,
-        GatewayConfig::new(args.region.clone(), false),
+        GatewayConfig {
+            unverified_body_budget_mb: args.unverified_body_budget_mb,
+            ..GatewayConfig::new(args.region.clone(), false)
+        },
         workers.clone(),
     )
     .await
@@ -86,9 +99,11 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(
-        "nimbus dev ready: aws --endpoint-url http://{} lambda … (account {DEV_ACCOUNT}, region {}, key {DEV_ACCESS_KEY}/{DEV_SECRET})",
+        "nimbus dev ready: aws --endpoint-url http://{} lambda … (account {DEV_ACCOUNT}, region {}, key {DEV_ACCESS_KEY}/{DEV_SECRET}); metadata node {} (nimbus --tls-dir {})",
         listener.local_addr()?,
-        args.region
+        args.region,
+        node.local_addr,
+        tls.root.display()
     );
     // One gateway, always the same id: after a restart it takes its own leases on
     // async events back at once instead of waiting for them to expire.
@@ -109,9 +124,11 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     nimbus_meta::metrics::register(&node, &metrics);
     nimbus_worker::metrics::register(workers.engine(), &metrics);
     gateway.metrics().register(&metrics);
-    // `/metrics` beside the Lambda API, outside its Signature V4 check.
-    let app = metrics.router().merge(gateway.router());
-    let serve = axum::serve(listener, app)
+    // `/metrics` names tenants' functions: only on the admin address, never the API port.
+    if let Some(addr) = args.admin_listen {
+        crate::meta_cmd::serve_admin(metrics, addr).await?;
+    }
+    let serve = axum::serve(listener, gateway.router())
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future();
     tokio::select! {

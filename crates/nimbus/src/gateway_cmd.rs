@@ -7,11 +7,16 @@ use anyhow::Context;
 use nimbus_gateway::{Gateway, GatewayConfig, RemoteConfig, RemoteWorkers};
 use nimbus_meta::MetaClient;
 use nimbus_telemetry::MetricsRegistry;
+use nimbus_tls::Transport;
 
 use crate::cli::GatewayArgs;
 
-pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
-    let meta = MetaClient::from_list(&args.meta).context("--meta")?;
+pub async fn run(
+    args: GatewayArgs,
+    transport: Transport,
+    metrics: MetricsRegistry,
+) -> anyhow::Result<()> {
+    let meta = MetaClient::from_list(&args.meta, &transport).context("--meta")?;
     // The gateway needs the metadata cache before it can serve; wait for a cluster that
     // is still electing rather than failing the start.
     let cache = {
@@ -28,14 +33,17 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
             }
         }
     };
-    let mut remote = RemoteConfig::new(args.region.clone());
+    let mut remote = RemoteConfig::new(args.region.clone(), transport);
     remote.stale_after = Duration::from_secs(args.worker_stale_secs);
     // Invocations, provisioning and function logs all go to the region's live workers.
     let workers = RemoteWorkers::new(cache.clone(), remote);
     let gateway = Gateway::new(
         meta,
         cache,
-        GatewayConfig::new(args.region.clone(), true),
+        GatewayConfig {
+            unverified_body_budget_mb: args.unverified_body_budget_mb,
+            ..GatewayConfig::new(args.region.clone(), true)
+        },
         workers,
     );
     if let Some(addr) = args.admin_listen {
@@ -45,8 +53,15 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let https = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(nimbus_tls::material::public_server(cert, key).context("--tls-cert/--tls-key")?)
+        }
+        _ => None,
+    };
     tracing::info!(
-        "gateway ready on http://{} (region {})",
+        "gateway ready on {}://{} (region {})",
+        if https.is_some() { "https" } else { "http" },
         listener.local_addr()?,
         args.region
     );
@@ -78,7 +93,14 @@ pub async fn run(args: GatewayArgs, metrics: MetricsRegistry) -> anyhow::Result<
     // On SIGTERM the server stops accepting, closes idle connections and lets requests in
     // flight finish (a rolling restart must not fail a sync invocation); dropping the
     // serve future instead would cut them off mid-response.
-    let mut serve = tokio::spawn(gateway.clone().serve(listener, stopped(stop_rx.clone())));
+    let mut serve = match https {
+        Some(tls) => tokio::spawn(gateway.clone().serve_https(
+            listener,
+            tls,
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(gateway.clone().serve(listener, stopped(stop_rx.clone()))),
+    };
     let served = tokio::select! {
         r = &mut serve => r,
         _ = crate::meta_cmd::shutdown_signal() => {

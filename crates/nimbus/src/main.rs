@@ -6,8 +6,9 @@
 //! [`dev_cmd`] runs meta + gateway + worker in one process, with [`local_worker`]
 //! connecting the gateway to an in-process worker engine; [`cluster_cmd`] is the cluster
 //! administration client; [`logs_cmd`] reads functions' logs through a gateway, with
-//! credentials found by [`aws_config`]. Logs, traces and metrics are set up by
-//! `nimbus-telemetry`.
+//! credentials found by [`aws_config`]; [`tls_cmd`] makes certificates and the transport
+//! (mutual TLS or, when asked, plaintext) every role dials and listens with. Logs,
+//! traces and metrics are set up by `nimbus-telemetry`.
 
 mod account_cmd;
 mod aws_config;
@@ -18,6 +19,7 @@ mod gateway_cmd;
 mod local_worker;
 mod logs_cmd;
 mod meta_cmd;
+mod tls_cmd;
 mod worker_cmd;
 
 use clap::Parser;
@@ -51,15 +53,27 @@ fn main() -> std::process::ExitCode {
         }
     };
     let metrics = telemetry.metrics().clone();
+    let tls = cli.tls;
     let result = rt.block_on(async move {
+        use nimbus_tls::Role;
+        let transport = |role| tls_cmd::transport(&tls, Some(role));
         match cli.command {
-            cli::Command::Meta(args) => meta_cmd::run(args, metrics).await,
-            cli::Command::Gateway(args) => gateway_cmd::run(args, metrics).await,
-            cli::Command::Worker(args) => worker_cmd::run(args, metrics).await,
+            cli::Command::Meta(args) => meta_cmd::run(args, transport(Role::Meta)?, metrics).await,
+            cli::Command::Gateway(args) => {
+                gateway_cmd::run(args, transport(Role::Gateway)?, metrics).await
+            }
+            cli::Command::Worker(args) => {
+                worker_cmd::run(args, transport(Role::Worker)?, metrics).await
+            }
             cli::Command::Dev(args) => dev_cmd::run(args, metrics).await,
-            cli::Command::Account(cmd) => account_cmd::run(cmd).await,
-            cli::Command::Cluster(cmd) => cluster_cmd::run(cmd).await,
+            cli::Command::Account(cmd) => account_cmd::run(cmd, transport(Role::Admin)?).await,
+            // Status is open to every role (a node's health check uses its own certificate).
+            cli::Command::Cluster(cmd @ cli::ClusterCommand::Status { .. }) => {
+                cluster_cmd::run(cmd, tls_cmd::transport(&tls, None)?).await
+            }
+            cli::Command::Cluster(cmd) => cluster_cmd::run(cmd, transport(Role::Admin)?).await,
             cli::Command::Logs(cmd) => logs_cmd::run(cmd).await,
+            cli::Command::Cert(cmd) => tls_cmd::run(cmd),
         }
     });
     rt.block_on(telemetry.shutdown());

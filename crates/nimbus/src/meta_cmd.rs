@@ -6,11 +6,17 @@ use anyhow::Context;
 use nimbus_meta::node::{parse_initial_cluster, MetaNode, NodeConfig};
 
 use nimbus_telemetry::MetricsRegistry;
+use nimbus_tls::Transport;
 
 use crate::cli::MetaArgs;
 
-pub async fn run(args: MetaArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
+pub async fn run(
+    args: MetaArgs,
+    transport: Transport,
+    metrics: MetricsRegistry,
+) -> anyhow::Result<()> {
     let mut cfg = NodeConfig::new(args.id, args.data_dir.clone(), args.listen);
+    cfg.transport = transport;
     cfg.initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
     if let Some(k) = &args.key_file {
         cfg.key_file = k.clone();

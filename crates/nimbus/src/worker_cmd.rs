@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use nimbus_meta::MetaClient;
 use nimbus_telemetry::MetricsRegistry;
+use nimbus_tls::Transport;
 use nimbus_types::Placement;
 use nimbus_worker::node::WorkerNodeConfig;
 use nimbus_worker::{EngineConfig, NatConfig, NetworkMode};
@@ -26,11 +27,21 @@ fn worker_id(data: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
-pub async fn run(args: WorkerArgs, metrics: MetricsRegistry) -> anyhow::Result<()> {
+pub async fn run(
+    args: WorkerArgs,
+    transport: Transport,
+    metrics: MetricsRegistry,
+) -> anyhow::Result<()> {
     let data = std::path::absolute(&args.data_dir).context("data dir")?;
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let id = worker_id(&data)?;
-    let meta = MetaClient::from_list(&args.meta).context("--meta")?;
+    // With TLS a worker's id starts with its certificate's name: the metadata cluster
+    // accepts its registration only under that name (`NAME+LOCAL`, so workers that share
+    // one certificate, like a Kubernetes DaemonSet's, still have ids of their own).
+    let id = match &transport {
+        Transport::Tls(tls) => nimbus_tls::worker_id(&tls.identity(), &worker_id(&data)?),
+        Transport::Plaintext => worker_id(&data)?,
+    };
+    let meta = MetaClient::from_list(&args.meta, &transport).context("--meta")?;
     let placement = match (&args.zone, &args.edge_location) {
         (_, Some(edge)) => Placement::EdgeLocation(edge.clone()),
         (Some(zone), None) => Placement::Zone(zone.clone()),
@@ -68,6 +79,7 @@ pub async fn run(args: WorkerArgs, metrics: MetricsRegistry) -> anyhow::Result<(
         code_dir: data.join("code"),
         engine,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
+        transport,
     };
     let registry = match args.admin_listen {
         Some(addr) => {

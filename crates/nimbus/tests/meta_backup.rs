@@ -31,6 +31,7 @@ fn spawn_meta(args: &[&str], log: &std::path::Path) -> Proc1 {
     let log = std::fs::File::create(log).unwrap();
     Proc1(
         Proc::new(BIN)
+            .arg("--insecure-plaintext")
             .arg("meta")
             .args(args)
             .env("RUST_LOG", "info")
@@ -44,7 +45,7 @@ fn spawn_meta(args: &[&str], log: &std::path::Path) -> Proc1 {
 async fn wait_leader_at(addr: &str, timeout: Duration) -> u64 {
     let start = Instant::now();
     loop {
-        if let Ok(s) = MetaClient::node_status(addr).await {
+        if let Ok(s) = MetaClient::node_status(addr, &nimbus_tls::Transport::Plaintext).await {
             if let Some(l) = s.leader {
                 return l;
             }
@@ -175,7 +176,8 @@ async fn t80_snapshot_then_restore_on_fresh_nodes_after_losing_the_whole_cluster
         &root.join("new7.log"),
     );
     assert_eq!(wait_leader_at(&a7, 20 * SECS).await, 7);
-    let restored = MetaClient::new(std::slice::from_ref(&a7)).unwrap();
+    let restored =
+        MetaClient::new(std::slice::from_ref(&a7), &nimbus_tls::Transport::Plaintext).unwrap();
     let mut got = accounts(&restored, true).await;
     got.sort();
     let mut want: Vec<String> = (0..30).map(account).collect();
@@ -227,9 +229,12 @@ async fn t80_snapshot_then_restore_on_fresh_nodes_after_losing_the_whole_cluster
     );
     let start = Instant::now();
     loop {
-        let n = accounts(&MetaClient::new(std::slice::from_ref(&a8)).unwrap(), false)
-            .await
-            .len();
+        let n = accounts(
+            &MetaClient::new(std::slice::from_ref(&a8), &nimbus_tls::Transport::Plaintext).unwrap(),
+            false,
+        )
+        .await
+        .len();
         if n == 32 {
             break;
         }

@@ -55,6 +55,7 @@ fn an_admin_address_in_use_is_an_error() {
     let port = free_ports(1)[0];
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(common::BIN)
+        .arg("--insecure-plaintext")
         .args([
             "meta",
             "--id",
@@ -80,6 +81,7 @@ async fn gateway_admin_port_serves_lambda_metrics() {
     let [api, admin]: [u16; 2] = free_ports(2).try_into().unwrap();
     let admin = format!("127.0.0.1:{admin}");
     let mut gateway = std::process::Command::new(common::BIN)
+        .arg("--insecure-plaintext")
         .args(["gateway", "--meta", &cluster.nodes[0].addr])
         .args(["--listen", &format!("127.0.0.1:{api}")])
         .args(["--admin-listen", &admin])

@@ -425,6 +425,7 @@ async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
     let mut procs = Procs(vec![]);
     procs.0.push(
         Command::new(common::BIN)
+            .arg("--insecure-plaintext")
             .args(["meta", "--id", "1", "--listen", &meta])
             .args(["--initial-cluster", &format!("1={meta}"), "--data-dir"])
             .arg(dir.path().join("meta"))
@@ -437,6 +438,7 @@ async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = Command::new(common::BIN)
+            .arg("--insecure-plaintext")
             .args([
                 "account",
                 "create",
@@ -461,6 +463,7 @@ async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
     }
     procs.0.push(
         Command::new(common::BIN)
+            .arg("--insecure-plaintext")
             .args([
                 "worker",
                 "--listen",
@@ -479,6 +482,7 @@ async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
             .unwrap(),
     );
     let gw = Command::new(common::BIN)
+        .arg("--insecure-plaintext")
         .args(["gateway", "--listen", &gateway, "--meta", &meta])
         .envs(otel)
         .stdout(Stdio::null())

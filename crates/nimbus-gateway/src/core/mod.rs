@@ -58,6 +58,11 @@ pub struct GatewayConfig {
     /// serve one cluster); otherwise this gateway counts alone.
     pub leased_admission: bool,
     pub placement: PlacementConfig,
+    /// Most MB of request bodies held at once before their signature is verified (those
+    /// whose hash was not declared in `x-amz-content-sha256`, so the body must be read
+    /// to check it): a caller who knows an access key id but not its secret can make the
+    /// gateway hold no more than this.
+    pub unverified_body_budget_mb: u32,
 }
 
 impl GatewayConfig {
@@ -66,6 +71,7 @@ impl GatewayConfig {
             region: region.into(),
             leased_admission,
             placement: PlacementConfig::default(),
+            unverified_body_budget_mb: 256,
         }
     }
 }
@@ -86,6 +92,10 @@ pub struct Gateway {
     /// Provisioned concurrency as the last round of [`provisioned`] left it.
     provisioned: provisioned::Provisioned,
     credentials: Credentials,
+    /// MB of request bodies being read before their signature is known to be good, out
+    /// of `unverified_budget_mb`.
+    unverified_bodies: Arc<tokio::sync::Semaphore>,
+    unverified_budget_mb: u32,
 }
 
 impl Gateway {
@@ -122,7 +132,17 @@ impl Gateway {
             metrics: nimbus_telemetry::LambdaMetrics::new(),
             provisioned: Default::default(),
             credentials: Credentials::default(),
+            unverified_bodies: Arc::new(tokio::sync::Semaphore::new(
+                config.unverified_body_budget_mb as usize,
+            )),
+            unverified_budget_mb: config.unverified_body_budget_mb,
         })
+    }
+
+    /// The budget of request bodies read before their signature is verified, in MB: what
+    /// is free now, and the whole.
+    pub fn unverified_bodies(&self) -> (&Arc<tokio::sync::Semaphore>, u32) {
+        (&self.unverified_bodies, self.unverified_budget_mb)
     }
 
     pub fn meta(&self) -> &MetaClient {

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod extract;
+pub mod https;
 pub mod logs;
 pub mod sigv4;
 pub mod wire;
@@ -140,6 +141,19 @@ impl Gateway {
             .with_graceful_shutdown(shutdown)
             .await
     }
+
+    /// Serves HTTPS on `listener` with `tls` (the public certificate) until `shutdown`.
+    pub async fn serve_https(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let listener = https::HttpsListener::new(listener, tls)?;
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
 }
 
 /// Verifies Signature V4 and attaches the [`Caller`]. Everything that can be checked
@@ -189,6 +203,35 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
     if let Err(e) = signer.verify_declared(&parts, &headers) {
         return refuse(e, &parts);
     }
+    // Without it, the body must be read to be verified: such bodies share a bounded
+    // budget, so a known key id without its secret buys no more than that much memory.
+    // No Content-Length and no Transfer-Encoding: HTTP/1.1 says there is no body.
+    let expected = match declared_len {
+        Some(n) => n,
+        None if parts
+            .headers
+            .contains_key(axum::http::header::TRANSFER_ENCODING) =>
+        {
+            MAX_BODY_BYTES
+        }
+        None => 0,
+    };
+    let unverified = if signer.declared.is_none() && expected > 0 {
+        let mb = expected.div_ceil(1 << 20);
+        match budget(&gw, mb).await {
+            Some(permit) => Some(permit),
+            None => {
+                let e = ApiError::throttled(
+                    UNVERIFIED_BODY_REASON,
+                    "Too many request bodies are awaiting signature verification; retry, or \
+                     declare the payload's hash in x-amz-content-sha256.",
+                );
+                return refuse(e, &parts);
+            }
+        }
+    } else {
+        None
+    };
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => return refuse(too_large(), &parts),
@@ -196,12 +239,30 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
     if let Err(e) = signer.verify_body(&parts, &headers, &body) {
         return refuse(e, &parts);
     }
+    drop(unverified);
     let caller = signer.caller;
     tracing::debug!(request_id, account = caller.account_id, method = %parts.method, path = parts.uri.path(), "request");
     parts.extensions.insert(caller);
     parts.extensions.insert(RequestId(request_id.clone()));
     let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
     with_request_id(resp, &request_id)
+}
+
+/// The throttle `Reason` when the unverified-body budget is spent.
+pub const UNVERIFIED_BODY_REASON: &str = "UnverifiedRequestBodyBudgetExceeded";
+
+/// How long a request waits for room in the unverified-body budget before a throttle.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `mb` of the gateway's budget for bodies read before verification (a body larger than
+/// the whole budget takes all of it), waiting briefly for room.
+async fn budget(gw: &Gateway, mb: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let (sem, total) = gw.unverified_bodies();
+    let want = (mb.min(total as usize) as u32).max(1);
+    tokio::time::timeout(BUDGET_WAIT, sem.clone().acquire_many_owned(want))
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 async fn unknown_operation() -> ApiError {

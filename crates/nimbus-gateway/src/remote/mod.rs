@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use nimbus_proto::worker as pb;
 use nimbus_proto::worker::worker_client::WorkerClient;
+use nimbus_tls::{Role, Transport};
 use nimbus_types::{keys, Entity, Worker};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::core::catalog::Catalog;
 use crate::core::workers::{WorkerError, WorkerResult, WorkerView, Workers};
@@ -31,13 +32,17 @@ pub struct RemoteConfig {
     pub region: String,
     /// A worker whose last heartbeat is older than this is considered dead.
     pub stale_after: Duration,
+    /// How workers are dialled: with TLS, only a server holding a worker's certificate
+    /// is sent an invocation.
+    pub transport: Transport,
 }
 
 impl RemoteConfig {
-    pub fn new(region: impl Into<String>) -> Self {
+    pub fn new(region: impl Into<String>, transport: Transport) -> Self {
         Self {
             region: region.into(),
             stale_after: Duration::from_secs(10),
+            transport,
         }
     }
 }
@@ -97,13 +102,17 @@ impl RemoteWorkers {
                 return Ok(c.clone());
             }
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| WorkerError::Unreachable(format!("address {addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        let c = WorkerClient::new(endpoint.connect_lazy())
+        let channel = self
+            .config
+            .transport
+            .channel(&addr, Role::Worker, |e| {
+                e.connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+            })
+            .map_err(|e| WorkerError::Unreachable(e.to_string()))?;
+        let c = WorkerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         channels.insert(id.to_string(), (addr, c.clone()));

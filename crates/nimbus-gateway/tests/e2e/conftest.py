@@ -37,6 +37,9 @@ class DevServer:
         self.data = tempfile.mkdtemp(prefix="nimbus-e2e-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # /metrics is served on its own admin address, never on the API port.
+        self.admin_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.admin_port}"
         self.log_path = os.path.join(self.data, "nimbus.log")
         self.proc = None
         self._log = None
@@ -49,6 +52,7 @@ class DevServer:
                    RUST_LOG=os.environ.get("RUST_LOG", "info,openraft=warn,nimbus::function_log=debug"))
         self.proc = subprocess.Popen(
             [BIN, "dev", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--idle-timeout-secs", "60",
+             "--admin-listen", f"127.0.0.1:{self.admin_port}",
              # Async retries after a function error wait 0.3 s instead of Lambda's minute.
              "--async-retry-delay-ms", "300"],
             stdout=log,
@@ -94,6 +98,11 @@ def dev():
 @pytest.fixture(scope="session")
 def endpoint(dev):
     return dev.url
+
+
+@pytest.fixture(scope="session")
+def metrics_endpoint(dev):
+    return dev.metrics_url
 
 
 @pytest.fixture(scope="session")

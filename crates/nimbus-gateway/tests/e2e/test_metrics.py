@@ -22,10 +22,10 @@ def http_get(url):
 
 
 @pytest.fixture
-def prometheus(endpoint):
+def prometheus(metrics_endpoint):
     binary = shutil.which("prometheus")
     assert binary, "Debian's prometheus package is missing (.ci/test installs it)"
-    target = urllib.parse.urlparse(endpoint).netloc
+    target = urllib.parse.urlparse(metrics_endpoint).netloc
     data = tempfile.mkdtemp(prefix="nimbus-prom-")
     cfg = os.path.join(data, "prometheus.yml")
     with open(cfg, "w") as f:
@@ -79,8 +79,8 @@ def wait_value(prom, promql, want, timeout=30):
     raise AssertionError(f"{promql}: wanted {want}, Prometheus has {got}")
 
 
-def test_metrics_endpoint_is_openmetrics_and_unauthenticated(endpoint):
-    status, headers, body = http_get(endpoint + "/metrics")
+def test_metrics_endpoint_is_openmetrics_and_unauthenticated(metrics_endpoint):
+    status, headers, body = http_get(metrics_endpoint + "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert body.endswith("# EOF\n")
@@ -94,6 +94,16 @@ def test_other_paths_still_need_a_signature(endpoint):
     with pytest.raises(urllib.error.HTTPError) as e:
         http_get(endpoint + "/2015-03-31/functions")
     assert e.value.code == 403
+
+
+def test_the_api_port_does_not_serve_metrics(endpoint):
+    """Function names are tenants' data: /metrics is on the admin address only, and the
+    API port answers it like any unsigned request."""
+    with pytest.raises(urllib.error.HTTPError) as e:
+        http_get(endpoint + "/metrics")
+    assert e.value.code == 403
+    assert e.value.headers["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException"), \
+        dict(e.value.headers)
 
 
 def test_prometheus_scrapes_lambda_metrics_after_a_known_workload(endpoint, lam, make_function, prometheus):

@@ -49,7 +49,7 @@ def metric(text, name, resource):
     return None
 
 
-def test_provisioned_concurrency_on_an_alias(lam, endpoint, make_function):
+def test_provisioned_concurrency_on_an_alias(lam, metrics_endpoint, make_function):
     make_function("pc-fn", code=INIT_TYPE)
     v = lam.publish_version(FunctionName="pc-fn")["Version"]
     lam.create_alias(FunctionName="pc-fn", Name="live", FunctionVersion=v)
@@ -70,7 +70,7 @@ def test_provisioned_concurrency_on_an_alias(lam, endpoint, make_function):
     out = payload(lam.invoke(FunctionName="pc-fn", Qualifier="live", Payload=b"{}"))
     assert out == {"init": "provisioned-concurrency", "version": v}
 
-    text = scrape(endpoint)
+    text = scrape(metrics_endpoint)
     assert metric(text, "lambda_provisioned_concurrency_utilization", "pc-fn:live") == 0.0, text
     assert metric(text, "lambda_provisioned_concurrent_executions", "pc-fn:live") == 0.0, text
     assert "nimbus_worker_environments_provisioned 2" in text, text
@@ -83,7 +83,7 @@ def test_provisioned_concurrency_on_an_alias(lam, endpoint, make_function):
     # The workers let the environments go, and the metrics for the alias disappear.
     deadline = time.time() + 30
     while True:
-        text = scrape(endpoint)
+        text = scrape(metrics_endpoint)
         if "nimbus_worker_environments_provisioned 0" in text \
                 and metric(text, "lambda_provisioned_concurrency_utilization", "pc-fn:live") is None:
             break

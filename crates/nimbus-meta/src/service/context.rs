@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nimbus_proto::meta::metadata_client::MetadataClient;
+use nimbus_tls::Transport;
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -38,19 +39,22 @@ pub struct NodeContext {
     pub(super) leading_since: Arc<Mutex<Option<(u64, Instant)>>>,
     /// One channel per peer address, reused by every forwarded call.
     peers: Mutex<HashMap<String, Channel>>,
+    /// How this node dials its peers.
+    transport: Transport,
 }
 
 impl NodeContext {
-    /// `committed` is the log store's committed index ([`crate::log_store::LogStore::committed_index`]).
+    /// `committed` is the log store's committed index ([`crate::log_store::LogStore::committed_index`]);
+    /// the write timeout and the transport come from `cfg`.
     pub fn new(
-        id: NodeId,
+        cfg: &crate::node::NodeConfig,
         addr: String,
         raft: Raft,
         sm: StateMachineStore,
         key: ClusterKey,
-        write_timeout: Duration,
         committed: Arc<AtomicU64>,
     ) -> Self {
+        let (id, write_timeout, transport) = (cfg.id, cfg.write_timeout, cfg.transport.clone());
         Self {
             id,
             addr,
@@ -63,6 +67,7 @@ impl NodeContext {
             leases: Mutex::new(Ledger::new(LEASE)),
             leading_since: Arc::default(),
             peers: Mutex::default(),
+            transport,
         }
     }
 
@@ -85,7 +90,7 @@ impl NodeContext {
         let ch = match peers.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = crate::network::channel(addr)
+                let c = crate::network::channel(addr, &self.transport)
                     .map_err(|e| Status::unavailable(e.to_string()))?;
                 peers.insert(addr.to_string(), c.clone());
                 c

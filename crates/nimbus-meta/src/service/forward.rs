@@ -33,9 +33,11 @@ pub(super) enum ReadIndexError {
     Raft(String),
 }
 
-/// Was this call forwarded by another node?
+/// Was this call forwarded by another node? Only a metadata node's word counts: a
+/// gateway that set the header would otherwise have its writes skip sealing.
 pub(super) fn is_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().contains_key(FORWARDED)
+        && nimbus_tls::caller(req).is_none_or(|id| id.role == nimbus_tls::Role::Meta)
 }
 
 /// Where a call that only the leader may answer is served.

@@ -15,6 +15,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
+use super::authority::{may_query, may_write};
+use super::environment;
 use super::forward::{is_forwarded, Check, OnLeader};
 use super::{internal, stream, unavailable, EventStream, NodeContext};
 use crate::state_machine::chunk_key;
@@ -27,6 +29,7 @@ pub(super) async fn write(
     req: Request<pb::WriteRequest>,
 ) -> Result<Response<pb::WriteResponse>, Status> {
     let forwarded = is_forwarded(&req);
+    let caller = nimbus_tls::caller(&req).cloned();
     let req = req.into_inner();
     if req.request_id.is_empty() || req.request_id.len() > MAX_REQUEST_ID {
         return Err(Status::invalid_argument(
@@ -42,6 +45,7 @@ pub(super) async fn write(
             "the cluster key check is recorded by the metadata nodes themselves",
         ));
     }
+    may_write(caller.as_ref(), &command).map_err(Status::permission_denied)?;
     if !forwarded {
         ctx.seal(&mut command);
     }
@@ -56,10 +60,16 @@ pub(super) async fn write(
             "write not committed within {:?}: no quorum of metadata nodes reachable; retry with the same request id",
             ctx.write_timeout
         ))),
-        Ok(Ok(resp)) => Ok(Response::new(pb::WriteResponse {
-            revision: resp.data.revision,
-            result: encode(&resp.data.result),
-        })),
+        Ok(Ok(resp)) => {
+            let mut result = resp.data.result;
+            if let Ok(out) = result.as_mut() {
+                environment::open_output(&ctx.key, out);
+            }
+            Ok(Response::new(pb::WriteResponse {
+                revision: resp.data.revision,
+                result: encode(&result),
+            }))
+        }
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             let leader = ctx.forward_target(&f, forwarded)?;
             // The sealed command goes on, so the leader does not seal it again.
@@ -78,6 +88,10 @@ pub(super) async fn read(
     ctx: &NodeContext,
     req: Request<pb::ReadRequest>,
 ) -> Result<Response<pb::ReadResponse>, Status> {
+    // Checked before a forward: the leader trusts what a follower forwards.
+    let query: Query =
+        decode(&req.get_ref().query).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    may_query(nimbus_tls::caller(&req), &query).map_err(Status::permission_denied)?;
     let req = if req.get_ref().linearizable {
         match ctx
             .on_leader(req, Check::Quorum("linearizable read"))
@@ -91,10 +105,13 @@ pub(super) async fn read(
     };
     let query: Query = decode(&req.query).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let revision = *ctx.sm.applied_index().borrow();
-    let result = match &query {
+    let mut result = match &query {
         Query::AccessKeySecret { access_key_id } => ctx.open_access_key(access_key_id),
         q => ctx.sm.query(q),
     };
+    if let Ok(out) = result.as_mut() {
+        environment::open_query(&ctx.key, out);
+    }
     Ok(Response::new(pb::ReadResponse {
         revision,
         result: encode(&result),
@@ -106,6 +123,7 @@ pub(super) async fn watch(
     req: Request<pb::WatchRequest>,
 ) -> Result<Response<EventStream>, Status> {
     let sm = ctx.sm.clone();
+    let key = ctx.key.clone();
     let from = req.into_inner().from_revision.max(1);
     // Subscribe before reading history so nothing falls between the two.
     let mut live = sm.subscribe();
@@ -152,9 +170,13 @@ pub(super) async fn watch(
                 continue;
             }
             next = b.revision + 1;
+            let changes = match environment::open_changes(&key, &b.changes) {
+                Some(opened) => encode(&opened),
+                None => encode(&*b.changes),
+            };
             let ev = pb::WatchEvent {
                 revision: b.revision,
-                changes: encode(&*b.changes),
+                changes,
             };
             if tx.send(Ok(ev)).await.is_err() {
                 return;
@@ -165,8 +187,8 @@ pub(super) async fn watch(
 }
 
 impl NodeContext {
-    /// Seals secrets in a command received from a client: code chunks and access-key
-    /// secrets reach the Raft log, and disk, only as ciphertext.
+    /// Seals secrets in a command received from a client: code chunks, access-key secrets
+    /// and environment variables reach the Raft log, and disk, only as ciphertext.
     fn seal(&self, cmd: &mut Command) {
         match cmd {
             Command::PutCodeChunk {
@@ -180,6 +202,10 @@ impl NodeContext {
             Command::PutAccessKey { key } => {
                 let aad = keys::access_key(&key.access_key_id);
                 key.secret_ciphertext = self.key.seal(aad.as_bytes(), &key.secret_ciphertext);
+            }
+            Command::CreateFunction { config, .. }
+            | Command::UpdateFunctionConfiguration { config, .. } => {
+                environment::seal(&self.key, config);
             }
             _ => {}
         }

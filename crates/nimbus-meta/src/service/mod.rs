@@ -14,13 +14,19 @@
 //! - [`backup`]: a consistent backup streamed from the leader.
 //! - [`leases`]: concurrency leases granted to gateways.
 //! - [`admin`]: node status and membership changes.
+//! - [`environment`]: functions' environment variables sealed on write, opened on the
+//!   way out.
+//! - [`authority`]: which role may call what (the table the transport enforces, and
+//!   the per-command and per-query checks of `Write` and `Read`).
 //!
 //! The `Metadata` trait impl below only routes each RPC to its module.
 
 mod admin;
+pub mod authority;
 mod backup;
 mod code;
 mod context;
+mod environment;
 mod forward;
 mod leases;
 mod metadata;

@@ -12,15 +12,19 @@
 
 mod service;
 
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nimbus_meta::MetaClient;
 use nimbus_proto::worker::worker_server::WorkerServer;
+use nimbus_tls::{AuthorityLayer, Role, Transport};
 use nimbus_types::{Command, Placement, Worker};
+use tokio_stream::StreamExt;
+use tonic::transport::server::Connected;
 
 use crate::code_cache::CodeCache;
 use crate::{Engine, EngineConfig, EngineError};
@@ -48,6 +52,18 @@ pub struct WorkerNodeConfig {
     pub engine: EngineConfig,
     /// How often capacity is reported to the metadata cluster.
     pub heartbeat: Duration,
+    /// How gateways reach this worker: with TLS, only gateways may call it.
+    pub transport: Transport,
+}
+
+/// Only gateways call a worker: invocations, provisioning, status and log queries all
+/// come from the gateway that placed the work or serves the query.
+fn policy(path: &str) -> &'static [Role] {
+    if path.starts_with("/nimbus.worker.v1.Worker/") {
+        &[Role::Gateway]
+    } else {
+        &[]
+    }
 }
 
 /// Errors starting a worker node.
@@ -68,11 +84,16 @@ pub enum NodeError {
     Serve(tonic::transport::Error),
 }
 
+/// The addresses gateways have called this worker from. Gateways do not register, but
+/// every one that places work here connects, and its certificate says it is a gateway.
+type GatewaysSeen = Arc<std::sync::Mutex<BTreeSet<Ipv4Addr>>>;
+
 /// Tells the sandbox which addresses are the cluster's nodes (the metadata nodes this
-/// worker was given, and every registered worker), so environments can never reach them,
-/// also where they sit on public addresses. Runs at start and with every heartbeat; a
-/// name that does not resolve now is tried again next time.
-async fn refresh_cluster_nodes(meta: &MetaClient, engine: &Engine) {
+/// worker was given, every registered worker, and every gateway that called it), so
+/// environments can never reach them, also where they sit on public addresses. Runs at
+/// start and with every heartbeat; a name that does not resolve now is tried again next
+/// time.
+async fn refresh_cluster_nodes(meta: &MetaClient, engine: &Engine, gateways: &GatewaysSeen) {
     let mut endpoints: Vec<String> = meta.addresses().map(str::to_string).collect();
     match meta.list(nimbus_types::keys::WORKER, None, u32::MAX).await {
         Ok((_, records)) => endpoints.extend(records.into_iter().filter_map(|(_, e)| match e {
@@ -81,7 +102,10 @@ async fn refresh_cluster_nodes(meta: &MetaClient, engine: &Engine) {
         })),
         Err(e) => tracing::debug!("listing workers for the egress policy: {e}"),
     }
-    let mut addrs = std::collections::BTreeSet::new();
+    let mut addrs = gateways
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     for endpoint in endpoints {
         match tokio::net::lookup_host(endpoint.as_str()).await {
             Ok(resolved) => addrs.extend(resolved.filter_map(|a| match a.ip() {
@@ -181,21 +205,31 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    refresh_cluster_nodes(&meta, &engine).await;
+    let gateways = GatewaysSeen::default();
+    // A gateway seen for the first time is denied at once, not at the next heartbeat.
+    let new_gateway = Arc::new(tokio::sync::Notify::new());
+    refresh_cluster_nodes(&meta, &engine, &gateways).await;
     let heartbeat = {
         let (svc, meta, mut stop) = (svc.clone(), meta.clone(), stop_rx.clone());
         let engine = engine.clone();
         let (interval, idle_timeout) = (config.heartbeat, config.engine.idle_timeout);
         let code = code.clone();
         let record = record.clone();
+        let gateways = gateways.clone();
+        let new_gateway = new_gateway.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
+                let new_gateway_only = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = new_gateway.notified() => true,
                     _ = stop.wait_for(|s| *s) => break,
+                };
+                if new_gateway_only {
+                    refresh_cluster_nodes(&meta, &engine, &gateways).await;
+                    continue;
                 }
-                refresh_cluster_nodes(&meta, &engine).await;
+                refresh_cluster_nodes(&meta, &engine, &gateways).await;
                 let evicted = code.evict_unused(idle_timeout);
                 if evicted > 0 {
                     tracing::info!(evicted, "removed unused code packages");
@@ -212,13 +246,40 @@ pub async fn run(
         })
     };
 
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Each gateway's address joins the egress deny set at its first connection (and on
+    // the next heartbeat's refresh): on a plaintext transport every caller is taken for
+    // one, with TLS only a gateway's certificate counts.
+    let incoming = {
+        let gateways = gateways.clone();
+        let new_gateway = new_gateway.clone();
+        config.transport.incoming(listener).map(move |conn| {
+            let Some(info) = conn.as_ref().ok().map(Connected::connect_info) else {
+                return conn;
+            };
+            let is_gateway = info
+                .identity
+                .as_ref()
+                .is_none_or(|i| i.role == Role::Gateway);
+            if let (true, Some(std::net::SocketAddr::V4(addr))) = (is_gateway, info.remote) {
+                let ip = *addr.ip();
+                let mut seen = gateways
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !ip.is_loopback() && seen.insert(ip) {
+                    tracing::info!(%ip, "a gateway called: environments may not reach it");
+                    new_gateway.notify_one();
+                }
+            }
+            conn
+        })
+    };
+    let authority = AuthorityLayer::new(&config.transport, policy);
     let server = WorkerServer::from_arc(svc.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (serve_stop_tx, mut stop_serve) = tokio::sync::watch::channel(false);
     let serve = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .layer(authority)
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop_serve.wait_for(|s| *s).await;

@@ -71,30 +71,57 @@ class Proc:
         return not self.stopping and self.proc is not None and self.proc.poll() is None
 
 
+def run_nimbus(*args):
+    out = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"nimbus {' '.join(args)} failed: {out.stderr}")
+    return out
+
+
+class Certs:
+    """The cluster's CA and one TLS directory per node, made with `nimbus cert`."""
+
+    def __init__(self, root):
+        self.root = os.path.join(root, "tls")
+        self.ca = os.path.join(self.root, "ca")
+        run_nimbus("cert", "init-ca", "--out", self.ca)
+
+    def issue(self, role, name, sans="127.0.0.1,localhost"):
+        out = os.path.join(self.root, f"{role}-{name}")
+        run_nimbus("cert", "issue", "--ca", self.ca, "--role", role, "--name", name, "--san", sans, "--out", out)
+        return out
+
+
 class Cluster:
     def __init__(self, metas=3, gateways=2, workers=2, worker_memory_mb=2048):
         self.root = tempfile.mkdtemp(prefix="nimbus-cluster-")
         key = os.path.join(self.root, "cluster.key")
         with open(key, "wb") as f:
             f.write(os.urandom(32))
+        # Every node and the CLI authenticate with mutual TLS, as in production.
+        self.certs = Certs(self.root)
+        self.admin_tls = self.certs.issue("admin", "operator")
         self.meta_ports = [free_port() for _ in range(metas)]
         self.meta_addrs = [f"127.0.0.1:{p}" for p in self.meta_ports]
         initial = ",".join(f"{i + 1}={a}" for i, a in enumerate(self.meta_addrs))
         self.metas = [
-            Proc(f"meta{i + 1}", ["meta", "--id", str(i + 1), "--data-dir", os.path.join(self.root, f"meta{i + 1}"),
+            Proc(f"meta{i + 1}", ["--tls-dir", self.certs.issue("meta", f"meta{i + 1}"),
+                                  "meta", "--id", str(i + 1), "--data-dir", os.path.join(self.root, f"meta{i + 1}"),
                                   "--listen", a, "--initial-cluster", initial, "--key-file", key], self.root)
             for i, a in enumerate(self.meta_addrs)
         ]
         meta = ",".join(self.meta_addrs)
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.gateways = [
-            Proc(f"gw{i + 1}", ["gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", "us-east-1"], self.root)
+            Proc(f"gw{i + 1}", ["--tls-dir", self.certs.issue("gateway", f"gw{i + 1}"),
+                                "gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", "us-east-1"], self.root)
             for i, p in enumerate(self.gateway_ports)
         ]
         self.worker_ports = [free_port() for _ in range(workers)]
         self.worker_admin_ports = [free_port() for _ in range(workers)]
         self.workers = [
-            Proc(f"worker{i + 1}", ["worker", "--data-dir", os.path.join(self.root, f"worker{i + 1}"),
+            Proc(f"worker{i + 1}", ["--tls-dir", self.certs.issue("worker", f"worker{i + 1}"),
+                                    "worker", "--data-dir", os.path.join(self.root, f"worker{i + 1}"),
                                     "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", "us-east-1",
                                     "--zone", f"us-east-1{'ab'[i % 2]}", "--memory-mb", str(worker_memory_mb),
                                     "--heartbeat-ms", "1000", "--idle-timeout-secs", "120",
@@ -121,8 +148,8 @@ class Cluster:
             wait_port(p, w.proc, w.log, timeout=120)
         return self
 
-    def cli(self, *args, env=None, check=True):
-        out = subprocess.run([BIN, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})), timeout=120)
+    def cli(self, *args, env=None, check=True, tls_dir=None):
+        out = subprocess.run([BIN, "--tls-dir", tls_dir or self.admin_tls, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})), timeout=120)
         if check and out.returncode != 0:
             raise RuntimeError(f"nimbus {' '.join(args)} failed: {out.stderr}")
         return out

@@ -16,6 +16,8 @@ pub static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// `nimbus dev`, killed on drop.
 pub struct Dev {
     pub addr: String,
+    /// Where `/metrics` is served (`--admin-listen`).
+    pub admin: String,
     pub dir: tempfile::TempDir,
     child: Child,
 }
@@ -24,20 +26,27 @@ impl Dev {
     /// Starts `nimbus dev` with extra environment variables and waits for its API port.
     pub async fn start(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_ports(1)[0];
-        let addr = format!("127.0.0.1:{port}");
+        let ports = free_ports(2);
+        let addr = format!("127.0.0.1:{}", ports[0]);
+        let admin = format!("127.0.0.1:{}", ports[1]);
         let log = std::fs::File::create(dir.path().join("nimbus.log")).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["dev", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &addr, "--idle-timeout-secs", "120"])
+            .args(["--admin-listen", &admin])
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let mut dev = Dev { addr, dir, child };
+        let mut dev = Dev {
+            addr,
+            admin,
+            dir,
+            child,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(&dev.addr).is_err() {
             if let Ok(Some(status)) = dev.child.try_wait() {
@@ -56,7 +65,12 @@ impl Dev {
     /// Wraps an already started process serving the Lambda API on `addr` (a cluster
     /// gateway whose account has the dev key), for the same client helpers.
     pub fn attach(addr: String, dir: tempfile::TempDir, child: Child) -> Self {
-        Dev { addr, dir, child }
+        Dev {
+            admin: addr.clone(),
+            addr,
+            dir,
+            child,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -104,9 +118,9 @@ impl Dev {
         );
     }
 
-    /// `GET /metrics` (unauthenticated).
+    /// `GET /metrics` on the admin address (unauthenticated).
     pub async fn scrape(&self) -> String {
-        scrape(&self.addr).await
+        scrape(&self.admin).await
     }
 }
 

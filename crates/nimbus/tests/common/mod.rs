@@ -90,6 +90,7 @@ impl Cluster {
             .unwrap();
         let node = &self.nodes[i];
         let mut cmd = Command::new(BIN);
+        cmd.arg("--insecure-plaintext");
         cmd.args(["meta", "--id", &node.id.to_string(), "--listen", &node.addr])
             .arg("--data-dir")
             .arg(&node.dir)
@@ -133,11 +134,15 @@ impl Cluster {
     }
 
     pub fn client(&self) -> MetaClient {
-        MetaClient::new(&self.addrs()).unwrap()
+        MetaClient::new(&self.addrs(), &nimbus_tls::Transport::Plaintext).unwrap()
     }
 
     pub fn client_for(&self, i: usize) -> MetaClient {
-        MetaClient::new(&[self.nodes[i].addr.clone()]).unwrap()
+        MetaClient::new(
+            &[self.nodes[i].addr.clone()],
+            &nimbus_tls::Transport::Plaintext,
+        )
+        .unwrap()
     }
 
     /// Waits until a live node reports a leader; returns the leader's index in `nodes`.
@@ -145,7 +150,9 @@ impl Cluster {
         let start = Instant::now();
         loop {
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
-                if let Ok(s) = MetaClient::node_status(&n.addr).await {
+                if let Ok(s) =
+                    MetaClient::node_status(&n.addr, &nimbus_tls::Transport::Plaintext).await
+                {
                     if let Some(l) = s.leader {
                         if let Some(i) = self
                             .nodes
@@ -171,7 +178,10 @@ impl Cluster {
     ) -> nimbus_proto::meta::NodeStatusResponse {
         let start = Instant::now();
         loop {
-            if let Ok(s) = MetaClient::node_status(&self.nodes[i].addr).await {
+            if let Ok(s) =
+                MetaClient::node_status(&self.nodes[i].addr, &nimbus_tls::Transport::Plaintext)
+                    .await
+            {
                 if s.applied >= index {
                     return s;
                 }
@@ -200,7 +210,11 @@ impl Drop for Cluster {
 
 /// Runs the nimbus binary with arguments and returns (status, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--insecure-plaintext")
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
