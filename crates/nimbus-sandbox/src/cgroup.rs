@@ -165,13 +165,15 @@ impl CgroupLimits {
     }
 }
 
-/// One environment's cgroup (v2) or cgroups (v1).
-#[derive(Debug)]
+/// One environment's cgroup (v2) or cgroups (v1). Clone only names the same
+/// directories again (a [`Teardown`](crate::Teardown) works on its own copy); the
+/// sandbox's resources alone remove them.
+#[derive(Debug, Clone)]
 pub struct Cgroup {
     layout: CgroupLayoutKind,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum CgroupLayoutKind {
     V2(PathBuf),
     V1 {
@@ -343,6 +345,70 @@ impl Cgroup {
             .unwrap_or(0))
     }
 
+    /// Kills every process in the cgroup and its descendants at once
+    /// (`cgroup.kill`, v2 on Linux 5.14+): the kernel signals them all and
+    /// fails the forks that race with it. `Ok(false)`: not available here (the
+    /// v1 layout, an older kernel, or the cgroup is already gone).
+    pub(crate) fn kill_all(&self) -> Result<bool, CgroupError> {
+        let CgroupLayoutKind::V2(dir) = &self.layout else {
+            return Ok(false);
+        };
+        write_existing(&dir.join("cgroup.kill"), "1")
+    }
+
+    /// Freezes the cgroup (`cgroup.freeze`, v2): its processes stop running,
+    /// so none of them can fork, and SIGKILL still ends them (v2's freezer
+    /// lets fatal signals through). `Ok(false)`: no freezer here (the v1
+    /// layout has no freezer hierarchy, or the cgroup is gone).
+    pub(crate) fn freeze(&self) -> Result<bool, CgroupError> {
+        let CgroupLayoutKind::V2(dir) = &self.layout else {
+            return Ok(false);
+        };
+        write_existing(&dir.join("cgroup.freeze"), "1")
+    }
+
+    /// Removes the CPU quota. For a dying environment only: its processes run
+    /// their exits in their own time slices, so under the function's quota a
+    /// thousand of them take tens of seconds to die. `Ok(false)`: the cgroup
+    /// is gone.
+    pub(crate) fn lift_cpu_quota(&self) -> Result<bool, CgroupError> {
+        match &self.layout {
+            CgroupLayoutKind::V2(dir) => write_existing(&dir.join("cpu.max"), "max"),
+            CgroupLayoutKind::V1 { cpu, .. } => write_existing(&cpu.join("cpu.cfs_quota_us"), "-1"),
+        }
+    }
+
+    /// The processes in the cgroup right now (on v1, in any of its
+    /// hierarchies), as host pids. A cgroup that is gone has none. A pid this
+    /// process cannot see reads as 0 and is left out: `kill(0)` would signal
+    /// the worker's own process group.
+    pub(crate) fn procs(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in self.dirs() {
+            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(
+                    text.lines()
+                        .filter_map(|l| l.trim().parse::<i32>().ok())
+                        .filter(|&pid| pid > 0),
+                );
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Whether any process is left in the cgroup: v2's `populated` in
+    /// `cgroup.events` (descendants included), v1's `cgroup.procs`. A cgroup
+    /// that is gone is empty.
+    pub(crate) fn populated(&self) -> bool {
+        match &self.layout {
+            CgroupLayoutKind::V2(dir) => fs::read_to_string(dir.join("cgroup.events"))
+                .is_ok_and(|events| events.lines().any(|l| l.trim() == "populated 1")),
+            CgroupLayoutKind::V1 { .. } => !self.procs().is_empty(),
+        }
+    }
+
     /// Removes the cgroup(s). Only succeeds once every task has exited, which
     /// is the case after the namespace's init has been reaped.
     pub(crate) fn remove(&self) {
@@ -389,6 +455,25 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Writes a control file that may be missing (a newer kernel's feature, or a
+/// cgroup already removed): `Ok(false)` then. Opened without `O_CREAT`, so a
+/// missing file is `NotFound` (cgroupfs refuses to create one with `EACCES`,
+/// which would read as a real failure).
+fn write_existing(path: &Path, value: &str) -> Result<bool, CgroupError> {
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, value.as_bytes()));
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(CgroupError::File {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {

@@ -18,6 +18,7 @@
 //! * [`network`]    — per-environment network namespace; Runtime API socket inside it.
 //! * [`nat`]        — optional veth + NAT egress with nftables.
 //! * [`process`]    — [`PreparedSandbox`] / [`Sandbox`] handles, exit status, cleanup.
+//! * [`teardown`]   — [`Teardown`]: every process of an environment killed, promptly and bounded.
 //! * `shell`        — pre-created environment shells (the cold-start pool).
 //! * `shell_child`  — what a shell does in its own process; `wire` — the spec it receives.
 //! * `insecure`     — the no-isolation developer mode.
@@ -39,6 +40,7 @@ pub mod scratch;
 pub mod seccomp;
 mod shell;
 mod shell_child;
+pub mod teardown;
 mod wire;
 
 pub use child::ChildStep;
@@ -50,3 +52,4 @@ pub use network::NetworkMode;
 #[cfg(feature = "tokio")]
 pub use process::ExitWatch;
 pub use process::{ExitStatus, PreparedSandbox, Sandbox};
+pub use teardown::{Teardown, TeardownError};

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -18,6 +19,12 @@ use crate::error::SandboxError;
 use crate::filesystem::RootfsOp;
 use crate::nat::NatLink;
 use crate::scratch::ScratchDisk;
+use crate::teardown::{Teardown, TeardownError};
+
+/// How long dropping a running [`Sandbox`] tries to kill everything in it
+/// before it just waits for the first process: a torn-down fork bomb is gone
+/// in well under a second once its CPU quota is lifted.
+const DROP_TEARDOWN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Host-side resources of one environment, released when it ends.
 #[derive(Debug, Default)]
@@ -311,6 +318,31 @@ impl Sandbox {
         }
     }
 
+    /// A handle that kills every process left in the environment and waits,
+    /// bounded, for its cgroup to empty ([`Teardown::run`]); it works without
+    /// this handle, so it can run on a thread of its own while this one is
+    /// locked, reaped or dropped. `None` once the first process has been reaped
+    /// (the kernel reaps a PID namespace's init only after everything else in
+    /// it is gone) and without a cgroup (no isolation).
+    pub fn teardown(&self) -> Option<Teardown> {
+        if self.status.is_some() {
+            return None;
+        }
+        self.resources.cgroup.clone().map(Teardown::new)
+    }
+
+    /// Kills every process in the environment and waits, at most `limit`,
+    /// until none is left (see [`Teardown`]): prompt even for a fork bomb at a
+    /// small CPU share. Blocking. The first process still has to be reaped
+    /// ([`wait`](Self::wait)).
+    pub fn terminate(&self, limit: Duration) -> Result<(), TeardownError> {
+        self.kill();
+        match self.teardown() {
+            Some(teardown) => teardown.run(limit),
+            None => Ok(()),
+        }
+    }
+
     /// Reaps the first process if it has exited.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, SandboxError> {
         self.reap(Some(WaitPidFlag::WNOHANG))
@@ -368,7 +400,11 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if self.status.is_none() {
-            self.kill();
+            // Without this, reaping init would wait for every process of the
+            // namespace to die at the function's CPU share.
+            if let Err(e) = self.terminate(DROP_TEARDOWN_LIMIT) {
+                tracing::warn!(pid = self.pid.as_raw(), error = %e, "environment not torn down in time; waiting for it");
+            }
             let _ = self.wait();
         }
         self.resources.finish();

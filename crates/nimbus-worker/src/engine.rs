@@ -223,7 +223,10 @@ impl Engine {
         if keep {
             env.release();
         } else {
-            env.retire().shutdown().await;
+            // Its memory is free from here on; the answer does not wait for the
+            // environment to be gone (after a timeout, a fork bomb may still be
+            // dying), so that goes on in the background.
+            tokio::spawn(env.retire().shutdown());
         }
         Ok(outcome)
     }

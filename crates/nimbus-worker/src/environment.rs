@@ -3,7 +3,7 @@
 //! time, repeated while warm), Shutdown.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -17,6 +17,18 @@ use crate::function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, Invo
 use crate::logs::{self, LogCapture, LogLine};
 use crate::runtime_api::{Dispatch, InitSignal, RuntimeApi, RuntimeReply, MAX_RESPONSE_BYTES};
 use crate::runtimes;
+
+/// How long an answer waits, once its environment has been killed (a timeout,
+/// a failed Init), for the runtime to be reaped: REPORT's peak memory and the
+/// last log lines come with it. A runtime alone dies in milliseconds; a fork
+/// bomb can take longer even torn down properly, and the answer is due at the
+/// deadline, so past this the answer goes without it.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+/// How long the teardown started at a timeout keeps killing the environment's
+/// processes (on its own blocking thread, off the answer's path) before it
+/// leaves the rest to the sandbox's drop.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How the first process of an environment ended.
 #[derive(Debug, Clone, Copy)]
@@ -230,7 +242,7 @@ impl ExecutionEnvironment {
         let from_shell = sandbox.pooled();
         let sandbox = Arc::new(Mutex::new(sandbox));
         let (exit_tx, exited) = watch::channel(None);
-        let exit_task = spawn_exit_watcher(watch, sandbox.clone(), exit_tx);
+        let exit_task = spawn_exit_watcher(watch, Arc::downgrade(&sandbox), exit_tx);
 
         let mut env = ExecutionEnvironment {
             id,
@@ -291,11 +303,13 @@ impl ExecutionEnvironment {
                 Ok(env)
             }
             Err((error_type, payload)) => {
-                env.kill();
-                let _ = wait_exit(&mut env.exited.clone()).await;
+                env.terminate();
+                wait_exit_within(env.exited.clone(), EXIT_GRACE).await;
                 let mut logs = init_start;
                 logs.extend(env.logs.drain().await);
-                env.shutdown().await;
+                // The failure is answered now; the environment finishes dying
+                // in the background.
+                tokio::spawn(env.shutdown());
                 Err(StartError::Init(InitFailure {
                     error_type,
                     payload,
@@ -340,6 +354,7 @@ impl ExecutionEnvironment {
         };
         let sent_at = Instant::now();
         let _ = self.events.send(dispatch).await;
+        let deadline = tokio::time::Instant::now() + spec.timeout;
         let mut exited = self.exited.clone();
         let rid = &inv.request_id;
         enum End {
@@ -350,11 +365,15 @@ impl ExecutionEnvironment {
         let end = tokio::select! {
             r = reply_rx => match r {
                 Ok(reply) => End::Reply(reply),
-                // The API dropped the event: the runtime is gone.
-                Err(_) => End::Exit(wait_exit(&mut exited).await),
+                // The API dropped the event: the runtime is gone, or going. Its
+                // exit is the answer, but the deadline still holds.
+                Err(_) => match tokio::time::timeout_at(deadline, wait_exit(&mut exited)).await {
+                    Ok(info) => End::Exit(info),
+                    Err(_) => End::Timeout,
+                },
             },
             info = wait_exit(&mut exited) => End::Exit(info),
-            _ = tokio::time::sleep(spec.timeout) => End::Timeout,
+            _ = tokio::time::sleep_until(deadline) => End::Timeout,
         };
         let finished = Instant::now();
         let (status, payload, healthy, duration) = match end {
@@ -400,7 +419,7 @@ impl ExecutionEnvironment {
                 (fe(t), error_payload(t, &msg), false, finished - sent_at)
             }
             End::Timeout => {
-                self.kill();
+                self.terminate();
                 let t = "Sandbox.Timedout";
                 let msg = format!(
                     "RequestId: {rid} Error: Task timed out after {:.2} seconds",
@@ -410,7 +429,8 @@ impl ExecutionEnvironment {
             }
         };
         if !healthy {
-            let _ = wait_exit(&mut exited).await;
+            // Bounded: the answer never waits for a fork bomb to die.
+            wait_exit_within(exited, EXIT_GRACE).await;
         }
         let max_memory_mb = self.peak_mb();
         log.extend(self.logs.drain().await);
@@ -474,6 +494,26 @@ impl ExecutionEnvironment {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .kill();
+    }
+
+    /// Kills the environment now and tears it down on a blocking thread
+    /// (every process in its cgroup, see `nimbus_sandbox::Teardown`) without
+    /// waiting for that: the lock is held only to signal and to copy the
+    /// cgroup's paths, so reading the peak memory or reaping is never stuck
+    /// behind a dying fork bomb.
+    fn terminate(&self) {
+        let sandbox = self.sandbox.lock().unwrap_or_else(PoisonError::into_inner);
+        sandbox.kill();
+        let teardown = sandbox.teardown();
+        drop(sandbox);
+        if let Some(teardown) = teardown {
+            let id = self.id.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = teardown.run(TEARDOWN_LIMIT) {
+                    tracing::warn!(env = %id, error = %e, "environment not torn down in time");
+                }
+            });
+        }
     }
 
     /// Kills the environment and releases its sandbox (on a blocking thread).
@@ -546,32 +586,48 @@ async fn wait_exit(rx: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
     }
 }
 
+/// Waits at most `grace` for the runtime to have exited and been reaped.
+async fn wait_exit_within(mut rx: watch::Receiver<Option<ExitInfo>>, grace: Duration) {
+    let _ = tokio::time::timeout(grace, wait_exit(&mut rx)).await;
+}
+
+/// Watches for the runtime's exit, then reaps it and publishes how it ended.
+/// It holds the sandbox weakly while it waits: when the environment is
+/// dropped, this task is aborted, and an aborted task drops what it holds on
+/// an async thread, where the sandbox's drop (a teardown, then a reap) must
+/// never run.
 fn spawn_exit_watcher(
     watch: nimbus_sandbox::ExitWatch,
-    sandbox: Arc<Mutex<Sandbox>>,
+    sandbox: Weak<Mutex<Sandbox>>,
     tx: watch::Sender<Option<ExitInfo>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         watch.exited().await;
         // Reaping releases the cgroup and scratch disk: blocking work.
         let info = tokio::task::spawn_blocking(move || {
+            // Gone: the environment was dropped, and the sandbox's drop reaps.
+            let sandbox = sandbox.upgrade()?;
             let mut s = sandbox.lock().unwrap_or_else(PoisonError::into_inner);
             // Read the cgroup before reaping: reaping removes it.
             let oom_killed = s.oom_kills() > 0;
             let peak_bytes = s.memory_peak_bytes();
             let status = s.wait().unwrap_or(ExitStatus::Exited(-1));
-            ExitInfo {
+            Some(ExitInfo {
                 status,
                 oom_killed,
                 peak_bytes,
-            }
+            })
         })
-        .await
-        .unwrap_or(ExitInfo {
-            status: ExitStatus::Exited(-1),
-            oom_killed: false,
-            peak_bytes: None,
-        });
+        .await;
+        let info = match info {
+            Ok(Some(info)) => info,
+            Ok(None) => return,
+            Err(_) => ExitInfo {
+                status: ExitStatus::Exited(-1),
+                oom_killed: false,
+                peak_bytes: None,
+            },
+        };
         let _ = tx.send(Some(info));
     })
 }

@@ -104,6 +104,40 @@ print(len([p for p in os.listdir("/proc") if p.isdigit()]), flush=True)
 os._exit(0)
 '"#;
 
+/// A fork bomb that never lets up: every process forks for ever, retrying
+/// while the pids limit refuses, and reaps nothing it need not (`SIGCHLD`
+/// ignored). Its processes ask to be the OOM killer's first choice, so the
+/// memory limit trims the bomb and never takes init, which only waits.
+pub const RELENTLESS_FORK_BOMB: &str = r#"exec /usr/bin/python3 -c '
+import os, signal, time
+if os.fork() == 0:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            time.sleep(0.01)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(1)
+'"#;
+
+/// A file of environment `id`'s cgroup under the tests' parent (`nimbus-test`):
+/// the unified hierarchy's, else the v1 pids hierarchy's. `None` once the
+/// cgroup is gone.
+pub fn env_cgroup_file(id: &str, name: &str) -> Option<String> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"]
+        .iter()
+        .find_map(|root| std::fs::read_to_string(format!("{root}/nimbus-test/{id}/{name}")).ok())
+}
+
 /// The process count [`FORK_BOMB`] printed last (0 if it printed none).
 pub fn processes_seen(out: &str) -> u32 {
     out.lines()
