@@ -87,6 +87,16 @@ impl MetaCluster {
             .collect()
     }
 
+    /// A client with a gateway's certificate: function metadata, as gateways write it.
+    pub fn gateway_client(&self) -> anyhow::Result<MetaClient> {
+        let tls = nimbus_tls::Tls::load(self.tls.join("gateway1"), nimbus_tls::Role::Gateway)?;
+        Ok(MetaClient::new(
+            &self.addrs(),
+            &nimbus_tls::Transport::Tls(tls),
+        )?)
+    }
+
+    /// A client with the operator's (admin) certificate.
     pub fn client(&self) -> anyhow::Result<MetaClient> {
         Ok(MetaClient::new(&self.addrs(), &self.transport)?)
     }
@@ -162,6 +172,7 @@ pub async fn run(
     let name = fault.name();
     let workload = Arc::new(
         MetaWorkload::setup(
+            cluster.gateway_client()?,
             cluster.client()?,
             history.clone(),
             &format!("{name}-{seed}"),

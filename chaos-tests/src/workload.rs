@@ -31,7 +31,10 @@ pub struct Observations {
 
 /// A workload over `keys` functions, each a register.
 pub struct MetaWorkload {
+    /// Function writes and reads, as a gateway makes them (a gateway's certificate).
     pub client: MetaClient,
+    /// Account creation, the operator's (the admin certificate).
+    pub admin: MetaClient,
     pub history: Arc<History>,
     pub obs: Arc<Observations>,
     pub scenario: String,
@@ -66,11 +69,12 @@ impl MetaWorkload {
     /// Creates the account and `n` functions (each creation is the register's first write).
     pub async fn setup(
         client: MetaClient,
+        admin: MetaClient,
         history: Arc<History>,
         scenario: &str,
         n: usize,
     ) -> anyhow::Result<Self> {
-        client
+        admin
             .write(Command::PutAccount {
                 account_id: ACCOUNT.into(),
             })
@@ -105,6 +109,7 @@ impl MetaWorkload {
         }
         Ok(Self {
             client,
+            admin,
             history,
             obs: Arc::default(),
             scenario: scenario.into(),
@@ -209,7 +214,7 @@ impl MetaWorkload {
         let id = format!("{:012}", rng.gen_range(100_000_000_000u64..999_999_999_999));
         let res = tokio::time::timeout(
             OP_TIMEOUT,
-            self.client.write(Command::PutAccount {
+            self.admin.write(Command::PutAccount {
                 account_id: id.clone(),
             }),
         )

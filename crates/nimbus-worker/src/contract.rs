@@ -31,7 +31,7 @@ pub struct WorkerContract {
 /// Why an engine error means the invocation never ran, in the contract's terms.
 pub fn engine_rejection(e: &EngineError) -> Rejection {
     let reason = match e {
-        EngineError::NoCapacity { .. } => Reason::Busy,
+        EngineError::NoCapacity { .. } | EngineError::OverShare { .. } => Reason::Busy,
         EngineError::ShuttingDown => Reason::Draining,
         EngineError::InvalidFunction(_) => Reason::InvalidFunction,
         EngineError::PayloadTooLarge { .. } => Reason::PayloadTooLarge,

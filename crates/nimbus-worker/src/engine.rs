@@ -163,6 +163,15 @@ impl Engine {
                     free_mb,
                 })
             }
+            Acquire::OverShare { evicted } => {
+                // Its idle environments made room for the account that waits.
+                for e in evicted {
+                    tokio::spawn(e.shutdown());
+                }
+                return Err(EngineError::OverShare {
+                    account: spec.account_id.clone(),
+                });
+            }
             Acquire::Cold { slot, evicted } => {
                 // If the caller goes away mid-start, or the start fails, `slot` drops and
                 // gives the reservation back.
@@ -242,6 +251,12 @@ impl Engine {
             match acquired {
                 Acquire::Warm(_) => unreachable!("acquire(for_invoke=false) never returns Warm"),
                 Acquire::NoCapacity { .. } => break,
+                Acquire::OverShare { evicted } => {
+                    for e in evicted {
+                        e.shutdown().await;
+                    }
+                    break;
+                }
                 // A failed or abandoned start drops `slot`, which releases its memory.
                 Acquire::Cold { slot, evicted } => {
                     for e in evicted {

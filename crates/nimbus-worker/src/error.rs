@@ -26,6 +26,15 @@ pub enum EngineError {
         /// Memory not reserved by busy environments.
         free_mb: u64,
     },
+    /// The account already holds its fair share of this worker's memory while another
+    /// account waits for some (maps to a retry elsewhere, then a throttle).
+    #[error(
+        "account {account} holds its fair share of this worker's memory while other accounts wait"
+    )]
+    OverShare {
+        /// The account refused.
+        account: String,
+    },
     /// The sandbox could not be created; the function was not run.
     #[error("cannot create the execution environment: {0}")]
     Sandbox(#[from] nimbus_sandbox::SandboxError),

@@ -47,6 +47,7 @@ impl FunctionSpec {
     /// The pool key: environments are reused only by the same function version.
     pub fn key(&self) -> FunctionKey {
         FunctionKey {
+            account_id: self.account_id.clone(),
             function_name: self.function_name.clone(),
             version: self.version.clone(),
             revision: self.revision.clone(),
@@ -57,6 +58,9 @@ impl FunctionSpec {
 /// Identifies a function version (the unit of warm reuse).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FunctionKey {
+    /// The account the function belongs to (warm environments never cross accounts,
+    /// and memory is shared fairly between them).
+    pub account_id: String,
     /// Function name.
     pub function_name: String,
     /// Version.

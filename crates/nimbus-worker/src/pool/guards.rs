@@ -14,34 +14,43 @@ use super::{Pool, Pooled};
 #[must_use = "dropping the slot releases the reservation at once"]
 pub(crate) struct Starting<'a, E: Pooled> {
     pool: &'a Pool<E>,
+    account_id: String,
     memory_mb: u64,
 }
 
 impl<'a, E: Pooled> Starting<'a, E> {
-    pub(super) fn new(pool: &'a Pool<E>, memory_mb: u64) -> Self {
-        Starting { pool, memory_mb }
+    pub(super) fn new(pool: &'a Pool<E>, account_id: &str, memory_mb: u64) -> Self {
+        Starting {
+            pool,
+            account_id: account_id.to_string(),
+            memory_mb,
+        }
     }
 
     /// The started environment runs its first invocation.
-    pub(crate) fn into_busy(self, env: E) -> Busy<'a, E> {
+    pub(crate) fn into_busy(mut self, env: E) -> Busy<'a, E> {
         self.pool.state().started_busy(&env);
         let pool = self.pool;
         // Consumed: the reservation now belongs to the busy environment. Forgetting
-        // skips only `drop` (the slot owns nothing but a reference and a number).
+        // skips only `drop`; the account's name is taken out first so nothing leaks.
+        drop(std::mem::take(&mut self.account_id));
         std::mem::forget(self);
         Busy::new(pool, env)
     }
 
     /// The started environment waits idle (provisioned concurrency).
-    pub(crate) fn into_idle(self, env: E) {
+    pub(crate) fn into_idle(mut self, env: E) {
         self.pool.state().started_idle(env);
+        drop(std::mem::take(&mut self.account_id));
         std::mem::forget(self);
     }
 }
 
 impl<E: Pooled> Drop for Starting<'_, E> {
     fn drop(&mut self) {
-        self.pool.state().start_failed(self.memory_mb);
+        self.pool
+            .state()
+            .start_failed(&self.account_id, self.memory_mb);
     }
 }
 

@@ -11,6 +11,12 @@
 //! * Provisioned concurrency: a function version under a hold keeps up to its held count
 //!   of environments whatever their idle time, and they are not evicted for others; a
 //!   hold ends when it is released or not renewed in time (its gateway went away).
+//! * Fair shares: while another account waits for memory (it was refused for want of
+//!   it in the last [`WAIT_WINDOW`]), an account holding its equal share of the worker
+//!   (capacity / accounts holding or waiting for memory) or more is refused, even a warm
+//!   environment, and its idle environments are evicted for the waiting one. One
+//!   tenant's flood thus cannot keep another off a full worker; the refused invocations
+//!   are retried elsewhere by the gateway and end as throttles, never as errors.
 //!
 //! What the pool hands out are guards ([`guards`]): a [`Starting`] reservation for an
 //! environment being created and a [`Busy`] environment running an invocation. Each
@@ -103,7 +109,13 @@ pub(crate) enum Acquire<'a, E: Pooled> {
     },
     /// Does not fit even after evicting every idle environment.
     NoCapacity { free_mb: u64 },
+    /// The account holds its fair share or more while another waits; these idle
+    /// environments of it were evicted for the waiting one (shut them down).
+    OverShare { evicted: Vec<E> },
 }
+
+/// How long an account refused for want of memory counts as waiting for it.
+pub(crate) const WAIT_WINDOW: Duration = Duration::from_secs(1);
 
 /// The pool shared by every invocation of an engine; each method takes its lock for
 /// a few map operations only, never across an await.
@@ -116,6 +128,8 @@ impl<E: Pooled> Pool<E> {
         Pool {
             state: Mutex::new(PoolState {
                 idle: HashMap::new(),
+                by_account: HashMap::new(),
+                waiting: HashMap::new(),
                 busy: 0,
                 busy_by_key: HashMap::new(),
                 holds: HashMap::new(),
@@ -145,18 +159,28 @@ impl<E: Pooled> Pool<E> {
         for_invoke: bool,
     ) -> Acquire<'_, E> {
         let mut state = self.state();
+        let now = now();
         if for_invoke {
             state.invocations += 1;
+        }
+        if state.over_share(&key.account_id, now) {
+            let evicted = state.evict_idle_of(&key.account_id);
+            return Acquire::OverShare { evicted };
+        }
+        if for_invoke {
             if let Some(env) = state.take_warm(key) {
                 return Acquire::Warm(Busy::new(self, env));
             }
         }
-        match state.reserve(memory_mb) {
+        match state.reserve(&key.account_id, memory_mb) {
             Ok(evicted) => Acquire::Cold {
-                slot: Starting::new(self, memory_mb),
+                slot: Starting::new(self, &key.account_id, memory_mb),
                 evicted,
             },
-            Err(free_mb) => Acquire::NoCapacity { free_mb },
+            Err(free_mb) => {
+                state.waiting.insert(key.account_id.clone(), now);
+                Acquire::NoCapacity { free_mb }
+            }
         }
     }
 
@@ -191,7 +215,7 @@ impl<E: Pooled> Pool<E> {
         let mut state = self.state();
         let out: Vec<E> = state.idle.drain().flat_map(|(_, v)| v).collect();
         for env in &out {
-            state.reserved_mb -= env.memory_mb();
+            state.unreserve(env.key(), env.memory_mb());
         }
         out
     }
@@ -246,6 +270,10 @@ struct Hold {
 /// `release`, `discard`, `start_failed`); nothing else does.
 struct PoolState<E> {
     idle: HashMap<FunctionKey, Vec<E>>,
+    /// Memory reserved per account (starting, busy and idle environments).
+    by_account: HashMap<String, u64>,
+    /// Accounts refused for want of memory, and when last.
+    waiting: HashMap<String, Instant>,
     busy: usize,
     busy_by_key: HashMap<FunctionKey, usize>,
     holds: HashMap<FunctionKey, Hold>,
@@ -268,7 +296,7 @@ impl<E: Pooled> PoolState<E> {
                 return Some(env);
             }
             // Died while idle: release its memory, try the next.
-            self.reserved_mb -= env.memory_mb();
+            self.unreserve(key, env.memory_mb());
             drop(env);
         }
         None
@@ -276,7 +304,7 @@ impl<E: Pooled> PoolState<E> {
 
     /// Reserves `memory_mb` for a new environment, evicting idle ones (LRU) if that is
     /// needed and enough; the evicted ones, or the free memory when it cannot fit.
-    fn reserve(&mut self, memory_mb: u64) -> Result<Vec<E>, u64> {
+    fn reserve(&mut self, account_id: &str, memory_mb: u64) -> Result<Vec<E>, u64> {
         // Evict only if that can make enough room (held environments are not evictable).
         let idle_mb: u64 = self
             .evictable()
@@ -290,10 +318,11 @@ impl<E: Pooled> PoolState<E> {
         let mut evicted = Vec::new();
         while self.reserved_mb + memory_mb > self.capacity_mb {
             let Some(env) = self.pop_lru() else { break };
-            self.reserved_mb -= env.memory_mb();
+            self.unreserve(env.key(), env.memory_mb());
             evicted.push(env);
         }
         self.reserved_mb += memory_mb;
+        *self.by_account.entry(account_id.to_string()).or_default() += memory_mb;
         self.starting += 1;
         self.cold_starts += 1;
         Ok(evicted)
@@ -320,9 +349,62 @@ impl<E: Pooled> PoolState<E> {
     }
 
     /// Start failed (or was abandoned): release its reservation.
-    fn start_failed(&mut self, memory_mb: u64) {
+    fn start_failed(&mut self, account_id: &str, memory_mb: u64) {
         self.starting -= 1;
         self.reserved_mb -= memory_mb;
+        self.unreserve_account(account_id, memory_mb);
+    }
+
+    /// Memory an environment of `key` held goes back to the worker.
+    fn unreserve(&mut self, key: &FunctionKey, memory_mb: u64) {
+        self.reserved_mb -= memory_mb;
+        self.unreserve_account(&key.account_id, memory_mb);
+    }
+
+    fn unreserve_account(&mut self, account_id: &str, memory_mb: u64) {
+        if let Some(mb) = self.by_account.get_mut(account_id) {
+            *mb = mb.saturating_sub(memory_mb);
+            if *mb == 0 {
+                self.by_account.remove(account_id);
+            }
+        }
+    }
+
+    /// Does `account_id` hold its fair share or more while another account waits for
+    /// memory? The share is equal among the accounts holding memory or waiting for it.
+    fn over_share(&mut self, account_id: &str, now: Instant) -> bool {
+        self.waiting
+            .retain(|_, at| now.duration_since(*at) < WAIT_WINDOW);
+        if !self.waiting.keys().any(|a| a != account_id) {
+            return false;
+        }
+        let mut accounts: std::collections::HashSet<&str> =
+            self.by_account.keys().map(String::as_str).collect();
+        accounts.extend(self.waiting.keys().map(String::as_str));
+        accounts.insert(account_id);
+        let share = self.capacity_mb / accounts.len() as u64;
+        self.by_account.get(account_id).copied().unwrap_or(0) >= share
+    }
+
+    /// Evicts the idle environments of `account_id` (not those a hold protects).
+    fn evict_idle_of(&mut self, account_id: &str) -> Vec<E> {
+        let mut victims = self.evictable();
+        victims.retain(|(k, _)| k.account_id == account_id);
+        // Highest index first within a key, so earlier indexes stay valid.
+        victims.sort_by_key(|v| std::cmp::Reverse(v.1));
+        let mut out = Vec::new();
+        for (key, index) in victims {
+            let Some(envs) = self.idle.get_mut(&key) else {
+                continue;
+            };
+            let env = envs.remove(index);
+            if envs.is_empty() {
+                self.idle.remove(&key);
+            }
+            self.unreserve(&key, env.memory_mb());
+            out.push(env);
+        }
+        out
     }
 
     /// An invocation finished on a healthy environment.
@@ -336,7 +418,7 @@ impl<E: Pooled> PoolState<E> {
     fn discard(&mut self, key: &FunctionKey, memory_mb: u64) {
         self.busy -= 1;
         self.not_busy(key);
-        self.reserved_mb -= memory_mb;
+        self.unreserve(key, memory_mb);
     }
 
     fn not_busy(&mut self, key: &FunctionKey) {
@@ -409,7 +491,7 @@ impl<E: Pooled> PoolState<E> {
         }
         self.idle.retain(|_, v| !v.is_empty());
         for env in &out {
-            self.reserved_mb -= env.memory_mb();
+            self.unreserve(env.key(), env.memory_mb());
         }
         out
     }

@@ -58,7 +58,12 @@ impl Pooled for FakeEnv {
 }
 
 fn key(name: &str, revision: &str) -> FunctionKey {
+    account_key("111111111111", name, revision)
+}
+
+fn account_key(account: &str, name: &str, revision: &str) -> FunctionKey {
     FunctionKey {
+        account_id: account.into(),
         function_name: name.into(),
         version: "$LATEST".into(),
         revision: revision.into(),
@@ -78,6 +83,7 @@ fn cold<'a>(pool: &'a Pool<FakeEnv>, key: &FunctionKey, mb: u64) -> Starting<'a,
         Acquire::NoCapacity { free_mb } => {
             panic!("expected a cold start, no capacity ({free_mb} MB free)")
         }
+        Acquire::OverShare { .. } => panic!("expected a cold start, over its share"),
     }
 }
 
@@ -87,6 +93,7 @@ fn warm<'a>(pool: &'a Pool<FakeEnv>, key: &FunctionKey, mb: u64) -> Busy<'a, Fak
         Acquire::Warm(env) => env,
         Acquire::Cold { .. } => panic!("expected a warm environment, got a cold start"),
         Acquire::NoCapacity { free_mb } => panic!("expected warm, no capacity ({free_mb} MB free)"),
+        Acquire::OverShare { .. } => panic!("expected warm, over its share"),
     }
 }
 
@@ -415,4 +422,62 @@ fn cold_starts_from_shells_are_counted_when_they_start() {
         ),
         (2, 2, 1, 2)
     );
+}
+
+/// One account floods a worker; a second is refused for want of memory and so waits.
+/// From then on the flooding account, at or over its half, is refused even a warm
+/// environment, and its idle ones are evicted for the waiting account, which then fits.
+/// Once nobody has waited for a while, the first account may use the whole worker again.
+#[tokio::test(start_paused = true)]
+async fn an_account_over_its_fair_share_yields_to_one_that_waits() {
+    let pool = Pool::<FakeEnv>::new(512);
+    let a = account_key("111111111111", "flood", "r1");
+    let b = account_key("222222222222", "quiet", "r1");
+    // A takes the whole worker: two busy, two idle.
+    let busy: Vec<_> = (1..=4)
+        .map(|i| cold(&pool, &a, 128).into_busy(FakeEnv::new(i, &a, 128)))
+        .collect();
+    let mut busy = busy.into_iter();
+    let (b1, b2) = (busy.next().unwrap(), busy.next().unwrap());
+    for env in busy {
+        let mut env = env;
+        env.finish_invocation();
+        env.release();
+    }
+    // Nobody waits: A reuses its idle environments as usual.
+    warm(&pool, &a, 128).release();
+    // B needs memory. The idle ones are A's, so B evicts one (no one was waiting yet) ...
+    match pool.acquire(&b, 256, true) {
+        Acquire::Cold { slot, evicted } => {
+            assert_eq!(evicted.len(), 2, "two idle 128 MB environments make 256 MB");
+            drop(slot);
+        }
+        _ => panic!("B should fit by evicting A's idle environments"),
+    }
+    // ... and with A's two busy (256 MB) and a second B start refused, B waits.
+    let b_slot = cold(&pool, &b, 256);
+    match pool.acquire(&b, 128, true) {
+        Acquire::NoCapacity { .. } => {}
+        _ => panic!("the worker is full"),
+    }
+    drop(b_slot);
+    // Now A holds 256 of 512 MB, its share with B waiting: refused, even warm.
+    let mut e1 = b1;
+    e1.finish_invocation();
+    e1.release();
+    match pool.acquire(&a, 128, true) {
+        Acquire::OverShare { evicted } => assert_eq!(evicted.len(), 1, "A's idle one is evicted"),
+        _ => panic!("A is at its share while B waits"),
+    }
+    assert_eq!(
+        pool.metrics().reserved_mb,
+        128,
+        "only A's busy environment is left"
+    );
+    // B's retry fits now.
+    let _b = cold(&pool, &b, 256).into_busy(FakeEnv::new(9, &b, 256));
+    // After the wait window with nobody refused, A may grow again.
+    tokio::time::advance(super::WAIT_WINDOW + Duration::from_millis(1)).await;
+    let _a = cold(&pool, &a, 128);
+    drop(b2);
 }
