@@ -14,6 +14,9 @@ pub struct EngineConfig {
     pub state_dir: PathBuf,
     /// Memory that environments may reserve in total (sum of their MemorySize).
     pub max_memory_mb: u64,
+    /// Weights of accounts' fair shares of that memory while accounts wait for it (an
+    /// account not listed weighs 1): account id → weight.
+    pub account_weights: std::collections::HashMap<String, u32>,
     /// An idle environment is shut down after this long.
     pub idle_timeout: Duration,
     /// How often the idle reaper runs.
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
         EngineConfig {
             state_dir: PathBuf::from("/var/lib/nimbus/worker"),
             max_memory_mb: 16 * 1024,
+            account_weights: Default::default(),
             idle_timeout: Duration::from_secs(300),
             reap_interval: Duration::from_secs(1),
             init_timeout: Duration::from_secs(10),

@@ -80,7 +80,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             logs,
             log_sweeper: Mutex::new(Some(log_sweeper)),
-            pool: Pool::new(config.max_memory_mb),
+            pool: Pool::new(config.max_memory_mb).with_weights(config.account_weights.clone()),
             jail: Arc::new(jail),
             config,
             reaper: Mutex::new(None),

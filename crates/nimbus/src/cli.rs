@@ -279,6 +279,10 @@ pub struct WorkerArgs {
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
+    /// Weights of accounts' fair shares of this worker's memory while accounts wait for
+    /// it, as ACCOUNT=WEIGHT, comma-separated (unlisted accounts weigh 1).
+    #[arg(long, value_delimiter = ',', value_parser = parse_weight)]
+    pub account_weight: Vec<(String, u32)>,
     /// Serve Prometheus metrics (environments, memory, cold starts) on `/metrics` here.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
@@ -482,6 +486,20 @@ pub enum ClusterCommand {
 pub enum Output {
     Text,
     Json,
+}
+
+/// `ACCOUNT=WEIGHT`: a 12-digit account id and a weight of 1 to 1000.
+fn parse_weight(s: &str) -> Result<(String, u32), String> {
+    let (account, weight) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ACCOUNT=WEIGHT, got {s:?}"))?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{account:?} is not a 12-digit account id"));
+    }
+    match weight.parse::<u32>() {
+        Ok(w @ 1..=1000) => Ok((account.to_string(), w)),
+        _ => Err(format!("weight {weight:?} must be 1 to 1000")),
+    }
 }
 
 /// `A.B` → the first two octets of a /16.

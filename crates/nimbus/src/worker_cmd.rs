@@ -51,6 +51,7 @@ pub async fn run(
         state_dir: data.join("engine"),
         region: args.region.clone(),
         max_memory_mb: args.memory_mb,
+        account_weights: args.account_weight.iter().cloned().collect(),
         insecure_no_isolation: args.insecure_no_isolation,
         network: match args.network {
             NetworkArg::Nat => NetworkMode::Nat(NatConfig {

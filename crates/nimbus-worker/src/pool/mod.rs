@@ -13,7 +13,8 @@
 //!   hold ends when it is released or not renewed in time (its gateway went away).
 //! * Fair shares: while another account waits for memory (it was refused for want of
 //!   it in the last [`WAIT_WINDOW`]), an account holding its equal share of the worker
-//!   (capacity / accounts holding or waiting for memory) or more is refused, even a warm
+//!   (capacity split among the accounts holding or waiting for memory, by the operator's
+//!   weights, equal by default) or more is refused, even a warm
 //!   environment, and its idle environments are evicted for the waiting one. One
 //!   tenant's flood thus cannot keep another off a full worker; the refused invocations
 //!   are retried elsewhere by the gateway and end as throttles, never as errors.
@@ -130,6 +131,7 @@ impl<E: Pooled> Pool<E> {
                 idle: HashMap::new(),
                 by_account: HashMap::new(),
                 waiting: HashMap::new(),
+                weights: HashMap::new(),
                 busy: 0,
                 busy_by_key: HashMap::new(),
                 holds: HashMap::new(),
@@ -182,6 +184,13 @@ impl<E: Pooled> Pool<E> {
                 Acquire::NoCapacity { free_mb }
             }
         }
+    }
+
+    /// Sets the operator's fair-share weights (account id → weight; 1 when absent, 0
+    /// counts as 1).
+    pub(crate) fn with_weights(self, weights: HashMap<String, u32>) -> Self {
+        self.state().weights = weights;
+        self
     }
 
     /// Holds `count` environments of `key` for `hold` from now (provisioned
@@ -274,6 +283,8 @@ struct PoolState<E> {
     by_account: HashMap<String, u64>,
     /// Accounts refused for want of memory, and when last.
     waiting: HashMap<String, Instant>,
+    /// Fair-share weights set by the operator (1 when absent).
+    weights: HashMap<String, u32>,
     busy: usize,
     busy_by_key: HashMap<FunctionKey, usize>,
     holds: HashMap<FunctionKey, Hold>,
@@ -371,7 +382,8 @@ impl<E: Pooled> PoolState<E> {
     }
 
     /// Does `account_id` hold its fair share or more while another account waits for
-    /// memory? The share is equal among the accounts holding memory or waiting for it.
+    /// memory? The shares split the worker among the accounts holding memory or waiting
+    /// for it, in proportion to their weights (equal by default).
     fn over_share(&mut self, account_id: &str, now: Instant) -> bool {
         self.waiting
             .retain(|_, at| now.duration_since(*at) < WAIT_WINDOW);
@@ -382,7 +394,9 @@ impl<E: Pooled> PoolState<E> {
             self.by_account.keys().map(String::as_str).collect();
         accounts.extend(self.waiting.keys().map(String::as_str));
         accounts.insert(account_id);
-        let share = self.capacity_mb / accounts.len() as u64;
+        let weight = |a: &str| u64::from(self.weights.get(a).copied().unwrap_or(1).max(1));
+        let total: u64 = accounts.iter().map(|a| weight(a)).sum();
+        let share = self.capacity_mb * weight(account_id) / total;
         self.by_account.get(account_id).copied().unwrap_or(0) >= share
     }
 

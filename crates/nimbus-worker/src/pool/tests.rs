@@ -481,3 +481,32 @@ async fn an_account_over_its_fair_share_yields_to_one_that_waits() {
     let _a = cold(&pool, &a, 128);
     drop(b2);
 }
+
+/// With the operator's weights, a heavier account's share is larger: at 3:1 on 512 MB,
+/// the light account is over its share at 128 MB while the heavy one waits, and the
+/// heavy one is not over its share at 256 MB while the light one waits.
+#[tokio::test(start_paused = true)]
+async fn weights_set_the_shares() {
+    let heavy = account_key("333333333333", "h", "r1");
+    let light = account_key("444444444444", "l", "r1");
+    let weights = [("333333333333".to_string(), 3)].into_iter().collect();
+    let pool = Pool::<FakeEnv>::new(512).with_weights(weights);
+    let _l = cold(&pool, &light, 128).into_busy(FakeEnv::new(1, &light, 128));
+    let _h = cold(&pool, &heavy, 256).into_busy(FakeEnv::new(2, &heavy, 256));
+    // The heavy one asks for 256 more: 128 free, so it waits.
+    match pool.acquire(&heavy, 256, true) {
+        Acquire::NoCapacity { .. } => {}
+        _ => panic!("256 MB do not fit in 128"),
+    }
+    // The light one holds 128 = its quarter: refused while the heavy one waits.
+    assert!(matches!(
+        pool.acquire(&light, 128, true),
+        Acquire::OverShare { .. }
+    ));
+    // The light one now waits too; the heavy one, at 256 of its 384, is not refused.
+    match pool.acquire(&light, 256, true) {
+        Acquire::OverShare { .. } | Acquire::NoCapacity { .. } => {}
+        _ => panic!("no room for the light one"),
+    }
+    let _h2 = cold(&pool, &heavy, 128);
+}
