@@ -30,7 +30,7 @@ use nimbus_gateway::client::Credentials;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::invoke_tracing::{Endpoint, FUNCTION};
-use crate::nimbus_cluster::NimbusCluster;
+use crate::nimbus_cluster::{BenchCerts, NimbusCluster};
 use crate::processes::{free_ports, ProcessGroup};
 
 /// The very bootstrap `nimbus worker` runs for `python3.x` functions.
@@ -256,6 +256,8 @@ pub struct Cluster {
     pub gateway_addr: String,
     meta: NimbusCluster,
     processes: ProcessGroup,
+    /// The certificates' directory, removed with the cluster.
+    _certs: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -263,12 +265,25 @@ impl Cluster {
         nimbus_bin: &Path,
         work_dir: &Path,
         worker_memory_mb: u64,
+        tls: bool,
     ) -> anyhow::Result<Self> {
-        let mut meta = NimbusCluster::start(nimbus_bin, work_dir, 3)?;
+        let certs_dir = match tls {
+            true => Some(
+                tempfile::Builder::new()
+                    .prefix("nimbus-bench-tls-")
+                    .tempdir_in(work_dir)?,
+            ),
+            false => None,
+        };
+        let certs = match &certs_dir {
+            Some(d) => Some(BenchCerts::make(d.path(), 3)?),
+            None => None,
+        };
+        let mut meta = NimbusCluster::start(nimbus_bin, work_dir, 3, certs.as_ref())?;
         meta.wait_leader(Duration::from_secs(30)).await?;
         let metas = meta.addrs.join(",");
         let status = Command::new(nimbus_bin)
-            .arg("--insecure-plaintext")
+            .args(BenchCerts::flags(certs.as_ref(), "admin"))
             .args(["account", "create", "--meta", &metas])
             .args(["--account-id", ACCOUNT, "--access-key-id", ACCESS_KEY_ID])
             .args(["--region", "us-east-1"])
@@ -285,7 +300,7 @@ impl Cluster {
             format!("127.0.0.1:{}", ports[1]),
         );
         let mut worker = Command::new(nimbus_bin);
-        worker.arg("--insecure-plaintext");
+        worker.args(BenchCerts::flags(certs.as_ref(), "worker"));
         worker
             .arg("worker")
             .arg("--data-dir")
@@ -297,7 +312,7 @@ impl Cluster {
             .env("RUST_LOG", "warn");
         processes.spawn("nimbus worker", "worker", worker)?;
         let mut gateway = Command::new(nimbus_bin);
-        gateway.arg("--insecure-plaintext");
+        gateway.args(BenchCerts::flags(certs.as_ref(), "gateway"));
         gateway
             .args(["gateway", "--listen", &gateway_addr, "--meta", &metas])
             .args(["--region", "us-east-1"])
@@ -320,6 +335,7 @@ impl Cluster {
             gateway_addr,
             meta,
             processes,
+            _certs: certs_dir,
         })
     }
 

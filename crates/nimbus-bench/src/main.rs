@@ -89,7 +89,10 @@ struct InvokeLoadArgs {
 enum LoadTarget {
     Direct,
     Dev,
+    /// The cluster with --insecure-plaintext between its nodes.
     Cluster,
+    /// The same cluster with mutual TLS between its nodes, as deployed.
+    ClusterTls,
 }
 
 impl LoadTarget {
@@ -98,6 +101,7 @@ impl LoadTarget {
             Self::Direct => "direct",
             Self::Dev => "nimbus dev",
             Self::Cluster => "cluster",
+            Self::ClusterTls => "cluster mTLS",
         }
     }
 }
@@ -315,8 +319,9 @@ impl LoadRunning {
                 d.endpoint().create_function("bench").await?;
                 Self::Dev(d)
             }
-            LoadTarget::Cluster => {
-                let c = invoke_load::Cluster::start(nimbus_bin, &args.work_dir, 16384).await?;
+            LoadTarget::Cluster | LoadTarget::ClusterTls => {
+                let tls = target == LoadTarget::ClusterTls;
+                let c = invoke_load::Cluster::start(nimbus_bin, &args.work_dir, 16384, tls).await?;
                 c.create_function("bench").await?;
                 Self::Cluster(c)
             }
@@ -439,7 +444,8 @@ async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {
         .to_string();
     eprintln!("nimbus: {}; {etcd_version}", nimbus_bin.display());
 
-    let mut nimbus = NimbusCluster::start(&nimbus_bin, &args.work_dir, CLUSTER_SIZE)?;
+    // Plaintext, like the etcd it is compared with.
+    let mut nimbus = NimbusCluster::start(&nimbus_bin, &args.work_dir, CLUSTER_SIZE, None)?;
     let mut etcd = EtcdCluster::start(&args.etcd_bin, &args.work_dir, CLUSTER_SIZE)?;
     let nimbus_leader = nimbus.wait_leader(LEADER_TIMEOUT).await?;
     let etcd_leader = etcd.wait_leader(LEADER_TIMEOUT).await?;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nimbus_meta::MetaClient;
+use nimbus_tls::{Role, Transport};
 
 use crate::processes::{free_ports, ProcessGroup};
 
@@ -14,11 +15,64 @@ pub struct NimbusCluster {
     /// Node addresses, node id `i + 1` at index `i`.
     pub addrs: Vec<String>,
     processes: ProcessGroup,
+    /// How the harness itself reaches the nodes.
+    transport: Transport,
+}
+
+/// Certificates for a benchmark cluster with mutual TLS, made with `nimbus-tls` like
+/// `nimbus cert` makes them: `meta1`…, `gateway`, `worker`, `admin` under `root`.
+pub struct BenchCerts {
+    pub root: std::path::PathBuf,
+}
+
+impl BenchCerts {
+    pub fn make(root: &Path, metas: usize) -> anyhow::Result<Self> {
+        use nimbus_tls::issue::{init_ca, issue, Request};
+        let ca = root.join("ca");
+        init_ca(&ca)?;
+        let mut names: Vec<(Role, String)> = (1..=metas)
+            .map(|i| (Role::Meta, format!("meta{i}")))
+            .collect();
+        names.push((Role::Gateway, "gateway".into()));
+        names.push((Role::Worker, "worker".into()));
+        names.push((Role::Admin, "admin".into()));
+        for (role, name) in names {
+            let out = root.join(&name);
+            let req = Request {
+                role,
+                name,
+                sans: Vec::new(),
+                days: 1,
+            };
+            issue(&ca, &req, &out)?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The flags that put a process of `name`'s TLS directory on the cluster.
+    pub fn flags(certs: Option<&Self>, name: &str) -> Vec<String> {
+        match certs {
+            Some(c) => vec!["--tls-dir".into(), c.root.join(name).display().to_string()],
+            None => vec!["--insecure-plaintext".into()],
+        }
+    }
 }
 
 impl NimbusCluster {
-    /// Starts `size` founding members with the given binary, data under `parent`.
-    pub fn start(nimbus_bin: &Path, parent: &Path, size: usize) -> anyhow::Result<Self> {
+    /// Starts `size` founding members with the given binary, data under `parent`, with
+    /// mutual TLS when `certs` are given (plaintext otherwise).
+    pub fn start(
+        nimbus_bin: &Path,
+        parent: &Path,
+        size: usize,
+        certs: Option<&BenchCerts>,
+    ) -> anyhow::Result<Self> {
+        let transport = match certs {
+            Some(c) => Transport::Tls(nimbus_tls::Tls::load(c.root.join("admin"), Role::Admin)?),
+            None => Transport::Plaintext,
+        };
         let mut processes = ProcessGroup::new(parent, "nimbus-bench-meta-")?;
         let key_file = processes.dir().join("cluster.key");
         // Any 32 bytes: the benchmark writes nothing that is encrypted at rest.
@@ -36,7 +90,7 @@ impl NimbusCluster {
         for (i, addr) in addrs.iter().enumerate() {
             let id = (i + 1).to_string();
             let mut cmd = Command::new(nimbus_bin);
-            cmd.arg("--insecure-plaintext");
+            cmd.args(BenchCerts::flags(certs, &format!("meta{id}")));
             cmd.args(["meta", "--id", &id, "--listen", addr])
                 .arg("--data-dir")
                 .arg(processes.dir().join(format!("node{id}")))
@@ -46,7 +100,11 @@ impl NimbusCluster {
                 .env("RUST_LOG", "warn");
             processes.spawn(&format!("nimbus meta {id}"), &format!("node{id}"), cmd)?;
         }
-        Ok(Self { addrs, processes })
+        Ok(Self {
+            addrs,
+            processes,
+            transport,
+        })
     }
 
     /// Waits until every node reports the same leader; returns the leader's address.
@@ -56,9 +114,7 @@ impl NimbusCluster {
             self.processes.check_alive()?;
             let mut leaders = Vec::new();
             for addr in &self.addrs {
-                if let Ok(s) =
-                    MetaClient::node_status(addr, &nimbus_tls::Transport::Plaintext).await
-                {
+                if let Ok(s) = MetaClient::node_status(addr, &self.transport).await {
                     leaders.push(s.leader);
                 }
             }
