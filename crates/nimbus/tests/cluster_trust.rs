@@ -362,11 +362,32 @@ async fn certificates_rotate_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(s.log("meta").contains("TLS certificates reloaded"));
+    assert!(s.log("meta").contains("TLS certificates reloaded (SIGHUP)"));
     // The process kept running throughout, and the old CA's admin is now refused.
     let mut old = MetaClient::new(&[&s.meta], &tls(&admin_dir, Role::Admin)).unwrap();
     old.deadline = Duration::from_secs(2);
     assert!(old.get("acct/111111111111").await.is_err());
+    // No signal at all: the node sees its files change and reloads within seconds.
+    let ca3 = s.dir("ca3");
+    assert!(nimbus(&["cert", "init-ca", "--out", ca3.to_str().unwrap()])
+        .status
+        .success());
+    cert_issue(&ca3, "admin", "operator", &s.dir("admin3"));
+    cert_issue(&ca3, "meta", "meta1", &s.dir("meta1"));
+    let mut third = MetaClient::new(&[&s.meta], &tls(&s.dir("admin3"), Role::Admin)).unwrap();
+    third.deadline = Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while third.get("acct/111111111111").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "not reloaded:\n{}",
+            s.log("meta")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(s
+        .log("meta")
+        .contains("TLS certificates reloaded (files changed)"));
 }
 
 #[tokio::test]
@@ -437,4 +458,76 @@ async fn a_node_without_tls_refuses_to_start_unless_told_and_then_warns() {
     assert_eq!(mode & 0o077, 0, "key.pem mode {mode:o}");
     let mode = std::fs::metadata(&ca).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "CA dir mode {mode:o}");
+}
+
+/// `nimbus dev` is no exception: its embedded metadata port takes only certificates of
+/// its own CA, made on first start under DATA_DIR/tls (root only); the CLI gets in with
+/// `--tls-dir DATA_DIR/tls`, an uncertified process does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nimbus_dev_guards_its_metadata_port_with_its_own_ca() {
+    use std::os::unix::fs::PermissionsExt;
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    let dev = common::dev::Dev::start(&[]).await;
+    let tls = dev.dir.path().join("data/tls");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tls), 0o700);
+    assert_eq!(mode(&tls.join("key.pem")), 0o600);
+    assert_eq!(mode(&tls.join("ca/ca-key.pem")), 0o600);
+    // The address is in the start log: "metadata node ADDR (nimbus --tls-dir DIR)".
+    let log = dev.log();
+    let addr = log
+        .split("metadata node ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metadata address in the log:\n{log}"))
+        .to_string();
+    let tls_dir = tls.to_str().unwrap();
+    let status = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["cluster", "status", "--meta", &addr, "--output", "json"]);
+        nimbus(&args)
+    };
+    let leader = |out: &std::process::Output| {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["leader"].as_u64())
+    };
+    let plain = status(&["--insecure-plaintext"]);
+    assert_eq!(
+        leader(&plain),
+        None,
+        "an uncertified process read the status"
+    );
+    let admin = status(&["--tls-dir", tls_dir]);
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
+    assert_eq!(leader(&admin), Some(1));
+    // The admin certificate creates accounts there; without it, nothing.
+    let create = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend([
+            "account",
+            "create",
+            "--meta",
+            &addr,
+            "--account-id",
+            "333333333333",
+        ]);
+        args.extend(["--access-key-id", "AKIDDEVTLS", "--region", "us-east-1"]);
+        Command::new(BIN)
+            .args(&args)
+            .env("NIMBUS_SECRET_ACCESS_KEY", "s")
+            .output()
+            .unwrap()
+    };
+    assert!(!create(&["--insecure-plaintext"]).status.success());
+    let ok = create(&["--tls-dir", tls_dir]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
