@@ -16,19 +16,19 @@ fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
     cell.get_or_init(|| Regex::new(pattern).expect("valid literal regex"))
 }
 
-/// The runtimes Nimbus can run.
+/// The runtimes Nimbus can run, each exactly the language version it names: the
+/// versions Debian carries (Python 3.11 in bookworm, 3.13 in trixie; Node.js 18 in
+/// bookworm, 20 in trixie). Others (python3.12, nodejs22.x, ...) are refused rather than
+/// run on another version; a worker also refuses an identifier whose interpreter it does
+/// not have in exactly that version.
 pub const RUNTIMES: &[&str] = &[
     "provided.al2023",
     "provided.al2",
     "provided",
-    "python3.9",
-    "python3.10",
     "python3.11",
-    "python3.12",
     "python3.13",
     "nodejs18.x",
     "nodejs20.x",
-    "nodejs22.x",
 ];
 
 pub fn account_id(id: &str) -> Result<(), MetaError> {

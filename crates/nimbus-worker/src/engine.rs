@@ -16,7 +16,6 @@ use crate::log_store::LogStore;
 use crate::logs;
 use crate::pool::{Acquire, Pool, PoolMetrics};
 use crate::runtime_api::MAX_RESPONSE_BYTES;
-use crate::runtimes::RuntimeKind;
 
 /// Lambda's default `/tmp` size, in MB: the shape pre-created shells are kept for.
 const DEFAULT_EPHEMERAL_MB: u64 = 512;
@@ -361,7 +360,7 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        RuntimeKind::parse(&spec.runtime)?;
+        crate::runtimes::check_version(&self.inner.config, &spec.runtime)?;
         if !(u64::from(limits::MEMORY_MIN_MB)..=u64::from(limits::MEMORY_MAX_MB))
             .contains(&spec.memory_mb)
         {

@@ -3,8 +3,10 @@
 //! * `provided.al2023` / `provided.al2` (and legacy `provided`): the
 //!   package's `bootstrap`, looked up as Lambda does: `/var/task/bootstrap`,
 //!   then `/opt/bootstrap`, then `/var/runtime/bootstrap`.
-//! * `python3.x`: the host's python3 running Nimbus's `bootstrap.py`.
-//! * `nodejs*.x`: the host's node running Nimbus's `bootstrap.js`.
+//! * `python3.x`: the host's python3 running Nimbus's `bootstrap.py`, only if it is
+//!   exactly Python 3.x ([`check_version`]).
+//! * `nodejsNN.x`: the host's node running Nimbus's `bootstrap.js`, only if it is
+//!   exactly Node.js NN.
 //!
 //! The two bootstraps are compiled into this crate and written to the state
 //! directory on startup, which is mounted read-only at `/var/runtime`.
@@ -40,6 +42,86 @@ impl RuntimeKind {
                 "unsupported runtime {other:?}"
             ))),
         }
+    }
+}
+
+/// The language version a runtime identifier names: `python3.11` → `3.11`,
+/// `nodejs20.x` → `20`; `None` for `provided*`.
+fn wanted_version(runtime: &str) -> Option<&str> {
+    runtime
+        .strip_prefix("python")
+        .or_else(|| runtime.strip_prefix("nodejs")?.strip_suffix(".x"))
+}
+
+/// The version an interpreter's `--version` printed, in the identifiers' terms:
+/// `Python 3.11.7` → `3.11`, `v20.20.2` → `20`.
+fn reported_version(kind: &RuntimeKind, output: &str) -> Option<String> {
+    let v = output.trim();
+    match kind {
+        RuntimeKind::Python => {
+            let mut parts = v.strip_prefix("Python ")?.split('.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        }
+        RuntimeKind::Node => Some(v.strip_prefix('v')?.split('.').next()?.to_string()),
+        RuntimeKind::Provided => None,
+    }
+}
+
+/// The version of the interpreter at `program`, asked once per path and kept.
+fn installed_version(kind: &RuntimeKind, program: &Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static SEEN: OnceLock<Mutex<HashMap<PathBuf, Option<String>>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Mutex::default);
+    if let Some(v) = seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(program)
+    {
+        return v.clone();
+    }
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok();
+    // Python 3 prints its version on stdout (2 printed it on stderr).
+    let text = out
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default();
+    let v = reported_version(kind, &text);
+    seen.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(program.to_path_buf(), v.clone());
+    v
+}
+
+/// A runtime identifier means exactly one language version: refuses `spec` when this
+/// worker's interpreter for it is another version (or missing), rather than run it
+/// there under a name that claims otherwise (`AWS_EXECUTION_ENV`).
+pub(crate) fn check_version(config: &EngineConfig, runtime: &str) -> Result<(), EngineError> {
+    let kind = RuntimeKind::parse(runtime)?;
+    let (program, language) = match kind {
+        RuntimeKind::Provided => return Ok(()),
+        RuntimeKind::Python => (&config.python, "Python"),
+        RuntimeKind::Node => (&config.node, "Node.js"),
+    };
+    let wanted = wanted_version(runtime).unwrap_or_default();
+    match installed_version(&kind, program) {
+        Some(have) if have == wanted => Ok(()),
+        Some(have) => Err(EngineError::InvalidFunction(format!(
+            "runtime {runtime} needs {language} {wanted}; this worker has {language} {have} ({})",
+            program.display()
+        ))),
+        None => Err(EngineError::InvalidFunction(format!(
+            "runtime {runtime} needs {language} {wanted}; this worker has none at {}",
+            program.display()
+        ))),
     }
 }
 
@@ -141,5 +223,40 @@ mod tests {
         );
         assert_eq!(RuntimeKind::parse("nodejs20.x").unwrap(), RuntimeKind::Node);
         assert!(RuntimeKind::parse("java21").is_err());
+    }
+
+    #[test]
+    fn versions_are_compared_exactly() {
+        assert_eq!(wanted_version("python3.13"), Some("3.13"));
+        assert_eq!(wanted_version("nodejs18.x"), Some("18"));
+        assert_eq!(wanted_version("provided.al2023"), None);
+        let py = RuntimeKind::Python;
+        assert_eq!(
+            reported_version(&py, "Python 3.11.7\n").as_deref(),
+            Some("3.11")
+        );
+        assert_eq!(reported_version(&py, "v20.1.0"), None);
+        let node = RuntimeKind::Node;
+        assert_eq!(reported_version(&node, "v20.20.2\n").as_deref(), Some("20"));
+        assert_eq!(reported_version(&node, "garbage"), None);
+        // This machine's python3 (whatever it is) runs its own identifier only.
+        let config = EngineConfig::default();
+        let have = installed_version(&py, &config.python).expect("python3 is installed");
+        assert!(check_version(&config, &format!("python{have}")).is_ok());
+        let err = check_version(&config, "python3.99")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("needs Python 3.99; this worker has Python {have}")),
+            "{err}"
+        );
+        let missing = EngineConfig {
+            node: "/nonexistent/node".into(),
+            ..EngineConfig::default()
+        };
+        assert!(check_version(&missing, "nodejs20.x")
+            .unwrap_err()
+            .to_string()
+            .contains("has none"));
     }
 }

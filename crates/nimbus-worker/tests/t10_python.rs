@@ -163,7 +163,7 @@ async fn t11_python_async_handler_and_errors() {
     let code = code(&[("app.py", APP)]);
     let o = invoke(
         &t.engine,
-        &spec("py-async", "python3.12", "app.async_handler", code.path()),
+        &spec("py-async", "python3.11", "app.async_handler", code.path()),
         "{}",
     )
     .await;
@@ -172,7 +172,7 @@ async fn t11_python_async_handler_and_errors() {
 
     let o = invoke(
         &t.engine,
-        &spec("py-fail", "python3.12", "app.fail", code.path()),
+        &spec("py-fail", "python3.11", "app.fail", code.path()),
         "{}",
     )
     .await;
@@ -191,14 +191,14 @@ async fn t11_python_async_handler_and_errors() {
 
     let o = invoke(
         &t.engine,
-        &spec("py-missing", "python3.12", "nope.handler", code.path()),
+        &spec("py-missing", "python3.11", "nope.handler", code.path()),
         "{}",
     )
     .await;
     assert_error(&o, "Runtime.ImportModuleError");
     let o = invoke(
         &t.engine,
-        &spec("py-nohandler", "python3.12", "app.nothing", code.path()),
+        &spec("py-nohandler", "python3.11", "app.nothing", code.path()),
         "{}",
     )
     .await;

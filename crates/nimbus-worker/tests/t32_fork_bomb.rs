@@ -74,7 +74,7 @@ async fn t32_a_fork_bomb_times_out_at_its_deadline_and_leaves_nothing_behind() {
     let dir = parent_dir(&parent);
     let code = code(&[("app.py", APP)]);
     // 128 MB: 7 % of a CPU once Init is over.
-    let mut s = spec("fork-bomb", "python3.12", "app.handler", code.path());
+    let mut s = spec("fork-bomb", "python3.11", "app.handler", code.path());
     s.timeout = Duration::from_secs(3);
     // Warm first, so that only the bomb's invocation is timed.
     let o = invoke(&t.engine, &s, "{}").await;

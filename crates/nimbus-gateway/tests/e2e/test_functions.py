@@ -86,6 +86,13 @@ def test_validation_and_conflict_errors(lam, make_function):
     with pytest.raises(ClientError) as e:
         make_function("bad-fn", Runtime="cobol85")
     assert code(e) == "InvalidParameterValueException"
+    # An identifier names one language version: those Nimbus cannot run exactly are
+    # refused with the supported set, never mapped to another version.
+    for runtime in ["python3.12", "python3.9", "nodejs22.x"]:
+        with pytest.raises(ClientError) as e:
+            make_function("bad-fn", Runtime=runtime)
+        assert code(e) == "InvalidParameterValueException", runtime
+        assert "python3.11" in str(e.value) and "nodejs20.x" in str(e.value), str(e.value)
     with pytest.raises(ClientError) as e:
         lam.create_function(FunctionName="bad-zip", Runtime="python3.11", Role=ROLE, Handler="app.handler",
                             Code={"ZipFile": b"this is not a zip"})
@@ -234,3 +241,17 @@ def test_authentication_failures(endpoint):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(endpoint + "/2015-03-31/functions/")
     assert e.value.code == 403
+
+
+def test_a_runtime_the_worker_lacks_exactly_is_refused_not_run_on_another_version(lam, make_function):
+    """python3.13 is a runtime Nimbus offers (Debian trixie's), but a worker whose python3
+    is another version refuses it instead of running it under a false name."""
+    import subprocess
+    have = subprocess.run(["/usr/bin/python3", "--version"], capture_output=True, text=True).stdout.split()[1]
+    if have.startswith("3.13."):
+        pytest.skip("this machine's python3 is 3.13")
+    make_function("py313", Runtime="python3.13")
+    with pytest.raises(ClientError) as e:
+        lam.invoke(FunctionName="py313", Payload=b"{}")
+    assert code(e) == "InvalidParameterValueException" and status(e) == 400
+    assert "needs Python 3.13; this worker has Python 3." in str(e.value), str(e.value)
