@@ -35,8 +35,10 @@ pub const ASYNC_EVENT_AGE_MIN_S: u32 = 60;
 pub const ASYNC_EVENT_AGE_MAX_S: u32 = 21_600;
 /// Synchronous invocation payloads, request and response: 6 MB each way.
 pub const SYNC_PAYLOAD_MAX_BYTES: usize = 6 * 1024 * 1024;
-/// The largest response a function may return to a synchronous caller.
-pub const SYNC_RESPONSE_MAX_BYTES: usize = SYNC_PAYLOAD_MAX_BYTES;
+/// The largest response a function may return to a synchronous caller: Lambda allows
+/// exactly 6,291,556 bytes (100 more than 6 MiB); past it the invocation ends with
+/// `Function.ResponseSizeTooLarge`.
+pub const SYNC_RESPONSE_MAX_BYTES: usize = 6_291_556;
 /// `X-Amz-Client-Context`, decoded.
 pub const CLIENT_CONTEXT_MAX_BYTES: usize = 3583;
 /// `X-Amz-Log-Result`: the last 4 KB of the invocation's log.

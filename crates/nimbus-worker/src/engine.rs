@@ -15,7 +15,6 @@ use crate::function::{FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
 use crate::log_store::LogStore;
 use crate::logs;
 use crate::pool::{Acquire, Pool, PoolMetrics};
-use crate::runtime_api::MAX_RESPONSE_BYTES;
 
 /// Lambda's default `/tmp` size, in MB: the shape pre-created shells are kept for.
 const DEFAULT_EPHEMERAL_MB: u64 = 512;
@@ -146,10 +145,12 @@ impl Engine {
         mut inv: Invocation,
     ) -> Result<InvokeOutcome, EngineError> {
         self.check(spec)?;
-        if inv.payload.len() > MAX_RESPONSE_BYTES {
+        // The request's limit (6 MiB), not the response's.
+        let limit = nimbus_types::limits::SYNC_PAYLOAD_MAX_BYTES;
+        if inv.payload.len() > limit {
             return Err(EngineError::PayloadTooLarge {
                 size: inv.payload.len(),
-                limit: MAX_RESPONSE_BYTES,
+                limit,
             });
         }
         let acquired = self.inner.pool.acquire(&spec.key(), spec.memory_mb, true);

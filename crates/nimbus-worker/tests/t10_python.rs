@@ -54,6 +54,10 @@ def hog(event, context):
 
 def big(event, context):
     return "x" * (7 * 1024 * 1024)
+
+def sized(event, context):
+    # A JSON string of exactly event["n"] bytes, quotes included.
+    return "x" * (event["n"] - 2)
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,5 +287,20 @@ async fn t14_response_over_6mb_is_rejected() {
     let mut s = spec("py-big", "python3.11", "app.big", code.path());
     s.memory_mb = 512;
     let o = invoke(&t.engine, &s, "{}").await;
+    assert_error(&o, "Function.ResponseSizeTooLarge");
+}
+
+/// Lambda's synchronous response limit is exactly 6,291,556 bytes: a response of that
+/// size is returned whole; one byte more is `Function.ResponseSizeTooLarge`.
+#[tokio::test(flavor = "multi_thread")]
+async fn t14b_the_response_limit_is_exactly_lambdas() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let mut s = spec("py-sized", "python3.11", "app.sized", code.path());
+    s.memory_mb = 512;
+    let o = invoke(&t.engine, &s, r#"{"n": 6291556}"#).await;
+    assert_eq!(o.status, nimbus_worker::InvokeStatus::Ok, "{}", o.log);
+    assert_eq!(o.payload.len(), 6_291_556);
+    let o = invoke(&t.engine, &s, r#"{"n": 6291557}"#).await;
     assert_error(&o, "Function.ResponseSizeTooLarge");
 }
