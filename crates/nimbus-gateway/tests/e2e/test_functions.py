@@ -255,3 +255,24 @@ def test_a_runtime_the_worker_lacks_exactly_is_refused_not_run_on_another_versio
         lam.invoke(FunctionName="py313", Payload=b"{}")
     assert code(e) == "InvalidParameterValueException" and status(e) == 400
     assert "needs Python 3.13; this worker has Python 3." in str(e.value), str(e.value)
+
+
+def test_settings_nimbus_does_not_honour_are_refused_not_dropped(lam, make_function):
+    refused = [
+        (dict(VpcConfig={"SubnetIds": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}), "VpcConfig"),
+        (dict(KMSKeyArn="arn:aws:kms:us-east-1:000000000000:key/1"), "KMSKeyArn"),
+        (dict(Architectures=["arm64"]), "x86_64"),
+        (dict(SnapStart={"ApplyOn": "PublishedVersions"}), "SnapStart"),
+        (dict(ImageConfig={"Command": ["app.handler"]}), "ImageConfig"),
+    ]
+    for extra, says in refused:
+        with pytest.raises(ClientError) as e:
+            make_function("unhonoured", **extra)
+        assert code(e) == "InvalidParameterValueException" and status(e) == 400, extra
+        assert says in str(e.value), str(e.value)
+    # The "none" forms tools send, and x86_64, are fine; and the same on an update.
+    make_function("honoured", Architectures=["x86_64"], VpcConfig={"SubnetIds": [], "SecurityGroupIds": []},
+                  SnapStart={"ApplyOn": "None"})
+    with pytest.raises(ClientError) as e:
+        lam.update_function_configuration(FunctionName="honoured", KMSKeyArn="arn:aws:kms:us-east-1:000000000000:key/2")
+    assert code(e) == "InvalidParameterValueException"

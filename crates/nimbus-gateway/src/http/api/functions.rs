@@ -72,11 +72,66 @@ pub(crate) struct ConfigInput {
     logging_config: Option<LoggingConfig>,
     dead_letter_config: Option<DeadLetterConfig>,
     revision_id: Option<String>,
+    // Settings Nimbus does not honour: refused, never silently dropped (see `refuse_unhonoured`).
+    vpc_config: Option<serde_json::Value>,
+    #[serde(rename = "KMSKeyArn")]
+    kms_key_arn: Option<String>,
+    architectures: Option<Vec<String>>,
+    snap_start: Option<serde_json::Value>,
+    image_config: Option<serde_json::Value>,
+}
+
+/// Refuses a setting Nimbus would otherwise ignore, saying what it supports instead. The
+/// empty forms SDKs and deploy tools send for "none" (an empty VpcConfig, an empty key
+/// ARN, `x86_64`, SnapStart `None`) are accepted.
+fn refuse_unhonoured(input: &ConfigInput) -> Result<(), ApiError> {
+    let empty = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(m) => m.values().all(|x| match x {
+            serde_json::Value::Array(a) => a.is_empty(),
+            serde_json::Value::String(s) => s.is_empty() || s == "None",
+            serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+            _ => false,
+        }),
+        _ => false,
+    };
+    if input.vpc_config.as_ref().is_some_and(|v| !empty(v)) {
+        return Err(ApiError::invalid(
+            "VpcConfig is not supported: functions reach the network through their worker's \
+             NAT; private destinations are opened per worker with --egress-allow.",
+        ));
+    }
+    if input.kms_key_arn.as_deref().is_some_and(|k| !k.is_empty()) {
+        return Err(ApiError::invalid(
+            "KMSKeyArn is not supported: environment variables are always sealed at rest with \
+             the cluster's own key.",
+        ));
+    }
+    if let Some(archs) = &input.architectures {
+        if archs.len() != 1 || archs[0] != "x86_64" {
+            return Err(ApiError::invalid(format!(
+                "Architectures {archs:?} is not supported: Nimbus runs x86_64 only."
+            )));
+        }
+    }
+    if input.snap_start.as_ref().is_some_and(|v| !empty(v)) {
+        return Err(ApiError::invalid(
+            "SnapStart is not supported: use provisioned concurrency to keep environments \
+             initialised.",
+        ));
+    }
+    if input.image_config.as_ref().is_some_and(|v| !empty(v)) {
+        return Err(ApiError::invalid(
+            "ImageConfig is not supported: Nimbus runs zip packages only.",
+        ));
+    }
+    Ok(())
 }
 
 impl ConfigInput {
     /// Applies the given fields over `base`, then validates the result.
     fn merge(self, mut c: FunctionConfig) -> Result<FunctionConfig, ApiError> {
+        refuse_unhonoured(&self)?;
         // Lambda's dead-letter queues are SQS queues and SNS topics, which Nimbus does not
         // have; accepting the setting would lose the events it was meant to keep. An empty
         // TargetArn (how Lambda removes a queue) has nothing to refuse.
