@@ -21,8 +21,10 @@ def handler(event, context):
         "group": context.log_group_name,
         "stream": context.log_stream_name,
         "remaining": context.get_remaining_time_in_millis(),
-        "client_context": context.client_context,
-        "identity": context.identity,
+        # Objects with Lambda's attributes (returning them as they are would not marshal,
+        # on Lambda either).
+        "client_context": context.client_context and {"custom": context.client_context.custom},
+        "identity": {"cognitoIdentityId": context.identity.cognito_identity_id},
         "env": {k: os.environ.get(k) for k in [
             "_HANDLER", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_LAMBDA_FUNCTION_NAME",
             "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME",
@@ -303,4 +305,77 @@ async fn t14b_the_response_limit_is_exactly_lambdas() {
     assert_eq!(o.payload.len(), 6_291_556);
     let o = invoke(&t.engine, &s, r#"{"n": 6291557}"#).await;
     assert_error(&o, "Function.ResponseSizeTooLarge");
+}
+
+const LAMBDA_LIKE: &str = r#"
+import decimal, logging
+
+def quiet(event, context):
+    logging.info("not shown: the root logger is at WARNING, as on Lambda")
+    logging.getLogger("app").warning("careful")
+    return {"ok": True}
+
+def chatty(event, context):
+    logging.getLogger().setLevel(logging.INFO)
+    logging.info("hello %s", "world")
+    cc = context.client_context
+    return {
+        "price": decimal.Decimal("1.5"),
+        "count": decimal.Decimal("10"),
+        "name": "caf\u00e9",
+        "custom": cc.custom if cc else None,
+        "app": cc.client.app_title if cc else None,
+        "identity": context.identity.cognito_identity_id,
+    }
+"#;
+
+/// Lambda's Python runtime, as functions see it: the root logger's format and level,
+/// `Decimal` and non-ASCII text in the response, `client_context` and `identity` as
+/// objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn t15_python_behaves_as_lambdas_runtime() {
+    let t = engine();
+    let code = code(&[("app.py", LAMBDA_LIKE)]);
+    let o = invoke(
+        &t.engine,
+        &spec("py-quiet", "python3.11", "app.quiet", code.path()),
+        "{}",
+    )
+    .await;
+    assert!(!o.log.contains("not shown"), "{}", o.log);
+    let warning = o
+        .log
+        .lines()
+        .find(|l| l.ends_with("careful"))
+        .unwrap_or_else(|| panic!("no warning line:\n{}", o.log));
+    let fields: Vec<&str> = warning.split('\t').collect();
+    assert_eq!(fields.len(), 4, "{warning:?}");
+    assert_eq!(fields[0], "[WARNING]");
+    assert!(
+        fields[1].len() == 24 && fields[1].ends_with('Z') && fields[1].as_bytes()[19] == b'.',
+        "{warning:?}"
+    );
+    assert_eq!(fields[2], o.request_id);
+
+    let spec = spec("py-chatty", "python3.11", "app.chatty", code.path());
+    let mut inv = nimbus_worker::Invocation::new("{}");
+    inv.client_context =
+        Some(r#"{"client": {"app_title": "shop"}, "custom": {"tenant": "a"}, "env": {}}"#.into());
+    let o = t.engine.invoke(&spec, inv).await.expect("invoke");
+    assert!(
+        o.log.lines().any(|l| l.starts_with("[INFO]\t")
+            && l.ends_with(&format!("\t{}\thello world", o.request_id))),
+        "{}",
+        o.log
+    );
+    let text = String::from_utf8_lossy(&o.payload).to_string();
+    assert!(
+        text.contains("\"price\": 1.5") && text.contains("\"count\": 10"),
+        "{text}"
+    );
+    assert!(text.contains("café"), "{text}");
+    let v = json(&o);
+    assert_eq!(v["custom"], serde_json::json!({"tenant": "a"}));
+    assert_eq!(v["app"], "shop");
+    assert_eq!(v["identity"], serde_json::Value::Null);
 }

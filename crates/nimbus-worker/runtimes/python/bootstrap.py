@@ -4,9 +4,14 @@ Implements Lambda's Python handler contract on top of the Runtime API
 (2018-06-01): `_HANDLER` is `module.function` (module may be a dotted or
 slash path below /var/task), handlers may be plain or `async def`, and
 errors are reported as {"errorMessage", "errorType", "stackTrace"}.
-With AWS_LAMBDA_LOG_FORMAT=JSON (the function's LoggingConfig), the `logging`
-module's records and error reports are written as JSON objects, as Lambda's
-Python runtime does; print() output stays plain text.
+In Text mode the root logger gets Lambda's handler and format
+(`[LEVEL]\t<UTC time>\t<request id>\t<message>`, level left at Python's
+WARNING unless AWS_LAMBDA_LOG_LEVEL says); with AWS_LAMBDA_LOG_FORMAT=JSON (the
+function's LoggingConfig), records and error reports are JSON objects, as
+Lambda's Python runtime writes them; print() output stays plain text.
+Responses are marshalled as Lambda's runtime does: `Decimal` as a number,
+non-ASCII characters as they are. `context.client_context` and
+`context.identity` are objects with Lambda's attributes.
 Runs unmodified on the host's python3; standard library only.
 """
 
@@ -29,6 +34,70 @@ current_request_id = None
 
 def _utc(ts):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _request_id_filter(record):
+    record.aws_request_id = current_request_id or ""
+    return True
+
+
+def install_text_logging():
+    """Root logger → Lambda's text format on stdout; its level stays Python's default
+    (WARNING) unless AWS_LAMBDA_LOG_LEVEL sets one, as on Lambda."""
+    import logging
+
+    formatter = logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+        "%Y-%m-%dT%H:%M:%S",
+    )
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    handler.addFilter(_request_id_filter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    if level:
+        root.setLevel(level.upper())
+
+
+def _marshal_default(o):
+    import decimal
+
+    if isinstance(o, decimal.Decimal):
+        # A number, as Lambda's runtime writes it: integral values without a point.
+        if o.is_finite() and o == o.to_integral_value():
+            return int(o)
+        return float(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def to_json(value):
+    return json.dumps(value, default=_marshal_default, ensure_ascii=False).encode()
+
+
+def _obj(cls, d):
+    """An instance of `cls` with every slot set from the dict `d` (None when absent)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        d = {}
+    o = cls()
+    for field in cls.__slots__:
+        setattr(o, field, d.get(field))
+    return o
+
+
+class Client:
+    __slots__ = ["installation_id", "app_title", "app_version_name", "app_version_code", "app_package_name"]
+
+
+class ClientContext:
+    __slots__ = ["custom", "env", "client"]
+
+
+class CognitoIdentity:
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
 
 
 def install_json_logging():
@@ -107,8 +176,13 @@ class LambdaContext:
         self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
         self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self.client_context = client_context
-        self.identity = identity
+        self.client_context = _obj(ClientContext, client_context)
+        if self.client_context is not None:
+            self.client_context.client = _obj(Client, self.client_context.client)
+        self.identity = _obj(CognitoIdentity, {})
+        if isinstance(identity, dict):
+            self.identity.cognito_identity_id = identity.get("cognitoIdentityId")
+            self.identity.cognito_identity_pool_id = identity.get("cognitoIdentityPoolId")
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self):
@@ -171,6 +245,8 @@ def main():
     sys.path[:0] = [os.environ.get("LAMBDA_TASK_ROOT", "/var/task"), "/opt/python"]
     if JSON_LOGS:
         install_json_logging()
+    else:
+        install_text_logging()
     client = RuntimeClient(RUNTIME_API)
     try:
         handler = load_handler(os.environ["_HANDLER"])
@@ -217,7 +293,7 @@ def main():
             client.error(f"/invocation/{request_id}/error", body)
             continue
         try:
-            payload = json.dumps(result).encode()
+            payload = to_json(result)
         except (TypeError, ValueError) as exc:
             body = error_body(exc, "Runtime.MarshalError")
             body["errorMessage"] = f"Unable to marshal response: {exc}"
