@@ -23,6 +23,7 @@ exports.handler = async (event, context) => {
 };
 exports.callback = (event, context, cb) => { setTimeout(() => cb(null, { cb: true }), 5); };
 exports.fail = async () => { throw new TypeError('bad type'); };
+exports.throwString = async () => { throw 'just a string'; };
 exports.sleepy = () => new Promise((resolve) => setTimeout(resolve, 30000));
 exports.hog = async () => { const a = []; for (;;) a.push(Buffer.alloc(16 * 1024 * 1024, 1)); };
 "#;
@@ -89,13 +90,34 @@ async fn t11_node_callback_esm_and_errors() {
     assert_error(&o, "TypeError");
     let v = json(&o);
     assert_eq!(v["errorMessage"], "bad type");
+    // Lambda's Node shape: `trace` is the stack's lines, the first "TypeError: bad type".
+    let trace = v["trace"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trace: {v}"));
+    assert_eq!(trace[0], "TypeError: bad type", "{v}");
     assert!(
-        v["stackTrace"]
-            .as_array()
-            .unwrap()
+        trace
             .iter()
             .any(|l| l.as_str().unwrap().contains("/var/task/index.js")),
         "{v}"
+    );
+    assert!(v.get("stackTrace").is_none(), "{v}");
+    // A thrown string is reported as Lambda does: its typeof, the string, no trace.
+    let o = invoke(
+        &t.engine,
+        &spec(
+            "node-throw-string",
+            "nodejs20.x",
+            "index.throwString",
+            code.path(),
+        ),
+        "{}",
+    )
+    .await;
+    assert_error(&o, "string");
+    assert_eq!(
+        json(&o),
+        serde_json::json!({"errorType": "string", "errorMessage": "just a string", "trace": []})
     );
     let o = invoke(
         &t.engine,

@@ -4,8 +4,10 @@
 // Implements Lambda's Node.js handler contract on top of the Runtime API
 // (2018-06-01): `_HANDLER` is `file.export` (file may contain slashes, below
 // /var/task; .js, .cjs or .mjs), handlers may be async (return a promise) or
-// take a callback, and errors are reported as
-// {"errorMessage", "errorType", "stackTrace"}. Node standard library only.
+// take a callback, and errors are reported as Lambda's Node runtime reports
+// them: {"errorType", "errorMessage", "trace"} (the stack's lines), and a thrown
+// non-Error as its `typeof` ("string", "object", ...) with an empty trace.
+// Node standard library only.
 
 const http = require('http');
 const path = require('path');
@@ -35,12 +37,14 @@ function request(method, p, body, headers) {
 }
 
 function errorBody(err, type) {
-  const e = err instanceof Error ? err : new Error(typeof err === 'string' ? err : util.inspect(err));
-  return {
-    errorType: type || e.name || 'Error',
-    errorMessage: e.message,
-    stackTrace: (e.stack || '').split('\n').slice(1).map((l) => l.trim()),
-  };
+  if (util.types.isNativeError(err) || err instanceof Error) {
+    return {
+      errorType: type || err.name || 'Error',
+      errorMessage: err.message,
+      trace: typeof err.stack === 'string' ? err.stack.split('\n') : [],
+    };
+  }
+  return { errorType: type || typeof err, errorMessage: String(err), trace: [] };
 }
 
 function postError(p, body) {
