@@ -434,6 +434,20 @@ pub struct DevArgs {
     /// Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
+    /// Network for environments, as on a worker: `nat` (outbound TCP through NAT, DNS to
+    /// --dns-resolver only, private ranges denied) or `none` (loopback only).
+    #[arg(long, value_enum, default_value_t = NetworkArg::Nat)]
+    pub network: NetworkArg,
+    /// The one DNS resolver environments may query (with --network nat).
+    #[arg(long, default_value = "1.1.1.1")]
+    pub dns_resolver: std::net::Ipv4Addr,
+    /// First two octets of the /16 environments' links come from (with --network nat).
+    /// Default: derived from --data-dir, so two `nimbus dev` on one host do not collide.
+    #[arg(long, value_parser = parse_pool)]
+    pub nat_pool: Option<[u8; 2]>,
+    /// Private destinations (CIDRs, comma-separated) functions may reach anyway.
+    #[arg(long, env = "NIMBUS_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<ipnet::Ipv4Net>,
     /// Wait before retrying an async (`Event`) invocation after a function error, in
     /// milliseconds; the second retry waits twice as long (Lambda: about one minute).
     #[arg(long, default_value_t = 60_000)]

@@ -12,10 +12,11 @@ use nimbus_meta::node::{MetaNode, NodeConfig};
 use nimbus_meta::MetaClient;
 use nimbus_telemetry::MetricsRegistry;
 
-use crate::cli::DevArgs;
+use crate::cli::{DevArgs, NetworkArg};
 use crate::local_worker::LocalWorkers;
 use crate::tls_cmd::DevTls;
 use nimbus_tls::Role;
+use nimbus_worker::{NatConfig, NetworkMode};
 
 pub const DEV_ACCOUNT: &str = "000000000000";
 pub const DEV_ACCESS_KEY: &str = "test";
@@ -60,12 +61,25 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     let meta = MetaClient::new(&meta_addrs, &tls.transport(Role::Gateway)?)?;
     let worker_meta = MetaClient::new(&meta_addrs, &tls.transport(Role::Worker)?)?;
 
+    // Everything host-wide this process owns is named after its data dir: two `nimbus
+    // dev` on one host never reclaim each other's environments or share a NAT pool.
+    let local = local_name(&data);
     let mut engine_cfg = nimbus_worker::EngineConfig {
         state_dir: data.join("worker"),
         region: args.region.clone(),
         max_memory_mb: args.memory_mb,
         insecure_no_isolation: args.insecure_no_isolation,
         logs: args.log_retention.config(),
+        cgroup_parent: format!("nimbus-dev-{local:016x}"),
+        network: match args.network {
+            NetworkArg::Nat => NetworkMode::Nat(NatConfig {
+                dns_resolver: args.dns_resolver,
+                // 100.64/10 is shared address space: 100.96 to 100.127 here.
+                pool: args.nat_pool.unwrap_or([100, 96 + (local % 32) as u8]),
+                egress_allow: args.egress_allow.clone(),
+            }),
+            NetworkArg::None => NetworkMode::Loopback,
+        },
         ..Default::default()
     };
     engine_cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
@@ -141,6 +155,12 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     workers.engine().shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), node.wait()).await;
     Ok(())
+}
+
+/// A number naming this data dir (the same on every start of one binary).
+fn local_name(data: &std::path::Path) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(data)
 }
 
 /// The dev account, region and access key; idempotent.
