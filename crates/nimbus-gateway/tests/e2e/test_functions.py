@@ -276,3 +276,18 @@ def test_settings_nimbus_does_not_honour_are_refused_not_dropped(lam, make_funct
     with pytest.raises(ClientError) as e:
         lam.update_function_configuration(FunctionName="honoured", KMSKeyArn="arn:aws:kms:us-east-1:000000000000:key/2")
     assert code(e) == "InvalidParameterValueException"
+
+
+def test_unknown_layers_are_refused_at_create_not_at_first_invoke(lam, make_function):
+    arn = "arn:aws:lambda:us-east-1:000000000000:layer:my-deps:1"
+    with pytest.raises(ClientError) as e:
+        make_function("with-layer", Layers=[arn])
+    assert code(e) == "InvalidParameterValueException" and status(e) == 400
+    assert str(e.value).endswith(f"Layer version {arn} does not exist.")
+    with pytest.raises(ClientError) as e:
+        make_function("with-layer", Layers=["not-an-arn"])
+    assert code(e) == "ValidationException"
+    make_function("no-layers", Layers=[])
+    with pytest.raises(ClientError) as e:
+        lam.update_function_configuration(FunctionName="no-layers", Layers=[arn])
+    assert code(e) == "InvalidParameterValueException"

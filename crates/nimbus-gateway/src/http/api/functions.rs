@@ -125,7 +125,46 @@ fn refuse_unhonoured(input: &ConfigInput) -> Result<(), ApiError> {
             "ImageConfig is not supported: Nimbus runs zip packages only.",
         ));
     }
+    // Nimbus has no layer versions yet (no PublishLayerVersion), so no layer ARN names
+    // one that exists: refused here, as Lambda refuses an unknown layer, rather than
+    // accepted and missing from /opt at the first invocation. `Layers: []` clears them.
+    let layers = input.layers.as_deref().unwrap_or_default();
+    if let Some(arn) = layers.iter().find(|a| !is_layer_version_arn(a)) {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value '[{arn}]' at 'layers' failed to satisfy \
+             constraint: Member must satisfy constraint: [Member must have length less than \
+             or equal to 140, Member must satisfy regular expression pattern: \
+             arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\\d{{12}}:layer:[a-zA-Z0-9-_]+:[0-9]+]"
+        )));
+    }
+    if let Some(arn) = layers.first() {
+        return Err(ApiError::invalid(format!(
+            "Layer version {arn} does not exist."
+        )));
+    }
     Ok(())
+}
+
+/// `arn:PARTITION:lambda:REGION:ACCOUNT:layer:NAME:VERSION`, as Lambda's pattern has it.
+fn is_layer_version_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let word = |s: &str, extra: &[u8]| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b))
+    };
+    arn.len() <= 140
+        && parts.len() == 8
+        && parts[0] == "arn"
+        && word(parts[1], b"")
+        && parts[2] == "lambda"
+        && word(parts[3], b"")
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5] == "layer"
+        && word(parts[6], b"_")
+        && !parts[7].is_empty()
+        && parts[7].bytes().all(|b| b.is_ascii_digit())
 }
 
 impl ConfigInput {
