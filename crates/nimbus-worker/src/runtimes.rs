@@ -125,6 +125,21 @@ pub(crate) fn check_version(config: &EngineConfig, runtime: &str) -> Result<(), 
     }
 }
 
+/// Every runtime identifier the API accepts, with whether a worker configured with
+/// `config` runs it exactly (`Err` says why not).
+pub fn offered(config: &EngineConfig) -> Vec<(&'static str, Result<(), String>)> {
+    nimbus_types::validate::RUNTIMES
+        .iter()
+        .map(|r| {
+            let why = |e| match e {
+                EngineError::InvalidFunction(m) => m,
+                e => e.to_string(),
+            };
+            (*r, check_version(config, r).map_err(why))
+        })
+        .collect()
+}
+
 /// What the sandbox should exec for a function.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {

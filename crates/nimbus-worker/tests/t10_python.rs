@@ -310,6 +310,9 @@ async fn t14b_the_response_limit_is_exactly_lambdas() {
 const LAMBDA_LIKE: &str = r#"
 import decimal, logging
 
+def unmarshallable(event, context):
+    return {"tags": {"a", "b"}}
+
 def quiet(event, context):
     logging.info("not shown: the root logger is at WARNING, as on Lambda")
     logging.getLogger("app").warning("careful")
@@ -357,11 +360,11 @@ async fn t15_python_behaves_as_lambdas_runtime() {
     );
     assert_eq!(fields[2], o.request_id);
 
-    let spec = spec("py-chatty", "python3.11", "app.chatty", code.path());
+    let chatty = spec("py-chatty", "python3.11", "app.chatty", code.path());
     let mut inv = nimbus_worker::Invocation::new("{}");
     inv.client_context =
         Some(r#"{"client": {"app_title": "shop"}, "custom": {"tenant": "a"}, "env": {}}"#.into());
-    let o = t.engine.invoke(&spec, inv).await.expect("invoke");
+    let o = t.engine.invoke(&chatty, inv).await.expect("invoke");
     assert!(
         o.log.lines().any(|l| l.starts_with("[INFO]\t")
             && l.ends_with(&format!("\t{}\thello world", o.request_id))),
@@ -378,4 +381,23 @@ async fn t15_python_behaves_as_lambdas_runtime() {
     assert_eq!(v["custom"], serde_json::json!({"tenant": "a"}));
     assert_eq!(v["app"], "shop");
     assert_eq!(v["identity"], serde_json::Value::Null);
+
+    // A response that is not JSON: Lambda's Runtime.MarshalError, with no frames.
+    let bad = spec(
+        "py-unmarshallable",
+        "python3.11",
+        "app.unmarshallable",
+        code.path(),
+    );
+    let o = invoke(&t.engine, &bad, "{}").await;
+    assert_error(&o, "Runtime.MarshalError");
+    assert_eq!(
+        json(&o),
+        serde_json::json!({
+            "errorMessage": "Unable to marshal response: Object of type set is not JSON serializable",
+            "errorType": "Runtime.MarshalError",
+            "requestId": o.request_id,
+            "stackTrace": [],
+        })
+    );
 }

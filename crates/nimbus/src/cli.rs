@@ -111,6 +111,9 @@ pub enum Command {
     /// Make the cluster CA and the certificates nodes and the CLI authenticate with.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// List the runtime identifiers and whether a worker on this machine runs each one
+    /// exactly (its interpreters' versions).
+    Runtimes,
 }
 
 impl Command {
@@ -121,9 +124,11 @@ impl Command {
             Command::Gateway(_) => "nimbus-gateway",
             Command::Worker(_) => "nimbus-worker",
             Command::Dev(_) => "nimbus-dev",
-            Command::Cluster(_) | Command::Account(_) | Command::Logs(_) | Command::Cert(_) => {
-                "nimbus-cli"
-            }
+            Command::Cluster(_)
+            | Command::Account(_)
+            | Command::Logs(_)
+            | Command::Cert(_)
+            | Command::Runtimes => "nimbus-cli",
         }
     }
 

@@ -74,6 +74,17 @@ fn main() -> std::process::ExitCode {
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd, transport(Role::Admin)?).await,
             cli::Command::Logs(cmd) => logs_cmd::run(cmd).await,
             cli::Command::Cert(cmd) => tls_cmd::run(cmd),
+            cli::Command::Runtimes => {
+                // What `nimbus worker` (and `nimbus dev`) would offer on this machine.
+                let config = nimbus_worker::EngineConfig::default();
+                for (runtime, offered) in nimbus_worker::runtimes::offered(&config) {
+                    match offered {
+                        Ok(()) => println!("{runtime:<16} available"),
+                        Err(why) => println!("{runtime:<16} unavailable: {why}"),
+                    }
+                }
+                Ok(())
+            }
         }
     });
     rt.block_on(telemetry.shutdown());

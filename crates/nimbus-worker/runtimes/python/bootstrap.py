@@ -295,8 +295,9 @@ def main():
         try:
             payload = to_json(result)
         except (TypeError, ValueError) as exc:
-            body = error_body(exc, "Runtime.MarshalError")
-            body["errorMessage"] = f"Unable to marshal response: {exc}"
+            # As Lambda reports it: the runtime's own frames are nobody's business.
+            body = {"errorMessage": f"Unable to marshal response: {exc}", "errorType": "Runtime.MarshalError",
+                    "requestId": request_id, "stackTrace": []}
             log_error(body)
             client.error(f"/invocation/{request_id}/error", body)
             continue
