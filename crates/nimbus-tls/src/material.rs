@@ -54,8 +54,7 @@ impl Material {
         let [ca_path, cert_path, key_path] = dir.files();
         let ca = certs(&ca_path)?;
         let chain = certs(&cert_path)?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .map_err(|e| TlsError::Invalid(format!("{}: {e}", key_path.display())))?;
+        let key = private_key(&key_path)?;
         let identity = Identity::from_cert_der(&chain[0])
             .map_err(|e| TlsError::Invalid(format!("{}: {e}", cert_path.display())))?;
         if let Some(role) = role.filter(|r| *r != identity.role) {
@@ -93,6 +92,11 @@ impl Material {
     }
 }
 
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))
+}
+
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -110,8 +114,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// from anywhere (a public CA's, typically), no client certificates, TLS 1.2 and 1.3.
 pub fn public_server(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Invalid(format!("{}: {e}", key.display())))?;
+    let key = private_key(key)?;
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -103,6 +103,16 @@ impl Identity {
         Identity::new(role.parse().ok()?, name).ok()
     }
 
+    /// The identity of the other end of a completed TLS handshake: its first
+    /// certificate's, which the handshake already verified against the cluster CA.
+    pub fn of_peer(conn: &rustls::CommonState) -> Result<Self, TlsError> {
+        let cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or_else(|| TlsError::Invalid("presented no certificate".into()))?;
+        Self::from_cert_der(cert)
+    }
+
     /// The identity in a DER certificate (one that a TLS handshake already verified
     /// against the cluster CA). A certificate naming none, or two, is refused.
     pub fn from_cert_der(der: &[u8]) -> Result<Self, TlsError> {

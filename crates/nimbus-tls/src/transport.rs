@@ -222,19 +222,12 @@ impl Transport {
                                         return;
                                     }
                                 };
-                            let identity = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .and_then(|c| c.first())
-                                .map(|c| Identity::from_cert_der(c));
-                            let identity = match identity {
-                                Some(Ok(id)) => id,
-                                Some(Err(e)) => {
+                            let identity = match Identity::of_peer(stream.get_ref().1) {
+                                Ok(id) => id,
+                                Err(e) => {
                                     tracing::info!(%remote, "peer certificate refused: {e}");
                                     return;
                                 }
-                                None => return,
                             };
                             let info = PeerInfo {
                                 remote: Some(remote),
@@ -309,15 +302,8 @@ impl tower_service::Service<Uri> for Connector {
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             let _ = tcp.set_nodelay(true);
             let stream = connector.connect(name, tcp).await?;
-            let peer = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .ok_or_else(|| invalid(format!("{host}:{port} presented no certificate")))
-                .and_then(|c| {
-                    Identity::from_cert_der(c).map_err(|e| invalid(format!("{host}:{port}: {e}")))
-                })?;
+            let peer = Identity::of_peer(stream.get_ref().1)
+                .map_err(|e| invalid(format!("{host}:{port}: {e}")))?;
             if peer.role != expect {
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,

@@ -92,18 +92,15 @@ pub(super) async fn read(
     let query: Query =
         decode(&req.get_ref().query).map_err(|e| Status::invalid_argument(e.to_string()))?;
     may_query(nimbus_tls::caller(&req), &query).map_err(Status::permission_denied)?;
-    let req = if req.get_ref().linearizable {
-        match ctx
+    // Served here once the leader is confirmed (the query decoded above is the one to run).
+    if req.get_ref().linearizable {
+        if let OnLeader::Answered(a) = ctx
             .on_leader(req, Check::Quorum("linearizable read"))
             .await?
         {
-            OnLeader::Here(r) => r,
-            OnLeader::Answered(a) => return Ok(a),
+            return Ok(a);
         }
-    } else {
-        req.into_inner()
-    };
-    let query: Query = decode(&req.query).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
     let revision = *ctx.sm.applied_index().borrow();
     let mut result = match &query {
         Query::AccessKeySecret { access_key_id } => ctx.open_access_key(access_key_id),
