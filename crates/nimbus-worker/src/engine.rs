@@ -36,6 +36,8 @@ struct Inner {
     pool: Pool,
     reaper: Mutex<Option<JoinHandle<()>>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// The interpreters' versions, asked once (see `runtimes::Interpreters`).
+    interpreters: crate::runtimes::Interpreters,
 }
 
 impl std::fmt::Debug for Engine {
@@ -80,6 +82,7 @@ impl Engine {
             log_sweeper: Mutex::new(Some(log_sweeper)),
             pool: Pool::new(config.max_memory_mb).with_weights(config.account_weights.clone()),
             jail: Arc::new(jail),
+            interpreters: crate::runtimes::Interpreters::new(&config),
             config,
             reaper: Mutex::new(None),
             shutting_down: false.into(),
@@ -361,7 +364,7 @@ impl Engine {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
-        crate::runtimes::check_version(&self.inner.config, &spec.runtime)?;
+        self.inner.interpreters.check(&spec.runtime)?;
         if !(u64::from(limits::MEMORY_MIN_MB)..=u64::from(limits::MEMORY_MAX_MB))
             .contains(&spec.memory_mb)
         {

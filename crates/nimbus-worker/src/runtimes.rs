@@ -4,7 +4,7 @@
 //!   package's `bootstrap`, looked up as Lambda does: `/var/task/bootstrap`,
 //!   then `/opt/bootstrap`, then `/var/runtime/bootstrap`.
 //! * `python3.x`: the host's python3 running Nimbus's `bootstrap.py`, only if it is
-//!   exactly Python 3.x ([`check_version`]).
+//!   exactly Python 3.x ([`Interpreters::check`]).
 //! * `nodejsNN.x`: the host's node running Nimbus's `bootstrap.js`, only if it is
 //!   exactly Node.js NN.
 //!
@@ -12,6 +12,7 @@
 //! directory on startup, which is mounted read-only at `/var/runtime`.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
@@ -67,67 +68,70 @@ fn reported_version(kind: &RuntimeKind, output: &str) -> Option<String> {
     }
 }
 
-/// The version of the interpreter at `program`, asked once per path and kept.
+/// The version the interpreter at `program` reports (`--version`), if it runs.
 fn installed_version(kind: &RuntimeKind, program: &Path) -> Option<String> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock, PoisonError};
-    static SEEN: OnceLock<Mutex<HashMap<PathBuf, Option<String>>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(Mutex::default);
-    if let Some(v) = seen
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(program)
-    {
-        return v.clone();
-    }
     let out = std::process::Command::new(program)
         .arg("--version")
         .output()
-        .ok();
+        .ok()?;
     // Python 3 prints its version on stdout (2 printed it on stderr).
-    let text = out
-        .map(|o| {
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        })
-        .unwrap_or_default();
-    let v = reported_version(kind, &text);
-    seen.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(program.to_path_buf(), v.clone());
-    v
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reported_version(kind, &text)
 }
 
-/// A runtime identifier means exactly one language version: refuses `spec` when this
-/// worker's interpreter for it is another version (or missing), rather than run it
-/// there under a name that claims otherwise (`AWS_EXECUTION_ENV`).
-pub(crate) fn check_version(config: &EngineConfig, runtime: &str) -> Result<(), EngineError> {
-    let kind = RuntimeKind::parse(runtime)?;
-    let (program, language) = match kind {
-        RuntimeKind::Provided => return Ok(()),
-        RuntimeKind::Python => (&config.python, "Python"),
-        RuntimeKind::Node => (&config.node, "Node.js"),
-    };
-    let wanted = wanted_version(runtime).unwrap_or_default();
-    match installed_version(&kind, program) {
-        Some(have) if have == wanted => Ok(()),
-        Some(have) => Err(EngineError::InvalidFunction(format!(
-            "runtime {runtime} needs {language} {wanted}; this worker has {language} {have} ({})",
-            program.display()
-        ))),
-        None => Err(EngineError::InvalidFunction(format!(
-            "runtime {runtime} needs {language} {wanted}; this worker has none at {}",
-            program.display()
-        ))),
+/// A worker's interpreters and their versions, each asked once (on the first
+/// invocation of its language, not at start-up) and kept for the engine's life.
+#[derive(Debug)]
+pub(crate) struct Interpreters {
+    python: PathBuf,
+    node: PathBuf,
+    python_version: OnceLock<Option<String>>,
+    node_version: OnceLock<Option<String>>,
+}
+
+impl Interpreters {
+    pub(crate) fn new(config: &EngineConfig) -> Self {
+        Self {
+            python: config.python.clone(),
+            node: config.node.clone(),
+            python_version: OnceLock::new(),
+            node_version: OnceLock::new(),
+        }
+    }
+
+    /// A runtime identifier means exactly one language version: refuses `runtime` when
+    /// this worker's interpreter for it is another version (or missing), rather than run
+    /// it under a name that claims otherwise (`AWS_EXECUTION_ENV`).
+    pub(crate) fn check(&self, runtime: &str) -> Result<(), EngineError> {
+        let kind = RuntimeKind::parse(runtime)?;
+        let (program, version, language) = match kind {
+            RuntimeKind::Provided => return Ok(()),
+            RuntimeKind::Python => (&self.python, &self.python_version, "Python"),
+            RuntimeKind::Node => (&self.node, &self.node_version, "Node.js"),
+        };
+        let wanted = wanted_version(runtime).unwrap_or_default();
+        match version.get_or_init(|| installed_version(&kind, program)) {
+            Some(have) if have == wanted => Ok(()),
+            Some(have) => Err(EngineError::InvalidFunction(format!(
+                "runtime {runtime} needs {language} {wanted}; this worker has {language} {have} ({})",
+                program.display()
+            ))),
+            None => Err(EngineError::InvalidFunction(format!(
+                "runtime {runtime} needs {language} {wanted}; this worker has none at {}",
+                program.display()
+            ))),
+        }
     }
 }
 
 /// Every runtime identifier the API accepts, with whether a worker configured with
 /// `config` runs it exactly (`Err` says why not).
 pub fn offered(config: &EngineConfig) -> Vec<(&'static str, Result<(), String>)> {
+    let interpreters = Interpreters::new(config);
     nimbus_types::validate::RUNTIMES
         .iter()
         .map(|r| {
@@ -135,7 +139,7 @@ pub fn offered(config: &EngineConfig) -> Vec<(&'static str, Result<(), String>)>
                 EngineError::InvalidFunction(m) => m,
                 e => e.to_string(),
             };
-            (*r, check_version(config, r).map_err(why))
+            (*r, interpreters.check(r).map_err(why))
         })
         .collect()
 }
@@ -257,10 +261,9 @@ mod tests {
         // This machine's python3 (whatever it is) runs its own identifier only.
         let config = EngineConfig::default();
         let have = installed_version(&py, &config.python).expect("python3 is installed");
-        assert!(check_version(&config, &format!("python{have}")).is_ok());
-        let err = check_version(&config, "python3.99")
-            .unwrap_err()
-            .to_string();
+        let interpreters = Interpreters::new(&config);
+        assert!(interpreters.check(&format!("python{have}")).is_ok());
+        let err = interpreters.check("python3.99").unwrap_err().to_string();
         assert!(
             err.contains(&format!("needs Python 3.99; this worker has Python {have}")),
             "{err}"
@@ -269,7 +272,8 @@ mod tests {
             node: "/nonexistent/node".into(),
             ..EngineConfig::default()
         };
-        assert!(check_version(&missing, "nodejs20.x")
+        assert!(Interpreters::new(&missing)
+            .check("nodejs20.x")
             .unwrap_err()
             .to_string()
             .contains("has none"));
