@@ -73,6 +73,7 @@ pub fn register_worker(seq: u64, value_bytes: usize) -> Command {
             environments_busy: 1,
             // Fixed, so every record has the same size.
             last_heartbeat_ms: 1_700_000_000_000,
+            runtimes: vec!["python3.11".into()],
         },
     };
     let unpadded = nimbus_types::encode(&build(0)).len();

@@ -14,6 +14,7 @@ use nimbus_gateway::core::workers::{WorkerError, WorkerResult, WorkerView, Worke
 use nimbus_gateway::{Gateway, GatewayConfig, InvokeRequest};
 use nimbus_meta::MetaClient;
 use nimbus_proto::worker::{self as pb, rejection::Reason, Rejection};
+use nimbus_types::validate::RUNTIMES;
 use nimbus_types::{
     keys, Account, Alias, CodeRef, Entity, Function, FunctionConfig, FunctionKey, FunctionState,
     LastUpdateStatus, Qualifier, Version,
@@ -54,6 +55,7 @@ impl FakeWorkers {
             .map(|(id, free_mb)| WorkerView {
                 id: id.to_string(),
                 free_mb: *free_mb,
+                runtimes: RUNTIMES.iter().map(|r| r.to_string()).collect(),
             })
             .collect();
         Arc::new(f)
@@ -266,6 +268,36 @@ async fn the_roomiest_worker_runs_it_and_the_version_is_reported() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_worker_without_the_functions_runtime_is_never_chosen() {
+    let workers = FakeWorkers::with(&[("python", 100), ("roomy-node-only", 9000)]);
+    workers.live.lock().unwrap()[1].runtimes = vec!["nodejs20.x".into()];
+    let gw = gateway(workers.clone());
+    for _ in 0..3 {
+        gw.invoke(&named("f", None), request()).await.unwrap();
+    }
+    assert_eq!(workers.calls(), ["python", "python", "python"]);
+    // With none that runs it, the caller hears so at once (no wait for capacity).
+    workers.live.lock().unwrap().remove(0);
+    let started = tokio::time::Instant::now();
+    let e = gw.invoke(&named("f", None), request()).await.unwrap_err();
+    assert_eq!(
+        (e.status, e.error_type.as_str()),
+        (400, "InvalidParameterValueException")
+    );
+    assert!(
+        e.message.contains("offers runtime python3.11"),
+        "{}",
+        e.message
+    );
+    assert!(started.elapsed() < Duration::from_millis(10));
+    assert_eq!(
+        workers.calls().len(),
+        3,
+        "the node-only worker was never called"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn what_never_started_is_retried_on_the_next_worker() {
     for reason in [
         Reason::Busy,
@@ -361,6 +393,7 @@ async fn with_every_worker_refusing_it_waits_for_one_then_fails() {
         late.live.lock().unwrap().push(WorkerView {
             id: "late".into(),
             free_mb: 512,
+            runtimes: RUNTIMES.iter().map(|r| r.to_string()).collect(),
         });
     });
     let out = gw.invoke(&named("f", None), request()).await.unwrap();

@@ -30,6 +30,7 @@ fn spec(id: String, code: &std::path::Path) -> SandboxSpec {
         cwd: "/var/task".into(),
         code_dir: code.to_owned(),
         runtime_dir: None,
+        system_root: None,
         layers: vec![],
         memory_mb: 128,
         ephemeral_mb: 512,

@@ -112,6 +112,9 @@ pub struct SandboxSpec {
     pub code_dir: PathBuf,
     /// Host directory mounted read-only at `/var/runtime`.
     pub runtime_dir: Option<PathBuf>,
+    /// A runtime's root file system: the system directories (`/usr`, `/etc`, ...) are
+    /// bound read-only from it instead of from the host. `None`: the host's.
+    pub system_root: Option<std::sync::Arc<std::path::Path>>,
     /// Host directories merged read-only at `/opt`, in order (last wins).
     pub layers: Vec<PathBuf>,
     /// Memory limit in MiB.
@@ -158,6 +161,14 @@ impl SandboxSpec {
         for p in [&self.program, &self.cwd, &self.code_dir] {
             if !p.is_absolute() {
                 return bad(format!("{} must be absolute", p.display()));
+            }
+        }
+        if let Some(root) = &self.system_root {
+            if !root.is_absolute() || !root.join("usr").is_dir() {
+                return bad(format!(
+                    "runtime root {} is not a root file system (no usr/)",
+                    root.display()
+                ));
             }
         }
         if !self.code_dir.is_dir() {

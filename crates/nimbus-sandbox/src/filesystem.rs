@@ -141,6 +141,8 @@ impl RootfsOp {
 #[derive(Debug)]
 pub(crate) struct RootfsInputs<'a> {
     pub root: &'a Path,
+    /// Where the system directories come from: a runtime's root file system, or `/`.
+    pub system_root: &'a Path,
     pub host_ro_paths: &'a [PathBuf],
     pub masked_paths: &'a [PathBuf],
     pub code_dir: &'a Path,
@@ -172,6 +174,7 @@ fn under(root: &Path, abs: &Path) -> PathBuf {
 pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> {
     let mut ops = plan_base(&BaseInputs {
         root: i.root,
+        system_root: i.system_root,
         host_ro_paths: i.host_ro_paths,
         masked_paths: i.masked_paths,
         resolv_conf: i.resolv_conf,
@@ -193,6 +196,8 @@ pub(crate) fn plan(i: &RootfsInputs<'_>) -> Result<Vec<RootfsOp>, SandboxError> 
 #[derive(Debug)]
 pub(crate) struct BaseInputs<'a> {
     pub root: &'a Path,
+    /// Where the system directories come from: a runtime's root file system, or `/`.
+    pub system_root: &'a Path,
     pub host_ro_paths: &'a [PathBuf],
     pub masked_paths: &'a [PathBuf],
     /// Host file bound over `/etc/resolv.conf` (network mode), if any.
@@ -228,12 +233,15 @@ pub(crate) fn plan_base(i: &BaseInputs<'_>) -> Result<Vec<RootfsOp>, SandboxErro
         data: CString::new("size=1m,mode=0755").expect("no NUL"),
     });
 
-    for host in i.host_ro_paths {
+    for path in i.host_ro_paths {
+        // The system directory as the environment sees it (`path`), taken from the
+        // system root on the host (`host`).
+        let host = &under(i.system_root, path);
         let meta = match std::fs::symlink_metadata(host) {
             Ok(m) => m,
             Err(_) => continue, // e.g. no /lib64 on this distribution
         };
-        let dst = under(root, host);
+        let dst = under(root, path);
         if let Some(parent) = dst.parent().filter(|p| *p != root) {
             ops.push(RootfsOp::MkDir(c(parent)?));
         }
@@ -253,7 +261,7 @@ pub(crate) fn plan_base(i: &BaseInputs<'_>) -> Result<Vec<RootfsOp>, SandboxErro
         }
     }
     for masked in i.masked_paths {
-        let Ok(meta) = std::fs::metadata(masked) else {
+        let Ok(meta) = std::fs::metadata(under(i.system_root, masked)) else {
             continue;
         };
         if !i.host_ro_paths.iter().any(|h| masked.starts_with(h)) {

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -136,6 +137,7 @@ impl Jail {
             pool.register(ShellShape {
                 service_port,
                 ephemeral_mb,
+                system_root: None,
             });
         }
     }
@@ -149,6 +151,7 @@ impl Jail {
                 p.ready_pids(ShellShape {
                     service_port,
                     ephemeral_mb,
+                    system_root: None,
                 })
             })
             .unwrap_or_default()
@@ -220,6 +223,7 @@ impl Jail {
             let shape = ShellShape {
                 service_port: spec.service_port,
                 ephemeral_mb: spec.ephemeral_mb,
+                system_root: spec.system_root.clone(),
             };
             if let Some(shell) = pool.take(shape) {
                 // A directory that cannot be cloned (a missing layer, say) is
@@ -305,6 +309,7 @@ impl Jail {
         // 2. The child's plan: file system, identity, limits, seccomp, exec.
         let rootfs = filesystem::plan(&RootfsInputs {
             root: &root,
+            system_root: spec.system_root.as_deref().unwrap_or(Path::new("/")),
             host_ro_paths: &self.config.host_ro_paths,
             masked_paths: &self.config.masked_paths,
             code_dir: &spec.code_dir,

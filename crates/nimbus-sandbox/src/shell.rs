@@ -61,12 +61,15 @@ const READY_TIMEOUT_MS: u16 = 5_000;
 const SHELL_PIDS_MAX: u64 = 16;
 
 /// What a shell is prepared for; everything else is written at use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ShellShape {
     /// Port of the service socket bound inside (the Runtime API), if any.
     pub(crate) service_port: Option<u16>,
     /// Size of its `/tmp`, in MiB (mounted ahead of time).
     pub(crate) ephemeral_mb: u64,
+    /// The runtime root file system its system directories come from (`None`: the
+    /// host's).
+    pub(crate) system_root: Option<std::sync::Arc<std::path::Path>>,
 }
 
 /// A function's code, runtime and layer directories as detached, read-only
@@ -263,7 +266,10 @@ impl ShellPool {
 
     /// Returns a shell that was taken but never sent anything.
     pub(crate) fn put_back(&self, shell: Shell) {
-        self.lock().entry(shell.shape).or_default().push(shell);
+        self.lock()
+            .entry(shell.shape.clone())
+            .or_default()
+            .push(shell);
     }
 
     /// Host pids of the ready shells of `shape`.
@@ -324,6 +330,10 @@ impl ShellPool {
         res.scratch = Some(disk);
         let mut base = filesystem::plan_base(&BaseInputs {
             root: &root,
+            system_root: shape
+                .system_root
+                .as_deref()
+                .unwrap_or(std::path::Path::new("/")),
             host_ro_paths: &f.config.host_ro_paths,
             masked_paths: &f.config.masked_paths,
             resolv_conf: resolv_conf.as_deref(),
@@ -553,7 +563,7 @@ fn refill_loop(pool: Weak<ShellPool>) {
             let missing: Vec<ShellShape> = ready
                 .iter()
                 .filter(|(_, shells)| shells.len() < p.target)
-                .map(|(shape, _)| *shape)
+                .map(|(shape, _)| shape.clone())
                 .collect();
             if missing.is_empty() {
                 let _ = p
@@ -565,7 +575,7 @@ fn refill_loop(pool: Weak<ShellPool>) {
             missing
         };
         for shape in missing {
-            match p.create(&p.scratch, shape) {
+            match p.create(&p.scratch, shape.clone()) {
                 Ok(shell) => p.lock().entry(shape).or_default().push(shell),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot pre-create an environment shell");

@@ -4,6 +4,7 @@
 //! `arn:aws:lambda:REGION:ACCOUNT:function:name[:qualifier]`.
 
 use crate::error::MetaError;
+use crate::model::LayerKey;
 use crate::validate;
 
 /// A function reference as the user wrote it, split into its parts.
@@ -63,9 +64,114 @@ pub fn parse_function_ref(input: &str) -> Result<FunctionRef, MetaError> {
     })
 }
 
+/// A layer named in a request path (`LayerName`): a plain name in the caller's account
+/// and region, or a layer ARN (`arn:aws:lambda:REGION:ACCOUNT:layer:NAME`).
+pub fn parse_layer_name(
+    input: &str,
+    account_id: &str,
+    region: &str,
+) -> Result<LayerKey, MetaError> {
+    let invalid = || {
+        MetaError::validation(format!(
+            "1 validation error detected: Value '{input}' at 'layerName' failed to satisfy constraint: \
+             Member must satisfy regular expression pattern: (arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\\d{{12}}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+"
+        ))
+    };
+    if input.len() > 140 {
+        return Err(invalid());
+    }
+    let key = match input.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", partition, "lambda", region, account, "layer", name]
+            if partition.starts_with("aws") =>
+        {
+            validate::account_id(account).map_err(|_| invalid())?;
+            validate::region(region).map_err(|_| invalid())?;
+            LayerKey::new(account, region, name)
+        }
+        [name] => LayerKey::new(account_id, region, name),
+        _ => return Err(invalid()),
+    };
+    if !is_layer_name(&key.name) {
+        return Err(invalid());
+    }
+    Ok(key)
+}
+
+/// A layer version ARN (`arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION`), as `Layers`
+/// and `GetLayerVersionByArn` take it; `None` when it is not one.
+pub fn parse_layer_version_arn(arn: &str) -> Option<(LayerKey, u64)> {
+    if arn.len() > 140 {
+        return None;
+    }
+    match arn.split(':').collect::<Vec<_>>().as_slice() {
+        ["arn", partition, "lambda", region, account, "layer", name, version]
+            if partition.starts_with("aws")
+                && validate::account_id(account).is_ok()
+                && validate::region(region).is_ok()
+                && is_layer_name(name)
+                && !version.is_empty()
+                && version.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            let n = version.parse().ok().filter(|n| *n > 0)?;
+            Some((LayerKey::new(account, region, name), n))
+        }
+        _ => None,
+    }
+}
+
+fn is_layer_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_names_and_version_arns() {
+        let k = parse_layer_name("my_layer-1", "123456789012", "us-east-1").unwrap();
+        assert_eq!(
+            k.arn(),
+            "arn:aws:lambda:us-east-1:123456789012:layer:my_layer-1"
+        );
+        let other = parse_layer_name(
+            "arn:aws:lambda:eu-west-1:210987654321:layer:shared",
+            "1",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            (other.account_id.as_str(), other.region.as_str()),
+            ("210987654321", "eu-west-1")
+        );
+        for bad in [
+            "",
+            "has space",
+            "a:b",
+            "arn:aws:lambda:eu-west-1:12:layer:x",
+            &"n".repeat(65),
+        ] {
+            assert!(
+                parse_layer_name(bad, "123456789012", "us-east-1").is_err(),
+                "{bad:?}"
+            );
+        }
+        let (k, n) =
+            parse_layer_version_arn("arn:aws:lambda:us-east-1:123456789012:layer:deps:3").unwrap();
+        assert_eq!((k.name.as_str(), n), ("deps", 3));
+        for bad in [
+            "arn:aws:lambda:us-east-1:123456789012:layer:deps",
+            "arn:aws:lambda:us-east-1:123456789012:layer:deps:0",
+            "arn:aws:lambda:us-east-1:123456789012:layer:deps:x",
+            "arn:aws:lambda:us-east-1:123456789012:function:deps:1",
+            "arn:aws:lambda:us-east-1:1234:layer:deps:1",
+        ] {
+            assert!(parse_layer_version_arn(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn all_forms_parse() {

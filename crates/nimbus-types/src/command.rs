@@ -142,6 +142,34 @@ pub enum Command {
         tag_keys: Vec<String>,
     },
 
+    /// Publishes the layer's next version (creating the layer on its first).
+    PublishLayerVersion {
+        key: LayerKey,
+        description: String,
+        compatible_runtimes: Vec<String>,
+        compatible_architectures: Vec<String>,
+        license_info: String,
+        code: CodeRef,
+        now_ms: u64,
+    },
+    /// Deletes one layer version. Functions configured with it keep its content.
+    DeleteLayerVersion {
+        key: LayerKey,
+        version: u64,
+    },
+    AddLayerVersionPermission {
+        key: LayerKey,
+        version: u64,
+        statement: LayerStatement,
+        expected_revision: Option<String>,
+    },
+    RemoveLayerVersionPermission {
+        key: LayerKey,
+        version: u64,
+        statement_id: String,
+        expected_revision: Option<String>,
+    },
+
     RegisterWorker {
         worker: Worker,
     },
@@ -209,6 +237,8 @@ pub enum CommandOutput {
     FunctionAndVersion(Box<Function>, Box<Version>),
     /// `ClaimEvent`: the event as leased.
     Event(Box<AsyncEvent>),
+    /// `PublishLayerVersion` and the permission writes: the version as it is now.
+    LayerVersion(Box<LayerVersion>),
 }
 
 /// One read.

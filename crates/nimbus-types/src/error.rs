@@ -24,6 +24,9 @@ pub enum ErrorKind {
     InvalidZipFile,
     /// 400 ResourceInUseException.
     ResourceInUse,
+    /// 403 AccessDeniedException: the resource exists but is not shared with the caller
+    /// (another account's layer version without a permission for it).
+    AccessDenied,
     /// 500 ServiceException: something broke on our side (corrupt data, storage).
     Service,
     /// 503-like: no leader or no quorum right now; safe to retry with the same request id.
@@ -43,6 +46,7 @@ impl ErrorKind {
             ErrorKind::RequestTooLarge => "RequestTooLargeException",
             ErrorKind::InvalidZipFile => "InvalidZipFileException",
             ErrorKind::ResourceInUse => "ResourceInUseException",
+            ErrorKind::AccessDenied => "AccessDeniedException",
             ErrorKind::Service | ErrorKind::Unavailable => "ServiceException",
         }
     }
@@ -57,6 +61,7 @@ impl ErrorKind {
             | ErrorKind::CodeStorageExceeded
             | ErrorKind::ResourceInUse => 400,
             ErrorKind::PreconditionFailed => 412,
+            ErrorKind::AccessDenied => 403,
             ErrorKind::RequestTooLarge => 413,
             ErrorKind::InvalidZipFile => 502,
             ErrorKind::Service => 500,

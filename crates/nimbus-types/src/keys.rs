@@ -1,7 +1,7 @@
 //! The state machine's key layout. Keys are UTF-8 paths so prefixes list naturally;
 //! numbers are zero-padded so byte order is numeric order.
 
-use crate::model::FunctionKey;
+use crate::model::{FunctionKey, LayerKey};
 
 pub const ACCOUNT: &str = "acct/";
 pub const ACCESS_KEY: &str = "akey/";
@@ -14,6 +14,8 @@ pub const WORKER: &str = "worker/";
 pub const RETIRED_NODE: &str = "node-retired/";
 /// The cluster key's check value (one record).
 pub const CLUSTER_KEY_CHECK: &str = "cluster/key-check";
+pub const LAYER: &str = "layer/";
+pub const LAYER_VERSION: &str = "layerver/";
 /// Queued async events; every gateway's dispatcher watches this prefix.
 pub const EVENT: &str = "event/";
 
@@ -57,4 +59,17 @@ pub fn retired_node(id: u64) -> String {
 }
 pub fn event(id: &str) -> String {
     format!("{EVENT}{id}")
+}
+/// All layers of an account in a region.
+pub fn layers_of(account_id: &str, region: &str) -> String {
+    format!("{LAYER}{account_id}/{region}/")
+}
+pub fn layer(k: &LayerKey) -> String {
+    format!("{}{}", layers_of(&k.account_id, &k.region), k.name)
+}
+pub fn layer_versions_of(k: &LayerKey) -> String {
+    format!("{LAYER_VERSION}{}/{}/{}/", k.account_id, k.region, k.name)
+}
+pub fn layer_version(k: &LayerKey, n: u64) -> String {
+    format!("{}{n:010}", layer_versions_of(k))
 }

@@ -101,7 +101,8 @@ pub struct FunctionConfig {
     pub timeout_s: u32,
     pub ephemeral_storage_mb: u32,
     pub environment: BTreeMap<String, String>,
-    pub layers: Vec<String>,
+    /// Layer versions, in the order they are extracted into `/opt` (later ones win).
+    pub layers: Vec<LayerRef>,
     /// Lambda's `LoggingConfig.LogFormat`: `Text` or `JSON`.
     pub log_format: String,
 }
@@ -141,6 +142,99 @@ pub struct CodePackage {
     pub chunks: u32,
     /// Hex SHA-256 of each chunk's plaintext, so a corrupt chunk is named precisely.
     pub chunk_sha256: Vec<String>,
+}
+
+/// Identifies a layer: account, region and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LayerKey {
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+}
+
+impl LayerKey {
+    pub fn new(account_id: &str, region: &str, name: &str) -> Self {
+        Self {
+            account_id: account_id.into(),
+            region: region.into(),
+            name: name.into(),
+        }
+    }
+
+    /// `arn:aws:lambda:REGION:ACCOUNT:layer:NAME` (Lambda's `LayerArn`).
+    pub fn arn(&self) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:layer:{}",
+            self.region, self.account_id, self.name
+        )
+    }
+
+    /// `LayerArn:VERSION` (Lambda's `LayerVersionArn`).
+    pub fn version_arn(&self, number: u64) -> String {
+        format!("{}:{number}", self.arn())
+    }
+}
+
+/// A function's use of one layer version, resolved when the function is configured. The
+/// content is named by its hash, so a function keeps running with the layer it was given
+/// even after that layer version is deleted, as on Lambda.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRef {
+    /// The layer version's ARN, as the function's configuration reports it.
+    pub arn: String,
+    pub code: CodeRef,
+}
+
+/// A layer: the numbering of its versions outlives them (Lambda never reuses a number).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub key: LayerKey,
+    /// The number the next published version gets.
+    pub next_version: u64,
+}
+
+/// One statement of a layer version's resource policy: who else may use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerStatement {
+    pub statement_id: String,
+    /// Always `lambda:GetLayerVersion` (the only action Lambda allows on a layer).
+    pub action: String,
+    /// `*` (every account) or a 12-digit account id.
+    pub principal: String,
+    /// With principal `*`: only accounts of this organization (`o-…`).
+    pub organization_id: Option<String>,
+}
+
+/// A published, immutable layer version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerVersion {
+    pub key: LayerKey,
+    pub number: u64,
+    pub description: String,
+    pub compatible_runtimes: Vec<String>,
+    pub compatible_architectures: Vec<String>,
+    pub license_info: String,
+    pub code: CodeRef,
+    pub created_ms: u64,
+    pub policy: Vec<LayerStatement>,
+    /// Changes on every policy write; `RevisionId` checks compare against it.
+    pub policy_revision: String,
+}
+
+impl LayerVersion {
+    pub fn arn(&self) -> String {
+        self.key.version_arn(self.number)
+    }
+
+    /// Whether `account_id` may use this version: its owner, or an account a statement
+    /// names. Nimbus has no organizations, so a statement limited to one shares with
+    /// nobody rather than with everybody.
+    pub fn usable_by(&self, account_id: &str) -> bool {
+        self.key.account_id == account_id
+            || self.policy.iter().any(|s| {
+                s.organization_id.is_none() && (s.principal == "*" || s.principal == account_id)
+            })
+    }
 }
 
 /// Lambda's `State`.
@@ -256,6 +350,8 @@ pub struct Worker {
     pub environments_warm: u32,
     pub environments_busy: u32,
     pub last_heartbeat_ms: u64,
+    /// The runtime identifiers it runs exactly; it is never chosen for any other.
+    pub runtimes: Vec<String>,
 }
 
 /// An accepted asynchronous (`Event`) invocation, queued until it has run to a final
@@ -314,6 +410,8 @@ pub enum Entity {
     AsyncEvent(AsyncEvent),
     /// The cluster key's check value (see `Command::SetClusterKeyCheck`).
     ClusterKeyCheck(Vec<u8>),
+    Layer(Layer),
+    LayerVersion(LayerVersion),
 }
 
 #[cfg(test)]

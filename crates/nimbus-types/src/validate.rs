@@ -29,6 +29,9 @@ pub const RUNTIMES: &[&str] = &[
     "python3.13",
     "nodejs18.x",
     "nodejs20.x",
+    "java17",
+    "java21",
+    "ruby3.3",
 ];
 
 pub fn account_id(id: &str) -> Result<(), MetaError> {
@@ -247,6 +250,149 @@ pub fn function_config(c: &FunctionConfig) -> Result<(), MetaError> {
         ));
     }
     Ok(())
+}
+
+/// Every runtime identifier Lambda knows: a layer may declare itself compatible with any
+/// of them (it is only metadata), while a function may only use [`RUNTIMES`].
+pub const LAMBDA_RUNTIMES: &[&str] = &[
+    "nodejs",
+    "nodejs4.3",
+    "nodejs6.10",
+    "nodejs8.10",
+    "nodejs10.x",
+    "nodejs12.x",
+    "nodejs14.x",
+    "nodejs16.x",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java8",
+    "java8.al2",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "python2.7",
+    "python3.6",
+    "python3.7",
+    "python3.8",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "dotnetcore1.0",
+    "dotnetcore2.0",
+    "dotnetcore2.1",
+    "dotnetcore3.1",
+    "dotnet6",
+    "dotnet8",
+    "dotnet10",
+    "nodejs4.3-edge",
+    "go1.x",
+    "ruby2.5",
+    "ruby2.7",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+    "ruby4.0",
+    "provided",
+    "provided.al2",
+    "provided.al2023",
+    "nodejs26.x",
+    "python3.15",
+    "java8.al2023",
+    "java11.al2023",
+    "java17.al2023",
+];
+
+/// The descriptive fields of `PublishLayerVersion`.
+pub fn layer_version(
+    description: &str,
+    compatible_runtimes: &[String],
+    compatible_architectures: &[String],
+    license_info: &str,
+) -> Result<(), MetaError> {
+    if description.chars().count() > DESCRIPTION_MAX_CHARS {
+        return Err(MetaError::validation(format!(
+            "1 validation error detected: Value at 'description' failed to satisfy constraint: Member must have length less than or equal to {DESCRIPTION_MAX_CHARS}"
+        )));
+    }
+    if compatible_runtimes.len() > 15
+        || compatible_runtimes
+            .iter()
+            .any(|r| !LAMBDA_RUNTIMES.contains(&r.as_str()))
+    {
+        return Err(MetaError::validation(format!(
+            "1 validation error detected: Value '[{}]' at 'compatibleRuntimes' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [{}]] and have length less than or equal to 15",
+            compatible_runtimes.join(", "),
+            LAMBDA_RUNTIMES.join(", ")
+        )));
+    }
+    if compatible_architectures.len() > 2
+        || compatible_architectures
+            .iter()
+            .any(|a| a != "x86_64" && a != "arm64")
+    {
+        return Err(MetaError::validation(format!(
+            "1 validation error detected: Value '[{}]' at 'compatibleArchitectures' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [x86_64, arm64]] and have length less than or equal to 2",
+            compatible_architectures.join(", ")
+        )));
+    }
+    if license_info.chars().count() > 512 {
+        return Err(MetaError::validation(
+            "1 validation error detected: Value at 'licenseInfo' failed to satisfy constraint: Member must have length less than or equal to 512",
+        ));
+    }
+    Ok(())
+}
+
+/// One `AddLayerVersionPermission` statement. Returns the principal in stored form:
+/// `*` or an account id (`arn:aws:iam::ACCOUNT:root` names the account).
+pub fn layer_statement(
+    statement_id: &str,
+    action: &str,
+    principal: &str,
+    organization_id: Option<&str>,
+) -> Result<String, MetaError> {
+    static SID: OnceLock<Regex> = OnceLock::new();
+    static ORG: OnceLock<Regex> = OnceLock::new();
+    static ROOT: OnceLock<Regex> = OnceLock::new();
+    if !re(&SID, r"^[a-zA-Z0-9\-_]{1,100}$").is_match(statement_id) {
+        return Err(MetaError::validation(format!(
+            "1 validation error detected: Value '{statement_id}' at 'statementId' failed to satisfy constraint: Member must satisfy regular expression pattern: ([a-zA-Z0-9-_]+)"
+        )));
+    }
+    if action != "lambda:GetLayerVersion" {
+        return Err(MetaError::validation(format!(
+            "1 validation error detected: Value '{action}' at 'action' failed to satisfy constraint: Member must satisfy regular expression pattern: lambda:GetLayerVersion"
+        )));
+    }
+    let stored = if principal == "*" || account_id(principal).is_ok() {
+        principal.to_string()
+    } else if let Some(c) = re(&ROOT, r"^arn:aws[a-zA-Z-]*:iam::(\d{12}):root$").captures(principal)
+    {
+        c[1].to_string()
+    } else {
+        return Err(MetaError::validation(format!(
+            "1 validation error detected: Value '{principal}' at 'principal' failed to satisfy constraint: Member must satisfy regular expression pattern: \\d{{12}}|\\*|arn:(aws[a-zA-Z-]*):iam::\\d{{12}}:root"
+        )));
+    };
+    if let Some(org) = organization_id {
+        if !re(&ORG, r"^o-[a-z0-9]{10,32}$").is_match(org) {
+            return Err(MetaError::validation(format!(
+                "1 validation error detected: Value '{org}' at 'organizationId' failed to satisfy constraint: Member must satisfy regular expression pattern: o-[a-z0-9]{{10,32}}"
+            )));
+        }
+        if stored != "*" {
+            return Err(MetaError::invalid(
+                "OrganizationId can only be given with Principal '*'",
+            ));
+        }
+    }
+    Ok(stored)
 }
 
 pub fn alias_routing(r: &AliasRouting) -> Result<(), MetaError> {

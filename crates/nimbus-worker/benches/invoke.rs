@@ -4,7 +4,11 @@
 //! * `shells`  — the default: environments made from pre-created shells;
 //! * `scratch` — `shell_pool: 0`, every environment created from scratch;
 //! * `fork+exec` — `insecure_no_isolation`: the same runtime started directly
-//!   with fork+exec and served by the same Runtime API, no sandbox (baseline).
+//!   with fork+exec and served by the same Runtime API, no sandbox (baseline);
+//! * `roots` — shells, with the runtime root file systems of
+//!   `deploy/rootfs/build.sh` (`NIMBUS_RUNTIME_ROOTS`, default
+//!   `/var/tmp/nimbus-rootfs`; left out when there are none): every runtime the
+//!   roots serve, including those the host has no interpreter for.
 //!
 //! Run as root: `cargo bench --workspace --bench invoke`
 //!
@@ -75,7 +79,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(COLD);
-    let engines = [
+    let mut engines = vec![
         ("shells", engine("shells", |_| {})),
         ("scratch", engine("scratch", |c| c.shell_pool = 0)),
         (
@@ -83,6 +87,15 @@ async fn main() {
             engine("direct", |c| c.insecure_no_isolation = true),
         ),
     ];
+    let roots_dir =
+        std::env::var("NIMBUS_RUNTIME_ROOTS").unwrap_or_else(|_| "/var/tmp/nimbus-rootfs".into());
+    match nimbus_worker::roots::RuntimeRoots::load(std::path::Path::new(&roots_dir)) {
+        Ok(roots) => {
+            let roots = std::sync::Arc::new(roots);
+            engines.push(("roots", engine("roots", |c| c.runtime_roots = Some(roots))));
+        }
+        Err(e) => println!("no runtime roots ({e}); the roots engine is left out"),
+    }
     let code = std::env::temp_dir().join("nimbus-worker-bench-code");
     std::fs::create_dir_all(&code).unwrap();
     std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -98,6 +111,11 @@ async fn main() {
             0o644,
         ),
         ("bootstrap", BOOTSTRAP, 0o755),
+        (
+            "hello.rb",
+            "def handler(event:, context:)\n  { ok: true }\nend\n",
+            0o644,
+        ),
     ] {
         std::fs::write(code.join(file), body).unwrap();
         std::fs::set_permissions(code.join(file), std::fs::Permissions::from_mode(mode)).unwrap();
@@ -107,11 +125,30 @@ async fn main() {
     println!(
         "{cold_starts} cold starts per runtime and engine (interleaved), 128 MB, hello world:"
     );
+    if engines.len() > 3 {
+        compile_java(&code, &roots_dir);
+    }
     for (runtime, handler) in [
         ("python3.11", "app.handler"),
         ("provided.al2023", "bootstrap.handler"),
         ("nodejs20.x", "index.handler"),
+        ("python3.13", "app.handler"),
+        ("nodejs18.x", "index.handler"),
+        ("ruby3.3", "hello.handler"),
+        ("java17", "example.Hello::handleRequest"),
+        ("java21", "example.Hello::handleRequest"),
     ] {
+        // The engines that run this runtime exactly.
+        let engines: Vec<_> = engines
+            .iter()
+            .filter(|(_, e)| {
+                nimbus_worker::runtimes::available(e.config()).contains(&runtime.to_string())
+            })
+            .collect();
+        if engines.is_empty() {
+            println!("{runtime}: no engine runs it here; skipped");
+            continue;
+        }
         let mut samples: Vec<Samples> = engines.iter().map(|_| Samples::default()).collect();
         // Warm-up: page cache and code paths.
         for (n, (_, engine)) in engines.iter().enumerate() {
@@ -147,20 +184,52 @@ async fn main() {
             ));
             stats(&format!("{runtime} {name}: warm invoke"), s.warm);
         }
-        let ratio = |v: &[Duration], a: usize| v[a].as_secs_f64() / v[2].as_secs_f64();
-        println!(
-            "{runtime}: median Init Duration / fork+exec: shells {:.2}x, scratch {:.2}x; \
-             invoke-to-response / fork+exec: shells {:.2}x, scratch {:.2}x",
-            ratio(&init_medians, 0),
-            ratio(&init_medians, 1),
-            ratio(&cold_medians, 0),
-            ratio(&cold_medians, 1),
-        );
+        // Ratios against the first engine of the run (host shells where the host runs it).
+        let base = engines[0].0;
+        for (n, (name, _)) in engines.iter().enumerate().skip(1) {
+            println!(
+                "{runtime}: {name} / {base}: Init Duration {:.2}x, invoke-to-response {:.2}x",
+                init_medians[n].as_secs_f64() / init_medians[0].as_secs_f64(),
+                cold_medians[n].as_secs_f64() / cold_medians[0].as_secs_f64(),
+            );
+        }
     }
     for (_, engine) in &engines {
         engine.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&code);
+}
+
+/// A `RequestHandler` hello world for the Java runtimes, compiled with the bookworm
+/// root's JDK (the host may have none) in a private mount namespace.
+fn compile_java(code: &std::path::Path, roots: &str) {
+    let src = code.join("src/example");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("Hello.java"),
+        "package example;\n\
+         import com.amazonaws.services.lambda.runtime.*;\n\
+         import java.util.Map;\n\
+         public class Hello implements RequestHandler<Map<String, Object>, String> {\n\
+         public String handleRequest(Map<String, Object> e, Context c) { return \"ok\"; }\n\
+         }\n",
+    )
+    .unwrap();
+    let root = format!("{roots}/bookworm");
+    let script = format!(
+        "mount --bind {code} {root}/mnt && mount -t proc proc {root}/proc && \
+         chroot {root} /usr/bin/javac --release 17 \
+         -cp /usr/lib/nimbus/java/nimbus-lambda-core.jar -d /mnt /mnt/src/example/Hello.java",
+        code = code.display()
+    );
+    let done = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .status()
+        .expect("unshare");
+    assert!(done.success(), "compiling the Java hello world failed");
+    for dir in [code.join("example"), code.to_path_buf()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
 
 fn spec(code: &std::path::Path, runtime: &str, handler: &str, n: &str) -> FunctionSpec {

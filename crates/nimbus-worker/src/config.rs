@@ -29,6 +29,10 @@ pub struct EngineConfig {
     pub python: PathBuf,
     /// Interpreter for `nodejs*` runtimes.
     pub node: PathBuf,
+    /// Runtime root file systems (`--runtime-roots`): when set, every function runs in
+    /// the root of its runtime, and only the runtimes those roots serve are offered.
+    /// `None`: the host's system directories and interpreters (`python`, `node`).
+    pub runtime_roots: Option<std::sync::Arc<crate::roots::RuntimeRoots>>,
     /// Port of the Runtime API inside each environment (Lambda: 9001).
     pub runtime_api_port: u16,
     /// Give Init the whole machine's CPU and apply the memory-proportional
@@ -71,6 +75,7 @@ impl Default for EngineConfig {
             region: "us-east-1".into(),
             python: PathBuf::from("/usr/bin/python3"),
             node: PathBuf::from("/usr/bin/node"),
+            runtime_roots: None,
             runtime_api_port: 9001,
             init_cpu_boost: true,
             pids_max: 1024,

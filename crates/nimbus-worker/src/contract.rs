@@ -85,6 +85,15 @@ impl WorkerContract {
             .get(&f.code_sha256, f.code_revision)
             .await
             .map_err(|e| code_rejection(&e))?;
+        let mut layers = Vec::with_capacity(f.layer_sha256.len());
+        for sha in &f.layer_sha256 {
+            layers.push(
+                self.code
+                    .get(sha, f.code_revision)
+                    .await
+                    .map_err(|e| code_rejection(&e))?,
+            );
+        }
         if started.elapsed() > Duration::from_secs(1) {
             tracing::warn!(
                 function = %f.function_name,
@@ -99,7 +108,7 @@ impl WorkerContract {
             version: f.version,
             arn: f.invoked_arn,
             code_dir,
-            layers: vec![],
+            layers,
             runtime: f.runtime,
             handler: f.handler,
             memory_mb: f.memory_mb,

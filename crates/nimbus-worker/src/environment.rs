@@ -203,6 +203,7 @@ impl ExecutionEnvironment {
             cwd: "/var/task".into(),
             code_dir: spec.code_dir.clone(),
             runtime_dir: launch.runtime_dir.clone(),
+            system_root: launch.system_root.clone(),
             layers: spec.layers.clone(),
             memory_mb: spec.memory_mb,
             ephemeral_mb: spec.ephemeral_mb,

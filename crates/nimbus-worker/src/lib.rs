@@ -43,6 +43,7 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod pool;
+pub mod roots;
 pub mod runtime_api;
 pub mod runtimes;
 

@@ -20,6 +20,11 @@ use crate::function::FunctionSpec;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
 const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
+const RUBY_BOOTSTRAP: &str = include_str!("../runtimes/ruby/bootstrap.rb");
+
+/// Where a runtime root holds Nimbus's Java runtime (its jars and `bootstrap`), compiled
+/// there by `deploy/rootfs/build.sh` from `runtimes/java` with the root's own JDK.
+pub const JAVA_RUNTIME_IN_ROOT: &str = "/usr/lib/nimbus/java";
 
 /// A supported runtime family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +35,10 @@ pub enum RuntimeKind {
     Python,
     /// Node.js (any `nodejsNN.x` maps to the host's node).
     Node,
+    /// Java (`java17`, `java21`): runtime roots only.
+    Java,
+    /// Ruby (`ruby3.3`): runtime roots only.
+    Ruby,
 }
 
 impl RuntimeKind {
@@ -39,6 +48,8 @@ impl RuntimeKind {
             "provided" | "provided.al2" | "provided.al2023" => Ok(RuntimeKind::Provided),
             r if r.starts_with("python3.") => Ok(RuntimeKind::Python),
             r if r.starts_with("nodejs") && r.ends_with(".x") => Ok(RuntimeKind::Node),
+            r if r.starts_with("java") => Ok(RuntimeKind::Java),
+            r if r.starts_with("ruby") => Ok(RuntimeKind::Ruby),
             other => Err(EngineError::InvalidFunction(format!(
                 "unsupported runtime {other:?}"
             ))),
@@ -64,7 +75,7 @@ fn reported_version(kind: &RuntimeKind, output: &str) -> Option<String> {
             Some(format!("{}.{}", parts.next()?, parts.next()?))
         }
         RuntimeKind::Node => Some(v.strip_prefix('v')?.split('.').next()?.to_string()),
-        RuntimeKind::Provided => None,
+        RuntimeKind::Provided | RuntimeKind::Java | RuntimeKind::Ruby => None,
     }
 }
 
@@ -87,6 +98,7 @@ fn installed_version(kind: &RuntimeKind, program: &Path) -> Option<String> {
 /// invocation of its language, not at start-up) and kept for the engine's life.
 #[derive(Debug)]
 pub(crate) struct Interpreters {
+    roots: Option<std::sync::Arc<crate::roots::RuntimeRoots>>,
     python: PathBuf,
     node: PathBuf,
     python_version: OnceLock<Option<String>>,
@@ -96,6 +108,7 @@ pub(crate) struct Interpreters {
 impl Interpreters {
     pub(crate) fn new(config: &EngineConfig) -> Self {
         Self {
+            roots: config.runtime_roots.clone(),
             python: config.python.clone(),
             node: config.node.clone(),
             python_version: OnceLock::new(),
@@ -108,10 +121,22 @@ impl Interpreters {
     /// it under a name that claims otherwise (`AWS_EXECUTION_ENV`).
     pub(crate) fn check(&self, runtime: &str) -> Result<(), EngineError> {
         let kind = RuntimeKind::parse(runtime)?;
+        if let Some(roots) = &self.roots {
+            return roots
+                .offer(runtime)
+                .map(drop)
+                .map_err(EngineError::InvalidFunction);
+        }
         let (program, version, language) = match kind {
             RuntimeKind::Provided => return Ok(()),
             RuntimeKind::Python => (&self.python, &self.python_version, "Python"),
             RuntimeKind::Node => (&self.node, &self.node_version, "Node.js"),
+            RuntimeKind::Java | RuntimeKind::Ruby => {
+                return Err(EngineError::InvalidFunction(format!(
+                    "runtime {runtime} runs only in a runtime root (start the worker with \
+                     --runtime-roots; deploy/rootfs/build.sh builds them)"
+                )))
+            }
         };
         let wanted = wanted_version(runtime).unwrap_or_default();
         match version.get_or_init(|| installed_version(&kind, program)) {
@@ -144,6 +169,15 @@ pub fn offered(config: &EngineConfig) -> Vec<(&'static str, Result<(), String>)>
         .collect()
 }
 
+/// The runtime identifiers a worker configured with `config` runs exactly.
+pub fn available(config: &EngineConfig) -> Vec<String> {
+    offered(config)
+        .into_iter()
+        .filter(|(_, ok)| ok.is_ok())
+        .map(|(r, _)| r.to_string())
+        .collect()
+}
+
 /// What the sandbox should exec for a function.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {
@@ -151,6 +185,8 @@ pub(crate) struct Launch {
     pub args: Vec<String>,
     /// Host directory for `/var/runtime`.
     pub runtime_dir: Option<PathBuf>,
+    /// The runtime's root file system (`None`: the host's system directories).
+    pub system_root: Option<std::sync::Arc<Path>>,
     /// Extra variables the runtime family expects.
     pub env: Vec<(String, String)>,
 }
@@ -160,6 +196,7 @@ pub(crate) fn install(state_dir: &Path) -> Result<(), EngineError> {
     for (dir, file, body) in [
         ("python", "bootstrap.py", PYTHON_BOOTSTRAP),
         ("node", "bootstrap.js", NODE_BOOTSTRAP),
+        ("ruby", "bootstrap.rb", RUBY_BOOTSTRAP),
     ] {
         let dir = state_dir.join("runtimes").join(dir);
         std::fs::create_dir_all(&dir).map_err(|e| EngineError::io("create runtime dir", e))?;
@@ -180,6 +217,17 @@ pub(crate) fn install(state_dir: &Path) -> Result<(), EngineError> {
 pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launch, String> {
     let kind = RuntimeKind::parse(&spec.runtime).map_err(|e| e.to_string())?;
     let runtimes = config.state_dir.join("runtimes");
+    // With runtime roots, the function's root and the interpreter inside it.
+    let offer = match &config.runtime_roots {
+        Some(roots) => Some(roots.offer(&spec.runtime)?),
+        None => None,
+    };
+    let system_root = offer.map(|o| o.root.clone());
+    let interpreter = |host: &PathBuf| {
+        offer
+            .and_then(|o| o.interpreter.clone())
+            .unwrap_or_else(|| host.clone())
+    };
     match kind {
         RuntimeKind::Provided => {
             let candidates = [
@@ -198,27 +246,60 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                 program,
                 args: vec![],
                 runtime_dir: None,
+                system_root,
                 env: vec![],
             })
         }
         RuntimeKind::Python => Ok(Launch {
-            program: config.python.clone(),
+            program: interpreter(&config.python),
             args: vec!["/var/runtime/bootstrap.py".into()],
             runtime_dir: Some(runtimes.join("python")),
+            system_root,
             env: vec![
                 ("PYTHONUNBUFFERED".into(), "1".into()),
                 ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
             ],
         }),
         RuntimeKind::Node => Ok(Launch {
-            program: config.node.clone(),
+            program: interpreter(&config.node),
             args: vec!["/var/runtime/bootstrap.js".into()],
             runtime_dir: Some(runtimes.join("node")),
+            system_root,
+            // Lambda's NODE_PATH: a layer's modules for this major version, then any version's.
             env: vec![(
                 "NODE_PATH".into(),
-                "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/task/node_modules".into(),
+                format!(
+                    "/opt/nodejs/node{}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/task/node_modules",
+                    wanted_version(&spec.runtime).unwrap_or_default()
+                ),
             )],
         }),
+        RuntimeKind::Ruby => {
+            let ruby = offer
+                .and_then(|o| o.interpreter.clone())
+                .ok_or_else(|| format!("runtime {} needs a runtime root", spec.runtime))?;
+            Ok(Launch {
+                program: ruby,
+                args: vec!["/var/runtime/bootstrap.rb".into()],
+                runtime_dir: Some(runtimes.join("ruby")),
+                system_root,
+                env: vec![],
+            })
+        }
+        RuntimeKind::Java => {
+            if offer.is_none() {
+                return Err(format!("runtime {} needs a runtime root", spec.runtime));
+            }
+            // The root's JVM through its own `java` link; the launcher sizes the heap from
+            // AWS_LAMBDA_FUNCTION_MEMORY_SIZE as Lambda does.
+            Ok(Launch {
+                program: PathBuf::from(JAVA_RUNTIME_IN_ROOT).join("bootstrap"),
+                args: vec![],
+                runtime_dir: None,
+                system_root,
+                env: vec![],
+            })
+        }
     }
 }
 
@@ -241,7 +322,9 @@ mod tests {
             RuntimeKind::Python
         );
         assert_eq!(RuntimeKind::parse("nodejs20.x").unwrap(), RuntimeKind::Node);
-        assert!(RuntimeKind::parse("java21").is_err());
+        assert_eq!(RuntimeKind::parse("java21").unwrap(), RuntimeKind::Java);
+        assert_eq!(RuntimeKind::parse("ruby3.3").unwrap(), RuntimeKind::Ruby);
+        assert!(RuntimeKind::parse("go1.x").is_err());
     }
 
     #[test]

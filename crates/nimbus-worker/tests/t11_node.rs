@@ -28,7 +28,8 @@ exports.sleepy = () => new Promise((resolve) => setTimeout(resolve, 30000));
 exports.hog = async () => { const a = []; for (;;) a.push(Buffer.alloc(16 * 1024 * 1024, 1)); };
 "#;
 
-const ESM: &str = "export const handler = async (e) => ({ esm: true, got: e });\n";
+const ESM: &str = "export const handler = async (e) => ({ esm: true, got: e });\n\
+                   export const fail = async () => { throw new RangeError('esm bad'); };\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn t10_node_async_handler_context_and_logs() {
@@ -81,6 +82,26 @@ async fn t11_node_callback_esm_and_errors() {
     .await;
     assert_ok(&o);
     assert_eq!(json(&o)["got"], serde_json::json!([1, 2]));
+    // An ES module's error has the same shape as CommonJS's.
+    let o = invoke(
+        &t.engine,
+        &spec("node-esm-fail", "nodejs20.x", "esm.fail", code.path()),
+        "{}",
+    )
+    .await;
+    assert_error(&o, "RangeError");
+    let v = json(&o);
+    assert_eq!(v["errorMessage"], "esm bad", "{v}");
+    let trace = v["trace"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trace: {v}"));
+    assert_eq!(trace[0], "RangeError: esm bad", "{v}");
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("file:///var/task/esm.mjs")),
+        "{v}"
+    );
     let o = invoke(
         &t.engine,
         &spec("node-fail", "nodejs20.x", "index.fail", code.path()),

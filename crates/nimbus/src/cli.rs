@@ -112,8 +112,11 @@ pub enum Command {
     #[command(subcommand)]
     Cert(CertCommand),
     /// List the runtime identifiers and whether a worker on this machine runs each one
-    /// exactly (its interpreters' versions).
-    Runtimes,
+    /// exactly (its interpreters' versions, or those of its runtime roots).
+    Runtimes {
+        #[arg(long, env = "NIMBUS_RUNTIME_ROOTS")]
+        runtime_roots: Option<PathBuf>,
+    },
 }
 
 impl Command {
@@ -128,7 +131,7 @@ impl Command {
             | Command::Account(_)
             | Command::Logs(_)
             | Command::Cert(_)
-            | Command::Runtimes => "nimbus-cli",
+            | Command::Runtimes { .. } => "nimbus-cli",
         }
     }
 
@@ -281,6 +284,12 @@ pub struct WorkerArgs {
     /// (docs/operations.md, "What functions can reach").
     #[arg(long, env = "NIMBUS_EGRESS_ALLOW", value_delimiter = ',')]
     pub egress_allow: Vec<ipnet::Ipv4Net>,
+    /// Runtime root file systems built by deploy/rootfs/build.sh (e.g.
+    /// /var/tmp/nimbus-rootfs): each function runs in the root of its runtime, and only
+    /// the runtimes those roots serve exactly are offered. Unset: the host's system
+    /// directories and interpreters.
+    #[arg(long, env = "NIMBUS_RUNTIME_ROOTS")]
+    pub runtime_roots: Option<PathBuf>,
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
@@ -435,6 +444,12 @@ pub struct DevArgs {
     /// Shut down an execution environment after this many idle seconds.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_secs: u64,
+    /// Runtime root file systems built by deploy/rootfs/build.sh (e.g.
+    /// /var/tmp/nimbus-rootfs): each function runs in the root of its runtime, and only
+    /// the runtimes those roots serve exactly are offered. Unset: the host's system
+    /// directories and interpreters.
+    #[arg(long, env = "NIMBUS_RUNTIME_ROOTS")]
+    pub runtime_roots: Option<PathBuf>,
     /// DEVELOPER ONLY: run functions without any isolation (for machines without root).
     /// Logs a warning on every start.
     #[arg(long)]

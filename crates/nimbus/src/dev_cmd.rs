@@ -69,6 +69,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         region: args.region.clone(),
         max_memory_mb: args.memory_mb,
         insecure_no_isolation: args.insecure_no_isolation,
+        runtime_roots: crate::load_roots(args.runtime_roots.as_deref())?,
         logs: args.log_retention.config(),
         cgroup_parent: format!("nimbus-dev-{local:016x}"),
         network: match args.network {

@@ -22,13 +22,17 @@ pub const LOCAL_WORKER: &str = "local";
 /// Runs invocations on this process's execution environments.
 pub struct LocalWorkers {
     contract: WorkerContract,
+    /// The runtimes the engine runs exactly (asked once).
+    runtimes: Vec<String>,
 }
 
 impl LocalWorkers {
     pub fn new(engine: Engine, meta: MetaClient, code_root: PathBuf) -> std::io::Result<Arc<Self>> {
         let code = Arc::new(CodeCache::new(code_root, meta)?);
+        let runtimes = nimbus_worker::runtimes::available(engine.config());
         Ok(Arc::new(Self {
             contract: WorkerContract::new(LOCAL_WORKER, engine, code),
+            runtimes,
         }))
     }
 
@@ -70,6 +74,7 @@ impl Workers for LocalWorkers {
         vec![WorkerView {
             id: LOCAL_WORKER.into(),
             free_mb: m.capacity_mb.saturating_sub(m.reserved_mb),
+            runtimes: self.runtimes.clone(),
         }]
     }
 

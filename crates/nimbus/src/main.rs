@@ -74,9 +74,12 @@ fn main() -> std::process::ExitCode {
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd, transport(Role::Admin)?).await,
             cli::Command::Logs(cmd) => logs_cmd::run(cmd).await,
             cli::Command::Cert(cmd) => tls_cmd::run(cmd),
-            cli::Command::Runtimes => {
+            cli::Command::Runtimes { runtime_roots } => {
                 // What `nimbus worker` (and `nimbus dev`) would offer on this machine.
-                let config = nimbus_worker::EngineConfig::default();
+                let config = nimbus_worker::EngineConfig {
+                    runtime_roots: load_roots(runtime_roots.as_deref())?,
+                    ..Default::default()
+                };
                 for (runtime, offered) in nimbus_worker::runtimes::offered(&config) {
                     match offered {
                         Ok(()) => println!("{runtime:<16} available"),
@@ -95,4 +98,19 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Loads `--runtime-roots`, failing the start when they cannot serve anything (a worker
+/// told to use roots never falls back to the host's interpreters).
+pub(crate) fn load_roots(
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<nimbus_worker::roots::RuntimeRoots>>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let roots = nimbus_worker::roots::RuntimeRoots::load(dir)?;
+    tracing::info!(
+        dir = %dir.display(),
+        runtimes = %roots.runtimes().collect::<Vec<_>>().join(","),
+        "runtime roots"
+    );
+    Ok(Some(std::sync::Arc::new(roots)))
 }

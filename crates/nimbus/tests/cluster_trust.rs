@@ -230,6 +230,7 @@ async fn the_cluster_answers_only_certified_callers_and_only_within_their_role()
         environments_warm: 0,
         environments_busy: 0,
         last_heartbeat_ms: 0,
+        runtimes: vec![],
     };
     denied(
         worker

@@ -117,6 +117,7 @@ mod tests {
         WorkerView {
             id: id.into(),
             free_mb,
+            runtimes: vec![],
         }
     }
 

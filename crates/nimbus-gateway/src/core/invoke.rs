@@ -68,6 +68,7 @@ impl InvokeTarget {
             code_sha256: self.code.sha256.clone(),
             code_revision: self.code_revision,
             log_format: c.log_format.clone(),
+            layer_sha256: c.layers.iter().map(|l| l.code.sha256.clone()).collect(),
         }
     }
 
@@ -247,11 +248,24 @@ impl Gateway {
         // Rounds of placement: each tries up to `max_attempts` workers; every failure so
         // far was "not started", so waiting and placing again is safe.
         loop {
-            let plan = self.fleet.plan(
-                self.workers.live(),
-                &target.revision_id,
-                placement.load_fresh_for,
-            );
+            let live = self.workers.live();
+            let any_live = !live.is_empty();
+            let runtime = &target.config.runtime;
+            let offering: Vec<_> = live
+                .into_iter()
+                .filter(|w| w.runtimes.iter().any(|r| r == runtime))
+                .collect();
+            let plan = self
+                .fleet
+                .plan(offering, &target.revision_id, placement.load_fresh_for);
+            if plan.is_empty() && any_live {
+                // Not a matter of capacity: waiting will not make a worker run it, and no
+                // worker is ever asked to run it on another version.
+                return Err(ApiError::invalid(format!(
+                    "No worker in region {} offers runtime {runtime}.",
+                    self.region()
+                )));
+            }
             if plan.is_empty() {
                 last = Some(ApiError::service(format!(
                     "no worker is available in region {}",
@@ -317,6 +331,15 @@ impl Gateway {
             return Err(ApiError::service(format!(
                 "no worker is available in region {}",
                 self.region()
+            )));
+        }
+        // Only workers that run the function's runtime hold its environments.
+        live.retain(|w| w.runtimes.contains(&target.config.runtime));
+        if live.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "No worker in region {} offers runtime {}.",
+                self.region(),
+                target.config.runtime
             )));
         }
         live.sort_by(|a, b| a.id.cmp(&b.id));

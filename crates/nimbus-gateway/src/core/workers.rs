@@ -21,6 +21,8 @@ pub struct WorkerView {
     pub id: String,
     /// Memory not reserved by environments, per its last heartbeat.
     pub free_mb: u64,
+    /// The runtime identifiers it runs; it is never chosen for another.
+    pub runtimes: Vec<String>,
 }
 
 /// Why a call to one worker failed.

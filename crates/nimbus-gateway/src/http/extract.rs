@@ -85,3 +85,24 @@ impl FromRequestParts<Arc<Gateway>> for QualifiedFunction {
         )?))
     }
 }
+
+/// `scheme://host` as the caller reached this gateway (its `Host` header, and HTTPS when
+/// the listener says so), for links the gateway hands out.
+pub struct PublicOrigin(pub String);
+
+impl FromRequestParts<Arc<Gateway>> for PublicOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<Gateway>) -> Result<Self, ApiError> {
+        let scheme = parts
+            .extensions
+            .get::<crate::core::download::PublicScheme>()
+            .map_or("http", |s| s.0);
+        let host = parts
+            .headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        Ok(Self(format!("{scheme}://{host}")))
+    }
+}

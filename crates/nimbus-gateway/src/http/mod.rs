@@ -111,6 +111,23 @@ impl Gateway {
                     .get(api::settings::get_event_invoke_config)
                     .delete(api::settings::delete_event_invoke_config),
             )
+            .route("/2018-10-31/layers", get(api::layers::list_layers))
+            .route(
+                "/2018-10-31/layers/{layer}/versions",
+                post(api::layers::publish).get(api::layers::list_versions),
+            )
+            .route(
+                "/2018-10-31/layers/{layer}/versions/{version}",
+                get(api::layers::get_version).delete(api::layers::delete_version),
+            )
+            .route(
+                "/2018-10-31/layers/{layer}/versions/{version}/policy",
+                post(api::layers::add_permission).get(api::layers::get_policy),
+            )
+            .route(
+                "/2018-10-31/layers/{layer}/versions/{version}/policy/{sid}",
+                axum::routing::delete(api::layers::remove_permission),
+            )
             .route(
                 "/2017-03-31/tags/{arn}",
                 get(api::settings::list_tags)
@@ -128,6 +145,11 @@ impl Gateway {
                 self.clone(),
                 authenticate,
             ))
+            // Download links carry their own signature (see `core::download`).
+            .route(
+                &format!("{}/{{sha}}", crate::core::download::PATH),
+                get(api::download::serve),
+            )
             .with_state(self.clone())
     }
 
@@ -150,7 +172,12 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let listener = https::HttpsListener::new(listener, tls)?;
-        axum::serve(listener, self.router())
+        let router = self
+            .router()
+            .layer(axum::Extension(crate::core::download::PublicScheme(
+                "https",
+            )));
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
     }

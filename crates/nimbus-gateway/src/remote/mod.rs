@@ -180,6 +180,7 @@ impl Workers for RemoteWorkers {
             .map(|w| WorkerView {
                 free_mb: w.memory_total_mb.saturating_sub(w.memory_used_mb),
                 id: w.id,
+                runtimes: w.runtimes,
             })
             .collect()
     }

@@ -3,6 +3,7 @@ tests the real AWS CLI and boto3 pointed at it."""
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,8 @@ class DevServer:
     start again. Its log (with the functions' own output, `nimbus::function_log`) is
     appended to one file across restarts."""
 
-    def __init__(self):
+    def __init__(self, extra_args=()):
+        self.extra_args = list(extra_args)
         self.data = tempfile.mkdtemp(prefix="nimbus-e2e-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -54,7 +56,7 @@ class DevServer:
             [BIN, "dev", "--data-dir", self.data, "--listen", f"127.0.0.1:{self.port}", "--idle-timeout-secs", "60",
              "--admin-listen", f"127.0.0.1:{self.admin_port}",
              # Async retries after a function error wait 0.3 s instead of Lambda's minute.
-             "--async-retry-delay-ms", "300"],
+             "--async-retry-delay-ms", "300", *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -84,6 +86,23 @@ class DevServer:
     def log(self):
         with open(self.log_path, errors="replace") as f:
             return f.read()
+
+    def meta_addr(self):
+        """The embedded metadata node's address, as the start log names it. (Its port is
+        chosen at each start: a fixed one could still be held, after a kill -9, by the
+        killed process's pre-created sandbox shells until the next start reclaims them.)"""
+        found = re.findall(r"metadata node (\S+) \(nimbus --tls-dir", self.log())
+        assert found, "no metadata address in the dev log"
+        return found[-1]
+
+    def create_account(self, account_id, key, secret):
+        """Another tenant, made as an operator makes one: `nimbus account create`."""
+        out = subprocess.run(
+            [BIN, "--tls-dir", os.path.join(self.data, "tls"), "account", "create", "--meta",
+             self.meta_addr(), "--account-id", account_id, "--access-key-id", key,
+             "--region", "us-east-1"],
+            capture_output=True, text=True, env=dict(os.environ, NIMBUS_SECRET_ACCESS_KEY=secret), timeout=60)
+        assert out.returncode == 0, out.stderr
 
 
 @pytest.fixture(scope="session")

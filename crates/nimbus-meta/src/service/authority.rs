@@ -89,6 +89,10 @@ pub fn may_write(caller: Option<&Identity>, cmd: &Command) -> Result<(), String>
                 | Command::ClaimEvent { .. }
                 | Command::RetryEvent { .. }
                 | Command::CompleteEvent { .. }
+                | Command::PublishLayerVersion { .. }
+                | Command::DeleteLayerVersion { .. }
+                | Command::AddLayerVersionPermission { .. }
+                | Command::RemoveLayerVersionPermission { .. }
         ),
         // A worker speaks for itself only: its id starts with its certificate's name.
         Worker => match cmd {

@@ -58,6 +58,7 @@ pub fn spec(id: &str, code: &Path, script: &str, out: OwnedFd) -> SandboxSpec {
         cwd: "/var/task".into(),
         code_dir: code.to_owned(),
         runtime_dir: None,
+        system_root: None,
         layers: vec![],
         memory_mb: 128,
         ephemeral_mb: 64,

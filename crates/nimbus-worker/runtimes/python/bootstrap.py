@@ -242,7 +242,10 @@ def load_handler(spec):
 
 def main():
     global current_request_id
-    sys.path[:0] = [os.environ.get("LAMBDA_TASK_ROOT", "/var/task"), "/opt/python"]
+    # Lambda's order: the function, then a layer's site-packages for this Python, then
+    # the layer's top level.
+    site = f"/opt/python/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    sys.path[:0] = [os.environ.get("LAMBDA_TASK_ROOT", "/var/task"), site, "/opt/python"]
     if JSON_LOGS:
         install_json_logging()
     else:

@@ -165,6 +165,8 @@ pub async fn run(
         config.region.clone(),
         config.placement.clone(),
     );
+    // Asked once: an interpreter's version does not change while the worker runs.
+    let runtimes = crate::runtimes::available(&config.engine);
     let record = move |svc: &service::WorkerService| {
         let load = svc.contract.load();
         Worker {
@@ -177,6 +179,7 @@ pub async fn run(
             environments_warm: load.environments_warm,
             environments_busy: load.environments_busy,
             last_heartbeat_ms: now_ms(),
+            runtimes: runtimes.clone(),
         }
     };
     let mut attempt = 0;

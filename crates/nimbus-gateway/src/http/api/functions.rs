@@ -18,8 +18,8 @@ use super::shapes::{function_configuration, version_configuration};
 use super::{body, json, max_items, no_content, now_ms, query_map, write};
 use crate::core::resolve::{self, Named, Resolved};
 use crate::core::ApiError;
-use crate::core::{package, Gateway};
-use crate::http::extract::{FunctionName, QualifiedFunction};
+use crate::core::{download, layers, package, Gateway};
+use crate::http::extract::{FunctionName, PublicOrigin, QualifiedFunction};
 use crate::http::Caller;
 
 #[derive(Deserialize, Default)]
@@ -125,51 +125,18 @@ fn refuse_unhonoured(input: &ConfigInput) -> Result<(), ApiError> {
             "ImageConfig is not supported: Nimbus runs zip packages only.",
         ));
     }
-    // Nimbus has no layer versions yet (no PublishLayerVersion), so no layer ARN names
-    // one that exists: refused here, as Lambda refuses an unknown layer, rather than
-    // accepted and missing from /opt at the first invocation. `Layers: []` clears them.
-    let layers = input.layers.as_deref().unwrap_or_default();
-    if let Some(arn) = layers.iter().find(|a| !is_layer_version_arn(a)) {
-        return Err(ApiError::validation(format!(
-            "1 validation error detected: Value '[{arn}]' at 'layers' failed to satisfy \
-             constraint: Member must satisfy constraint: [Member must have length less than \
-             or equal to 140, Member must satisfy regular expression pattern: \
-             arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\\d{{12}}:layer:[a-zA-Z0-9-_]+:[0-9]+]"
-        )));
-    }
-    if let Some(arn) = layers.first() {
-        return Err(ApiError::invalid(format!(
-            "Layer version {arn} does not exist."
-        )));
-    }
     Ok(())
 }
 
-/// `arn:PARTITION:lambda:REGION:ACCOUNT:layer:NAME:VERSION`, as Lambda's pattern has it.
-fn is_layer_version_arn(arn: &str) -> bool {
-    let parts: Vec<&str> = arn.split(':').collect();
-    let word = |s: &str, extra: &[u8]| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b))
-    };
-    arn.len() <= 140
-        && parts.len() == 8
-        && parts[0] == "arn"
-        && word(parts[1], b"")
-        && parts[2] == "lambda"
-        && word(parts[3], b"")
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5] == "layer"
-        && word(parts[6], b"_")
-        && !parts[7].is_empty()
-        && parts[7].bytes().all(|b| b.is_ascii_digit())
-}
-
 impl ConfigInput {
-    /// Applies the given fields over `base`, then validates the result.
-    fn merge(self, mut c: FunctionConfig) -> Result<FunctionConfig, ApiError> {
+    /// Applies the given fields over `base` (a function of `account`), resolving layer
+    /// ARNs to their content, then validates the result.
+    fn merge(
+        self,
+        gw: &Gateway,
+        account: &str,
+        mut c: FunctionConfig,
+    ) -> Result<FunctionConfig, ApiError> {
         refuse_unhonoured(&self)?;
         // Lambda's dead-letter queues are SQS queues and SNS topics, which Nimbus does not
         // have; accepting the setting would lose the events it was meant to keep. An empty
@@ -207,8 +174,14 @@ impl ConfigInput {
         if let Some(v) = self.environment {
             c.environment = v.variables;
         }
-        if let Some(v) = self.layers {
-            c.layers = v;
+        if let Some(arns) = self.layers {
+            if arns.len() > nimbus_types::limits::LAYERS_MAX {
+                return Err(ApiError::invalid(format!(
+                    "Cannot reference more than {} layers.",
+                    nimbus_types::limits::LAYERS_MAX
+                )));
+            }
+            c.layers = layers::resolve(gw, account, &arns)?;
         }
         if let Some(v) = self.ephemeral_storage {
             c.ephemeral_storage_mb = v.size;
@@ -278,7 +251,9 @@ pub async fn create(
         ));
     }
     validate::tags(&input.tags)?;
-    let config = input.config.merge(FunctionConfig::default())?;
+    let config = input
+        .config
+        .merge(&gw, &caller.account_id, FunctionConfig::default())?;
     let key = FunctionKey::new(&caller.account_id, gw.region(), &name);
     if gw.catalog().get(&keys::function(&key)).is_some() {
         return Err(ApiError::new(
@@ -326,11 +301,18 @@ fn configuration_of(
 
 pub async fn get(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    PublicOrigin(origin): PublicOrigin,
     QualifiedFunction(named): QualifiedFunction,
 ) -> Result<Response, ApiError> {
     let (cfg, f) = configuration_of(&gw, &named)?;
-    let mut out =
-        json!({ "Configuration": cfg, "Code": { "RepositoryType": "S3" }, "Tags": f.tags });
+    let sha256 = cfg["CodeSha256"].as_str().unwrap_or_default();
+    let location = download::location(&gw, &origin, &caller.access_key_id, sha256).await?;
+    let mut out = json!({
+        "Configuration": cfg,
+        "Code": { "RepositoryType": "S3", "Location": location },
+        "Tags": f.tags,
+    });
     if let Some(r) = f.reserved_concurrency {
         out["Concurrency"] = json!({ "ReservedConcurrentExecutions": r });
     }
@@ -358,7 +340,7 @@ pub async fn update_configuration(
     }
     let f = resolve::function(&gw, &named.key)?;
     let expected_revision = input.revision_id.clone();
-    let config = input.merge(f.config.clone())?;
+    let config = input.merge(&gw, &named.key.account_id, f.config.clone())?;
     let cmd = Command::UpdateFunctionConfiguration {
         key: named.key,
         config,

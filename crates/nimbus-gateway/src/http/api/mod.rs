@@ -3,8 +3,10 @@
 //! are mapped in one place, [`crate::http::wire`].
 
 pub mod aliases;
+pub mod download;
 pub mod functions;
 pub mod invoke;
+pub mod layers;
 pub mod provisioned;
 pub mod settings;
 pub mod shapes;

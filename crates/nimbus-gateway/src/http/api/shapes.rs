@@ -48,7 +48,7 @@ fn config_json(
         "Architectures": ["x86_64"],
         "EphemeralStorage": { "Size": c.ephemeral_storage_mb },
         "LoggingConfig": { "LogFormat": c.log_format, "LogGroup": format!("/aws/lambda/{}", key.name) },
-        "Layers": c.layers.iter().map(|l| json!({ "Arn": l, "CodeSize": 0 })).collect::<Vec<_>>(),
+        "Layers": c.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code.size })).collect::<Vec<_>>(),
     });
     // JSON logs have levels; Lambda shows its defaults (the only levels Nimbus applies).
     if c.log_format == "JSON" {

@@ -6,7 +6,7 @@ use nimbus_types::{
     keys, Entity, Function, FunctionState, LastUpdateStatus, MetaError, Qualifier, Version,
 };
 
-use super::code::require_code;
+use super::layers::check_function_layers;
 use super::lookup::{check_revision, get_function, get_version};
 use super::{misrouted, revision_id, save};
 use crate::state_machine::tx::EntryTx;
@@ -37,7 +37,7 @@ pub(super) fn apply(
                     key.name
                 )));
             }
-            require_code(tx, &code.sha256)?;
+            check_function_layers(tx, key, &code.sha256, &config.layers, &[])?;
             let mut f = Function {
                 key: key.clone(),
                 config: config.clone(),
@@ -65,7 +65,7 @@ pub(super) fn apply(
         } => {
             let mut f = get_function(tx, key)?;
             check_revision(&f.revision_id, expected_revision)?;
-            require_code(tx, &code.sha256)?;
+            check_function_layers(tx, key, &code.sha256, &f.config.layers, &f.config.layers)?;
             f.code = code.clone();
             touch(&mut f, index, Some(*now_ms));
             save_and_publish(tx, index, f, *publish, *now_ms)
@@ -78,6 +78,7 @@ pub(super) fn apply(
         } => {
             let mut f = get_function(tx, key)?;
             check_revision(&f.revision_id, expected_revision)?;
+            check_function_layers(tx, key, &f.code.sha256, &config.layers, &f.config.layers)?;
             f.config = config.clone();
             touch(&mut f, index, Some(*now_ms));
             save(tx, &f);

@@ -6,6 +6,7 @@
 //! - [`accounts`]: accounts, their limits, access keys, regions and edge locations.
 //! - [`code`]: code chunks and the packages that commit them.
 //! - [`functions`]: functions and their versions (create, update, publish, delete).
+//! - [`layers`]: layer versions, their sharing, and the layers a function may use.
 //! - [`aliases`]: aliases and their weighted routing.
 //! - [`concurrency`]: reserved and provisioned concurrency against the account's limits.
 //! - [`settings`]: a function's event-invoke configs, URL config and tags.
@@ -20,6 +21,7 @@ mod code;
 mod concurrency;
 mod events;
 mod functions;
+mod layers;
 mod lookup;
 mod settings;
 
@@ -63,6 +65,10 @@ pub(crate) fn apply(
         | DeleteFunctionUrlConfig { .. }
         | TagResource { .. }
         | UntagResource { .. } => settings::apply(tx, cmd),
+        PublishLayerVersion { .. }
+        | DeleteLayerVersion { .. }
+        | AddLayerVersionPermission { .. }
+        | RemoveLayerVersionPermission { .. } => layers::apply(tx, index, cmd),
         RegisterWorker { .. }
         | DeregisterWorker { .. }
         | RetireNode { .. }
