@@ -105,6 +105,10 @@ pub struct FunctionConfig {
     pub layers: Vec<LayerRef>,
     /// Lambda's `LoggingConfig.LogFormat`: `Text` or `JSON`.
     pub log_format: String,
+    /// `LoggingConfig.ApplicationLogLevel` (JSON only; empty: unset, INFO).
+    pub application_log_level: String,
+    /// `LoggingConfig.SystemLogLevel` (JSON only; empty: unset, INFO).
+    pub system_log_level: String,
 }
 
 impl Default for FunctionConfig {
@@ -121,6 +125,8 @@ impl Default for FunctionConfig {
             environment: BTreeMap::new(),
             layers: Vec::new(),
             log_format: "Text".into(),
+            application_log_level: String::new(),
+            system_log_level: String::new(),
         }
     }
 }

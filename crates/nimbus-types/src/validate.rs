@@ -249,6 +249,26 @@ pub fn function_config(c: &FunctionConfig) -> Result<(), MetaError> {
             "LoggingConfig.LogFormat must be Text or JSON",
         ));
     }
+    const APPLICATION: &[&str] = &["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    const SYSTEM: &[&str] = &["DEBUG", "INFO", "WARN"];
+    for (field, value, allowed) in [
+        ("applicationLogLevel", &c.application_log_level, APPLICATION),
+        ("systemLogLevel", &c.system_log_level, SYSTEM),
+    ] {
+        if !value.is_empty() && !allowed.contains(&value.as_str()) {
+            return Err(MetaError::validation(format!(
+                "1 validation error detected: Value '{value}' at 'loggingConfig.{field}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                allowed.join(", ")
+            )));
+        }
+    }
+    if c.log_format == "Text"
+        && !(c.application_log_level.is_empty() && c.system_log_level.is_empty())
+    {
+        return Err(MetaError::invalid(
+            "LogLevel is not supported when LogFormat is set to \"Text\". Remove LogLevel from your request or change the LogFormat to \"JSON\" and try again.",
+        ));
+    }
     Ok(())
 }
 

@@ -236,6 +236,8 @@ fn spec(code: &std::path::Path, runtime: &str, handler: &str, n: &str) -> Functi
     FunctionSpec {
         account_id: "000000000000".into(),
         log_format: nimbus_worker::LogFormat::Text,
+        application_log_level: None,
+        system_log_level: None,
         function_name: format!("bench-{}-{n}", runtime.replace('.', "-")),
         version: nimbus_types::Qualifier::LATEST.into(),
         arn: "arn:aws:lambda:us-east-1:123456789012:function:bench".into(),

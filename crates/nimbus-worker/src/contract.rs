@@ -104,6 +104,8 @@ impl WorkerContract {
         Ok(FunctionSpec {
             account_id: f.account_id,
             log_format: crate::LogFormat::parse(&f.log_format),
+            application_log_level: Some(f.application_log_level).filter(|l| !l.is_empty()),
+            system_log_level: Some(f.system_log_level).filter(|l| !l.is_empty()),
             function_name: f.function_name,
             version: f.version,
             arn: f.invoked_arn,

@@ -201,7 +201,8 @@ impl Engine {
                     Err(StartError::Engine(e)) => return Err(e),
                     Err(StartError::Init(failure)) => {
                         drop(slot);
-                        let outcome = init_failure_outcome(spec, inv, failure);
+                        let mut outcome = init_failure_outcome(spec, inv, failure);
+                        logs::apply_system_level(spec.system_log_level.as_deref(), &mut outcome);
                         self.persist_logs(spec, &outcome).await;
                         return Ok(outcome);
                     }
@@ -226,7 +227,8 @@ impl Engine {
         }
         // If the caller goes away mid-invocation (a gateway died), the future is dropped
         // here: `env` drops, which gives its memory back and kills the environment.
-        let (outcome, healthy) = env.invoke(spec, inv).instrument(span.clone()).await;
+        let (mut outcome, healthy) = env.invoke(spec, inv).instrument(span.clone()).await;
+        logs::apply_system_level(spec.system_log_level.as_deref(), &mut outcome);
         if outcome.status != InvokeStatus::Ok {
             span.record("otel.status_code", "ERROR");
         }

@@ -150,6 +150,11 @@ fn lambda_env(
     let reserved_names: Vec<&str> = reserved.iter().map(|(k, _)| *k).collect();
     env.retain(|(k, _)| !reserved_names.contains(&k.as_str()) && k != "AWS_LAMBDA_RUNTIME_API");
     env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    // LoggingConfig.ApplicationLogLevel, when set, is what the runtime filters by.
+    if let Some(level) = &spec.application_log_level {
+        env.retain(|(k, _)| k != "AWS_LAMBDA_LOG_LEVEL");
+        env.push(("AWS_LAMBDA_LOG_LEVEL".into(), level.clone()));
+    }
     env.extend(launch_env.iter().cloned());
     env
 }

@@ -41,6 +41,11 @@ pub struct FunctionSpec {
     pub revision: String,
     /// `LoggingConfig.LogFormat`: platform lines as text or JSON records.
     pub log_format: crate::logs::LogFormat,
+    /// `LoggingConfig.ApplicationLogLevel` (JSON only): the runtime's `AWS_LAMBDA_LOG_LEVEL`.
+    pub application_log_level: Option<String>,
+    /// `LoggingConfig.SystemLogLevel` (JSON only): `WARN` hides the platform's own
+    /// records (they are all INFO).
+    pub system_log_level: Option<String>,
 }
 
 impl FunctionSpec {

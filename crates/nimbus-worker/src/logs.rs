@@ -390,6 +390,29 @@ pub fn log_stream_name(version: &str) -> String {
     )
 }
 
+/// Hides the platform's own JSON records (`platform.start`, `platform.report`, ...; all
+/// INFO) when `LoggingConfig.SystemLogLevel` is above INFO, recomputing the text and tail.
+pub(crate) fn apply_system_level(level: Option<&str>, outcome: &mut crate::InvokeOutcome) {
+    if level != Some("WARN") {
+        return;
+    }
+    outcome.log_lines.retain(|l| !is_platform_record(l));
+    outcome.log = text(&outcome.log_lines);
+    outcome.log_tail = tail(&outcome.log);
+}
+
+/// Whether `line` is a record made by [`platform_record`] (a function's own output is
+/// never parsed as one unless it prints one; then it is its own line it loses).
+fn is_platform_record(line: &LogLine) -> bool {
+    serde_json::from_str::<serde_json::Value>(&line.message).is_ok_and(|v| {
+        v.get("record").is_some()
+            && v.get("time").is_some()
+            && v.get("type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.starts_with("platform."))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,3 +69,84 @@ async fn two_dev_processes_keep_their_environments_apart() {
         "no route out of the environment: {out}"
     );
 }
+
+/// A network namespace of the test's own with a TCP server in it, reached from the host
+/// over a veth pair (198.51.100.0/24, TEST-NET-2: nothing else here uses it).
+struct FarHost {
+    server: std::process::Child,
+}
+
+const FAR_NS: &str = "nmdevfar";
+const FAR_IP: &str = "198.51.100.2";
+
+impl FarHost {
+    async fn start() -> Self {
+        let sh = |cmd: &str| {
+            let ok = std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{cmd}");
+        };
+        sh(&format!(
+            "ip netns del {FAR_NS} 2>/dev/null; ip link del nmdevfar0 2>/dev/null; \
+             ip netns add {FAR_NS} && \
+             ip link add nmdevfar0 type veth peer name eth0 netns {FAR_NS} && \
+             ip addr add 198.51.100.1/24 dev nmdevfar0 && ip link set nmdevfar0 up && \
+             ip -n {FAR_NS} addr add {FAR_IP}/24 dev eth0 && \
+             ip -n {FAR_NS} link set eth0 up && ip -n {FAR_NS} link set lo up && \
+             ip -n {FAR_NS} route add default via 198.51.100.1"
+        ));
+        // Answers every connection with a line naming where it runs.
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", FAR_NS, "/usr/bin/python3", "-c"])
+            .arg(format!(
+                "import socket\n\
+                 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('{FAR_IP}', 7077)); s.listen()\n\
+                 while True:\n    c, _ = s.accept(); c.sendall(b'far-host\\n'); c.close()\n"
+            ))
+            .spawn()
+            .unwrap();
+        // Ready once the host reaches it (through the veth, as the NAT will).
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect((FAR_IP, 7077)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { server }
+    }
+}
+
+impl Drop for FarHost {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("ip netns del {FAR_NS}; ip link del nmdevfar0 2>/dev/null"),
+            ])
+            .status();
+    }
+}
+
+const FETCH: &str = r#"
+import socket
+def handler(event, context):
+    host, port = event["connect"]
+    with socket.create_connection((host, port), timeout=5) as c:
+        return {"got": c.recv(64).decode().strip()}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_under_dev_reaches_a_tcp_server_in_another_namespace() {
+    let _one_at_a_time = LOCK.lock().await;
+    let _far = FarHost::start().await;
+    let dev = Dev::start(&[]).await;
+    dev.create_python_function("pid", FETCH).await;
+    let out = invoke(&dev, &format!(r#"{{"connect": ["{FAR_IP}", 7077]}}"#)).await;
+    assert_eq!(out["got"], "far-host", "{out}\n{}", dev.log());
+}

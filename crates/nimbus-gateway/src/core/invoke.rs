@@ -69,6 +69,8 @@ impl InvokeTarget {
             code_revision: self.code_revision,
             log_format: c.log_format.clone(),
             layer_sha256: c.layers.iter().map(|l| l.code.sha256.clone()).collect(),
+            application_log_level: c.application_log_level.clone(),
+            system_log_level: c.system_log_level.clone(),
         }
     }
 

@@ -253,6 +253,46 @@ def test_json_log_format(lam, logs, make_function):
     assert code(e) == "ValidationException"
 
 
+LEVELS_FN = """
+import logging
+def handler(event, context):
+    logging.debug("debug line")
+    logging.info("info line")
+    logging.warning("warning line")
+    return "ok"
+"""
+
+
+def test_application_and_system_log_levels(lam, logs, make_function):
+    group = "/aws/lambda/logs-levels"
+    created = make_function("logs-levels", code=LEVELS_FN, LoggingConfig={
+        "LogFormat": "JSON", "ApplicationLogLevel": "WARN", "SystemLogLevel": "WARN"})
+    assert created["LoggingConfig"]["ApplicationLogLevel"] == "WARN"
+    assert created["LoggingConfig"]["SystemLogLevel"] == "WARN"
+    invoke(lam, "logs-levels", "a")
+    recs = records(all_events(logs, logGroupName=group))
+    assert [r["message"] for r in recs if "message" in r] == ["warning line"], recs
+    assert not any(r.get("type", "").startswith("platform.") for r in recs), "platform records are INFO"
+    # DEBUG lets everything through, and the platform's records come back with INFO.
+    lam.update_function_configuration(FunctionName="logs-levels", LoggingConfig={
+        "ApplicationLogLevel": "DEBUG", "SystemLogLevel": "INFO"})
+    rid, _ = invoke(lam, "logs-levels", "b")
+    recs = records(all_events(logs, logGroupName=group))
+    assert {"debug line", "info line", "warning line"} <= {r.get("message") for r in recs}
+    assert any(r.get("type") == "platform.report" and r["record"]["requestId"] == rid for r in recs)
+    # Levels belong to JSON; bad values are refused.
+    for config, expected in [
+        ({"LogFormat": "Text", "ApplicationLogLevel": "WARN"}, "InvalidParameterValueException"),
+        ({"ApplicationLogLevel": "LOUD"}, "ValidationException"),
+        ({"SystemLogLevel": "ERROR"}, "ValidationException"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            lam.update_function_configuration(FunctionName="logs-levels", LoggingConfig=config)
+        assert code(e) == expected, config
+    text = lam.update_function_configuration(FunctionName="logs-levels", LoggingConfig={"LogFormat": "Text"})
+    assert "ApplicationLogLevel" not in text["LoggingConfig"], "switching to Text drops the levels"
+
+
 NODE_JSON = "exports.handler = async (event) => { console.log('node says', event.who); return 'ok'; };"
 
 

@@ -58,7 +58,15 @@ def install_text_logging():
     root.handlers[:] = [handler]
     level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
     if level:
-        root.setLevel(level.upper())
+        root.setLevel(_log_level(level))
+
+
+def _log_level(name):
+    """Lambda's level names as Python's: TRACE is below DEBUG, FATAL is CRITICAL."""
+    import logging
+
+    name = name.upper()
+    return {"TRACE": 5, "FATAL": logging.CRITICAL}.get(name, logging.getLevelName(name))
 
 
 def _marshal_default(o):
@@ -127,7 +135,7 @@ def install_json_logging():
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO").upper())
+    root.setLevel(_log_level(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO")))
 
 
 class RuntimeClient:

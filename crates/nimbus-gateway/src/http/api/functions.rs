@@ -39,6 +39,8 @@ pub(crate) struct Size {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct LoggingConfig {
     log_format: Option<String>,
+    application_log_level: Option<String>,
+    system_log_level: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -186,11 +188,21 @@ impl ConfigInput {
         if let Some(v) = self.ephemeral_storage {
             c.ephemeral_storage_mb = v.size;
         }
-        if let Some(LoggingConfig {
-            log_format: Some(f),
-        }) = self.logging_config
-        {
-            c.log_format = f;
+        if let Some(l) = self.logging_config {
+            if let Some(f) = l.log_format {
+                // Levels belong to JSON: switching to Text drops them, as on Lambda.
+                if f == "Text" {
+                    c.application_log_level.clear();
+                    c.system_log_level.clear();
+                }
+                c.log_format = f;
+            }
+            if let Some(v) = l.application_log_level {
+                c.application_log_level = v;
+            }
+            if let Some(v) = l.system_log_level {
+                c.system_log_level = v;
+            }
         }
         validate::function_config(&c)?;
         Ok(c)

@@ -50,10 +50,17 @@ fn config_json(
         "LoggingConfig": { "LogFormat": c.log_format, "LogGroup": format!("/aws/lambda/{}", key.name) },
         "Layers": c.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code.size })).collect::<Vec<_>>(),
     });
-    // JSON logs have levels; Lambda shows its defaults (the only levels Nimbus applies).
+    // JSON logs have levels (INFO unless set).
     if c.log_format == "JSON" {
-        v["LoggingConfig"]["ApplicationLogLevel"] = "INFO".into();
-        v["LoggingConfig"]["SystemLogLevel"] = "INFO".into();
+        let or_info = |l: &str| {
+            if l.is_empty() {
+                "INFO".to_string()
+            } else {
+                l.to_string()
+            }
+        };
+        v["LoggingConfig"]["ApplicationLogLevel"] = or_info(&c.application_log_level).into();
+        v["LoggingConfig"]["SystemLogLevel"] = or_info(&c.system_log_level).into();
     }
     if !c.environment.is_empty() {
         v["Environment"] = json!({ "Variables": c.environment });
