@@ -23,7 +23,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
 RECIPES="$HERE/recipes"
 # Nimbus's Java runtime interface client (sources and its build script).
-JAVA_RIC="$(cd "$HERE/../../crates/nimbus-worker/runtimes/java" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+JAVA_RIC="$REPO/crates/nimbus-worker/runtimes/java"
 DIR="${NIMBUS_ROOTFS_DIR:-/var/tmp/nimbus-rootfs}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
@@ -72,7 +73,8 @@ recipe_hash() { # NAME (after load_recipe): this script + the recipe files the r
     mapfile -t -O "${#files[@]}" files < <(find "$JAVA_RIC" -type f | LC_ALL=C sort)
   fi
   local f
-  for f in "${files[@]}"; do printf '%s\n' "${f#"$HERE"/}"; sha256sum <"$f"; done |
+  # Paths relative to the repository, so every clone of one commit has the same hash.
+  for f in "${files[@]}"; do printf '%s\n' "${f#"$REPO"/}"; sha256sum <"$f"; done |
     sha256sum | cut -c1-12
 }
 

@@ -22,6 +22,13 @@ exports.handler = async (event, context) => {
   };
 };
 exports.callback = (event, context, cb) => { setTimeout(() => cb(null, { cb: true }), 5); };
+// Answers at once but leaves a timer behind: Lambda sends the answer when the loop is
+// empty, unless the function cleared callbackWaitsForEmptyEventLoop.
+exports.pending = (event, context, cb) => {
+  context.callbackWaitsForEmptyEventLoop = event.wait;
+  setTimeout(() => console.log('pending timer fired'), 400);
+  cb(null, { waited: event.wait });
+};
 exports.fail = async () => { throw new TypeError('bad type'); };
 exports.throwString = async () => { throw 'just a string'; };
 exports.sleepy = () => new Promise((resolve) => setTimeout(resolve, 30000));
@@ -74,6 +81,25 @@ async fn t11_node_callback_esm_and_errors() {
     .await;
     assert_ok(&o);
     assert_eq!(json(&o)["cb"], true);
+    // callbackWaitsForEmptyEventLoop: true (the default) waits for the pending timer,
+    // whose output lands in this invocation's log; false answers at once.
+    let pending = spec("node-pending", "nodejs20.x", "index.pending", code.path());
+    let o = invoke(&t.engine, &pending, r#"{"wait": true}"#).await;
+    assert_ok(&o);
+    assert!(
+        o.duration >= std::time::Duration::from_millis(400),
+        "{:?}",
+        o.duration
+    );
+    assert!(o.log.contains("pending timer fired"), "{}", o.log);
+    let o = invoke(&t.engine, &pending, r#"{"wait": false}"#).await;
+    assert_ok(&o);
+    assert!(
+        o.duration < std::time::Duration::from_millis(300),
+        "{:?}",
+        o.duration
+    );
+    assert!(!o.log.contains("pending timer fired"), "{}", o.log);
     let o = invoke(
         &t.engine,
         &spec("node-esm", "nodejs20.x", "esm.handler", code.path()),

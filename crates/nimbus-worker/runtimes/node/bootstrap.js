@@ -138,14 +138,33 @@ function makeContext(headers) {
   };
 }
 
+// Resolves once nothing but the runtime's own idle connection (unref'd by its agent)
+// keeps the event loop alive: what Lambda waits for after a callback while
+// `context.callbackWaitsForEmptyEventLoop` is true.
+async function eventLoopEmpty() {
+  for (;;) {
+    // Asked from inside an immediate, which no longer counts itself; the pause between
+    // looks is a ref'd timer, so the process cannot exit while it waits.
+    const active = await new Promise((r) => setImmediate(() => r(process.getActiveResourcesInfo())));
+    if (active.length === 0) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 function runHandler(handler, event, context) {
   return new Promise((resolve, reject) => {
     let settled = false;
     const callback = (err, result) => {
       if (settled) return;
       settled = true;
-      if (err !== undefined && err !== null) reject(err);
-      else resolve(result);
+      const finish = () => {
+        if (err !== undefined && err !== null) reject(err);
+        else resolve(result);
+      };
+      // As on Lambda: a callback's answer waits for the function's pending work
+      // (timers, sockets) unless it cleared the flag; an async handler's does not.
+      if (context.callbackWaitsForEmptyEventLoop) eventLoopEmpty().then(finish);
+      else finish();
     };
     context.done = callback;
     context.succeed = (r) => callback(null, r);
@@ -153,6 +172,8 @@ function runHandler(handler, event, context) {
     try {
       const ret = handler(event, context, callback);
       if (ret && typeof ret.then === 'function') {
+        // An async handler's promise is the answer: Lambda does not wait for the loop.
+        context.callbackWaitsForEmptyEventLoop = false;
         ret.then((r) => callback(null, r), (e) => callback(e === undefined ? new Error('undefined') : e));
       } else if (handler.length < 3) {
         callback(null, ret);
