@@ -11,7 +11,8 @@
 # whose recipe is unchanged is not rebuilt (--force rebuilds it anyway, e.g. to pick up
 # security updates). Builds go to a temporary directory renamed into place at the end:
 # a failed or interrupted build leaves no half root. --prune deletes the other NAME-*
-# builds of the named roots. Needs root (debootstrap, chroot, mount namespaces).
+# builds of the named roots (only when no worker runs environments from them any more).
+# Needs root (debootstrap, chroot, mount namespaces).
 #
 # Environment: NIMBUS_ROOTFS_DIR, DEBIAN_MIRROR (default http://deb.debian.org/debian),
 # DEBIAN_SECURITY_MIRROR (default http://deb.debian.org/debian-security), HOST_PYTHON
@@ -34,7 +35,7 @@ CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,18p' "$SELF" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,19p' "$SELF" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 force=0 prune=0 names=()
 for a in "$@"; do
@@ -279,11 +280,10 @@ EOF
   # 5. Manifest: what it serves and the versions measured inside it.
   write_manifest "$name" "$hash" "$r"
 
-  # 6. Into place, atomically; then the stable name.
+  # 6. Into place, atomically; then the stable name. A build replaced by --force is
+  # kept (running sandboxes may have it bind-mounted) until --prune.
   if [ -e "$final" ]; then
-    local old="$DIR/.old-$name-$hash.$$"
-    CLEANUP+=("$old")
-    mv -T "$final" "$old"
+    mv -T "$final" "$final.replaced-$(date -u +%Y%m%d%H%M%S)"
   fi
   mv -T "$r" "$final"
   log "$name: built $final in $((SECONDS - t0))s ($(du -sh "$final" | cut -f1))"
@@ -386,7 +386,12 @@ EOF
 }
 
 # --- main ----------------------------------------------------------------------------
-mkdir -p "$DIR"
+mkdir -p -m 755 "$DIR"
+# The roots become every function's /usr: the directory must be root's alone (another
+# user who owned it could swap a build under us, or the links workers follow).
+[ ! -L "$DIR" ] || die "$DIR is a symbolic link"
+[ "$(stat -c %u "$DIR")" = 0 ] || die "$DIR is not owned by root"
+[ -z "$(find "$DIR" -maxdepth 0 -perm /022)" ] || die "$DIR is writable by group or others"
 exec 9>"$DIR/.lock"
 flock -n 9 || { log "another build holds $DIR/.lock; waiting"; flock 9; }
 # Left by a build that was killed outright (with the lock held, nothing else owns them).
@@ -409,7 +414,7 @@ for name in "${names[@]}"; do
     mv -T "$DIR/.$name.link.$$" "$DIR/$name"
   fi
   if [ "$prune" = 1 ]; then
-    for old in "$DIR/$name"-????????????; do
+    for old in "$DIR/$name"-???????????? "$DIR/$name"-????????????.replaced-*; do
       [ -d "$old" ] && [ "$old" != "$final" ] || continue
       log "$name: pruning $old"
       rm -rf --one-file-system "$old"

@@ -261,9 +261,15 @@ pub(crate) fn plan_base(i: &BaseInputs<'_>) -> Result<Vec<RootfsOp>, SandboxErro
         }
     }
     for masked in i.masked_paths {
-        let Ok(meta) = std::fs::metadata(under(i.system_root, masked)) else {
+        // Not followed: a link at a masked path would be resolved on the host, not in
+        // the root (and a link hides nothing by itself; what it points to is masked
+        // where it lives, if that is on the list).
+        let Ok(meta) = std::fs::symlink_metadata(under(i.system_root, masked)) else {
             continue;
         };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
         if !i.host_ro_paths.iter().any(|h| masked.starts_with(h)) {
             continue; // not visible anyway
         }

@@ -56,6 +56,21 @@ pub struct RuntimeRoots {
     refused: BTreeMap<String, String>,
 }
 
+/// A directory every function's `/usr` comes from must be root's alone: a user who could
+/// write it could swap a root under the worker.
+fn root_only(dir: &Path) -> Result<(), EngineError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| EngineError::Config(format!("runtime roots {}: {e}", dir.display())))?;
+    if !m.is_dir() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(EngineError::Config(format!(
+            "runtime roots {}: must be a directory owned by root and writable by root only",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The interpreter a runtime identifier runs on, and the version prefix it requires.
 fn language_of(runtime: &str) -> Option<(&'static str, String)> {
     if runtime.starts_with("provided") {
@@ -85,6 +100,7 @@ impl RuntimeRoots {
     /// usable root is an error: a worker told to use roots never falls back to the host.
     pub fn load(dir: &Path) -> Result<Self, EngineError> {
         let bad = |m: String| EngineError::Config(m);
+        root_only(dir)?;
         let entries = std::fs::read_dir(dir)
             .map_err(|e| bad(format!("runtime roots {}: {e}", dir.display())))?;
         let mut names: Vec<(String, PathBuf)> = Vec::new();
@@ -103,6 +119,7 @@ impl RuntimeRoots {
         for (name, link) in names {
             let root = std::fs::canonicalize(&link)
                 .map_err(|e| bad(format!("runtime root {}: {e}", link.display())))?;
+            root_only(&root)?;
             let text = std::fs::read_to_string(root.join(MANIFEST))
                 .map_err(|e| bad(format!("runtime root {}: {MANIFEST}: {e}", root.display())))?;
             let m: Manifest = serde_json::from_str(&text)
@@ -232,6 +249,19 @@ mod tests {
     fn a_directory_without_roots_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(RuntimeRoots::load(dir.path()).is_err());
+        // Writable by others: refused even with a good root in it.
+        root(
+            dir.path(),
+            "provided",
+            r#"{"name":"provided","runtimes":["provided.al2023"],"interpreters":{}}"#,
+        );
+        assert!(RuntimeRoots::load(dir.path()).is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = RuntimeRoots::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("writable by root only"), "{e}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::remove_file(dir.path().join("provided")).unwrap();
         assert!(RuntimeRoots::load(&dir.path().join("missing")).is_err());
         root(dir.path(), "broken", "not json");
         assert!(RuntimeRoots::load(dir.path()).is_err());

@@ -188,12 +188,11 @@ async fn t12_node_timeout_and_out_of_memory() {
         "{}",
         o.log
     );
-    let o = invoke(
-        &t.engine,
-        &spec("node-hog", "nodejs20.x", "index.hog", code.path()),
-        "{}",
-    )
-    .await;
+    // At 128 MB's CPU share, filling 16 MB buffers up to the limit can take seconds on
+    // a busy host: the timeout must not win the race against the OOM killer.
+    let mut hog = spec("node-hog", "nodejs20.x", "index.hog", code.path());
+    hog.timeout = std::time::Duration::from_secs(60);
+    let o = invoke(&t.engine, &hog, "{}").await;
     // Node either dies by the cgroup OOM killer or aborts on its own heap limit.
     match &o.status {
         nimbus_worker::InvokeStatus::FunctionError { error_type } => {

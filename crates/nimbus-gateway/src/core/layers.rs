@@ -25,6 +25,9 @@ pub fn visible(
     match find(gw, key, n) {
         Some(v) if v.usable_by(account) => Ok(v),
         Some(_) => Err(denied(account, &key.version_arn(n))),
+        // Another account's: missing or not shared look the same, so its layer names and
+        // version counts cannot be probed.
+        None if key.account_id != account => Err(denied(account, &key.version_arn(n))),
         None => Err(ApiError::new(
             404,
             "ResourceNotFoundException",
@@ -78,6 +81,7 @@ pub fn resolve(gw: &Gateway, account: &str, arns: &[String]) -> Result<Vec<Layer
         }
         let v = match find(gw, &key, n) {
             Some(v) => v,
+            None if key.account_id != account => return Err(denied(account, a)),
             None => return Err(missing()),
         };
         if !v.usable_by(account) {

@@ -98,11 +98,14 @@ impl FromRequestParts<Arc<Gateway>> for PublicOrigin {
             .extensions
             .get::<crate::core::download::PublicScheme>()
             .map_or("http", |s| s.0);
+        // HTTP/1.1 names the host in `Host`; HTTP/2 in `:authority` (the URI's).
         let host = parts
             .headers
             .get(axum::http::header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| "localhost".into());
         Ok(Self(format!("{scheme}://{host}")))
     }
 }

@@ -256,6 +256,19 @@ def test_sharing_a_layer_version_with_another_account(lam, other):
     with pytest.raises(ClientError) as e:
         other.get_layer_version_by_arn(Arn=arn)
     assert code(e) == "AccessDeniedException"
+    # A version that does not exist looks the same to another account (no probing of
+    # layer names or version counts); to the owner it is simply missing.
+    for who, expected in [(other, "AccessDeniedException"), (lam, "ResourceNotFoundException")]:
+        with pytest.raises(ClientError) as e:
+            who.get_layer_version(LayerName=v["LayerArn"], VersionNumber=999)
+        assert code(e) == expected
+    with pytest.raises(ClientError) as e:
+        other.create_function(**dict(fn, FunctionName="prober"), Layers=[v["LayerArn"] + ":999"])
+    assert code(e) == "AccessDeniedException"
+    # A layer ARN of another region names nothing here.
+    with pytest.raises(ClientError) as e:
+        lam.get_layer_version(LayerName=v["LayerArn"].replace("us-east-1", "eu-west-1"), VersionNumber=n)
+    assert code(e) == "ResourceNotFoundException"
     with pytest.raises(ClientError) as e:
         lam.get_layer_version_policy(LayerName=name, VersionNumber=n)
     assert code(e) == "ResourceNotFoundException"

@@ -39,12 +39,18 @@ pub struct StatementPath {
     sid: String,
 }
 
+/// The layer a path names, in this gateway's region (a layer ARN of another region names
+/// nothing here).
 fn layer_key(gw: &Gateway, caller: &Caller, name: &str) -> Result<LayerKey, ApiError> {
-    Ok(arn::parse_layer_name(
-        name,
-        &caller.account_id,
-        gw.region(),
-    )?)
+    let key = arn::parse_layer_name(name, &caller.account_id, gw.region())?;
+    if key.region != gw.region() {
+        return Err(ApiError::new(
+            404,
+            "ResourceNotFoundException",
+            "The resource you requested does not exist.",
+        ));
+    }
+    Ok(key)
 }
 
 fn version_number(v: &str) -> Result<u64, ApiError> {
@@ -111,7 +117,7 @@ pub async fn publish(
     raw: Bytes,
 ) -> Result<Response, ApiError> {
     let key = layer_key(&gw, &caller, &p.layer)?;
-    if key.account_id != caller.account_id || key.region != gw.region() {
+    if key.account_id != caller.account_id {
         return Err(ApiError::new(
             403,
             "AccessDeniedException",

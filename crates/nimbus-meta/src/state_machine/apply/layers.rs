@@ -143,15 +143,23 @@ pub(super) fn check_function_layers(
             if key.region != function.region {
                 return Err(missing());
             }
-            let v = get_layer_version(tx, &key, n).map_err(|_| missing())?;
-            if !v.usable_by(&function.account_id) {
-                return Err(MetaError::new(
+            let denied = || {
+                MetaError::new(
                     ErrorKind::AccessDenied,
                     format!(
                         "User: arn:aws:iam::{}:root is not authorized to perform: lambda:GetLayerVersion on resource: {} because no resource-based policy allows the lambda:GetLayerVersion action",
                         function.account_id, l.arn
                     ),
-                ));
+                )
+            };
+            // Another account's version: missing or not shared look the same.
+            let v = match get_layer_version(tx, &key, n) {
+                Ok(v) => v,
+                Err(_) if key.account_id != function.account_id => return Err(denied()),
+                Err(_) => return Err(missing()),
+            };
+            if !v.usable_by(&function.account_id) {
+                return Err(denied());
             }
             if v.code != l.code {
                 return Err(missing());
