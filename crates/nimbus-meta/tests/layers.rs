@@ -169,3 +169,34 @@ async fn a_function_gets_only_layers_that_exist_and_are_shared_with_it() {
         ErrorKind::InvalidParameterValue
     );
 }
+
+#[tokio::test]
+async fn a_layer_policy_is_bounded_like_lambdas() {
+    let mut h = Harness::new();
+    h.setup().await;
+    publish(&mut h, "deps").await;
+    let mut accepted = 0;
+    let refused = loop {
+        let cmd = Command::AddLayerVersionPermission {
+            key: layer("deps"),
+            version: 1,
+            statement: LayerStatement {
+                statement_id: format!("{accepted:0>100}"),
+                action: "lambda:GetLayerVersion".into(),
+                principal: "210987654321".into(),
+                organization_id: None,
+            },
+            expected_revision: None,
+        };
+        match h.apply(cmd).await.result {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 1000, "the policy grew without bound");
+    };
+    assert_eq!(refused.kind, ErrorKind::PolicyLengthExceeded);
+    assert!(
+        (50..200).contains(&accepted),
+        "{accepted} statements of ~200 bytes in 20 KB"
+    );
+}

@@ -24,6 +24,8 @@ pub enum ErrorKind {
     InvalidZipFile,
     /// 400 ResourceInUseException.
     ResourceInUse,
+    /// 400 PolicyLengthExceededException: a resource policy would pass Lambda's 20 KB.
+    PolicyLengthExceeded,
     /// 403 AccessDeniedException: the resource exists but is not shared with the caller
     /// (another account's layer version without a permission for it).
     AccessDenied,
@@ -47,6 +49,7 @@ impl ErrorKind {
             ErrorKind::InvalidZipFile => "InvalidZipFileException",
             ErrorKind::ResourceInUse => "ResourceInUseException",
             ErrorKind::AccessDenied => "AccessDeniedException",
+            ErrorKind::PolicyLengthExceeded => "PolicyLengthExceededException",
             ErrorKind::Service | ErrorKind::Unavailable => "ServiceException",
         }
     }
@@ -59,7 +62,8 @@ impl ErrorKind {
             ErrorKind::InvalidParameterValue
             | ErrorKind::Validation
             | ErrorKind::CodeStorageExceeded
-            | ErrorKind::ResourceInUse => 400,
+            | ErrorKind::ResourceInUse
+            | ErrorKind::PolicyLengthExceeded => 400,
             ErrorKind::PreconditionFailed => 412,
             ErrorKind::AccessDenied => 403,
             ErrorKind::RequestTooLarge => 413,

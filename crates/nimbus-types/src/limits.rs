@@ -51,3 +51,5 @@ pub const NODE_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
 pub const ACCOUNT_CODE_STORAGE_BYTES: u64 = 80 * 1024 * 1024 * 1024;
 /// Largest Lambda API request body: a 50 MB zip, base64-encoded inside JSON.
 pub const API_BODY_MAX_BYTES: usize = 70 * 1024 * 1024;
+/// A resource-based policy (a layer version's), in bytes of its statements.
+pub const POLICY_MAX_BYTES: usize = 20 * 1024;

@@ -264,12 +264,11 @@ async fn t13_python_crash_and_out_of_memory() {
             o.request_id
         )
     );
-    let o = invoke(
-        &t.engine,
-        &spec("py-hog", "python3.11", "app.hog", code.path()),
-        "{}",
-    )
-    .await;
+    // At 128 MB's CPU share on a busy host, reaching the limit can take seconds: the
+    // timeout must not win the race against the OOM killer.
+    let mut hog = spec("py-hog", "python3.11", "app.hog", code.path());
+    hog.timeout = std::time::Duration::from_secs(60);
+    let o = invoke(&t.engine, &hog, "{}").await;
     assert_error(&o, "Runtime.OutOfMemory");
     assert_eq!(
         json(&o)["errorMessage"],

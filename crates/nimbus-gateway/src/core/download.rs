@@ -127,11 +127,18 @@ fn readable_by(gw: &Gateway, account: &str, sha256: &str) -> bool {
             .any(|(_, e)| match e {
                 Entity::Function(f) => f.code.sha256 == sha256,
                 Entity::Version(v) => v.code.sha256 == sha256,
-                Entity::LayerVersion(v) => v.code.sha256 == sha256 && v.usable_by(account),
                 _ => false,
             })
     };
     mine(keys::functions_of(account, region))
         || mine(format!("{}{account}/{region}/", keys::VERSION))
-        || mine(keys::LAYER_VERSION.to_string())
+        || catalog
+            .list(keys::LAYER_VERSION, None, usize::MAX)
+            .into_iter()
+            .any(|(_, e)| match e {
+                Entity::LayerVersion(v) => {
+                    v.key.region == region && v.code.sha256 == sha256 && v.usable_by(account)
+                }
+                _ => false,
+            })
 }

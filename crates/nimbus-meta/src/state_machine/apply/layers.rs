@@ -83,6 +83,24 @@ pub(super) fn apply(
                 )));
             }
             v.policy.push(statement.clone());
+            // Lambda bounds a policy at 20 KB; counted over what the statements hold.
+            let size: usize = v
+                .policy
+                .iter()
+                .map(|s| {
+                    s.statement_id.len()
+                        + s.action.len()
+                        + s.principal.len()
+                        + s.organization_id.as_ref().map_or(0, String::len)
+                        + 64
+                })
+                .sum();
+            if size > nimbus_types::limits::POLICY_MAX_BYTES {
+                return Err(MetaError::new(
+                    ErrorKind::PolicyLengthExceeded,
+                    "The final policy size is bigger than the limit.",
+                ));
+            }
             save(tx, index, &mut v);
             Ok(CommandOutput::LayerVersion(Box::new(v)))
         }
