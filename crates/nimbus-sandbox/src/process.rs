@@ -220,17 +220,27 @@ impl PreparedSandbox {
     /// exec has succeeded, or the step that failed (the child is then reaped
     /// and everything released).
     pub fn start(mut self) -> Result<Sandbox, SandboxError> {
+        // A child that failed a step before the go (a mount, say) has exited already and
+        // said why on the error pipe: EPIPE here only means that report is waiting.
+        let mut gone = None;
         if let Some(go) = self.go_write.take() {
-            // On failure (the child is gone) `started` stays false: drop reaps and cleans up.
-            nix::unistd::write(&go, &[1u8]).map_err(|e| SandboxError::io("start child", e))?;
+            match nix::unistd::write(&go, &[1u8]) {
+                Ok(_) => {}
+                Err(e @ nix::errno::Errno::EPIPE) => gone = Some(e),
+                // On failure `started` stays false: drop reaps and cleans up.
+                Err(e) => return Err(SandboxError::io("start child", e)),
+            }
         }
-        self.started = true;
         let mut report = Vec::with_capacity(8);
         if let Some(err) = self.err_read.take() {
             let mut f = std::fs::File::from(err);
             f.read_to_end(&mut report)
                 .map_err(|e| SandboxError::io("read child status", e))?;
         }
+        if let (Some(e), true) = (gone, report.is_empty()) {
+            return Err(SandboxError::io("start child", e));
+        }
+        self.started = true;
         let pidfd = self
             .pidfd
             .try_clone()
