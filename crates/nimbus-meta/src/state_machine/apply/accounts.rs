@@ -4,6 +4,7 @@ use nimbus_types::command::{Command, CommandOutput};
 use nimbus_types::{keys, Account, Entity, MetaError, Region};
 
 use super::concurrency::reserved_total;
+use super::lookup::require_account;
 use super::misrouted;
 use crate::state_machine::tx::EntryTx;
 
@@ -41,12 +42,7 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
             tx.put(key, Entity::Account(acct));
         }
         Command::PutAccessKey { key } => {
-            if !tx.exists(&keys::account(&key.account_id))? {
-                return Err(MetaError::not_found(format!(
-                    "Account {} not found",
-                    key.account_id
-                )));
-            }
+            require_account(tx, &key.account_id)?;
             tx.put(
                 keys::access_key(&key.access_key_id),
                 Entity::AccessKey(key.clone()),

@@ -7,7 +7,7 @@ use nimbus_types::{
 };
 
 use super::layers::check_function_layers;
-use super::lookup::{check_revision, get_function, get_version};
+use super::lookup::{check_revision, get_function, get_version, require_account};
 use super::{misrouted, revision_id, save};
 use crate::state_machine::tx::EntryTx;
 
@@ -25,12 +25,7 @@ pub(super) fn apply(
             publish,
             now_ms,
         } => {
-            if !tx.exists(&keys::account(&key.account_id))? {
-                return Err(MetaError::not_found(format!(
-                    "Account {} not found",
-                    key.account_id
-                )));
-            }
+            require_account(tx, &key.account_id)?;
             if tx.exists(&keys::function(key))? {
                 return Err(MetaError::conflict(format!(
                     "Function already exist: {}",

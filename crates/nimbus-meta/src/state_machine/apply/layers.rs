@@ -8,7 +8,7 @@ use nimbus_types::{
 };
 
 use super::code::require_code;
-use super::lookup::check_revision;
+use super::lookup::{check_revision, require_account};
 use super::{misrouted, revision_id};
 use crate::state_machine::tx::EntryTx;
 
@@ -27,12 +27,7 @@ pub(super) fn apply(
             code,
             now_ms,
         } => {
-            if !tx.exists(&keys::account(&key.account_id))? {
-                return Err(MetaError::not_found(format!(
-                    "Account {} not found",
-                    key.account_id
-                )));
-            }
+            require_account(tx, &key.account_id)?;
             require_code(tx, &code.sha256)?;
             let mut layer = match tx.get(&keys::layer(key))? {
                 Some(Entity::Layer(l)) => l,

@@ -6,6 +6,17 @@ use nimbus_types::{
 
 use crate::state_machine::tx::EntryTx;
 
+/// The account a new record belongs to must exist.
+pub(super) fn require_account(tx: &EntryTx<'_>, account_id: &str) -> Result<(), MetaError> {
+    if tx.exists(&keys::account(account_id))? {
+        Ok(())
+    } else {
+        Err(MetaError::not_found(format!(
+            "Account {account_id} not found"
+        )))
+    }
+}
+
 pub(super) fn get_function(tx: &EntryTx<'_>, key: &FunctionKey) -> Result<Function, MetaError> {
     match tx.get(&keys::function(key))? {
         Some(Entity::Function(f)) => Ok(f),
