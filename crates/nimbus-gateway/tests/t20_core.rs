@@ -182,7 +182,8 @@ fn function(name: &str, reserved: Option<u32>) -> Function {
         reserved_concurrency: reserved,
         event_invoke_configs: BTreeMap::new(),
         provisioned_concurrency: BTreeMap::new(),
-        url_config: None,
+        url_configs: Default::default(),
+        resource_policy: Default::default(),
         next_version: 2,
     }
 }

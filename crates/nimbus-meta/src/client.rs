@@ -216,17 +216,32 @@ impl MetaClient {
         }
     }
 
-    /// An access key's account and secret (linearizable).
-    pub async fn access_key_secret(
-        &self,
-        access_key_id: &str,
-    ) -> Result<(String, Vec<u8>), ClientError> {
+    /// An access key's account, owner, state and secret (linearizable).
+    pub async fn access_key_secret(&self, access_key_id: &str) -> Result<KeySecret, ClientError> {
         let q = Query::AccessKeySecret {
             access_key_id: access_key_id.to_string(),
         };
         match self.read(&q, true).await?.1 {
-            QueryOutput::AccessKeySecret { account_id, secret } => Ok((account_id, secret)),
+            QueryOutput::AccessKeySecret {
+                account_id,
+                secret,
+                user_name,
+                active,
+            } => Ok(KeySecret {
+                account_id,
+                secret,
+                user_name,
+                active,
+            }),
             _ => Err(ClientError::Protocol("expected an access key".into())),
+        }
+    }
+
+    /// The key gateways sign session tokens with (gateways only).
+    pub async fn session_signing_key(&self) -> Result<Vec<u8>, ClientError> {
+        match self.read(&Query::SessionSigningKey, false).await?.1 {
+            QueryOutput::SessionSigningKey(k) => Ok(k),
+            _ => Err(ClientError::Protocol("expected the session key".into())),
         }
     }
 
@@ -419,5 +434,26 @@ impl MetaClient {
             )));
         }
         Ok(out)
+    }
+}
+
+/// An access key as a gateway needs it to verify a signature.
+#[derive(Clone)]
+pub struct KeySecret {
+    pub account_id: String,
+    pub secret: Vec<u8>,
+    /// `None`: the account's root.
+    pub user_name: Option<String>,
+    pub active: bool,
+}
+
+impl std::fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log line.
+        f.debug_struct("KeySecret")
+            .field("account_id", &self.account_id)
+            .field("user_name", &self.user_name)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
     }
 }

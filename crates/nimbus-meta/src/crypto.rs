@@ -23,6 +23,8 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"nimbus cluster key check v1";
 #[derive(Clone)]
 pub struct ClusterKey {
     cipher: Aes256Gcm,
+    /// Derives purpose-bound keys ([`Self::derive`]); never used to encrypt.
+    kdf: hmac::Hmac<sha2::Sha256>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -39,8 +41,11 @@ pub struct OpenError;
 
 impl ClusterKey {
     pub fn from_bytes(key: &[u8; 32]) -> Self {
+        use hmac::Mac;
         Self {
             cipher: Aes256Gcm::new(key.into()),
+            kdf: <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+                .expect("HMAC takes any key length"),
         }
     }
 
@@ -80,7 +85,16 @@ impl ClusterKey {
         }
     }
 
-    /// Encrypts `plaintext`, bound to `aad`.
+    /// A key for one purpose (`label`), derived from the cluster key with HMAC-SHA256, so
+    /// handing it out (the session-token key to gateways) reveals nothing of the cluster
+    /// key or of keys for other purposes.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = self.kdf.clone();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
+
     /// A fresh check value: a constant sealed under this key. Any node holding the
     /// same key can open it; one holding another key cannot.
     pub fn key_check(&self) -> Vec<u8> {
@@ -149,6 +163,20 @@ mod tests {
         assert!(
             other.open(b"code/abc/0", &sealed).is_err(),
             "another key cannot open it"
+        );
+    }
+
+    #[test]
+    fn derived_keys_are_stable_and_bound_to_their_purpose() {
+        let key = ClusterKey::from_bytes(&[7; 32]);
+        assert_eq!(
+            key.derive(b"a"),
+            ClusterKey::from_bytes(&[7; 32]).derive(b"a")
+        );
+        assert_ne!(key.derive(b"a"), key.derive(b"b"));
+        assert_ne!(
+            key.derive(b"a"),
+            ClusterKey::from_bytes(&[8; 32]).derive(b"a")
         );
     }
 

@@ -38,6 +38,6 @@ pub mod service;
 pub mod state_machine;
 mod sync;
 
-pub use client::MetaClient;
+pub use client::{KeySecret, MetaClient};
 pub use error::{ClientError, NodeError};
 pub use node::{MetaNode, NodeConfig};

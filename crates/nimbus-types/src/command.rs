@@ -29,6 +29,56 @@ pub enum Command {
     DeleteAccessKey {
         access_key_id: String,
     },
+    /// `UpdateAccessKey`: turns a key on or off.
+    SetAccessKeyActive {
+        access_key_id: String,
+        active: bool,
+    },
+
+    CreateIamUser {
+        user: crate::iam::IamUser,
+    },
+    /// Refused while the user has access keys or policies, as IAM does.
+    DeleteIamUser {
+        account_id: String,
+        name: String,
+    },
+    CreateIamRole {
+        role: crate::iam::IamRole,
+    },
+    DeleteIamRole {
+        account_id: String,
+        name: String,
+    },
+    /// `PutUserPolicy`/`PutRolePolicy`: adds or replaces an inline policy.
+    PutInlinePolicy {
+        account_id: String,
+        principal: crate::iam::IamPrincipalRef,
+        policy_name: String,
+        document: String,
+    },
+    DeleteInlinePolicy {
+        account_id: String,
+        principal: crate::iam::IamPrincipalRef,
+        policy_name: String,
+    },
+    CreateManagedPolicy {
+        policy: crate::iam::ManagedPolicy,
+    },
+    DeleteManagedPolicy {
+        account_id: String,
+        name: String,
+    },
+    AttachPolicy {
+        account_id: String,
+        principal: crate::iam::IamPrincipalRef,
+        policy_arn: String,
+    },
+    DetachPolicy {
+        account_id: String,
+        principal: crate::iam::IamPrincipalRef,
+        policy_arn: String,
+    },
     PutRegion {
         name: String,
     },
@@ -126,12 +176,30 @@ pub enum Command {
         key: FunctionKey,
         qualifier: String,
     },
+    /// Creates (`create`) or replaces the URL config of `config.qualifier`.
     PutFunctionUrlConfig {
         key: FunctionKey,
         config: FunctionUrlConfig,
+        create: bool,
     },
     DeleteFunctionUrlConfig {
         key: FunctionKey,
+        qualifier: String,
+    },
+    /// `AddPermission`: one statement of the function's resource-based policy.
+    AddFunctionPermission {
+        key: FunctionKey,
+        /// `""`: the unqualified function; else an alias or a version number.
+        qualifier: String,
+        statement_id: String,
+        statement: String,
+        expected_revision: Option<String>,
+    },
+    RemoveFunctionPermission {
+        key: FunctionKey,
+        qualifier: String,
+        statement_id: String,
+        expected_revision: Option<String>,
     },
     TagResource {
         key: FunctionKey,
@@ -262,6 +330,9 @@ pub enum Query {
     EventPayload {
         id: String,
     },
+    /// The key gateways sign and verify session tokens (STS) with, derived from the
+    /// cluster key by the metadata node that answers.
+    SessionSigningKey,
 }
 
 /// What a read returns.
@@ -272,7 +343,13 @@ pub enum Query {
 pub enum QueryOutput {
     Entity(Option<Entity>),
     Entities(Vec<(String, Entity)>),
-    AccessKeySecret { account_id: String, secret: Vec<u8> },
+    AccessKeySecret {
+        account_id: String,
+        secret: Vec<u8>,
+        user_name: Option<String>,
+        active: bool,
+    },
+    SessionSigningKey(Vec<u8>),
     EventPayload(Option<Vec<u8>>),
 }
 

@@ -29,6 +29,12 @@ pub enum ErrorKind {
     /// 403 AccessDeniedException: the resource exists but is not shared with the caller
     /// (another account's layer version without a permission for it).
     AccessDenied,
+    /// 409: the entity still has things attached (IAM's `DeleteConflict`).
+    DeleteConflict,
+    /// 409: a quota would be passed (IAM's `LimitExceeded`).
+    LimitExceeded,
+    /// 400: a policy document does not parse (IAM's `MalformedPolicyDocument`).
+    MalformedPolicy,
     /// 500 ServiceException: something broke on our side (corrupt data, storage).
     Service,
     /// 503-like: no leader or no quorum right now; safe to retry with the same request id.
@@ -50,6 +56,9 @@ impl ErrorKind {
             ErrorKind::ResourceInUse => "ResourceInUseException",
             ErrorKind::AccessDenied => "AccessDeniedException",
             ErrorKind::PolicyLengthExceeded => "PolicyLengthExceededException",
+            ErrorKind::DeleteConflict => "ResourceConflictException",
+            ErrorKind::LimitExceeded => "ResourceConflictException",
+            ErrorKind::MalformedPolicy => "InvalidParameterValueException",
             ErrorKind::Service | ErrorKind::Unavailable => "ServiceException",
         }
     }
@@ -58,7 +67,10 @@ impl ErrorKind {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorKind::ResourceNotFound => 404,
-            ErrorKind::ResourceConflict => 409,
+            ErrorKind::ResourceConflict | ErrorKind::DeleteConflict | ErrorKind::LimitExceeded => {
+                409
+            }
+            ErrorKind::MalformedPolicy => 400,
             ErrorKind::InvalidParameterValue
             | ErrorKind::Validation
             | ErrorKind::CodeStorageExceeded

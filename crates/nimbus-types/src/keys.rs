@@ -16,6 +16,13 @@ pub const RETIRED_NODE: &str = "node-retired/";
 pub const CLUSTER_KEY_CHECK: &str = "cluster/key-check";
 pub const LAYER: &str = "layer/";
 pub const LAYER_VERSION: &str = "layerver/";
+/// IAM users, roles and customer managed policies, per account. IAM names are unique
+/// regardless of case, so the key holds the name lower-cased.
+pub const IAM_USER: &str = "iam/user/";
+pub const IAM_ROLE: &str = "iam/role/";
+pub const IAM_POLICY: &str = "iam/policy/";
+/// Function URL routes by URL id (ids are global and random).
+pub const URL_ROUTE: &str = "url/";
 /// Queued async events; every gateway's dispatcher watches this prefix.
 pub const EVENT: &str = "event/";
 
@@ -72,4 +79,26 @@ pub fn layer_versions_of(k: &LayerKey) -> String {
 }
 pub fn layer_version(k: &LayerKey, n: u64) -> String {
     format!("{}{n:010}", layer_versions_of(k))
+}
+
+pub fn iam_users_of(account_id: &str) -> String {
+    format!("{IAM_USER}{account_id}/")
+}
+pub fn iam_user(account_id: &str, name: &str) -> String {
+    format!("{}{}", iam_users_of(account_id), name.to_lowercase())
+}
+pub fn iam_roles_of(account_id: &str) -> String {
+    format!("{IAM_ROLE}{account_id}/")
+}
+pub fn iam_role(account_id: &str, name: &str) -> String {
+    format!("{}{}", iam_roles_of(account_id), name.to_lowercase())
+}
+pub fn iam_policies_of(account_id: &str) -> String {
+    format!("{IAM_POLICY}{account_id}/")
+}
+pub fn iam_policy(account_id: &str, name: &str) -> String {
+    format!("{}{}", iam_policies_of(account_id), name.to_lowercase())
+}
+pub fn url_route(url_id: &str) -> String {
+    format!("{URL_ROUTE}{url_id}")
 }

@@ -11,11 +11,13 @@
 //! - [`keys`]: the key layout of the state machine (shared by the store and its readers).
 //! - [`qualifier`]: [`Qualifier`], `$LATEST` / version / alias as a type.
 //! - [`arn`]: ARNs and the function-name forms Lambda accepts.
+//! - [`iam`]: IAM users, roles and managed policies (global, per account).
 #![forbid(unsafe_code)]
 
 pub mod arn;
 pub mod command;
 pub mod error;
+pub mod iam;
 pub mod keys;
 pub mod limits;
 pub mod model;

@@ -55,6 +55,11 @@ pub struct AccessKey {
     pub access_key_id: String,
     pub account_id: String,
     pub secret_ciphertext: Vec<u8>,
+    /// The IAM user it belongs to; `None`: the account's root.
+    pub user_name: Option<String>,
+    /// `UpdateAccessKey --status Inactive` turns it off without deleting it.
+    pub active: bool,
+    pub created_ms: u64,
 }
 
 /// A region and the edge locations attached to it.
@@ -275,8 +280,33 @@ pub struct EventInvokeConfig {
 pub struct FunctionUrlConfig {
     /// `NONE` or `AWS_IAM`.
     pub auth_type: String,
+    /// The URL's stable random id: the first label of its host name.
     pub url_id: String,
+    /// `""` for the unqualified function (`$LATEST`), else an alias name.
+    pub qualifier: String,
+    pub cors: Option<UrlCors>,
+    /// `BUFFERED` or `RESPONSE_STREAM`.
+    pub invoke_mode: String,
     pub created_ms: u64,
+    pub last_modified_ms: u64,
+}
+
+/// A function URL's CORS settings, as Lambda's API names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlCors {
+    pub allow_credentials: bool,
+    pub allow_headers: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_origins: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<u32>,
+}
+
+/// Where a URL id leads: every gateway routes a URL request by this record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlRoute {
+    pub key: FunctionKey,
+    pub qualifier: String,
 }
 
 /// `$LATEST`: the mutable head of a function, with everything attached to it.
@@ -297,7 +327,10 @@ pub struct Function {
     pub event_invoke_configs: BTreeMap<String, EventInvokeConfig>,
     /// Provisioned concurrency requested per qualifier (version number or alias name).
     pub provisioned_concurrency: BTreeMap<String, u32>,
-    pub url_config: Option<FunctionUrlConfig>,
+    /// Function URLs, per qualifier (`""`: unqualified).
+    pub url_configs: BTreeMap<String, FunctionUrlConfig>,
+    /// Resource-based policy statements (`AddPermission`), per qualifier.
+    pub resource_policy: crate::iam::ResourcePolicies,
     /// The number the next published version gets.
     pub next_version: u64,
 }
@@ -418,6 +451,10 @@ pub enum Entity {
     ClusterKeyCheck(Vec<u8>),
     Layer(Layer),
     LayerVersion(LayerVersion),
+    UrlRoute(UrlRoute),
+    IamUser(crate::iam::IamUser),
+    IamRole(crate::iam::IamRole),
+    ManagedPolicy(crate::iam::ManagedPolicy),
 }
 
 #[cfg(test)]

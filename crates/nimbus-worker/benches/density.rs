@@ -103,6 +103,7 @@ fn spec(code: &Path, runtime: &str, handler: &str, name: &str) -> FunctionSpec {
         log_format: nimbus_worker::LogFormat::Text,
         application_log_level: None,
         system_log_level: None,
+        credentials: None,
         function_name: name.into(),
         version: nimbus_types::Qualifier::LATEST.into(),
         arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),

@@ -238,6 +238,7 @@ fn spec(code: &std::path::Path, runtime: &str, handler: &str, n: &str) -> Functi
         log_format: nimbus_worker::LogFormat::Text,
         application_log_level: None,
         system_log_level: None,
+        credentials: None,
         function_name: format!("bench-{}-{n}", runtime.replace('.', "-")),
         version: nimbus_types::Qualifier::LATEST.into(),
         arn: "arn:aws:lambda:us-east-1:123456789012:function:bench".into(),

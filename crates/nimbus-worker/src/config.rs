@@ -61,6 +61,10 @@ pub struct EngineConfig {
     pub insecure_no_isolation: bool,
     /// Where function logs are kept and for how long (see [`crate::log_store`]).
     pub logs: crate::log_store::LogStoreConfig,
+    /// The Nimbus API (a gateway's `http://HOST:PORT`) that functions reach at
+    /// `AWS_ENDPOINT_URL` through their Runtime API address (`aws_proxy`); unset: the
+    /// SDKs inside functions have no endpoint set.
+    pub aws_endpoint: Option<std::sync::Arc<crate::aws_proxy::AwsProxy>>,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +91,7 @@ impl Default for EngineConfig {
             shell_pool: 2,
             insecure_no_isolation: false,
             logs: crate::log_store::LogStoreConfig::default(),
+            aws_endpoint: None,
         }
     }
 }

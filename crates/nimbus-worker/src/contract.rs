@@ -106,6 +106,12 @@ impl WorkerContract {
             log_format: crate::LogFormat::parse(&f.log_format),
             application_log_level: Some(f.application_log_level).filter(|l| !l.is_empty()),
             system_log_level: Some(f.system_log_level).filter(|l| !l.is_empty()),
+            credentials: f.credentials.map(|c| crate::function::RoleCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: c.session_token,
+                expires_ms: c.expires_ms,
+            }),
             function_name: f.function_name,
             version: f.version,
             arn: f.invoked_arn,

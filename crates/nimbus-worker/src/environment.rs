@@ -101,6 +101,8 @@ pub(crate) struct ExecutionEnvironment {
     init_type: InitializationType,
     /// When it last finished an invocation (LRU and idle timeout).
     pub last_used: Instant,
+    /// When its execution-role credentials expire (Unix ms); it is retired before.
+    credentials_expire_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for ExecutionEnvironment {
@@ -155,9 +157,44 @@ fn lambda_env(
         env.retain(|(k, _)| k != "AWS_LAMBDA_LOG_LEVEL");
         env.push(("AWS_LAMBDA_LOG_LEVEL".into(), level.clone()));
     }
+    // The execution role's session, and the Nimbus API at the environment's own
+    // Runtime API address (relayed to a gateway: `aws_proxy`), for the SDKs inside.
+    for k in CREDENTIAL_VARS {
+        env.retain(|(name, _)| name != k);
+    }
+    if let Some(c) = &spec.credentials {
+        env.push(("AWS_ACCESS_KEY_ID".into(), c.access_key_id.clone()));
+        env.push(("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key.clone()));
+        env.push(("AWS_SESSION_TOKEN".into(), c.session_token.clone()));
+    }
+    if config.aws_endpoint.is_some() {
+        let url = format!("http://127.0.0.1:{}", config.runtime_api_port);
+        for k in ENDPOINT_VARS {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).into(), url.clone()));
+        }
+    }
     env.extend(launch_env.iter().cloned());
     env
 }
+
+/// Set by the platform only (a function's own variables of these names are dropped).
+const CREDENTIAL_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+/// The generic endpoint variable and the per-service ones, for SDKs that read only those.
+const ENDPOINT_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_LAMBDA",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_IAM",
+    "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+];
+
+/// An environment is retired this long before its credentials expire.
+const CREDENTIALS_MARGIN_MS: u64 = 5 * 60 * 1000;
 
 fn error_payload(error_type: &str, message: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
@@ -221,7 +258,7 @@ impl ExecutionEnvironment {
             service_addr_env: "AWS_LAMBDA_RUNTIME_API".into(),
             unrestricted_cpu_at_start: config.init_cpu_boost,
         };
-        let (api, events, init_rx) = RuntimeApi::new();
+        let (api, events, init_rx) = RuntimeApi::new(config.aws_endpoint.clone());
         // Sandbox creation makes blocking system calls.
         let jail2 = jail.clone();
         let created = tokio::task::spawn_blocking(move || {
@@ -265,6 +302,7 @@ impl ExecutionEnvironment {
             log_stream: log_stream.clone(),
             init_type,
             last_used: Instant::now(),
+            credentials_expire_ms: spec.credentials.as_ref().map(|c| c.expires_ms),
         };
 
         // Init: the runtime's first /next, an /init/error, its death, or the time limit.
@@ -493,6 +531,18 @@ impl ExecutionEnvironment {
     /// True while the runtime process is alive.
     pub(crate) fn is_alive(&self) -> bool {
         self.exited.borrow().is_none()
+    }
+
+    /// Whether it may take another invocation: alive, with credentials that stay valid
+    /// for a while yet (a function never sees them expire mid-invocation).
+    pub(crate) fn is_usable(&self) -> bool {
+        self.is_alive()
+            && self.credentials_expire_ms.is_none_or(|exp| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                exp > now + CREDENTIALS_MARGIN_MS
+            })
     }
 
     fn kill(&self) {

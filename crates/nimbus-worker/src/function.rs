@@ -46,6 +46,29 @@ pub struct FunctionSpec {
     /// `LoggingConfig.SystemLogLevel` (JSON only): `WARN` hides the platform's own
     /// records (they are all INFO).
     pub system_log_level: Option<String>,
+    /// The execution role's temporary credentials, given to environments this spec
+    /// starts (not part of [`Self::key`]).
+    pub credentials: Option<RoleCredentials>,
+}
+
+/// Temporary credentials for a function's execution role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoleCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Unix milliseconds.
+    pub expires_ms: u64,
+}
+
+impl std::fmt::Debug for RoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret or the token.
+        f.debug_struct("RoleCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FunctionSpec {

@@ -31,6 +31,7 @@
 //!   the same in process (`nimbus dev`) and over gRPC; every refusal a typed `Rejection`.
 //! * [`node`]        — `nimbus worker`: registration, heartbeat, the gRPC service.
 
+pub mod aws_proxy;
 pub mod code_cache;
 pub mod config;
 pub mod contract;

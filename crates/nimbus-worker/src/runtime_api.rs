@@ -118,6 +118,19 @@ fn accepted() -> Response<Full<Bytes>> {
     json_response(StatusCode::ACCEPTED, serde_json::json!({ "status": "OK" }))
 }
 
+/// Paths of the APIs Lambda serves inside an environment (Runtime, and the Extensions,
+/// Logs and Telemetry APIs that Nimbus answers 404): never relayed to the Nimbus API.
+fn is_platform_path(path: &str) -> bool {
+    [
+        "/2018-06-01/",
+        "/2020-01-01/extension",
+        "/2020-08-15/logs",
+        "/2022-07-01/telemetry",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
 /// An event handed to the runtime by `/next`.
 #[derive(Debug)]
 pub(crate) struct Dispatch {
@@ -175,11 +188,15 @@ pub(crate) struct RuntimeApi {
     state: Mutex<State>,
     /// Events waiting for `/next`; a tokio mutex because `/next` holds it while it long-polls.
     events: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
+    /// Where calls to the Nimbus API (`AWS_ENDPOINT_URL`) are relayed, if anywhere.
+    proxy: Option<Arc<crate::aws_proxy::AwsProxy>>,
 }
 
 impl RuntimeApi {
     /// A new API; returns the sender for events and the Init signal receiver.
-    pub(crate) fn new() -> (
+    pub(crate) fn new(
+        proxy: Option<Arc<crate::aws_proxy::AwsProxy>>,
+    ) -> (
         Arc<Self>,
         mpsc::Sender<Dispatch>,
         oneshot::Receiver<InitSignal>,
@@ -192,6 +209,7 @@ impl RuntimeApi {
                 active: None,
             }),
             events: tokio::sync::Mutex::new(rx),
+            proxy,
         });
         (api, tx, init_rx)
     }
@@ -201,6 +219,11 @@ impl RuntimeApi {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(proxy) = &self.proxy {
+            if !is_platform_path(req.uri().path()) {
+                return proxy.forward(req).await;
+            }
+        }
         let Some(route) = Route::parse(req.method(), req.uri().path()) else {
             return ApiError::NotFound.into_response();
         };
@@ -380,6 +403,10 @@ mod tests {
             None
         );
         assert_eq!(p(Method::GET, "/2020-01-01/extension/register"), None);
+        assert!(is_platform_path("/2020-01-01/extension/register"));
+        assert!(is_platform_path("/2018-06-01/runtime/invocation/next"));
+        assert!(!is_platform_path("/2015-03-31/functions/f/invocations"));
+        assert!(!is_platform_path("/"));
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub async fn create(
         account_id: account_id.into(),
         // The metadata service seals it with the cluster key before it is stored.
         secret_ciphertext: secret.as_bytes().to_vec(),
+        user_name: None,
+        active: true,
+        created_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
     };
     meta.write(Command::PutAccessKey { key })
         .await

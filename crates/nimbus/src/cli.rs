@@ -233,6 +233,19 @@ pub struct GatewayArgs {
     /// requests get a 429 throttle. 0 refuses every body without that header.
     #[arg(long, default_value_t = 256)]
     pub unverified_body_budget_mb: u32,
+    /// How long functions' execution-role credentials last, in seconds; environments are
+    /// replaced before theirs expire (5 minutes before, or at once when shorter).
+    #[arg(long, default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub role_credentials_ttl_secs: u64,
+    /// Function URLs are served as `<url-id>.lambda-url.<region>.<DOMAIN>` on this
+    /// gateway's API address (point a wildcard DNS record at the gateways).
+    #[arg(long, default_value = "localhost")]
+    pub url_domain: String,
+    /// A function's role that does not exist is created on first use, with full access,
+    /// instead of refusing the function (`nimbus dev` always does this). For test and
+    /// benchmark clusters only: it lets any caller mint a fully privileged role.
+    #[arg(long)]
+    pub create_missing_roles: bool,
 }
 
 #[derive(Args, Debug)]
@@ -290,6 +303,12 @@ pub struct WorkerArgs {
     /// directories and interpreters.
     #[arg(long, env = "NIMBUS_RUNTIME_ROOTS")]
     pub runtime_roots: Option<PathBuf>,
+    /// A gateway's API address (`http://HOST:PORT`) that functions reach with the AWS
+    /// SDKs: environments get `AWS_ENDPOINT_URL` pointing at their own Runtime API
+    /// address, which relays every other call there (functions cannot reach any private
+    /// address themselves).
+    #[arg(long, env = "NIMBUS_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
@@ -429,6 +448,14 @@ pub struct DevArgs {
     /// requests get a 429 throttle. 0 refuses every body without that header.
     #[arg(long, default_value_t = 256)]
     pub unverified_body_budget_mb: u32,
+    /// How long functions' execution-role credentials last, in seconds; environments are
+    /// replaced before theirs expire (5 minutes before, or at once when shorter).
+    #[arg(long, default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub role_credentials_ttl_secs: u64,
+    /// Function URLs are served as `<url-id>.lambda-url.<region>.<DOMAIN>` on this
+    /// gateway's API address (point a wildcard DNS record at the gateways).
+    #[arg(long, default_value = "localhost")]
+    pub url_domain: String,
     /// Allow --listen on a non-loopback address.
     #[arg(long)]
     pub allow_remote: bool,

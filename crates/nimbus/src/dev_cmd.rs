@@ -64,6 +64,23 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     // Everything host-wide this process owns is named after its data dir: two `nimbus
     // dev` on one host never reclaim each other's environments or share a NAT pool.
     let local = local_name(&data);
+    // Functions reach this API through their Runtime API address (`AWS_ENDPOINT_URL`),
+    // relayed here. The port is bound after the engine has started, which reclaims the
+    // sandboxes a killed predecessor left (they may still hold its listening socket);
+    // only an ephemeral port (0) must be bound first to be known.
+    let early = if args.listen.port() == 0 {
+        Some(
+            tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?,
+        )
+    } else {
+        None
+    };
+    let api_addr = match &early {
+        Some(l) => l.local_addr()?,
+        None => args.listen,
+    };
     let mut engine_cfg = nimbus_worker::EngineConfig {
         state_dir: data.join("worker"),
         region: args.region.clone(),
@@ -71,6 +88,9 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         insecure_no_isolation: args.insecure_no_isolation,
         runtime_roots: crate::load_roots(args.runtime_roots.as_deref())?,
         logs: args.log_retention.config(),
+        aws_endpoint: Some(Arc::new(nimbus_worker::aws_proxy::AwsProxy::new(
+            &format!("http://{}", reachable(api_addr)),
+        )?)),
         cgroup_parent: format!("nimbus-dev-{local:016x}"),
         network: match args.network {
             NetworkArg::Nat => NetworkMode::Nat(NatConfig {
@@ -104,15 +124,21 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         meta,
         GatewayConfig {
             unverified_body_budget_mb: args.unverified_body_budget_mb,
+            create_missing_roles: true,
+            role_credentials_ttl: Duration::from_secs(args.role_credentials_ttl_secs),
+            url_domain: args.url_domain.clone(),
             ..GatewayConfig::new(args.region.clone(), false)
         },
         workers.clone(),
     )
     .await
     .context("starting the gateway")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = match early {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?,
+    };
     tracing::info!(
         "nimbus dev ready: aws --endpoint-url http://{} lambda … (account {DEV_ACCOUNT}, region {}, key {DEV_ACCESS_KEY}/{DEV_SECRET}); metadata node {} (nimbus --tls-dir {})",
         listener.local_addr()?,
@@ -143,9 +169,14 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
     if let Some(addr) = args.admin_listen {
         crate::meta_cmd::serve_admin(metrics, addr).await?;
     }
-    let serve = axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
+    let serve = axum::serve(
+        listener,
+        gateway
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()))
+    .into_future();
     tokio::select! {
         r = serve => r.context("gateway stopped")?,
         _ = crate::meta_cmd::shutdown_signal() => {}
@@ -167,4 +198,14 @@ fn local_name(data: &std::path::Path) -> u64 {
 /// The dev account, region and access key; idempotent.
 async fn bootstrap(meta: &MetaClient, region: &str) -> anyhow::Result<()> {
     crate::account_cmd::create(meta, DEV_ACCOUNT, DEV_ACCESS_KEY, DEV_SECRET, region).await
+}
+
+/// An address this host can connect to for a listening address (`0.0.0.0` and `::` mean
+/// every interface; loopback reaches them).
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    a
 }

@@ -37,11 +37,17 @@ pub async fn run(
     remote.stale_after = Duration::from_secs(args.worker_stale_secs);
     // Invocations, provisioning and function logs all go to the region's live workers.
     let workers = RemoteWorkers::new(cache.clone(), remote);
+    if args.create_missing_roles {
+        tracing::warn!("--create-missing-roles: functions' missing roles are created with full access; never use this in production");
+    }
     let gateway = Gateway::new(
         meta,
         cache,
         GatewayConfig {
             unverified_body_budget_mb: args.unverified_body_budget_mb,
+            create_missing_roles: args.create_missing_roles,
+            role_credentials_ttl: Duration::from_secs(args.role_credentials_ttl_secs),
+            url_domain: args.url_domain.clone(),
             ..GatewayConfig::new(args.region.clone(), true)
         },
         workers,

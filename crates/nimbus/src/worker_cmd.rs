@@ -63,6 +63,12 @@ pub async fn run(
             NetworkArg::None => NetworkMode::Loopback,
         },
         logs: args.log_retention.config(),
+        aws_endpoint: args
+            .aws_endpoint
+            .as_deref()
+            .map(nimbus_worker::aws_proxy::AwsProxy::new)
+            .transpose()?
+            .map(std::sync::Arc::new),
         ..Default::default()
     };
     engine.idle_timeout = Duration::from_secs(args.idle_timeout_secs);

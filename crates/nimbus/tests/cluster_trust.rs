@@ -259,6 +259,9 @@ async fn the_cluster_answers_only_certified_callers_and_only_within_their_role()
                 access_key_id: "AKIDSTOLEN".into(),
                 account_id: "111111111111".into(),
                 secret_ciphertext: b"chosen".to_vec(),
+                user_name: None,
+                active: true,
+                created_ms: 0,
             },
         })
         .await,
@@ -282,14 +285,17 @@ async fn the_cluster_answers_only_certified_callers_and_only_within_their_role()
                 access_key_id: "AKIDTRUST".into(),
                 account_id: "222222222222".into(),
                 secret_ciphertext: b"s3cret".to_vec(),
+                user_name: None,
+                active: true,
+                created_ms: 0,
             },
         })
         .await
         .unwrap();
     denied(admin.access_key_secret("AKIDTRUST").await);
-    let (account, secret) = gw.access_key_secret("AKIDTRUST").await.unwrap();
+    let k = gw.access_key_secret("AKIDTRUST").await.unwrap();
     assert_eq!(
-        (account.as_str(), secret.as_slice()),
+        (k.account_id.as_str(), k.secret.as_slice()),
         ("222222222222", &b"s3cret"[..])
     );
     let q = Query::AccessKeySecret {

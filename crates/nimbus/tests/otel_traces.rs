@@ -484,6 +484,8 @@ async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
     let gw = Command::new(common::BIN)
         .arg("--insecure-plaintext")
         .args(["gateway", "--listen", &gateway, "--meta", &meta])
+        // The test is about traces: the function's role is made on first use.
+        .arg("--create-missing-roles")
         .envs(otel)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("nimbus.log")).unwrap())

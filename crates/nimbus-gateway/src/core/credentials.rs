@@ -14,11 +14,13 @@ use nimbus_types::{keys, Entity, ErrorKind};
 use super::catalog::Catalog;
 use super::error::ApiError;
 
-/// A key's account and secret.
+/// A key's account, owner and secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub account_id: String,
     pub secret: String,
+    /// The IAM user it belongs to; `None`: the account's root.
+    pub user_name: Option<String>,
 }
 
 impl std::fmt::Debug for Credential {
@@ -53,10 +55,16 @@ impl Credentials {
         meta: &MetaClient,
         access_key_id: &str,
     ) -> Result<Credential, CredentialError> {
-        let sealed = match catalog.get(&keys::access_key(access_key_id)) {
-            Some(Entity::AccessKey(k)) => Some(k.secret_ciphertext),
+        let record = match catalog.get(&keys::access_key(access_key_id)) {
+            Some(Entity::AccessKey(k)) => Some(k),
             _ => None,
         };
+        // A deactivated key (`UpdateAccessKey --status Inactive`) is refused like an
+        // unknown one, as on AWS, as soon as the catalog shows it.
+        if record.as_ref().is_some_and(|k| !k.active) {
+            return Err(CredentialError::UnknownKey);
+        }
+        let sealed = record.map(|k| k.secret_ciphertext);
         {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             match (&sealed, cache.get(access_key_id)) {
@@ -68,16 +76,23 @@ impl Credentials {
                 _ => {}
             }
         }
-        let (account_id, secret) = match meta.access_key_secret(access_key_id).await {
+        let found = match meta.access_key_secret(access_key_id).await {
             Ok(v) => v,
             Err(ClientError::Meta(e)) if e.kind == ErrorKind::ResourceNotFound => {
                 return Err(CredentialError::UnknownKey);
             }
             Err(e) => return Err(ApiError::from(e).into()),
         };
-        let secret = String::from_utf8(secret)
+        if !found.active {
+            return Err(CredentialError::UnknownKey);
+        }
+        let secret = String::from_utf8(found.secret)
             .map_err(|_| ApiError::service("stored secret is not UTF-8"))?;
-        let credential = Credential { account_id, secret };
+        let credential = Credential {
+            account_id: found.account_id,
+            secret,
+            user_name: found.user_name,
+        };
         // Only a key the catalog has seen is cached: its record is what keeps the entry
         // honest.
         if let Some(sealed) = sealed {

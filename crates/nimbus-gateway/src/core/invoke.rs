@@ -71,6 +71,7 @@ impl InvokeTarget {
             layer_sha256: c.layers.iter().map(|l| l.code.sha256.clone()).collect(),
             application_log_level: c.application_log_level.clone(),
             system_log_level: c.system_log_level.clone(),
+            credentials: None,
         }
     }
 
@@ -222,6 +223,22 @@ impl Gateway {
         })
     }
 
+    /// The function version as a worker receives it, with its execution role's
+    /// credentials.
+    async fn worker_spec(&self, target: &InvokeTarget) -> Result<pb::FunctionSpec, ApiError> {
+        let mut spec = target.spec();
+        spec.credentials = self
+            .role_credentials(&target.key, &target.config.role)
+            .await?
+            .map(|c| pb::RoleCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: c.session_token,
+                expires_ms: c.expires_ms,
+            });
+        Ok(spec)
+    }
+
     /// Places and runs one admitted invocation on a worker.
     pub async fn run(
         &self,
@@ -234,7 +251,7 @@ impl Gateway {
             + INIT_LIMIT
             + Duration::from_secs(30);
         let message = pb::InvokeRequest {
-            function: Some(target.spec()),
+            function: Some(self.worker_spec(target).await?),
             request_id: request.request_id,
             payload: request.payload.to_vec(),
             client_context: request.client_context,
@@ -346,7 +363,7 @@ impl Gateway {
         }
         live.sort_by(|a, b| a.id.cmp(&b.id));
         let shares = provision_shares(&target.revision_id, live.len(), count);
-        let function = target.spec();
+        let function = self.worker_spec(target).await?;
         // Every live worker hears its share, 0 included: a worker that held some of
         // these environments before the worker set changed lets them go at once.
         let calls = live.iter().zip(shares).map(|(w, share)| {

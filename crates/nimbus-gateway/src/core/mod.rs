@@ -10,6 +10,8 @@
 //! - this file: [`Gateway`], the core's state, and its configuration.
 //! - [`catalog`]: the metadata kept exact by the watch stream, with per-account totals.
 //! - [`credentials`]: access-key secrets for Signature V4, invalidated by the catalog.
+//! - [`sessions`]: STS session tokens any gateway verifies on its own.
+//! - [`access`]: the caller's identity and the one policy decision per operation.
 //! - [`resolve`]: function names and qualifiers → [`InvokeTarget`].
 //! - [`admission`]: concurrency limits: account-wide and reserved per function.
 //! - [`invoke`]: sync invocation, placement with retries, provisioning: typed results.
@@ -21,6 +23,7 @@
 //! - [`provisioned`]: provisioned concurrency kept initialised on the workers.
 //! - [`error`]: [`ApiError`], the core's error in Lambda's terms.
 
+pub mod access;
 pub mod admission;
 pub mod async_events;
 pub mod catalog;
@@ -35,6 +38,8 @@ pub mod package;
 pub mod placement;
 pub mod provisioned;
 pub mod resolve;
+pub mod roles;
+pub mod sessions;
 pub mod workers;
 
 use std::sync::Arc;
@@ -65,6 +70,14 @@ pub struct GatewayConfig {
     /// to check it): a caller who knows an access key id but not its secret can make the
     /// gateway hold no more than this.
     pub unverified_body_budget_mb: u32,
+    /// `nimbus dev`: a function's role that does not exist is created on first use, with
+    /// full access, so code written against Lambda runs with no IAM set-up.
+    pub create_missing_roles: bool,
+    /// How long a function's execution-role credentials are valid; environments are
+    /// retired before theirs expire.
+    pub role_credentials_ttl: Duration,
+    /// Function URLs are `<url-id>.lambda-url.<region>.<url_domain>`.
+    pub url_domain: String,
 }
 
 impl GatewayConfig {
@@ -74,6 +87,9 @@ impl GatewayConfig {
             leased_admission,
             placement: PlacementConfig::default(),
             unverified_body_budget_mb: 256,
+            create_missing_roles: false,
+            role_credentials_ttl: Duration::from_secs(12 * 3600),
+            url_domain: "localhost".into(),
         }
     }
 }
@@ -98,6 +114,18 @@ pub struct Gateway {
     /// of `unverified_budget_mb`.
     unverified_bodies: Arc<tokio::sync::Semaphore>,
     unverified_budget_mb: u32,
+    /// Compiled IAM policy documents.
+    policies: access::Policies,
+    /// The session-token key, fetched from the metadata cluster once.
+    session_key: tokio::sync::OnceCell<Vec<u8>>,
+    create_missing_roles: bool,
+    role_credentials_ttl: Duration,
+    url_domain: String,
+    /// Execution-role credentials per (account, role, function), re-minted when half
+    /// their life has passed.
+    role_sessions: std::sync::Mutex<
+        std::collections::HashMap<(String, String, String), sessions::SessionCredentials>,
+    >,
 }
 
 impl Gateway {
@@ -138,6 +166,12 @@ impl Gateway {
                 config.unverified_body_budget_mb as usize,
             )),
             unverified_budget_mb: config.unverified_body_budget_mb,
+            policies: Default::default(),
+            session_key: tokio::sync::OnceCell::new(),
+            create_missing_roles: config.create_missing_roles,
+            role_credentials_ttl: config.role_credentials_ttl,
+            url_domain: config.url_domain.to_ascii_lowercase(),
+            role_sessions: Default::default(),
         })
     }
 
@@ -179,6 +213,32 @@ impl Gateway {
 
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    pub fn policies(&self) -> &access::Policies {
+        &self.policies
+    }
+
+    /// The domain function URLs live under.
+    pub fn url_domain(&self) -> &str {
+        &self.url_domain
+    }
+
+    pub fn creates_missing_roles(&self) -> bool {
+        self.create_missing_roles
+    }
+
+    /// The key session tokens are signed with (fetched once from the metadata cluster).
+    pub async fn session_key(&self) -> Result<&[u8], ApiError> {
+        self.session_key
+            .get_or_try_init(|| async {
+                self.meta
+                    .session_signing_key()
+                    .await
+                    .map_err(ApiError::from)
+            })
+            .await
+            .map(Vec::as_slice)
     }
 
     /// Waits until this gateway's catalog reflects a write, so the caller reads its own

@@ -49,6 +49,18 @@ fn caller(parts: &Parts) -> Result<&Caller, ApiError> {
         .ok_or_else(|| ApiError::service("request reached a handler unauthenticated"))
 }
 
+/// The account whose function `name` is: the caller's, or another account's named by a
+/// full ARN when that function's resource policy granted this request.
+fn acting_account<'a>(caller: &'a Caller, name: &str) -> &'a str {
+    match nimbus_types::arn::parse_function_ref(name) {
+        Ok(r) => match (r.account_id, &caller.granted_account) {
+            (Some(a), Some(granted)) if &a == granted => granted,
+            _ => &caller.account_id,
+        },
+        Err(_) => &caller.account_id,
+    }
+}
+
 async fn path_name(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<String, ApiError> {
     let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, gw)
         .await
@@ -65,7 +77,12 @@ impl FromRequestParts<Arc<Gateway>> for FunctionName {
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
         let name = path_name(parts, gw).await?;
         let caller = caller(parts)?;
-        Ok(Self(resolve::named(gw, &caller.account_id, &name, None)?))
+        Ok(Self(resolve::named(
+            gw,
+            acting_account(caller, &name),
+            &name,
+            None,
+        )?))
     }
 }
 
@@ -79,7 +96,7 @@ impl FromRequestParts<Arc<Gateway>> for QualifiedFunction {
         let qualifier = q.get("Qualifier").map(String::as_str);
         Ok(Self(resolve::named(
             gw,
-            &caller.account_id,
+            acting_account(caller, &name),
             &name,
             qualifier,
         )?))

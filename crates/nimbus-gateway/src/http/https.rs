@@ -39,3 +39,16 @@ impl axum::serve::Listener for HttpsListener {
         Ok(self.local)
     }
 }
+
+/// The peer address of an HTTPS connection, for handlers (a function URL event's
+/// `sourceIp`); plain connections carry `ConnectInfo<SocketAddr>` instead.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}

@@ -8,12 +8,20 @@
 //! - [`extract`]: the function named by a request path and its `Qualifier`.
 //! - [`api`]: one module per group of Lambda operations.
 //! - [`logs`]: the CloudWatch Logs API subset.
+//! - [`query`]: IAM and STS (AWS's Query protocol).
+//! - [`access`]: the IAM action and resource of each Lambda and Logs request.
+//! - [`urls`]: function URLs, served by host name before the Lambda API.
+//! - [`eventstream`]: AWS's event-stream framing (response streaming).
 
+pub mod access;
 pub mod api;
+pub mod eventstream;
 pub mod extract;
 pub mod https;
 pub mod logs;
+pub mod query;
 pub mod sigv4;
+pub mod urls;
 pub mod wire;
 
 use std::future::Future;
@@ -27,26 +35,26 @@ use axum::routing::{get, post, put};
 use axum::Router;
 
 use self::logs::LogsError;
+use axum::Extension;
+
 use crate::core::credentials::CredentialError;
+use crate::core::sessions;
 use crate::core::{ApiError, Gateway};
 
 /// Largest request body accepted: a 50 MB zip, base64-encoded inside JSON.
 pub const MAX_BODY_BYTES: usize = nimbus_types::limits::API_BODY_MAX_BYTES;
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub account_id: String,
-    pub access_key_id: String,
-}
+pub use crate::core::access::Caller;
+use crate::core::access::Identity;
 
 impl Gateway {
     /// The Lambda API routes, every one behind Signature V4.
     pub fn router(self: &Arc<Self>) -> Router {
         let functions = "/2015-03-31/functions";
         Router::new()
-            // CloudWatch Logs (JSON 1.1): the operation is in `X-Amz-Target`.
-            .route("/", post(logs::api::dispatch))
+            // CloudWatch Logs (JSON 1.1, the operation in `X-Amz-Target`), and IAM and
+            // STS (Query protocol, the service in the signature).
+            .route("/", post(root))
             .route(
                 functions,
                 post(api::functions::create).get(api::functions::list),
@@ -71,6 +79,22 @@ impl Gateway {
             .route(
                 &format!("{functions}/{{name}}/versions"),
                 post(api::versions::publish).get(api::versions::list),
+            )
+            .route(
+                "/2021-10-31/functions/{name}/url",
+                post(api::urls::create)
+                    .get(api::urls::get)
+                    .put(api::urls::update)
+                    .delete(api::urls::delete),
+            )
+            .route("/2021-10-31/functions/{name}/urls", get(api::urls::list))
+            .route(
+                &format!("{functions}/{{name}}/policy"),
+                post(api::permissions::add).get(api::permissions::get),
+            )
+            .route(
+                &format!("{functions}/{{name}}/policy/{{sid}}"),
+                axum::routing::delete(api::permissions::remove),
             )
             .route(
                 &format!("{functions}/{{name}}/aliases"),
@@ -151,6 +175,11 @@ impl Gateway {
                 get(api::download::serve),
             )
             .with_state(self.clone())
+            // Function URLs are told apart by host name, before any Lambda API routing.
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                urls::front,
+            ))
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -159,9 +188,14 @@ impl Gateway {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        // The peer's address is a function URL event's `sourceIp`.
+        axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 
     /// Serves HTTPS on `listener` with `tls` (the public certificate) until `shutdown`.
@@ -177,9 +211,12 @@ impl Gateway {
             .layer(axum::Extension(crate::core::download::PublicScheme(
                 "https",
             )));
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<https::PeerAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 }
 
@@ -191,12 +228,19 @@ impl Gateway {
 async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let (mut parts, body) = req.into_parts();
-    // CloudWatch Logs calls are signed for service `logs` and answered in its error format.
+    // CloudWatch Logs calls are signed for service `logs` and answered in its error
+    // format; other calls to `/` are IAM or STS, answered in XML.
     let is_logs = logs::api::is_logs_request(&parts.method, parts.uri.path(), &parts.headers);
+    let query_service = (!is_logs && parts.uri.path() == "/")
+        .then(|| signed_service(&parts.headers))
+        .flatten()
+        .and_then(|s| query::Service::from_scope(&s));
     let refuse = |e: ApiError, parts: &axum::http::request::Parts| {
         tracing::info!(request_id, error = %e, path = parts.uri.path(), "request refused");
         let resp = if is_logs {
             LogsError::from(e).into_response()
+        } else if let Some(s) = query_service {
+            query::refusal(s, e, &request_id)
         } else {
             e.into_response()
         };
@@ -211,17 +255,13 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
     if declared_len.is_some_and(|n| n > MAX_BODY_BYTES) {
         return refuse(too_large(), &parts);
     }
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let service = if is_logs { "logs" } else { "lambda" };
+    let headers = header_pairs(&parts.headers);
+    let service = match query_service {
+        _ if is_logs => "logs",
+        Some(query::Service::Iam) => "iam",
+        Some(query::Service::Sts) => "sts",
+        None => "lambda",
+    };
     let signer = match Signer::check(&gw, &parts, &headers, service).await {
         Ok(s) => s,
         Err(e) => return refuse(e, &parts),
@@ -267,8 +307,62 @@ async fn authenticate(State(gw): State<Arc<Gateway>>, req: Request, next: Next) 
         return refuse(e, &parts);
     }
     drop(unverified);
-    let caller = signer.caller;
+    let mut caller = signer.caller;
     tracing::debug!(request_id, account = caller.account_id, method = %parts.method, path = parts.uri.path(), "request");
+    // Authorization of Lambda and Logs calls (IAM and STS check their own actions).
+    let operation = if is_logs {
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Ok(Some(access::logs_operation(
+            gw.region(),
+            &caller,
+            target,
+            &body,
+        )))
+    } else if query_service.is_some() {
+        Ok(None)
+    } else {
+        access::lambda_operation(
+            gw.region(),
+            &caller,
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &body,
+        )
+    };
+    let context = nimbus_iam::Context::new().with(
+        "aws:SecureTransport",
+        if parts
+            .extensions
+            .get::<crate::core::download::PublicScheme>()
+            .is_some()
+        {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    match operation {
+        Ok(Some(op)) => {
+            if let Err(e) = gw.authorize(&caller, &op, &context) {
+                return refuse(e, &parts);
+            }
+            if let Some(owner) = crate::core::access::resource_account(&op.resource) {
+                if owner != caller.account_id {
+                    caller.granted_account = Some(owner.to_string());
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return refuse(e, &parts),
+    }
+    if let Some(s) = query_service {
+        parts.extensions.insert(s);
+    }
     parts.extensions.insert(caller);
     parts.extensions.insert(RequestId(request_id.clone()));
     let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
@@ -290,6 +384,99 @@ async fn budget(gw: &Gateway, mb: usize) -> Option<tokio::sync::OwnedSemaphorePe
         .await
         .ok()
         .and_then(Result::ok)
+}
+
+/// The caller of a fully read request signed with Signature V4 for service `lambda` (a
+/// function URL with `AuthType AWS_IAM`).
+pub(crate) async fn verify_signed(
+    gw: &Gateway,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Result<Caller, ApiError> {
+    let headers = header_pairs(&parts.headers);
+    let signer = Signer::check(gw, parts, &headers, "lambda").await?;
+    signer.verify_declared(parts, &headers)?;
+    signer.verify_body(parts, &headers, body)?;
+    Ok(signer.caller)
+}
+
+/// The caller of a request signed with session credentials: the token must be genuine,
+/// unexpired and issued for the key that signed.
+async fn session_caller(
+    gw: &Gateway,
+    parts: &axum::http::request::Parts,
+    access_key_id: &str,
+) -> Result<(Caller, String), ApiError> {
+    let token = parts
+        .headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(sigv4::SigError::UnknownKey)?;
+    let key = gw.session_key().await?;
+    let now = crate::core::roles::now_ms();
+    let (claims, secret) =
+        sessions::verify(key, token, access_key_id, now).map_err(|e| match e {
+            sessions::SessionError::Invalid => ApiError::from(sigv4::SigError::UnknownKey),
+            sessions::SessionError::Expired => {
+                ApiError::new(403, "ExpiredTokenException", e.to_string())
+            }
+        })?;
+    let path = nimbus_types::iam::parse_role_arn(&claims.role_arn)
+        .map_or("/", |(_, p, _)| p)
+        .to_string();
+    let caller = Caller::new(
+        &claims.account_id,
+        access_key_id,
+        Identity::Role {
+            name: claims.role_name,
+            session: claims.session_name,
+        },
+        &path,
+    );
+    Ok((caller, secret))
+}
+
+/// The headers as name/value text, as Signature V4 reads them.
+fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The service named in the `Authorization` header's credential scope.
+fn signed_service(headers: &axum::http::HeaderMap) -> Option<String> {
+    let h = headers.get("authorization")?.to_str().ok()?;
+    sigv4::parse_authorization(h).ok().map(|a| a.service)
+}
+
+/// `POST /`: CloudWatch Logs, or IAM and STS.
+async fn root(
+    State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
+    service: Option<Extension<query::Service>>,
+    Extension(request_id): Extension<RequestId>,
+    headers: axum::http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    match service {
+        Some(Extension(s)) => {
+            query::dispatch(
+                State(gw),
+                Extension(caller),
+                Extension(s),
+                Extension(request_id),
+                body,
+            )
+            .await
+        }
+        None => logs::api::dispatch(State(gw), Extension(caller), headers, body).await,
+    }
 }
 
 async fn unknown_operation() -> ApiError {
@@ -338,7 +525,9 @@ impl Signer {
             ))
             .into());
         }
-        if auth.region != gw.region() {
+        // IAM is global and signed for us-east-1; STS's global endpoint is too.
+        let global = matches!(service, "iam" | "sts") && auth.region == "us-east-1";
+        if auth.region != gw.region() && !global {
             return Err(sigv4::SigError::Scope(format!(
                 "region '{}' should be '{}'",
                 auth.region,
@@ -347,21 +536,37 @@ impl Signer {
             .into());
         }
         let declared = sigv4::declared_payload_hash(headers)?.map(str::to_string);
-        let credential = gw
-            .credentials()
-            .get(gw.catalog(), gw.meta(), &auth.access_key_id)
-            .await
-            .map_err(|e| match e {
-                CredentialError::UnknownKey => sigv4::SigError::UnknownKey.into(),
-                CredentialError::Lookup(e) => e,
-            })?;
+        let (caller, secret) = if sessions::is_session_key(&auth.access_key_id) {
+            session_caller(gw, parts, &auth.access_key_id).await?
+        } else {
+            let credential = gw
+                .credentials()
+                .get(gw.catalog(), gw.meta(), &auth.access_key_id)
+                .await
+                .map_err(|e| match e {
+                    CredentialError::UnknownKey => sigv4::SigError::UnknownKey.into(),
+                    CredentialError::Lookup(e) => e,
+                })?;
+            let (identity, path) = match &credential.user_name {
+                None => (Identity::Root, "/".to_string()),
+                Some(name) => {
+                    let path = match gw
+                        .catalog()
+                        .get(&nimbus_types::keys::iam_user(&credential.account_id, name))
+                    {
+                        Some(nimbus_types::Entity::IamUser(u)) => u.path,
+                        _ => "/".into(),
+                    };
+                    (Identity::User { name: name.clone() }, path)
+                }
+            };
+            let caller = Caller::new(&credential.account_id, &auth.access_key_id, identity, &path);
+            (caller, credential.secret)
+        };
         Ok(Self {
-            caller: Caller {
-                account_id: credential.account_id,
-                access_key_id: auth.access_key_id.clone(),
-            },
+            caller,
             auth,
-            secret: credential.secret,
+            secret,
             declared,
             now: time::OffsetDateTime::now_utc().unix_timestamp(),
         })

@@ -10,7 +10,7 @@
 //! |---------|-----|
 //! | meta    | Raft; every call (forwarded on behalf of a checked client) |
 //! | admin   | accounts, access keys, regions, edge locations, membership, backup, reads (no secrets) |
-//! | gateway | function metadata and code, async events, leases, reads including access-key secrets |
+//! | gateway | function metadata and code, async events, leases, IAM users, roles, policies and users' access keys (not root keys), reads including access-key secrets and the session-token key |
 //! | worker  | register and deregister itself (ids `CERTNAME+…`), read the worker registry, fetch code |
 
 use nimbus_tls::{Identity, Role};
@@ -63,37 +63,58 @@ pub fn may_write(caller: Option<&Identity>, cmd: &Command) -> Result<(), String>
                 | Command::RetireNode { .. }
                 | Command::DeregisterWorker { .. }
         ),
-        Gateway => matches!(
-            cmd,
-            Command::PutCodeChunk { .. }
-                | Command::CommitCode { .. }
-                | Command::CreateFunction { .. }
-                | Command::UpdateFunctionCode { .. }
-                | Command::UpdateFunctionConfiguration { .. }
-                | Command::DeleteFunction { .. }
-                | Command::PublishVersion { .. }
-                | Command::CreateAlias { .. }
-                | Command::UpdateAlias { .. }
-                | Command::DeleteAlias { .. }
-                | Command::PutFunctionConcurrency { .. }
-                | Command::DeleteFunctionConcurrency { .. }
-                | Command::PutProvisionedConcurrency { .. }
-                | Command::DeleteProvisionedConcurrency { .. }
-                | Command::PutEventInvokeConfig { .. }
-                | Command::DeleteEventInvokeConfig { .. }
-                | Command::PutFunctionUrlConfig { .. }
-                | Command::DeleteFunctionUrlConfig { .. }
-                | Command::TagResource { .. }
-                | Command::UntagResource { .. }
-                | Command::EnqueueEvent { .. }
-                | Command::ClaimEvent { .. }
-                | Command::RetryEvent { .. }
-                | Command::CompleteEvent { .. }
-                | Command::PublishLayerVersion { .. }
-                | Command::DeleteLayerVersion { .. }
-                | Command::AddLayerVersionPermission { .. }
-                | Command::RemoveLayerVersionPermission { .. }
-        ),
+        Gateway => {
+            matches!(
+                cmd,
+                Command::PutCodeChunk { .. }
+                    | Command::CommitCode { .. }
+                    | Command::CreateFunction { .. }
+                    | Command::UpdateFunctionCode { .. }
+                    | Command::UpdateFunctionConfiguration { .. }
+                    | Command::DeleteFunction { .. }
+                    | Command::PublishVersion { .. }
+                    | Command::CreateAlias { .. }
+                    | Command::UpdateAlias { .. }
+                    | Command::DeleteAlias { .. }
+                    | Command::PutFunctionConcurrency { .. }
+                    | Command::DeleteFunctionConcurrency { .. }
+                    | Command::PutProvisionedConcurrency { .. }
+                    | Command::DeleteProvisionedConcurrency { .. }
+                    | Command::PutEventInvokeConfig { .. }
+                    | Command::DeleteEventInvokeConfig { .. }
+                    | Command::PutFunctionUrlConfig { .. }
+                    | Command::DeleteFunctionUrlConfig { .. }
+                    | Command::TagResource { .. }
+                    | Command::UntagResource { .. }
+                    | Command::EnqueueEvent { .. }
+                    | Command::ClaimEvent { .. }
+                    | Command::RetryEvent { .. }
+                    | Command::CompleteEvent { .. }
+                    | Command::PublishLayerVersion { .. }
+                    | Command::DeleteLayerVersion { .. }
+                    | Command::AddLayerVersionPermission { .. }
+                    | Command::RemoveLayerVersionPermission { .. }
+                    | Command::AddFunctionPermission { .. }
+                    | Command::RemoveFunctionPermission { .. }
+                    | Command::SetAccessKeyActive { .. }
+                    | Command::CreateIamUser { .. }
+                    | Command::DeleteIamUser { .. }
+                    | Command::CreateIamRole { .. }
+                    | Command::DeleteIamRole { .. }
+                    | Command::PutInlinePolicy { .. }
+                    | Command::DeleteInlinePolicy { .. }
+                    | Command::CreateManagedPolicy { .. }
+                    | Command::DeleteManagedPolicy { .. }
+                    | Command::AttachPolicy { .. }
+                    | Command::DetachPolicy { .. }
+                    | Command::DeleteAccessKey { .. }
+            ) || matches!(
+                // IAM users' keys (`CreateAccessKey`); an account's root keys are the
+                // operator's to make.
+                cmd,
+                Command::PutAccessKey { key } if key.user_name.is_some()
+            )
+        }
         // A worker speaks for itself only: its id starts with its certificate's name.
         Worker => match cmd {
             Command::RegisterWorker { worker } => nimbus_tls::speaks_for_worker(id, &worker.id),
@@ -140,6 +161,7 @@ fn query_name(q: &Query) -> String {
     match q {
         Query::Get { key } | Query::List { prefix: key, .. } => format!("keys under {key:?}"),
         Query::AccessKeySecret { .. } => "access-key secrets".into(),
+        Query::SessionSigningKey => "the session-token key".into(),
         Query::EventPayload { .. } => "event payloads".into(),
     }
 }
@@ -182,6 +204,32 @@ mod tests {
         assert!(may_write(Some(&id(Worker, "w1")), &dereg("w1+x")).is_ok());
         assert!(may_write(Some(&id(Worker, "w1")), &dereg("w2+x")).is_err());
         assert!(may_write(None, &acct).is_ok());
+    }
+
+    #[test]
+    fn gateways_make_iam_users_keys_but_never_root_keys() {
+        let key = |user: Option<&str>| Command::PutAccessKey {
+            key: nimbus_types::AccessKey {
+                access_key_id: "AKIAX".into(),
+                account_id: "123456789012".into(),
+                secret_ciphertext: b"s".to_vec(),
+                user_name: user.map(str::to_string),
+                active: true,
+                created_ms: 0,
+            },
+        };
+        let gw = id(Gateway, "gw");
+        assert!(may_write(Some(&gw), &key(Some("alice"))).is_ok());
+        assert_eq!(
+            may_write(Some(&gw), &key(None)).unwrap_err(),
+            "gateway gw may not write PutAccessKey"
+        );
+        assert!(may_write(Some(&id(Admin, "cli")), &key(None)).is_ok());
+        assert!(may_write(Some(&id(Worker, "w1")), &key(Some("alice"))).is_err());
+        let session = Query::SessionSigningKey;
+        assert!(may_query(Some(&gw), &session).is_ok());
+        assert!(may_query(Some(&id(Admin, "cli")), &session).is_err());
+        assert!(may_query(Some(&id(Worker, "w1")), &session).is_err());
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub(super) async fn read(
     let revision = *ctx.sm.applied_index().borrow();
     let mut result = match &query {
         Query::AccessKeySecret { access_key_id } => ctx.open_access_key(access_key_id),
+        Query::SessionSigningKey => Ok(QueryOutput::SessionSigningKey(
+            ctx.key.derive(SESSION_KEY_LABEL).to_vec(),
+        )),
         q => ctx.sm.query(q),
     };
     if let Ok(out) = result.as_mut() {
@@ -183,6 +186,9 @@ pub(super) async fn watch(
     Ok(stream(rx))
 }
 
+/// What the session-token key is derived for; a new label would void every token.
+const SESSION_KEY_LABEL: &[u8] = b"nimbus sts session tokens v1";
+
 impl NodeContext {
     /// Seals secrets in a command received from a client: code chunks, access-key secrets
     /// and environment variables reach the Raft log, and disk, only as ciphertext.
@@ -225,6 +231,8 @@ impl NodeContext {
                 Ok(QueryOutput::AccessKeySecret {
                     account_id: ak.account_id,
                     secret,
+                    user_name: ak.user_name,
+                    active: ak.active,
                 })
             }
             _ => Err(MetaError::not_found(format!(

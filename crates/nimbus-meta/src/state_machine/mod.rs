@@ -204,7 +204,7 @@ impl StateMachineStore {
                     .map_err(|e| MetaError::new(ErrorKind::Service, e.to_string()))?;
                 Ok(QueryOutput::EventPayload(value))
             }
-            Query::AccessKeySecret { .. } => Err(MetaError::new(
+            Query::AccessKeySecret { .. } | Query::SessionSigningKey => Err(MetaError::new(
                 ErrorKind::Service,
                 "secrets are opened by the node service, not the state machine",
             )),

@@ -92,7 +92,7 @@ impl Pooled for ExecutionEnvironment {
         self.last_used
     }
     fn is_alive(&self) -> bool {
-        ExecutionEnvironment::is_alive(self)
+        ExecutionEnvironment::is_usable(self)
     }
     fn made_from_shell(&self) -> bool {
         self.from_shell

@@ -77,6 +77,7 @@ pub fn spec(name: &str, runtime: &str, handler: &str, code_dir: &Path) -> Functi
         log_format: nimbus_worker::LogFormat::Text,
         application_log_level: None,
         system_log_level: None,
+        credentials: None,
         function_name: name.into(),
         version: "$LATEST".into(),
         arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),

@@ -93,7 +93,7 @@ class Certs:
 
 
 class Cluster:
-    def __init__(self, metas=3, gateways=2, workers=2, worker_memory_mb=2048):
+    def __init__(self, metas=3, gateways=2, workers=2, worker_memory_mb=2048, worker_args=()):
         self.root = tempfile.mkdtemp(prefix="nimbus-cluster-")
         key = os.path.join(self.root, "cluster.key")
         with open(key, "wb") as f:
@@ -127,7 +127,10 @@ class Cluster:
                                     "--heartbeat-ms", "1000", "--idle-timeout-secs", "120",
                                     # Workers sharing this host need their own NAT pools.
                                     "--nat-pool", f"100.{96 + i}",
-                                    "--admin-listen", f"127.0.0.1:{self.worker_admin_ports[i]}"], self.root)
+                                    # Functions' SDKs reach the API through their Runtime API address.
+                                    "--aws-endpoint", f"http://127.0.0.1:{self.gateway_ports[i % len(self.gateway_ports)]}",
+                                    "--admin-listen", f"127.0.0.1:{self.worker_admin_ports[i]}",
+                                    *worker_args], self.root)
             for i, p in enumerate(self.worker_ports)
         ]
 
@@ -146,7 +149,27 @@ class Cluster:
             wait_port(p, g.proc, g.log)
         for w, p in zip(self.workers, self.worker_ports):
             wait_port(p, w.proc, w.log, timeout=120)
+        # Functions' execution role, made as a user makes it: with IAM, through a gateway.
+        self.lambda_role(ROLE.split("/")[-1])
         return self
+
+    def iam_client(self, i, key=KEY_ID, secret=SECRET):
+        return boto3.client(
+            "iam", endpoint_url=self.endpoint(i), region_name="us-east-1",
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=botocore.config.Config(retries={"max_attempts": 3}, connect_timeout=5),
+        )
+
+    def lambda_role(self, name, key=KEY_ID, secret=SECRET):
+        """A role Lambda may assume, in the account of `key`; returns its ARN."""
+        iam = self.iam_client(0, key, secret)
+        try:
+            return iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+        except iam.exceptions.EntityAlreadyExistsException:
+            return iam.get_role(RoleName=name)["Role"]["Arn"]
 
     def cli(self, *args, env=None, check=True, tls_dir=None):
         out = subprocess.run([BIN, "--tls-dir", tls_dir or self.admin_tls, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})), timeout=120)

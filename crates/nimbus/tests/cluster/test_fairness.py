@@ -50,7 +50,7 @@ def create(lam, name, role):
 def test_a_flooding_account_cannot_keep_another_off_the_worker(cluster):
     a, b = cluster.client(0), client_b(cluster)
     create(a, "flood", ROLE)
-    create(b, "quiet", f"arn:aws:iam::{B_ACCOUNT}:role/r")
+    create(b, "quiet", cluster.lambda_role("r", B_KEY, B_SECRET))
     # Warm B once while the worker is empty.
     assert "FunctionError" not in b.invoke(FunctionName="quiet", Payload=b'{"sleep": 0.1}')
 

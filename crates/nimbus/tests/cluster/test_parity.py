@@ -21,7 +21,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from harness import BIN, KEY_ID, SECRET, Cluster, free_port, wait_port, zip_of
+from harness import BIN, KEY_ID, ROLE, SECRET, Cluster, free_port, wait_port, zip_of
 
 FNS = {
     "echo": ("""
@@ -116,7 +116,7 @@ class Dev:
 
 
 def setup_functions(lam):
-    role = "arn:aws:iam::123456789012:role/r"
+    role = ROLE
     for name, (code, extra) in FNS.items():
         lam.create_function(FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler",
                             Code={"ZipFile": zip_of({"app.py": code})}, **extra)

@@ -266,6 +266,8 @@ pub async fn create(
     let config = input
         .config
         .merge(&gw, &caller.account_id, FunctionConfig::default())?;
+    gw.check_execution_role(&caller.account_id, &config.role)
+        .await?;
     let key = FunctionKey::new(&caller.account_id, gw.region(), &name);
     if gw.catalog().get(&keys::function(&key)).is_some() {
         return Err(ApiError::new(
@@ -352,7 +354,12 @@ pub async fn update_configuration(
     }
     let f = resolve::function(&gw, &named.key)?;
     let expected_revision = input.revision_id.clone();
+    let role_changed = input.role.as_ref().is_some_and(|r| *r != f.config.role);
     let config = input.merge(&gw, &named.key.account_id, f.config.clone())?;
+    if role_changed {
+        gw.check_execution_role(&named.key.account_id, &config.role)
+            .await?;
+    }
     let cmd = Command::UpdateFunctionConfiguration {
         key: named.key,
         config,

@@ -7,9 +7,11 @@ pub mod download;
 pub mod functions;
 pub mod invoke;
 pub mod layers;
+pub mod permissions;
 pub mod provisioned;
 pub mod settings;
 pub mod shapes;
+pub mod urls;
 pub mod versions;
 
 use std::collections::HashMap;

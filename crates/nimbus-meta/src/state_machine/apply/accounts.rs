@@ -43,6 +43,22 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
         }
         Command::PutAccessKey { key } => {
             require_account(tx, &key.account_id)?;
+            // A root key may be put again (`nimbus account create` is idempotent); a key
+            // that is or would be a user's is never replaced, so users' key lists stay true.
+            if let Some(Entity::AccessKey(old)) = tx.get(&keys::access_key(&key.access_key_id))? {
+                if old.user_name.is_some()
+                    || key.user_name.is_some()
+                    || old.account_id != key.account_id
+                {
+                    return Err(MetaError::conflict(format!(
+                        "Access key {} already exists",
+                        key.access_key_id
+                    )));
+                }
+            }
+            if let Some(user) = &key.user_name {
+                super::iam::add_user_key(tx, &key.account_id, user, &key.access_key_id)?;
+            }
             tx.put(
                 keys::access_key(&key.access_key_id),
                 Entity::AccessKey(key.clone()),
@@ -50,10 +66,13 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
         }
         Command::DeleteAccessKey { access_key_id } => {
             let key = keys::access_key(access_key_id);
-            if !tx.exists(&key)? {
+            let Some(Entity::AccessKey(k)) = tx.get(&key)? else {
                 return Err(MetaError::not_found(format!(
                     "Access key {access_key_id} not found"
                 )));
+            };
+            if let Some(user) = &k.user_name {
+                super::iam::remove_user_key(tx, &k.account_id, user, access_key_id)?;
             }
             tx.delete(key);
         }

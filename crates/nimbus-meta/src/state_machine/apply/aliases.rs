@@ -72,9 +72,18 @@ pub(super) fn apply(
         Command::DeleteAlias { key, name } => {
             get_alias(tx, key, name)?;
             tx.delete(keys::alias(key, name));
-            // Its provisioned concurrency goes with it.
+            // Its provisioned concurrency, permissions and URL go with it; the last two
+            // change the function (a new RevisionId).
             let mut f = get_function(tx, key)?;
-            if f.provisioned_concurrency.remove(name).is_some() {
+            let mut changed = f.resource_policy.remove(name.as_str()).is_some();
+            if let Some(url) = f.url_configs.remove(name.as_str()) {
+                tx.delete(keys::url_route(&url.url_id));
+                changed = true;
+            }
+            if changed {
+                f.revision_id = revision_id(index, &keys::function(key));
+            }
+            if f.provisioned_concurrency.remove(name).is_some() || changed {
                 save(tx, &f);
             }
             Ok(CommandOutput::Done)

@@ -45,7 +45,8 @@ pub(super) fn apply(
                 reserved_concurrency: None,
                 event_invoke_configs: Default::default(),
                 provisioned_concurrency: Default::default(),
-                url_config: None,
+                url_configs: Default::default(),
+                resource_policy: Default::default(),
                 next_version: 1,
             };
             touch(&mut f, index, None);
@@ -80,7 +81,11 @@ pub(super) fn apply(
             Ok(CommandOutput::Function(Box::new(f)))
         }
         Command::DeleteFunction { key, version: None } => {
-            get_function(tx, key)?;
+            let f = get_function(tx, key)?;
+            // Its URLs stop routing with it.
+            for url in f.url_configs.values() {
+                tx.delete(keys::url_route(&url.url_id));
+            }
             for prefix in [keys::versions_of(key), keys::aliases_of(key)] {
                 for (k, _) in tx.scan(&prefix)? {
                     tx.delete(k);
@@ -106,9 +111,13 @@ pub(super) fn apply(
                 }
             }
             tx.delete(keys::version(key, *n));
-            // Its provisioned concurrency goes with it.
+            // Its provisioned concurrency and its permissions go with it.
             let mut f = get_function(tx, key)?;
-            if f.provisioned_concurrency.remove(&n.to_string()).is_some() {
+            let had_policy = f.resource_policy.remove(&n.to_string()).is_some();
+            if had_policy {
+                touch(&mut f, index, None);
+            }
+            if f.provisioned_concurrency.remove(&n.to_string()).is_some() || had_policy {
                 save(tx, &f);
             }
             Ok(CommandOutput::Done)

@@ -12,6 +12,8 @@
 //! - [`settings`]: a function's event-invoke configs, URL config and tags.
 //! - [`cluster`]: workers and retired metadata node ids.
 //! - [`events`]: the async event queue.
+//! - [`iam`]: IAM users, roles, managed policies and access-key state.
+//! - [`permissions`]: functions' resource-based policies (`AddPermission`).
 //! - [`lookup`]: reading and checking what a command refers to.
 
 mod accounts;
@@ -21,8 +23,10 @@ mod code;
 mod concurrency;
 mod events;
 mod functions;
+mod iam;
 mod layers;
 mod lookup;
+mod permissions;
 mod settings;
 
 use nimbus_types::command::{Command, CommandOutput};
@@ -46,6 +50,20 @@ pub(crate) fn apply(
         | DeleteAccessKey { .. }
         | PutRegion { .. }
         | PutEdgeLocation { .. } => accounts::apply(tx, cmd),
+        SetAccessKeyActive { .. }
+        | CreateIamUser { .. }
+        | DeleteIamUser { .. }
+        | CreateIamRole { .. }
+        | DeleteIamRole { .. }
+        | PutInlinePolicy { .. }
+        | DeleteInlinePolicy { .. }
+        | CreateManagedPolicy { .. }
+        | DeleteManagedPolicy { .. }
+        | AttachPolicy { .. }
+        | DetachPolicy { .. } => iam::apply(tx, cmd),
+        AddFunctionPermission { .. } | RemoveFunctionPermission { .. } => {
+            permissions::apply(tx, index, cmd)
+        }
         PutCodeChunk { .. } | CommitCode { .. } => code::apply(tx, cmd),
         CreateFunction { .. }
         | UpdateFunctionCode { .. }

@@ -2,7 +2,7 @@
 //! configs per qualifier, the function URL config, and tags.
 
 use nimbus_types::command::{Command, CommandOutput};
-use nimbus_types::MetaError;
+use nimbus_types::{keys, Entity, MetaError, UrlRoute};
 
 use super::lookup::{get_function, require_qualifier};
 use super::{misrouted, save};
@@ -31,19 +31,69 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
             }
             save(tx, &f);
         }
-        Command::PutFunctionUrlConfig { key, config } => {
+        Command::PutFunctionUrlConfig {
+            key,
+            config,
+            create,
+        } => {
             let mut f = get_function(tx, key)?;
-            f.url_config = Some(config.clone());
+            let q = &config.qualifier;
+            if !q.is_empty() {
+                // Lambda: a URL belongs to the function or one of its aliases.
+                require_qualifier(tx, key, q)?;
+                if !matches!(
+                    nimbus_types::Qualifier::parse(q),
+                    nimbus_types::Qualifier::Alias(_)
+                ) {
+                    return Err(MetaError::invalid(
+                        "Function URLs can only be created for $LATEST or an alias",
+                    ));
+                }
+            }
+            let scoped = if q.is_empty() {
+                key.arn()
+            } else {
+                format!("{}:{q}", key.arn())
+            };
+            match (f.url_configs.get(q), create) {
+                (Some(_), true) => {
+                    return Err(MetaError::conflict(format!(
+                        "Failed to create function url config for [functionArn = {scoped}]. Error message:  FunctionUrlConfig exists for this Lambda function"
+                    )))
+                }
+                (None, false) => {
+                    return Err(MetaError::not_found(format!(
+                        "The resource you requested does not exist: {scoped} has no function URL"
+                    )))
+                }
+                (Some(old), false) if old.url_id != config.url_id => {
+                    return Err(MetaError::invalid("A function URL's id cannot change"));
+                }
+                _ => {}
+            }
+            let route = keys::url_route(&config.url_id);
+            if *create && tx.exists(&route)? {
+                return Err(MetaError::conflict("URL id already in use"));
+            }
+            tx.put(
+                route,
+                Entity::UrlRoute(UrlRoute {
+                    key: key.clone(),
+                    qualifier: q.clone(),
+                }),
+            );
+            f.url_configs.insert(q.clone(), config.clone());
             save(tx, &f);
         }
-        Command::DeleteFunctionUrlConfig { key } => {
+        Command::DeleteFunctionUrlConfig { key, qualifier } => {
             let mut f = get_function(tx, key)?;
-            if f.url_config.take().is_none() {
+            let Some(old) = f.url_configs.remove(qualifier) else {
                 return Err(MetaError::not_found(format!(
                     "The resource you requested does not exist: {} has no function URL",
                     key.arn()
                 )));
-            }
+            };
+            tx.delete(keys::url_route(&old.url_id));
             save(tx, &f);
         }
         Command::TagResource { key, tags } => {
