@@ -56,6 +56,7 @@ impl FakeWorkers {
                 id: id.to_string(),
                 free_mb: *free_mb,
                 runtimes: RUNTIMES.iter().map(|r| r.to_string()).collect(),
+                zone: None,
             })
             .collect();
         Arc::new(f)
@@ -395,6 +396,7 @@ async fn with_every_worker_refusing_it_waits_for_one_then_fails() {
             id: "late".into(),
             free_mb: 512,
             runtimes: RUNTIMES.iter().map(|r| r.to_string()).collect(),
+            zone: None,
         });
     });
     let out = gw.invoke(&named("f", None), request()).await.unwrap();

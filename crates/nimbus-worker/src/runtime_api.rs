@@ -118,6 +118,29 @@ fn accepted() -> Response<Full<Bytes>> {
     json_response(StatusCode::ACCEPTED, serde_json::json!({ "status": "OK" }))
 }
 
+/// The error a streamed response ended with (`Lambda-Runtime-Function-Error-Type` and
+/// the base64 `Lambda-Runtime-Function-Error-Body` trailers), if any.
+fn stream_error(trailers: &hyper::HeaderMap) -> Option<(String, Bytes)> {
+    use base64::Engine;
+    let kind = trailers
+        .get("Lambda-Runtime-Function-Error-Type")?
+        .to_str()
+        .ok()?
+        .to_owned();
+    let body = trailers
+        .get("Lambda-Runtime-Function-Error-Body")
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .map(Bytes::from)
+        .unwrap_or_else(|| {
+            Bytes::from(serde_json::json!({ "errorType": kind, "errorMessage": "" }).to_string())
+        });
+    Some((kind, body))
+}
+
 /// Paths of the APIs Lambda serves inside an environment (Runtime, and the Extensions,
 /// Logs and Telemetry APIs that Nimbus answers 404): never relayed to the Nimbus API.
 fn is_platform_path(path: &str) -> bool {
@@ -232,6 +255,10 @@ impl RuntimeApi {
             .get("Lambda-Runtime-Function-Error-Type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let streaming = req
+            .headers()
+            .get("Lambda-Runtime-Function-Response-Mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"streaming"));
         let limit = match route {
             Route::Response(_) => MAX_RESPONSE_BYTES,
             _ => MAX_ERROR_BYTES,
@@ -239,6 +266,20 @@ impl RuntimeApi {
         let body = match route {
             Route::Next => Bytes::new(),
             _ => match Limited::new(req.into_body(), limit).collect().await {
+                // A streamed response reports an error raised mid-stream in its trailers.
+                Ok(b) if streaming => match (&route, b.trailers().and_then(stream_error)) {
+                    (Route::Response(id), Some((kind, body))) => {
+                        return self
+                            .reply(id, |at| RuntimeReply::Error {
+                                body,
+                                error_type: Some(kind),
+                                delivered_at: at,
+                            })
+                            .map(|()| accepted())
+                            .unwrap_or_else(ApiError::into_response);
+                    }
+                    _ => b.to_bytes(),
+                },
                 Ok(b) => b.to_bytes(),
                 Err(_) if matches!(route, Route::Response(_)) => {
                     return match self.response_too_large(&route) {

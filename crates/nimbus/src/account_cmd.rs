@@ -29,6 +29,34 @@ pub async fn run(cmd: AccountCommand, transport: Transport) -> anyhow::Result<()
             println!("account {account_id} ready in {region} with access key {access_key_id}");
             Ok(())
         }
+        AccountCommand::SetLimits {
+            meta,
+            account_id,
+            region,
+            concurrent_executions,
+            unreserved_minimum,
+        } => {
+            let meta = MetaClient::from_list(&meta, &transport).context("--meta")?;
+            meta.write(Command::PutRegion {
+                name: region.clone(),
+            })
+            .await
+            .context("creating the region")?;
+            meta.write(Command::SetAccountLimits {
+                account_id: account_id.clone(),
+                region: region.clone(),
+                limits: nimbus_types::RegionLimits {
+                    concurrent_executions,
+                    unreserved_minimum,
+                },
+            })
+            .await
+            .with_context(|| format!("setting the limits of {account_id} in {region}"))?;
+            println!(
+                "account {account_id} in {region}: {concurrent_executions} concurrent executions, {unreserved_minimum} unreserved minimum"
+            );
+            Ok(())
+        }
         AccountCommand::DeleteKey {
             meta,
             access_key_id,

@@ -246,6 +246,10 @@ pub struct GatewayArgs {
     /// benchmark clusters only: it lets any caller mint a fully privileged role.
     #[arg(long)]
     pub create_missing_roles: bool,
+    /// This gateway's availability zone: with warm capacity equal, invocations stay on
+    /// workers of the same zone.
+    #[arg(long)]
+    pub zone: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -421,6 +425,22 @@ pub enum AccountCommand {
         secret_access_key: String,
         #[arg(long, default_value = "us-east-1")]
         region: String,
+    },
+    /// Set an account's concurrency limits in one region (`GetAccountSettings` shows
+    /// them; every gateway of the region admits against them).
+    SetLimits {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        region: String,
+        /// The account's concurrent executions in the region.
+        #[arg(long)]
+        concurrent_executions: u32,
+        /// What reservations must leave for functions without one.
+        #[arg(long, default_value_t = nimbus_types::limits::UNRESERVED_MIN_DEFAULT)]
+        unreserved_minimum: u32,
     },
     /// Delete an access key: gateways refuse it within their watch delay.
     DeleteKey {

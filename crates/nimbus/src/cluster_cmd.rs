@@ -1,5 +1,7 @@
 //! `nimbus cluster …`: administration of the metadata cluster.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use nimbus_meta::MetaClient;
 use nimbus_tls::Transport;
@@ -12,6 +14,45 @@ struct Status {
     leader: Option<u64>,
     term: u64,
     members: Vec<Member>,
+    /// Region → zone or edge location → its live workers (heartbeat within the last
+    /// 10 s); empty when the registry could not be read.
+    regions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// Live workers by region and by zone (`zone:NAME`) or edge location (`edge:NAME`).
+async fn live_workers(
+    addrs: &[String],
+    t: &Transport,
+) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let Ok(client) = MetaClient::new(&refs, t) else {
+        return out;
+    };
+    let Ok((_, workers)) = client.list(nimbus_types::keys::WORKER, None, 100_000).await else {
+        return out;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for (_, e) in workers {
+        let nimbus_types::Entity::Worker(w) = e else {
+            continue;
+        };
+        if now.saturating_sub(w.last_heartbeat_ms) > 10_000 {
+            continue;
+        }
+        let place = match &w.placement {
+            nimbus_types::Placement::Zone(z) => format!("zone:{z}"),
+            nimbus_types::Placement::EdgeLocation(l) => format!("edge:{l}"),
+        };
+        out.entry(w.region.clone())
+            .or_default()
+            .entry(place)
+            .or_default()
+            .push(w.id.clone());
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -131,6 +172,7 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
         leader: best.leader,
         term: best.term,
         members,
+        regions: live_workers(&addrs, t).await,
     };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
@@ -154,6 +196,16 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
                     index(m.applied),
                     index(m.committed)
                 );
+            }
+            for (region, places) in &status.regions {
+                println!("region {region}");
+                for (place, workers) in places {
+                    println!(
+                        "  {place:<24} {} live: {}",
+                        workers.len(),
+                        workers.join(", ")
+                    );
+                }
             }
         }
     }

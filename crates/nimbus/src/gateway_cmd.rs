@@ -48,6 +48,10 @@ pub async fn run(
             create_missing_roles: args.create_missing_roles,
             role_credentials_ttl: Duration::from_secs(args.role_credentials_ttl_secs),
             url_domain: args.url_domain.clone(),
+            placement: nimbus_gateway::PlacementConfig {
+                home_zone: args.zone.clone(),
+                ..Default::default()
+            },
             ..GatewayConfig::new(args.region.clone(), true)
         },
         workers,

@@ -75,6 +75,7 @@ impl Workers for LocalWorkers {
             id: LOCAL_WORKER.into(),
             free_mb: m.capacity_mb.saturating_sub(m.reserved_mb),
             runtimes: self.runtimes.clone(),
+            zone: None,
         }]
     }
 

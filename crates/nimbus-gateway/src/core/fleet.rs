@@ -19,7 +19,13 @@ struct Local {
     load: Option<(Instant, pb::WorkerLoad)>,
     suspect_until: Option<Instant>,
     in_flight: Arc<AtomicUsize>,
+    /// This gateway's invocations in flight on it, per revision: an environment the
+    /// worker last reported idle is taken while one of them runs.
+    by_revision: ByRevision,
 }
+
+/// Invocations in flight per revision on one worker.
+type ByRevision = Arc<Mutex<HashMap<String, usize>>>;
 
 /// Per-worker knowledge of one gateway.
 #[derive(Default)]
@@ -27,12 +33,22 @@ pub struct Fleet {
     workers: Mutex<HashMap<String, Local>>,
 }
 
-/// Counts one invocation in flight on a worker for as long as it lives.
-pub struct InFlight(Arc<AtomicUsize>);
+/// Counts one invocation in flight on a worker (and of its revision) for as long as it
+/// lives.
+pub struct InFlight(Arc<AtomicUsize>, Option<(ByRevision, String)>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Some((map, revision)) = &self.1 {
+            let mut m = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = m.get_mut(revision) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(revision);
+                }
+            }
+        }
     }
 }
 
@@ -54,23 +70,47 @@ impl Fleet {
         revision_id: &str,
         fresh_for: Duration,
     ) -> Vec<String> {
+        self.plan_from(live, revision_id, fresh_for, None)
+    }
+
+    /// [`Self::plan`] for a gateway in `home_zone`.
+    pub fn plan_from(
+        &self,
+        live: Vec<WorkerView>,
+        revision_id: &str,
+        fresh_for: Duration,
+        home_zone: Option<&str>,
+    ) -> Vec<String> {
         let mut locals = self.lock();
         let now = Instant::now();
         let (mut candidates, mut suspects) = (Vec::new(), Vec::new());
+        let mut holding: HashMap<Option<String>, usize> = HashMap::new();
         for w in live {
             let local = locals.entry(w.id.clone()).or_default();
-            let (free_mb, warm) = match &local.load {
+            let running_here = local
+                .by_revision
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(revision_id);
+            let (free_mb, reported) = match &local.load {
                 Some((at, load)) if now.duration_since(*at) < fresh_for => (
                     load.memory_total_mb.saturating_sub(load.memory_reserved_mb),
                     load.warm_revisions.iter().any(|r| r == revision_id),
                 ),
                 _ => (w.free_mb, false),
             };
+            // Environments of the function on this worker, idle or running ours.
+            if reported || running_here {
+                *holding.entry(w.zone.clone()).or_default() += 1;
+            }
+            let warm = reported && !running_here;
             let c = Candidate {
                 id: w.id,
                 free_mb,
                 warm,
                 in_flight: local.in_flight.load(Ordering::SeqCst),
+                zone: w.zone,
+                zone_warm: 0,
             };
             if local.suspect_until.is_some_and(|t| t > now) {
                 suspects.push(c);
@@ -78,9 +118,13 @@ impl Fleet {
                 candidates.push(c);
             }
         }
-        placement::order(candidates)
+        // How many workers of each zone hold environments of the revision.
+        for c in candidates.iter_mut().chain(suspects.iter_mut()) {
+            c.zone_warm = holding.get(&c.zone).copied().unwrap_or(0);
+        }
+        placement::order(candidates, home_zone)
             .into_iter()
-            .chain(placement::order(suspects))
+            .chain(placement::order(suspects, home_zone))
             .map(|c| c.id)
             .collect()
     }
@@ -90,7 +134,25 @@ impl Fleet {
         let mut locals = self.lock();
         let local = locals.entry(worker.to_string()).or_default();
         local.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(local.in_flight.clone())
+        InFlight(local.in_flight.clone(), None)
+    }
+
+    /// [`Self::start`] for an invocation of `revision_id`: until the guard drops, the
+    /// worker's reported idle environment of it counts as taken.
+    pub fn start_revision(&self, worker: &str, revision_id: &str) -> InFlight {
+        let mut locals = self.lock();
+        let local = locals.entry(worker.to_string()).or_default();
+        local.in_flight.fetch_add(1, Ordering::SeqCst);
+        *local
+            .by_revision
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(revision_id.to_string())
+            .or_default() += 1;
+        InFlight(
+            local.in_flight.clone(),
+            Some((local.by_revision.clone(), revision_id.to_string())),
+        )
     }
 
     /// Records the load a worker reported with an answer.
@@ -118,6 +180,7 @@ mod tests {
             id: id.into(),
             free_mb,
             runtimes: vec![],
+            zone: None,
         }
     }
 
@@ -127,6 +190,26 @@ mod tests {
             warm_revisions: warm.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_report_is_taken_while_this_gateway_runs_that_revision_there() {
+        let fleet = Fleet::default();
+        let fresh = Duration::from_secs(10);
+        // b reported an idle environment of r, a did not; a has more free memory.
+        fleet.record_load("a", Some(load(&[], 900)));
+        fleet.record_load("b", Some(load(&["r"], 100)));
+        let live = || vec![view("a", 900), view("b", 100)];
+        assert_eq!(fleet.plan(live(), "r", fresh), ["b", "a"]);
+        let running = fleet.start_revision("b", "r");
+        assert_eq!(
+            fleet.plan(live(), "r", fresh),
+            ["a", "b"],
+            "b's idle one is busy now"
+        );
+        assert_eq!(fleet.plan(live(), "s", fresh), ["a", "b"]);
+        drop(running);
+        assert_eq!(fleet.plan(live(), "r", fresh), ["b", "a"]);
     }
 
     #[tokio::test(start_paused = true)]

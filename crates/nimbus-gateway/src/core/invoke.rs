@@ -124,6 +124,8 @@ pub struct PlacementConfig {
     pub placement_wait: Duration,
     /// How long the load a worker reported with an answer beats its heartbeat.
     pub load_fresh_for: Duration,
+    /// The gateway's own availability zone: with warm capacity equal, work stays in it.
+    pub home_zone: Option<String>,
 }
 
 impl Default for PlacementConfig {
@@ -133,6 +135,7 @@ impl Default for PlacementConfig {
             suspect_for: Duration::from_secs(3),
             placement_wait: Duration::from_secs(10),
             load_fresh_for: Duration::from_secs(10),
+            home_zone: None,
         }
     }
 }
@@ -274,9 +277,12 @@ impl Gateway {
                 .into_iter()
                 .filter(|w| w.runtimes.iter().any(|r| r == runtime))
                 .collect();
-            let plan = self
-                .fleet
-                .plan(offering, &target.revision_id, placement.load_fresh_for);
+            let plan = self.fleet.plan_from(
+                offering,
+                &target.revision_id,
+                placement.load_fresh_for,
+                placement.home_zone.as_deref(),
+            );
             if plan.is_empty() && any_live {
                 // Not a matter of capacity: waiting will not make a worker run it, and no
                 // worker is ever asked to run it on another version.
@@ -292,7 +298,7 @@ impl Gateway {
                 )));
             }
             for worker in plan.into_iter().take(placement.max_attempts) {
-                let _in_flight = self.fleet.start(&worker);
+                let _in_flight = self.fleet.start_revision(&worker, &target.revision_id);
                 match self
                     .workers
                     .invoke(&worker, message.clone(), deadline)

@@ -23,6 +23,8 @@ pub struct WorkerView {
     pub free_mb: u64,
     /// The runtime identifiers it runs; it is never chosen for another.
     pub runtimes: Vec<String>,
+    /// Its availability zone (`None`: an edge location's worker, or one without a zone).
+    pub zone: Option<String>,
 }
 
 /// Why a call to one worker failed.

@@ -121,6 +121,10 @@ pub fn lambda_operation(
             };
             op(action, function(name, true)?)
         }
+        ["2021-11-15", "functions", name, "response-streaming-invocations"] => match m {
+            Method::POST => op("lambda:InvokeFunction", function(name, true)?),
+            _ => Ok(None),
+        },
         ["2021-10-31", "functions", name, "urls"] => {
             op("lambda:ListFunctionUrlConfigs", function(name, false)?)
         }

@@ -81,6 +81,10 @@ impl Gateway {
                 post(api::versions::publish).get(api::versions::list),
             )
             .route(
+                "/2021-11-15/functions/{name}/response-streaming-invocations",
+                post(api::invoke::invoke_stream),
+            )
+            .route(
                 "/2021-10-31/functions/{name}/url",
                 post(api::urls::create)
                     .get(api::urls::get)

@@ -181,6 +181,10 @@ impl Workers for RemoteWorkers {
                 free_mb: w.memory_total_mb.saturating_sub(w.memory_used_mb),
                 id: w.id,
                 runtimes: w.runtimes,
+                zone: match w.placement {
+                    nimbus_types::Placement::Zone(z) => Some(z),
+                    nimbus_types::Placement::EdgeLocation(_) => None,
+                },
             })
             .collect()
     }

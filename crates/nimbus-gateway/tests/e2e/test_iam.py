@@ -388,3 +388,51 @@ def test_a_function_calls_what_its_role_allows_with_boto3_from_inside(rooted):
     assert code(e) == "ExpiredTokenException"
     again = payload(lam.invoke(FunctionName="first", Payload=json.dumps({"targets": ["second"]})))
     assert again["second"]["echo"] == {"from": "first"} and again["token"] != out["token"]
+
+
+ATTACKER = """
+import boto3, json
+from botocore.exceptions import ClientError
+
+def handler(event, context):
+    out = {}
+    attempts = {
+        "list_functions": lambda: boto3.client("lambda").list_functions(),
+        "create_user": lambda: boto3.client("iam").create_user(UserName="backdoor"),
+        "put_role_policy": lambda: boto3.client("iam").put_role_policy(
+            RoleName="powerless", PolicyName="escalate",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "*", "Resource": "*"}]})),
+        "assume_admin": lambda: boto3.client("sts").assume_role(
+            RoleArn="arn:aws:iam::000000000000:role/admin", RoleSessionName="x1"),
+        "logs": lambda: boto3.client("logs").describe_log_groups(),
+        "root_key_guess": lambda: boto3.client("lambda", aws_access_key_id="test",
+            aws_secret_access_key="guess", aws_session_token=None).list_functions(),
+    }
+    for name, call in attempts.items():
+        try:
+            call()
+            out[name] = "ALLOWED"
+        except ClientError as e:
+            out[name] = e.response["Error"]["Code"]
+    return out
+"""
+
+
+def test_a_function_with_a_powerless_role_can_do_nothing_through_the_api(rooted):
+    """The attacker's side: tenant code with the SDK and its own credentials tries to
+    read, escalate, assume another role and guess a key."""
+    lam, iam = client(rooted.url), svc(rooted.url, "iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    iam.create_role(RoleName="powerless", AssumeRolePolicyDocument=trust)
+    iam.create_role(RoleName="admin", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"}]}))
+    lam.create_function(FunctionName="attacker", Runtime="python3.11", Handler="app.handler", Timeout=30,
+                        Role=f"arn:aws:iam::{ACCOUNT}:role/powerless", Code={"ZipFile": python_fn(ATTACKER)})
+    out = payload(lam.invoke(FunctionName="attacker", Payload=b"{}"))
+    assert out == {"list_functions": "AccessDeniedException", "create_user": "AccessDenied",
+                   "put_role_policy": "AccessDenied", "assume_admin": "AccessDenied",
+                   "logs": "AccessDeniedException", "root_key_guess": "InvalidSignatureException"}, out
+    assert iam.list_role_policies(RoleName="powerless")["PolicyNames"] == []
+    assert "backdoor" not in [u["UserName"] for u in iam.list_users()["Users"]]

@@ -207,5 +207,5 @@ def test_url_config_api_and_errors(lam, endpoint, make_function):
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
     assert request(a["FunctionUrl"])[0] == 404
     with pytest.raises(ClientError) as e:
-        lam.create_function_url_config(FunctionName="web-api", AuthType="NONE", InvokeMode="RESPONSE_STREAM")
-    assert e.value.response["Error"]["Code"] == "InvalidParameterValueException"
+        lam.create_function_url_config(FunctionName="web-api", AuthType="NONE", InvokeMode="SOMETIMES")
+    assert e.value.response["Error"]["Code"] == "ValidationException"

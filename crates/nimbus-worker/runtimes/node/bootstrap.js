@@ -12,6 +12,7 @@
 const http = require('http');
 const path = require('path');
 const fs = require('fs');
+const { Writable, finished } = require('stream');
 const { pathToFileURL } = require('url');
 const util = require('util');
 
@@ -184,6 +185,181 @@ function runHandler(handler, event, context) {
   });
 }
 
+// Response streaming, as Lambda's Node runtime offers it. `awslambda.streamifyResponse(fn)`
+// marks `async (event, responseStream, context) => {}` as a streaming handler, whose answer
+// is POSTed to /response while it is written (Lambda's streaming contract: header
+// `Lambda-Runtime-Function-Response-Mode: streaming`, a chunked body), so callers of
+// InvokeWithResponseStream and function URLs get the bytes as they are produced. Once the
+// body has started an error can no longer be a status: it ends the body as trailers,
+// `Lambda-Runtime-Function-Error-Type` and `Lambda-Runtime-Function-Error-Body` (the base64
+// of the usual error JSON). `awslambda.HttpResponseStream.from` prefixes a function URL's
+// body with its JSON prelude (statusCode, headers, cookies) and 8 NUL bytes.
+const HANDLER_STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HANDLER_HIGHWATERMARK = Symbol.for('aws.lambda.runtime.handler.streaming.highWaterMark');
+const STREAM_RESPONSE = 'response';
+const TRAILER_ERROR_TYPE = 'Lambda-Runtime-Function-Error-Type';
+const TRAILER_ERROR_BODY = 'Lambda-Runtime-Function-Error-Body';
+
+class HttpResponseStream {
+  static from(underlyingStream, prelude) {
+    underlyingStream.setContentType('application/vnd.awslambda.http-integration-response');
+    // JSON never contains a NUL byte, so 8 of them end the prelude unambiguously.
+    const metadata = JSON.stringify(prelude || {});
+    underlyingStream._onBeforeFirstWrite = (write) => {
+      write(metadata);
+      write(new Uint8Array(8));
+    };
+    return underlyingStream;
+  }
+}
+
+// Defined before the handler's module loads, which may call it at its top level.
+globalThis.awslambda = {
+  streamifyResponse(handler, options) {
+    handler[HANDLER_STREAMING] = STREAM_RESPONSE;
+    if (options && options.highWaterMark) handler[HANDLER_HIGHWATERMARK] = parseInt(options.highWaterMark, 10);
+    return handler;
+  },
+  HttpResponseStream,
+};
+
+// The streamed response of the invocation under way, for the unhandled-rejection report.
+let activeResponse = undefined;
+
+// An invocation's `responseStream`: a Writable whose bytes go straight into the body of
+// one chunked POST to /response, opened by the first write (or by end()).
+function createResponseStream(requestId, highWaterMark) {
+  let contentType = 'application/octet-stream';
+  let req;
+  let responded;
+  let failing;
+  let closed = false;
+  const open = () => {
+    if (req) return req;
+    if (closed) throw new Error('The invocation is over: its response stream is closed');
+    req = http.request({
+      host: HOST,
+      port: PORT,
+      method: 'POST',
+      path: `${PREFIX}/invocation/${requestId}/response`,
+      agent,
+      headers: {
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked',
+        'Content-Type': contentType,
+        Trailer: `${TRAILER_ERROR_TYPE}, ${TRAILER_ERROR_BODY}`,
+      },
+    });
+    responded = new Promise((resolve, reject) => {
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', resolve);
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+    });
+    // Awaited by done() or fail(); never an unhandled rejection meanwhile.
+    responded.catch(() => {});
+    if (typeof stream._onBeforeFirstWrite === 'function') stream._onBeforeFirstWrite((c) => req.write(c));
+    return req;
+  };
+  const stream = new Writable({
+    highWaterMark,
+    write(chunk, encoding, cb) {
+      let r;
+      try {
+        r = open();
+      } catch (err) {
+        return cb(err);
+      }
+      if (r.write(chunk)) return cb();
+      // Back-pressure: the next write waits until the request's buffer has drained.
+      const settle = (err) => {
+        r.off('drain', onDrain);
+        r.off('close', onClose);
+        cb(err);
+      };
+      const onDrain = () => settle();
+      const onClose = () => settle(new Error('The response stream was closed by the Runtime API'));
+      r.on('drain', onDrain);
+      r.on('close', onClose);
+    },
+    final(cb) {
+      let r;
+      try {
+        r = open();
+      } catch (err) {
+        return cb(err);
+      }
+      r.end();
+      cb();
+    },
+  });
+  // Errors reach the handler through write callbacks and pipeline(); one it does not
+  // watch for must not crash the runtime.
+  stream.on('error', () => {});
+  stream.setContentType = (type) => {
+    if (req) {
+      throw Object.assign(new Error('Cannot set content-type, too late.'), { name: 'Runtime.InvalidStreamingOperation' });
+    }
+    contentType = type;
+  };
+  return {
+    stream,
+    // Resolves once the stream has ended and the Runtime API has answered the POST.
+    async done() {
+      await new Promise((resolve, reject) => finished(stream, (err) => (err ? reject(err) : resolve())));
+      await responded;
+    },
+    // Ends the invocation with an error: in the trailers once the body has started (a
+    // body already complete stays the answer), else through /error.
+    fail(body) {
+      if (!failing) {
+        failing = (async () => {
+          closed = true;
+          if (!req) {
+            await postError(`/invocation/${requestId}/error`, body);
+            return;
+          }
+          if (!req.writableEnded) {
+            req.addTrailers({
+              [TRAILER_ERROR_TYPE]: body.errorType,
+              [TRAILER_ERROR_BODY]: Buffer.from(JSON.stringify(body)).toString('base64'),
+            });
+            req.end();
+          }
+          await responded;
+        })();
+      }
+      return failing;
+    },
+    close() {
+      closed = true;
+      stream.destroy();
+    },
+  };
+}
+
+// One invocation of a streaming handler: complete once the handler's promise has settled
+// and its stream has ended (ended here if the handler returned without ending it).
+async function invokeStreaming(handler, requestId, body, context) {
+  const response = createResponseStream(requestId, handler[HANDLER_HIGHWATERMARK]);
+  activeResponse = response;
+  try {
+    const event = body.length ? JSON.parse(body.toString('utf8')) : null;
+    await new Promise((resolve) => resolve(handler(event, response.stream, context)));
+    if (!response.stream.writableEnded) response.stream.end();
+    await response.done();
+  } catch (err) {
+    const errBody = errorBody(err === undefined ? new Error('undefined') : err);
+    logError('Invoke Error ', errBody);
+    await response.fail(errBody);
+  } finally {
+    activeResponse = undefined;
+    response.close();
+  }
+}
+
 async function main() {
   let handler;
   try {
@@ -197,7 +373,8 @@ async function main() {
   process.on('unhandledRejection', async (reason) => {
     const body = errorBody(reason, 'Runtime.UnhandledPromiseRejection');
     logError('Unhandled Promise Rejection', body);
-    if (currentRequestId) await postError(`/invocation/${currentRequestId}/error`, body);
+    if (activeResponse) await activeResponse.fail(body).catch(() => {});
+    else if (currentRequestId) await postError(`/invocation/${currentRequestId}/error`, body);
     process.exit(128);
   });
   for (;;) {
@@ -208,6 +385,10 @@ async function main() {
     if (trace) process.env._X_AMZN_TRACE_ID = trace;
     else delete process.env._X_AMZN_TRACE_ID;
     const context = makeContext(next.headers);
+    if (handler[HANDLER_STREAMING] === STREAM_RESPONSE) {
+      await invokeStreaming(handler, requestId, next.body, context);
+      continue;
+    }
     let result;
     try {
       const event = next.body.length ? JSON.parse(next.body.toString('utf8')) : null;

@@ -93,7 +93,11 @@ class Certs:
 
 
 class Cluster:
-    def __init__(self, metas=3, gateways=2, workers=2, worker_memory_mb=2048, worker_args=()):
+    def __init__(self, metas=3, gateways=2, workers=2, worker_memory_mb=2048, worker_args=(),
+                 gateway_regions=None, worker_regions=None, gateway_args=()):
+        # Every node serves us-east-1 unless given a region each.
+        self.gateway_regions = gateway_regions or ["us-east-1"] * gateways
+        self.worker_regions = worker_regions or ["us-east-1"] * workers
         self.root = tempfile.mkdtemp(prefix="nimbus-cluster-")
         key = os.path.join(self.root, "cluster.key")
         with open(key, "wb") as f:
@@ -114,7 +118,8 @@ class Cluster:
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.gateways = [
             Proc(f"gw{i + 1}", ["--tls-dir", self.certs.issue("gateway", f"gw{i + 1}"),
-                                "gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", "us-east-1"], self.root)
+                                "gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta,
+                                "--region", self.gateway_regions[i], *gateway_args], self.root)
             for i, p in enumerate(self.gateway_ports)
         ]
         self.worker_ports = [free_port() for _ in range(workers)]
@@ -122,25 +127,31 @@ class Cluster:
         self.workers = [
             Proc(f"worker{i + 1}", ["--tls-dir", self.certs.issue("worker", f"worker{i + 1}"),
                                     "worker", "--data-dir", os.path.join(self.root, f"worker{i + 1}"),
-                                    "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", "us-east-1",
-                                    "--zone", f"us-east-1{'ab'[i % 2]}", "--memory-mb", str(worker_memory_mb),
+                                    "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", self.worker_regions[i],
+                                    "--zone", f"{self.worker_regions[i]}{'ab'[i % 2]}", "--memory-mb", str(worker_memory_mb),
                                     "--heartbeat-ms", "1000", "--idle-timeout-secs", "120",
                                     # Workers sharing this host need their own NAT pools.
                                     "--nat-pool", f"100.{96 + i}",
                                     # Functions' SDKs reach the API through their Runtime API address.
-                                    "--aws-endpoint", f"http://127.0.0.1:{self.gateway_ports[i % len(self.gateway_ports)]}",
+                                    "--aws-endpoint", f"http://127.0.0.1:{self.gateway_ports[self._home_gateway(i)]}",
                                     "--admin-listen", f"127.0.0.1:{self.worker_admin_ports[i]}",
                                     *worker_args], self.root)
             for i, p in enumerate(self.worker_ports)
         ]
+
+    def _home_gateway(self, worker):
+        """A gateway of the worker's region (functions call their own region's API)."""
+        same = [g for g, r in enumerate(self.gateway_regions) if r == self.worker_regions[worker]]
+        return same[worker % len(same)] if same else worker % len(self.gateway_regions)
 
     def start(self):
         for m in self.metas:
             m.start()
         for m, p in zip(self.metas, self.meta_ports):
             wait_port(p, m.proc, m.log)
-        self.cli("account", "create", "--meta", ",".join(self.meta_addrs), "--account-id", ACCOUNT,
-                 "--access-key-id", KEY_ID, "--region", "us-east-1", env={"NIMBUS_SECRET_ACCESS_KEY": SECRET})
+        for region in sorted(set(self.gateway_regions)):
+            self.cli("account", "create", "--meta", ",".join(self.meta_addrs), "--account-id", ACCOUNT,
+                     "--access-key-id", KEY_ID, "--region", region, env={"NIMBUS_SECRET_ACCESS_KEY": SECRET})
         for w in self.workers:
             w.start()
         for g in self.gateways:
@@ -191,9 +202,9 @@ class Cluster:
     def endpoint(self, i):
         return f"http://127.0.0.1:{self.gateway_ports[i]}"
 
-    def client(self, i, read_timeout=60):
+    def client(self, i, read_timeout=60, region=None):
         return boto3.client(
-            "lambda", endpoint_url=self.endpoint(i), region_name="us-east-1",
+            "lambda", endpoint_url=self.endpoint(i), region_name=region or self.gateway_regions[i],
             aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
             config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=read_timeout,
                                           connect_timeout=5, parameter_validation=False),
@@ -201,7 +212,7 @@ class Cluster:
 
     def logs_client(self, i):
         return boto3.client(
-            "logs", endpoint_url=self.endpoint(i), region_name="us-east-1",
+            "logs", endpoint_url=self.endpoint(i), region_name=self.gateway_regions[i],
             aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET,
             config=botocore.config.Config(retries={"max_attempts": 0}, connect_timeout=5),
         )

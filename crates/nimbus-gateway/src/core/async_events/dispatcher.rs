@@ -89,7 +89,9 @@ impl Dispatcher {
                 let Entity::AsyncEvent(e) = entity else {
                     continue;
                 };
-                if running.contains(&e.id) {
+                // A region's events run on its own workers only, whichever gateway
+                // shares the metadata cluster.
+                if e.key.region != self.gw.region() || running.contains(&e.id) {
                     continue;
                 }
                 match policy::due(&e, &self.config.owner, now) {

@@ -76,22 +76,7 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let invocation_type = InvocationType::parse(header(&headers, "x-amz-invocation-type"))?;
     let log_type = LogType::parse(header(&headers, "x-amz-log-type"))?;
-    let payload_max = invocation_type.payload_max();
-    if payload.len() > payload_max {
-        return Err(ApiError::too_large(format!(
-            "{} byte payload is too large for the {invocation_type} invocation type (limit {payload_max} bytes)",
-            payload.len()
-        )));
-    }
-    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
-        return Err(ApiError::bad_content(
-            "Could not parse request body into json: payload is not valid JSON",
-        ));
-    }
-    let client_context = match header(&headers, "x-amz-client-context") {
-        None => None,
-        Some(b64) => Some(client_context(b64)?),
-    };
+    let client_context = checked_input(invocation_type, &payload, &headers)?;
     match invocation_type {
         InvocationType::DryRun => {
             // Checks that the function and qualifier exist, and that the caller may call.
@@ -133,6 +118,30 @@ async fn run(
             response(invoked, log_type)
         }
     }
+}
+
+/// The payload's size for `invocation_type` and its JSON, and the decoded
+/// `X-Amz-Client-Context`, checked as Lambda checks them.
+fn checked_input(
+    invocation_type: InvocationType,
+    payload: &[u8],
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    let payload_max = invocation_type.payload_max();
+    if payload.len() > payload_max {
+        return Err(ApiError::too_large(format!(
+            "{} byte payload is too large for the {invocation_type} invocation type (limit {payload_max} bytes)",
+            payload.len()
+        )));
+    }
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+        return Err(ApiError::bad_content(
+            "Could not parse request body into json: payload is not valid JSON",
+        ));
+    }
+    header(headers, "x-amz-client-context")
+        .map(client_context)
+        .transpose()
 }
 
 /// `X-Amz-Client-Context`: base64 of a JSON object, at most 3,583 bytes decoded.
@@ -179,6 +188,76 @@ fn response(invoked: Invoked, log_type: LogType) -> Result<Response, ApiError> {
         {
             h.insert("x-amz-log-result", v);
         }
+    }
+    Ok(resp)
+}
+
+/// `InvokeWithResponseStream` (`POST /2021-11-15/functions/{name}/response-streaming-invocations`):
+/// the result as AWS's event stream, `PayloadChunk` events then `InvokeComplete`, which
+/// the SDKs decode unchanged. The worker collects the function's (possibly streamed)
+/// response first, so it arrives in one piece for now, within the 6 MB of a synchronous
+/// response.
+pub async fn invoke_stream(
+    State(gw): State<Arc<Gateway>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    QualifiedFunction(named): QualifiedFunction,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::http::eventstream;
+    let log_type = LogType::parse(header(&headers, "x-amz-log-type"))?;
+    match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
+        "RequestResponse" => {}
+        "DryRun" => {
+            resolve::qualifier(&gw, &named.key, named.qualifier.as_deref())?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        other => {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [RequestResponse, DryRun]"
+            )))
+        }
+    }
+    let client_context = checked_input(InvocationType::RequestResponse, &payload, &headers)?;
+    let request = InvokeRequest {
+        request_id,
+        payload,
+        client_context,
+        trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
+    };
+    let invoked = gw.invoke(&named, request).await?;
+    let result = &invoked.result;
+    let log = (log_type == LogType::Tail).then(|| {
+        let tail = result.log_tail.as_bytes();
+        let tail = &tail[tail.len().saturating_sub(LOG_TAIL_MAX_BYTES)..];
+        base64::engine::general_purpose::STANDARD.encode(tail)
+    });
+    let mut body = Vec::with_capacity(result.payload.len() + 256);
+    let complete = match &result.function_error {
+        None => {
+            for chunk in eventstream::payload_chunks(&result.payload) {
+                body.extend_from_slice(&chunk);
+            }
+            eventstream::invoke_complete(None, None, log.as_deref())
+        }
+        Some(_) => {
+            let details = String::from_utf8_lossy(&result.payload);
+            let code = serde_json::from_slice::<serde_json::Value>(&result.payload)
+                .ok()
+                .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| "Unhandled".into());
+            eventstream::invoke_complete(Some(&code), Some(&details), log.as_deref())
+        }
+    };
+    body.extend_from_slice(&complete);
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static(eventstream::CONTENT_TYPE),
+    );
+    if let Ok(v) = HeaderValue::from_str(&invoked.executed_version.to_string()) {
+        h.insert("x-amz-executed-version", v);
     }
     Ok(resp)
 }

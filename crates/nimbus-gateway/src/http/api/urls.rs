@@ -53,11 +53,7 @@ fn auth_type(v: &str) -> Result<String, ApiError> {
 
 fn invoke_mode(v: Option<&str>) -> Result<String, ApiError> {
     match v.unwrap_or("BUFFERED") {
-        "BUFFERED" => Ok("BUFFERED".into()),
-        // Said plainly rather than served buffered under a streaming label.
-        "RESPONSE_STREAM" => Err(ApiError::invalid(
-            "InvokeMode RESPONSE_STREAM is not supported by this Nimbus version; use BUFFERED",
-        )),
+        m @ ("BUFFERED" | "RESPONSE_STREAM") => Ok(m.into()),
         other => Err(enum_error("invokeMode", other, "BUFFERED, RESPONSE_STREAM")),
     }
 }
