@@ -237,6 +237,7 @@ fn gateway() -> Arc<Gateway> {
         provisioned_concurrency: BTreeMap::new(),
         url_configs: Default::default(),
         resource_policy: BTreeMap::from([("live".to_string(), resource_policy())]),
+        edge_deployments: BTreeMap::new(),
         next_version: 2,
     };
     let alice = IamUser {

@@ -185,6 +185,7 @@ fn function(name: &str, reserved: Option<u32>) -> Function {
         provisioned_concurrency: BTreeMap::new(),
         url_configs: Default::default(),
         resource_policy: Default::default(),
+        edge_deployments: Default::default(),
         next_version: 2,
     }
 }

@@ -201,6 +201,19 @@ pub enum Command {
         statement_id: String,
         expected_revision: Option<String>,
     },
+    /// Deploys a published version, or an alias of one, to edge locations of the
+    /// function's region (adding to where it is already).
+    DeployToEdge {
+        key: FunctionKey,
+        qualifier: String,
+        locations: Vec<String>,
+    },
+    /// Removes a qualifier from edge locations (all of them when `locations` is empty).
+    RemoveFromEdge {
+        key: FunctionKey,
+        qualifier: String,
+        locations: Vec<String>,
+    },
     TagResource {
         key: FunctionKey,
         tags: BTreeMap<String, String>,

@@ -331,6 +331,9 @@ pub struct Function {
     pub url_configs: BTreeMap<String, FunctionUrlConfig>,
     /// Resource-based policy statements (`AddPermission`), per qualifier.
     pub resource_policy: crate::iam::ResourcePolicies,
+    /// Edge locations each qualifier (a version number or an alias of one) is deployed
+    /// to (`nimbus edge deploy`).
+    pub edge_deployments: BTreeMap<String, Vec<String>>,
     /// The number the next published version gets.
     pub next_version: u64,
 }

@@ -108,6 +108,9 @@ pub enum Command {
     /// Read functions' logs (log group /aws/lambda/NAME) through a gateway.
     #[command(subcommand)]
     Logs(LogsCommand),
+    /// Deploy published versions and aliases to edge locations, through a gateway.
+    #[command(subcommand)]
+    Edge(EdgeCommand),
     /// Make the cluster CA and the certificates nodes and the CLI authenticate with.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -130,6 +133,7 @@ impl Command {
             Command::Cluster(_)
             | Command::Account(_)
             | Command::Logs(_)
+            | Command::Edge(_)
             | Command::Cert(_)
             | Command::Runtimes { .. } => "nimbus-cli",
         }
@@ -371,15 +375,8 @@ pub struct TailArgs {
     /// ?ERROR ?WARN, -DEBUG, { $.level = "ERROR" }).
     #[arg(long)]
     pub filter: Option<String>,
-    /// The gateway.
-    #[arg(long, env = "NIMBUS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
-    pub endpoint: String,
-    /// Region (else AWS_REGION, AWS_DEFAULT_REGION, or the profile's region in ~/.aws/config).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Profile in ~/.aws/credentials and ~/.aws/config (else AWS_PROFILE, else `default`).
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
@@ -524,7 +521,61 @@ pub struct DevArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum EdgeCommand {
+    /// Deploy a published version, or an alias of one, to edge locations.
+    Deploy {
+        function: String,
+        /// A version number or an alias name (`$LATEST` cannot be deployed).
+        #[arg(long)]
+        qualifier: String,
+        /// Edge locations of the function's region, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        locations: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the account's edge deployments in the region.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a version or alias from edge locations (all of them without --locations).
+    Remove {
+        function: String,
+        #[arg(long)]
+        qualifier: String,
+        #[arg(long, value_delimiter = ',')]
+        locations: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// How the CLI reaches a gateway's API, signed as the AWS CLI signs.
+#[derive(Args, Debug)]
+pub struct ApiArgs {
+    /// The gateway.
+    #[arg(long, env = "NIMBUS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+    pub endpoint: String,
+    /// Region (else AWS_REGION, AWS_DEFAULT_REGION, or the profile's region in ~/.aws/config).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Profile in ~/.aws/credentials and ~/.aws/config (else AWS_PROFILE, else `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
+    /// Add an edge location to a region (the admin certificate).
+    AddEdgeLocation {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        location: String,
+    },
     /// Show the leader, the term, and each member with its role and applied index.
     Status {
         /// Metadata node addresses, comma-separated.

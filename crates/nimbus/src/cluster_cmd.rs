@@ -71,6 +71,26 @@ struct Member {
 pub async fn run(cmd: ClusterCommand, t: Transport) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Status { meta, output } => status(&meta, output, &t).await,
+        ClusterCommand::AddEdgeLocation {
+            meta,
+            region,
+            location,
+        } => {
+            let client = MetaClient::from_list(&meta, &t)?;
+            for cmd in [
+                nimbus_types::Command::PutRegion {
+                    name: region.clone(),
+                },
+                nimbus_types::Command::PutEdgeLocation {
+                    region: region.clone(),
+                    location: location.clone(),
+                },
+            ] {
+                client.write(cmd).await.context("add-edge-location")?;
+            }
+            println!("edge location {location} added to {region}");
+            Ok(())
+        }
         ClusterCommand::AddMember { meta, id, addr } => {
             let client = MetaClient::from_list(&meta, &t)?;
             println!(

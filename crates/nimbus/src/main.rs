@@ -11,10 +11,12 @@
 //! traces and metrics are set up by `nimbus-telemetry`.
 
 mod account_cmd;
+mod api_client;
 mod aws_config;
 mod cli;
 mod cluster_cmd;
 mod dev_cmd;
+mod edge_cmd;
 mod gateway_cmd;
 mod local_worker;
 mod logs_cmd;
@@ -73,6 +75,7 @@ fn main() -> std::process::ExitCode {
             }
             cli::Command::Cluster(cmd) => cluster_cmd::run(cmd, transport(Role::Admin)?).await,
             cli::Command::Logs(cmd) => logs_cmd::run(cmd).await,
+            cli::Command::Edge(cmd) => edge_cmd::run(cmd).await,
             cli::Command::Cert(cmd) => tls_cmd::run(cmd),
             cli::Command::Runtimes { runtime_roots } => {
                 // What `nimbus worker` (and `nimbus dev`) would offer on this machine.

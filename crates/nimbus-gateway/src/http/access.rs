@@ -121,6 +121,21 @@ pub fn lambda_operation(
             };
             op(action, function(name, true)?)
         }
+        ["nimbus", "2026-12-01", "functions", name, "edge-deployments", q] => match m {
+            Method::PUT => op(
+                "lambda:EnableReplication",
+                format!("{}:{q}", function(name, false)?),
+            ),
+            Method::DELETE => op(
+                "lambda:DisableReplication",
+                format!("{}:{q}", function(name, false)?),
+            ),
+            _ => Ok(None),
+        },
+        ["nimbus", "2026-12-01", "functions", name, "edge-deployments"] => {
+            op("lambda:GetFunction", function(name, false)?)
+        }
+        ["nimbus", "2026-12-01", "edge-deployments"] => op("lambda:ListFunctions", "*".into()),
         ["2021-11-15", "functions", name, "response-streaming-invocations"] => match m {
             Method::POST => op("lambda:InvokeFunction", function(name, true)?),
             _ => Ok(None),

@@ -81,6 +81,18 @@ impl Gateway {
                 post(api::versions::publish).get(api::versions::list),
             )
             .route(
+                "/nimbus/2026-12-01/functions/{name}/edge-deployments/{qualifier}",
+                put(api::edge::deploy).delete(api::edge::remove),
+            )
+            .route(
+                "/nimbus/2026-12-01/functions/{name}/edge-deployments",
+                get(api::edge::of_function),
+            )
+            .route(
+                "/nimbus/2026-12-01/edge-deployments",
+                get(api::edge::of_account),
+            )
+            .route(
                 "/2021-11-15/functions/{name}/response-streaming-invocations",
                 post(api::invoke::invoke_stream),
             )

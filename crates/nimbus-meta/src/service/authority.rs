@@ -95,6 +95,8 @@ pub fn may_write(caller: Option<&Identity>, cmd: &Command) -> Result<(), String>
                     | Command::AddLayerVersionPermission { .. }
                     | Command::RemoveLayerVersionPermission { .. }
                     | Command::AddFunctionPermission { .. }
+                    | Command::DeployToEdge { .. }
+                    | Command::RemoveFromEdge { .. }
                     | Command::RemoveFunctionPermission { .. }
                     | Command::SetAccessKeyActive { .. }
                     | Command::CreateIamUser { .. }

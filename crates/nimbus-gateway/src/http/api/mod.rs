@@ -4,6 +4,7 @@
 
 pub mod aliases;
 pub mod download;
+pub mod edge;
 pub mod functions;
 pub mod invoke;
 pub mod layers;

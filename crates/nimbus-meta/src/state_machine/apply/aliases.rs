@@ -55,6 +55,7 @@ pub(super) fn apply(
             check_revision(&alias.revision_id, expected_revision)?;
             if let Some(v) = function_version {
                 require_version_qualifier(tx, key, v)?;
+                super::edge::check_alias_move(&get_function(tx, key)?, name, v)?;
                 alias.function_version = v.clone();
             }
             if let Some(d) = description {
@@ -71,6 +72,7 @@ pub(super) fn apply(
         }
         Command::DeleteAlias { key, name } => {
             get_alias(tx, key, name)?;
+            super::edge::check_not_deployed(&get_function(tx, key)?, Some(name))?;
             tx.delete(keys::alias(key, name));
             // Its provisioned concurrency, permissions and URL go with it; the last two
             // change the function (a new RevisionId).

@@ -47,6 +47,7 @@ pub(super) fn apply(
                 provisioned_concurrency: Default::default(),
                 url_configs: Default::default(),
                 resource_policy: Default::default(),
+                edge_deployments: Default::default(),
                 next_version: 1,
             };
             touch(&mut f, index, None);
@@ -82,6 +83,7 @@ pub(super) fn apply(
         }
         Command::DeleteFunction { key, version: None } => {
             let f = get_function(tx, key)?;
+            super::edge::check_not_deployed(&f, None)?;
             // Its URLs stop routing with it.
             for url in f.url_configs.values() {
                 tx.delete(keys::url_route(&url.url_id));
@@ -99,6 +101,7 @@ pub(super) fn apply(
             version: Some(n),
         } => {
             get_version(tx, key, *n)?;
+            super::edge::check_not_deployed(&get_function(tx, key)?, Some(&n.to_string()))?;
             for (_, e) in tx.scan(&keys::aliases_of(key))? {
                 if let Entity::Alias(a) = e {
                     let routed = a.routing.as_ref().map(|r| r.version) == Some(*n);

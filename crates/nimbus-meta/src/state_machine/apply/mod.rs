@@ -14,6 +14,7 @@
 //! - [`events`]: the async event queue.
 //! - [`iam`]: IAM users, roles, managed policies and access-key state.
 //! - [`permissions`]: functions' resource-based policies (`AddPermission`).
+//! - [`edge`]: which versions and aliases are deployed to which edge locations.
 //! - [`lookup`]: reading and checking what a command refers to.
 
 mod accounts;
@@ -21,6 +22,7 @@ mod aliases;
 mod cluster;
 mod code;
 mod concurrency;
+mod edge;
 mod events;
 mod functions;
 mod iam;
@@ -61,6 +63,7 @@ pub(crate) fn apply(
         | DeleteManagedPolicy { .. }
         | AttachPolicy { .. }
         | DetachPolicy { .. } => iam::apply(tx, cmd),
+        DeployToEdge { .. } | RemoveFromEdge { .. } => edge::apply(tx, cmd),
         AddFunctionPermission { .. } | RemoveFunctionPermission { .. } => {
             permissions::apply(tx, index, cmd)
         }
