@@ -6,6 +6,10 @@
 //! and no gateway needs a key of its own. A key's owner could sign links itself, so the
 //! signature alone proves nothing about what may be read: serving a link also checks that
 //! the key's account can see a function, version or layer version with that content.
+//!
+//! A session (`ASIA…`, STS) has no stored secret to sign with: its links are signed with
+//! the gateways' session key instead and name the session's account, which the link's
+//! signature covers.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -53,14 +57,32 @@ pub async fn location(
     gw: &Gateway,
     origin: &str,
     access_key_id: &str,
+    account: Option<&str>,
     sha256: &str,
 ) -> Result<String, ApiError> {
+    let expires = now_s() + VALID_FOR_S;
+    if super::sessions::is_session_key(access_key_id) {
+        let account =
+            account.ok_or_else(|| ApiError::service("a session link needs its account"))?;
+        let sig = hex(&session_mac(
+            gw.session_key().await?,
+            sha256,
+            expires,
+            access_key_id,
+            account,
+        )
+        .finalize()
+        .into_bytes());
+        return Ok(format!(
+            "{origin}{PATH}/{}?AccessKeyId={access_key_id}&Account={account}&Expires={expires}&Signature={sig}",
+            url_safe(sha256)
+        ));
+    }
     let credential = gw
         .credentials()
         .get(gw.catalog(), gw.meta(), access_key_id)
         .await
         .map_err(|e| ApiError::service(format!("signing a download link: {e}")))?;
-    let expires = now_s() + VALID_FOR_S;
     let sig = hex(&mac(&credential.secret, sha256, expires, access_key_id)
         .finalize()
         .into_bytes());
@@ -68,6 +90,21 @@ pub async fn location(
         "{origin}{PATH}/{}?AccessKeyId={access_key_id}&Expires={expires}&Signature={sig}",
         url_safe(sha256)
     ))
+}
+
+fn session_mac(
+    key: &[u8],
+    sha256: &str,
+    expires: u64,
+    access_key_id: &str,
+    account: &str,
+) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    m.update(
+        format!("nimbus-session-code-download\n{sha256}\n{expires}\n{access_key_id}\n{account}")
+            .as_bytes(),
+    );
+    m
 }
 
 /// The link's error: the same for every failure, so a prober learns nothing about which
@@ -85,6 +122,7 @@ pub async fn check(
     gw: &Gateway,
     url_sha256: &str,
     access_key_id: &str,
+    account: Option<&str>,
     expires: &str,
     signature: &str,
 ) -> Result<String, ApiError> {
@@ -102,15 +140,25 @@ pub async fn check(
         })
         .collect::<Option<_>>()
         .ok_or_else(refused)?;
-    let credential = gw
-        .credentials()
-        .get(gw.catalog(), gw.meta(), access_key_id)
-        .await
-        .map_err(|_| refused())?;
-    mac(&credential.secret, &sha256, expires, access_key_id)
-        .verify_slice(&sig)
-        .map_err(|_| refused())?;
-    if !readable_by(gw, &credential.account_id, &sha256) {
+    let reader = if super::sessions::is_session_key(access_key_id) {
+        let account = account.ok_or_else(refused)?;
+        let key = gw.session_key().await.map_err(|_| refused())?;
+        session_mac(key, &sha256, expires, access_key_id, account)
+            .verify_slice(&sig)
+            .map_err(|_| refused())?;
+        account.to_string()
+    } else {
+        let credential = gw
+            .credentials()
+            .get(gw.catalog(), gw.meta(), access_key_id)
+            .await
+            .map_err(|_| refused())?;
+        mac(&credential.secret, &sha256, expires, access_key_id)
+            .verify_slice(&sig)
+            .map_err(|_| refused())?;
+        credential.account_id
+    };
+    if !readable_by(gw, &reader, &sha256) {
         return Err(refused());
     }
     Ok(sha256)

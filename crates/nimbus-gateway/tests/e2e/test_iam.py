@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import time
+import urllib.error
+import urllib.request
 
 import boto3
 import botocore.config
@@ -271,6 +273,18 @@ def test_sts_caller_identity_and_assume_role(endpoint, iam, make_function):
         lam.list_functions()
     assert code(e) == "AccessDeniedException"
     assert "assumed-role/invoker/tester" in e.value.response["Error"]["Message"]
+    # A session's code download link works (it has no stored secret to sign with), and
+    # only as signed.
+    iam.put_role_policy(RoleName="invoker", PolicyName="read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:GetFunction", "Resource": fn_arn("via-role")}]}))
+    link = eventually(lambda: lam.get_function(FunctionName="via-role"))["Code"]["Location"]
+    with urllib.request.urlopen(link) as r:
+        assert r.status == 200 and r.read()[:2] == b"PK"
+    forged = link.replace("Account=" + ACCOUNT, "Account=111111111111")
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(forged)
+    assert bad.value.code == 403
     # A token that was tampered with, or used with another key, is refused.
     bad = dict(session, token=session["token"][:-2] + ("AA" if not session["token"].endswith("AA") else "BB"))
     with pytest.raises(ClientError) as e:
@@ -352,8 +366,9 @@ def handler(event, context):
 def rooted():
     if not os.path.isdir(ROOTS):
         pytest.fail(f"runtime roots missing at {ROOTS}: run deploy/rootfs/build.sh (.ci/test does)")
-    # Short-lived role credentials, so that their expiry can be seen.
-    server = DevServer(extra_args=["--runtime-roots", ROOTS, "--role-credentials-ttl-secs", "6"])
+    # Short-lived role credentials, so that their expiry can be seen (long enough for a
+    # cold start with boto3 on a loaded machine).
+    server = DevServer(extra_args=["--runtime-roots", ROOTS, "--role-credentials-ttl-secs", "20"])
     server.start()
     yield server
     server.stop()
@@ -380,9 +395,9 @@ def test_a_function_calls_what_its_role_allows_with_boto3_from_inside(rooted):
     assert out["second"]["echo"] == {"from": "first"}
     assert out["third"] == "AccessDeniedException"
 
-    # The credentials expire (6 s here): used after that, they are refused; the function
+    # The credentials expire (20 s here): used after that, they are refused; the function
     # itself keeps working, since its environments are replaced with fresh ones.
-    time.sleep(7)
+    time.sleep(21)
     with pytest.raises(ClientError) as e:
         svc(rooted.url, "lambda", out["key"], out["secret"], out["token"]).invoke(FunctionName="second", Payload=b"{}")
     assert code(e) == "ExpiredTokenException"

@@ -27,6 +27,7 @@ pub async fn serve(
         &gw,
         &p.sha,
         field("AccessKeyId"),
+        q.get("Account").map(String::as_str),
         field("Expires"),
         field("Signature"),
     )

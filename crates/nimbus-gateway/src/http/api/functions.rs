@@ -321,7 +321,14 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let (cfg, f) = configuration_of(&gw, &named)?;
     let sha256 = cfg["CodeSha256"].as_str().unwrap_or_default();
-    let location = download::location(&gw, &origin, &caller.access_key_id, sha256).await?;
+    let location = download::location(
+        &gw,
+        &origin,
+        &caller.access_key_id,
+        Some(&caller.account_id),
+        sha256,
+    )
+    .await?;
     let mut out = json!({
         "Configuration": cfg,
         "Code": { "RepositoryType": "S3", "Location": location },

@@ -164,8 +164,14 @@ pub async fn publish(
     };
     match write(&gw, cmd).await? {
         CommandOutput::LayerVersion(v) => {
-            let location =
-                download::location(&gw, &origin, &caller.access_key_id, &v.code.sha256).await?;
+            let location = download::location(
+                &gw,
+                &origin,
+                &caller.access_key_id,
+                Some(&caller.account_id),
+                &v.code.sha256,
+            )
+            .await?;
             Ok(json(201, version_json(&v, location)))
         }
         _ => Err(ApiError::service(
@@ -182,7 +188,14 @@ pub async fn get_version(
 ) -> Result<Response, ApiError> {
     let key = layer_key(&gw, &caller, &p.layer)?;
     let v = layers::visible(&gw, &caller.account_id, &key, version_number(&p.version)?)?;
-    let location = download::location(&gw, &origin, &caller.access_key_id, &v.code.sha256).await?;
+    let location = download::location(
+        &gw,
+        &origin,
+        &caller.access_key_id,
+        Some(&caller.account_id),
+        &v.code.sha256,
+    )
+    .await?;
     Ok(json(200, version_json(&v, location)))
 }
 
@@ -202,8 +215,14 @@ pub async fn list_layers(
             ))
         })?;
         let v = layers::visible(&gw, &caller.account_id, &key, n)?;
-        let location =
-            download::location(&gw, &origin, &caller.access_key_id, &v.code.sha256).await?;
+        let location = download::location(
+            &gw,
+            &origin,
+            &caller.access_key_id,
+            Some(&caller.account_id),
+            &v.code.sha256,
+        )
+        .await?;
         return Ok(json(200, version_json(&v, location)));
     }
     let limit = max_items(&q)?;
