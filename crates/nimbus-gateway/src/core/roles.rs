@@ -2,12 +2,13 @@
 //! (checked when the function is configured), and every environment gets temporary
 //! credentials for it, scoped by the role's policies.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nimbus_iam::{Context, PolicyDocument, Principal, PrincipalKind};
 use nimbus_types::iam::{self, IamRole};
 use nimbus_types::{keys, Command, Entity, FunctionKey};
 
+use super::async_events::now_ms;
 use super::error::ApiError;
 use super::sessions::{self, SessionClaims, SessionCredentials};
 use super::Gateway;
@@ -20,12 +21,6 @@ const FULL_ACCESS: &str =
 
 fn cannot_assume() -> ApiError {
     ApiError::invalid("The role defined for the function cannot be assumed by Lambda.")
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Gateway {

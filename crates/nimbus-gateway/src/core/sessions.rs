@@ -146,12 +146,18 @@ fn new_access_key_id() -> String {
 
 /// An IAM-style identifier: `prefix` and `n` characters from `A-Z2-7`.
 pub fn random_id(prefix: &str, n: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    format!(
+        "{prefix}{}",
+        random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", n)
+    )
+}
+
+/// `n` characters drawn at random from `alphabet` (ASCII).
+pub fn random_chars(alphabet: &[u8], n: usize) -> String {
     let mut rng = rand::thread_rng();
-    let mut s = String::with_capacity(prefix.len() + n);
-    s.push_str(prefix);
-    s.extend((0..n).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char));
-    s
+    (0..n)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]

@@ -429,7 +429,7 @@ async fn session_caller(
         .and_then(|v| v.to_str().ok())
         .ok_or(sigv4::SigError::UnknownKey)?;
     let key = gw.session_key().await?;
-    let now = crate::core::roles::now_ms();
+    let now = crate::core::async_events::now_ms();
     let (claims, secret) =
         sessions::verify(key, token, access_key_id, now).map_err(|e| match e {
             sessions::SessionError::Invalid => ApiError::from(sigv4::SigError::UnknownKey),

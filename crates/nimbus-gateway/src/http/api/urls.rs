@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::response::Response;
 use bytes::Bytes;
 use nimbus_types::{Command, FunctionUrlConfig, Qualifier, UrlCors};
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -169,11 +168,7 @@ fn shape(
 
 /// A new URL id: 32 characters of `[a-z0-9]`, as Lambda's.
 fn new_url_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..32)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::core::sessions::random_chars(b"abcdefghijklmnopqrstuvwxyz0123456789", 32)
 }
 
 /// `POST /2021-10-31/functions/{name}/url`.

@@ -11,7 +11,7 @@ use rand::RngCore;
 
 use super::{iso_time, Params, QueryError, Xml};
 use crate::core::access::{Caller, Identity, Operation};
-use crate::core::roles::now_ms;
+use crate::core::async_events::now_ms;
 use crate::core::sessions::random_id;
 use crate::core::Gateway;
 

@@ -7,7 +7,7 @@ use nimbus_types::{iam, keys, Entity};
 
 use super::{iso_time, Params, QueryError, Xml};
 use crate::core::access::{Caller, Identity, Operation};
-use crate::core::roles::now_ms;
+use crate::core::async_events::now_ms;
 use crate::core::sessions::{self, SessionClaims};
 use crate::core::Gateway;
 
