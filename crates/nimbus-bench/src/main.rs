@@ -10,6 +10,8 @@
 //!   signed invoke loop and the endpoint type the invocation benchmarks share.
 //! - `invoke_load`: the no-op function through `nimbus dev` and a cluster, against the
 //!   same runtime reached directly.
+//! - `streaming`: time to first byte of streamed responses, and function URLs, against
+//!   `Invoke`.
 //!
 //! See `docs/benchmarks.md` for how to run it and what the figures mean.
 
@@ -21,6 +23,7 @@ mod nimbus_cluster;
 mod processes;
 mod report;
 mod stats;
+mod streaming;
 mod workload;
 
 use std::path::PathBuf;
@@ -56,6 +59,25 @@ enum BenchCommand {
     /// Sync invocations/s and p50/p99 of a no-op function: the runtime reached directly,
     /// `nimbus dev`, and a cluster of separate processes, in one run.
     InvokeLoad(InvokeLoadArgs),
+    /// Time to first byte of a streamed response (InvokeWithResponseStream and a
+    /// RESPONSE_STREAM URL) and a function URL's overhead, against Invoke, in one run.
+    Streaming(StreamingArgs),
+}
+
+#[derive(Args, Debug)]
+struct StreamingArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// Timed calls per round and way of calling.
+    #[arg(long, default_value_t = 200)]
+    calls: usize,
+    /// Rounds, each with a fresh `nimbus dev`.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where `nimbus dev`'s temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +218,12 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
             }
         }
+        BenchCommand::Streaming(args) => {
+            tokio::select! {
+                r = streaming_bench(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; nimbus dev stopped"),
+            }
+        }
         BenchCommand::InvokeTracing(args) => {
             tokio::select! {
                 r = invoke_tracing_bench(args) => r,
@@ -219,6 +247,62 @@ fn nimbus_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
         nimbus_bin.display()
     );
     Ok(nimbus_bin)
+}
+
+async fn streaming_bench(args: StreamingArgs) -> anyhow::Result<()> {
+    use streaming::{Call, CALLS};
+    anyhow::ensure!(args.calls >= 1, "--calls must be at least 1");
+    anyhow::ensure!(
+        (1..=100).contains(&args.rounds),
+        "--rounds must be 1 to 100"
+    );
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
+    let mut rounds = Vec::new();
+    for r in 0..args.rounds {
+        let timings = streaming::round(&nimbus_bin, &args.work_dir, args.calls).await?;
+        for (call, t) in &timings {
+            eprintln!(
+                "round {} {:>42}: first byte p50 {:.2} ms, total p50 {:.2} ms, p99 {:.2} ms",
+                r + 1,
+                call.name(),
+                t.first_byte_p50_ms,
+                t.total_p50_ms,
+                t.total_p99_ms
+            );
+        }
+        rounds.push(timings);
+    }
+    let median = |call: Call, f: fn(&streaming::Timing) -> f64| {
+        let mut v: Vec<f64> = rounds
+            .iter()
+            .flat_map(|r| r.iter().filter(|(c, _)| *c == call).map(|(_, t)| f(t)))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "{} timed sequential calls per round and way, medians of {} round(s).\n",
+        args.calls, args.rounds
+    );
+    println!("| call | first byte p50 ms | total p50 ms | total p99 ms |\n|---|---:|---:|---:|");
+    for call in CALLS {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} |",
+            call.name(),
+            median(call, |t| t.first_byte_p50_ms),
+            median(call, |t| t.total_p50_ms),
+            median(call, |t| t.total_p99_ms)
+        );
+    }
+    let invoke_noop = median(Call::InvokeNoop, |t| t.total_p50_ms);
+    let invoke_streamer = median(Call::InvokeStreamer, |t| t.total_p50_ms);
+    println!(
+        "\nratio url/invoke p50={:.2} ttfb_stream/invoke p50={:.2} ttfb_url_stream/invoke p50={:.2}",
+        median(Call::UrlNoop, |t| t.total_p50_ms) / invoke_noop,
+        median(Call::StreamStreamer, |t| t.first_byte_p50_ms) / invoke_streamer,
+        median(Call::UrlStreamer, |t| t.first_byte_p50_ms) / invoke_streamer,
+    );
+    Ok(())
 }
 
 async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {

@@ -108,6 +108,13 @@ impl Workers for NoWorkers {
     ) -> BoxFuture<'static, WorkerResult<pb::InvokeResponse>> {
         unreachable!("the authorize bench calls no worker")
     }
+    fn prefetch(
+        &self,
+        _: &str,
+        _: pb::PrefetchRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::PrefetchResponse>> {
+        unreachable!("the authorize bench calls no worker")
+    }
     fn provision(
         &self,
         _: &str,

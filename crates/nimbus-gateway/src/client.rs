@@ -43,6 +43,9 @@ pub struct Reply {
     pub status: u16,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
+    /// From sending the request to the first byte of the body (to its end when empty):
+    /// a streamed response's time to first byte.
+    pub first_byte: Duration,
 }
 
 impl Reply {
@@ -129,6 +132,31 @@ impl LambdaConnection {
         let req = req
             .body(Full::new(body))
             .map_err(|e| LambdaClientError::Request(e.to_string()))?;
+        self.exchange(req).await
+    }
+
+    /// Sends an unsigned request with `host` as its `Host` (a function URL's host name,
+    /// served by the same gateway).
+    pub async fn send_unsigned(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Reply, LambdaClientError> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, host)
+            .body(Full::new(body))
+            .map_err(|e| LambdaClientError::Request(e.to_string()))?;
+        self.exchange(req).await
+    }
+
+    async fn exchange(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<Reply, LambdaClientError> {
         let addr = self.addr.clone();
         let http = |source| LambdaClientError::Http {
             addr: addr.clone(),
@@ -136,14 +164,25 @@ impl LambdaConnection {
         };
         let exchange = async {
             self.sender.ready().await.map_err(http)?;
+            let sent = std::time::Instant::now();
             let resp = self.sender.send_request(req).await.map_err(http)?;
             let status = resp.status().as_u16();
-            let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(http)?.to_bytes();
+            let (parts, mut body) = resp.into_parts();
+            let mut data = Vec::new();
+            let mut first_byte = None;
+            while let Some(frame) = body.frame().await {
+                if let Ok(chunk) = frame.map_err(http)?.into_data() {
+                    if !chunk.is_empty() {
+                        first_byte.get_or_insert_with(|| sent.elapsed());
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+            }
             Ok(Reply {
                 status,
                 headers: parts.headers,
-                body,
+                body: data.into(),
+                first_byte: first_byte.unwrap_or_else(|| sent.elapsed()),
             })
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)

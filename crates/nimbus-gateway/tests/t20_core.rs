@@ -57,6 +57,7 @@ impl FakeWorkers {
                 free_mb: *free_mb,
                 runtimes: RUNTIMES.iter().map(|r| r.to_string()).collect(),
                 zone: None,
+                edge_location: None,
             })
             .collect();
         Arc::new(f)
@@ -126,6 +127,14 @@ impl Workers for FakeWorkers {
                 }
             }
         })
+    }
+
+    fn prefetch(
+        &self,
+        _: &str,
+        _: pb::PrefetchRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::PrefetchResponse>> {
+        unused()
     }
 
     fn provision(
@@ -398,6 +407,7 @@ async fn with_every_worker_refusing_it_waits_for_one_then_fails() {
             free_mb: 512,
             runtimes: RUNTIMES.iter().map(|r| r.to_string()).collect(),
             zone: None,
+            edge_location: None,
         });
     });
     let out = gw.invoke(&named("f", None), request()).await.unwrap();

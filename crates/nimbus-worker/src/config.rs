@@ -65,6 +65,8 @@ pub struct EngineConfig {
     /// `AWS_ENDPOINT_URL` through their Runtime API address (`aws_proxy`); unset: the
     /// SDKs inside functions have no endpoint set.
     pub aws_endpoint: Option<std::sync::Arc<crate::aws_proxy::AwsProxy>>,
+    /// Limits on streamed responses (Lambda's by default).
+    pub stream_limits: crate::stream_limit::StreamLimits,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +94,7 @@ impl Default for EngineConfig {
             insecure_no_isolation: false,
             logs: crate::log_store::LogStoreConfig::default(),
             aws_endpoint: None,
+            stream_limits: Default::default(),
         }
     }
 }

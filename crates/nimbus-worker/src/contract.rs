@@ -10,15 +10,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nimbus_proto::worker::{self as pb, rejection::Reason, Rejection};
+use bytes::Bytes;
+use nimbus_proto::worker::{self as pb, invoke_event::Event, rejection::Reason, Rejection};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::code_cache::{CodeCache, CodeError};
 use crate::log_store::rpc::{self, LogQueryError};
-use crate::{Engine, EngineError, FunctionSpec, Invocation, InvokeStatus};
+use crate::{Engine, EngineError, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
 
 /// The longest a provisioned-concurrency hold lasts without renewal (gateways renew every
 /// few seconds).
 const MAX_HOLD_MS: u64 = 10 * 60 * 1000;
+
+/// Packages one prefetch may name, at most.
+const MAX_PREFETCH: usize = 10_000;
+
+/// Pieces of a streamed response queued between the function and its reader, at most
+/// (each ≤ 256 KiB): a slow reader holds the function back beyond this.
+const STREAM_BUFFER: usize = 8;
 
 /// One worker's engine and code packages, answering the worker contract.
 #[derive(Clone)]
@@ -26,6 +36,47 @@ pub struct WorkerContract {
     id: String,
     engine: Engine,
     code: Arc<CodeCache>,
+}
+
+/// A streamed invocation's way out: the events, and the signal that it started.
+struct StreamOut {
+    events: mpsc::Sender<Result<pb::InvokeEvent, Rejection>>,
+    started: Option<oneshot::Sender<Result<(), Rejection>>>,
+    /// The reader is still there (a reader that left is not waited for).
+    reading: bool,
+}
+
+impl StreamOut {
+    fn start(&mut self) {
+        if let Some(s) = self.started.take() {
+            let _ = s.send(Ok(()));
+        }
+    }
+
+    async fn chunk(&mut self, chunk: Bytes) {
+        self.start();
+        if self.reading {
+            let event = pb::InvokeEvent {
+                event: Some(Event::Chunk(chunk.to_vec())),
+            };
+            self.reading = self.events.send(Ok(event)).await.is_ok();
+        }
+    }
+
+    async fn finish(mut self, last: Result<pb::InvokeEvent, Rejection>) {
+        match (self.started.take(), last) {
+            // Nothing ran: the caller hears the rejection itself.
+            (Some(s), Err(rejection)) => {
+                let _ = s.send(Err(rejection));
+            }
+            (started, last) => {
+                if let Some(s) = started {
+                    let _ = s.send(Ok(()));
+                }
+                let _ = self.events.send(last).await;
+            }
+        }
+    }
 }
 
 /// Why an engine error means the invocation never ran, in the contract's terms.
@@ -143,6 +194,78 @@ impl WorkerContract {
 
     /// Runs one invocation to its end. A function error is an answer, not a rejection.
     pub async fn invoke(&self, req: pb::InvokeRequest) -> Result<pb::InvokeResponse, Rejection> {
+        let (spec, inv) = self.invocation(req).await?;
+        let out = self.run(&spec, inv).await?;
+        Ok(self.response(out))
+    }
+
+    /// Runs one invocation whose response the function may stream: the events are its
+    /// bytes as it writes them, then [`pb::invoke_event::Event::Complete`]. Answers when
+    /// the first event exists, so a rejection (nothing ran) is still an error here and
+    /// never an event. The invocation runs in its own task: its deadline holds however
+    /// slowly the events are read, and a reader that goes away does not stop it.
+    pub async fn invoke_stream(
+        &self,
+        req: pb::InvokeRequest,
+    ) -> Result<mpsc::Receiver<Result<pb::InvokeEvent, Rejection>>, Rejection> {
+        let (spec, mut inv) = self.invocation(req).await?;
+        let (sink, mut chunks) = mpsc::channel::<Bytes>(STREAM_BUFFER);
+        inv.stream = Some(sink);
+        let (events, events_rx) = mpsc::channel(STREAM_BUFFER);
+        let (started, started_rx) = oneshot::channel();
+        let this = self.clone();
+        let run = tokio::spawn(
+            async move { this.run(&spec, inv).await.map(|out| this.response(out)) }
+                .in_current_span(),
+        );
+        tokio::spawn(
+            async move {
+                let mut out = StreamOut {
+                    events,
+                    started: Some(started),
+                    reading: true,
+                };
+                let mut run = run;
+                let outcome = loop {
+                    tokio::select! {
+                        biased;
+                        Some(chunk) = chunks.recv() => out.chunk(chunk).await,
+                        outcome = &mut run => break outcome,
+                    }
+                };
+                // Every chunk was queued before the runtime's final answer.
+                while let Ok(chunk) = chunks.try_recv() {
+                    out.chunk(chunk).await;
+                }
+                out.finish(match outcome {
+                    Ok(Ok(response)) => Ok(pb::InvokeEvent {
+                        event: Some(Event::Complete(response)),
+                    }),
+                    Ok(Err(rejection)) => Err(rejection),
+                    Err(e) => Err(Rejection::new(
+                        Reason::SandboxFailed,
+                        format!("invocation task failed: {e}"),
+                    )),
+                })
+                .await;
+            }
+            .in_current_span(),
+        );
+        match started_rx.await {
+            Ok(Ok(())) => Ok(events_rx),
+            Ok(Err(rejection)) => Err(rejection),
+            Err(_) => Err(Rejection::new(
+                Reason::SandboxFailed,
+                "the invocation ended without an answer",
+            )),
+        }
+    }
+
+    /// The engine's view of a request.
+    async fn invocation(
+        &self,
+        req: pb::InvokeRequest,
+    ) -> Result<(FunctionSpec, Invocation), Rejection> {
         let spec = self.spec(req.function).await?;
         let inv = Invocation {
             request_id: req.request_id,
@@ -150,19 +273,28 @@ impl WorkerContract {
             client_context: req.client_context,
             cognito_identity: None,
             trace_id: req.trace_id,
+            stream: None,
         };
-        let out = self.engine.invoke(&spec, inv).await.map_err(|e| {
+        Ok((spec, inv))
+    }
+
+    async fn run(&self, spec: &FunctionSpec, inv: Invocation) -> Result<InvokeOutcome, Rejection> {
+        let out = self.engine.invoke(spec, inv).await.map_err(|e| {
             tracing::warn!(function = %spec.function_name, "invocation not run: {e}");
             engine_rejection(&e)
         })?;
         tracing::debug!(request_id = %out.request_id, function = %spec.function_name, "invoked");
+        Ok(out)
+    }
+
+    fn response(&self, out: InvokeOutcome) -> pb::InvokeResponse {
         // Lambda's X-Amz-Function-Error is "Unhandled" for every function error; the
         // error's own type is in the payload.
         let function_error = match out.status {
             InvokeStatus::Ok => None,
             InvokeStatus::FunctionError { .. } => Some("Unhandled".to_string()),
         };
-        Ok(pb::InvokeResponse {
+        pb::InvokeResponse {
             function_error,
             payload: out.payload.to_vec(),
             log_tail: out.log_tail,
@@ -171,7 +303,30 @@ impl WorkerContract {
             init_duration_us: out.init_duration.map_or(0, |d| d.as_micros() as u64),
             duration_us: out.duration.as_micros() as u64,
             load: Some(self.load()),
-        })
+        }
+    }
+
+    /// Fetches and unpacks packages ahead of their first invocation (an edge location's
+    /// deployed code); answers how many are held. One that cannot be fetched now is
+    /// logged and tried again at the next push.
+    pub async fn prefetch(
+        &self,
+        req: pb::PrefetchRequest,
+    ) -> Result<pb::PrefetchResponse, Rejection> {
+        if req.code_sha256.len() > MAX_PREFETCH {
+            return Err(Rejection::new(
+                Reason::InvalidRequest,
+                format!("at most {MAX_PREFETCH} packages per prefetch"),
+            ));
+        }
+        let mut held = 0;
+        for sha in &req.code_sha256 {
+            match self.code.get(sha, req.code_revision).await {
+                Ok(_) => held += 1,
+                Err(e) => tracing::warn!(package = %sha, "prefetching code: {e}"),
+            }
+        }
+        Ok(pb::PrefetchResponse { held })
     }
 
     /// Provisioned concurrency: holds `count` environments for `hold_ms`.

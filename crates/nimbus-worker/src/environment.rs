@@ -15,7 +15,7 @@ use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::function::{FunctionKey, FunctionSpec, Invocation, InvokeOutcome, InvokeStatus};
 use crate::logs::{self, LogCapture, LogLine};
-use crate::runtime_api::{Dispatch, InitSignal, RuntimeApi, RuntimeReply, MAX_RESPONSE_BYTES};
+use crate::runtime_api::{Dispatch, InitSignal, RuntimeApi, RuntimeReply};
 use crate::runtimes;
 
 /// How long an answer waits, once its environment has been killed (a timeout,
@@ -258,7 +258,8 @@ impl ExecutionEnvironment {
             service_addr_env: "AWS_LAMBDA_RUNTIME_API".into(),
             unrestricted_cpu_at_start: config.init_cpu_boost,
         };
-        let (api, events, init_rx) = RuntimeApi::new(config.aws_endpoint.clone());
+        let (api, events, init_rx) =
+            RuntimeApi::new(config.aws_endpoint.clone(), config.stream_limits);
         // Sandbox creation makes blocking system calls.
         let jail2 = jail.clone();
         let created = tokio::task::spawn_blocking(move || {
@@ -395,6 +396,7 @@ impl ExecutionEnvironment {
             client_context: inv.client_context.clone(),
             cognito_identity: inv.cognito_identity.clone(),
             reply: reply_tx,
+            stream: inv.stream.clone(),
         };
         let sent_at = Instant::now();
         let _ = self.events.send(dispatch).await;
@@ -424,10 +426,13 @@ impl ExecutionEnvironment {
             End::Reply(RuntimeReply::Response { body, delivered_at }) => {
                 (InvokeStatus::Ok, body, true, finished - delivered_at)
             }
-            End::Reply(RuntimeReply::ResponseTooLarge { delivered_at }) => {
+            End::Reply(RuntimeReply::ResponseTooLarge {
+                limit,
+                delivered_at,
+            }) => {
                 let t = "Function.ResponseSizeTooLarge";
                 let msg = format!(
-                    "Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+                    "Response payload size exceeded maximum allowed payload size ({limit} bytes)."
                 );
                 (fe(t), error_payload(t, &msg), true, finished - delivered_at)
             }

@@ -110,6 +110,9 @@ pub struct Invocation {
     pub cognito_identity: Option<String>,
     /// `X-Amzn-Trace-Id`; generated when absent.
     pub trace_id: Option<String>,
+    /// Where a streamed response goes as the function writes it; its outcome's payload
+    /// is then empty (or the error). `None`: collected into the payload (≤ 6 MB).
+    pub stream: Option<tokio::sync::mpsc::Sender<Bytes>>,
 }
 
 impl Invocation {
@@ -121,6 +124,7 @@ impl Invocation {
             client_context: None,
             cognito_identity: None,
             trace_id: None,
+            stream: None,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! * [`pool`]        — warm environments per version; memory, LRU, idle expiry; drop guards.
 //! * `environment`   — one environment's lifecycle (Init, Invoke, Shutdown).
 //! * [`runtime_api`] — the Runtime API 2018-06-01 server, one per environment.
+//! * [`stream_limit`] — Lambda's pace and size limits on streamed responses.
 //! * [`logs`]        — log capture and the START / END / REPORT lines (text or JSON).
 //! * [`log_store`]   — durable log groups and streams on disk: append, query, retention.
 //! * [`metrics`]     — the pool as Prometheus metrics.
@@ -47,6 +48,7 @@ pub mod pool;
 pub mod roots;
 pub mod runtime_api;
 pub mod runtimes;
+pub mod stream_limit;
 
 pub use config::EngineConfig;
 pub use engine::Engine;

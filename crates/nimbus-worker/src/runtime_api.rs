@@ -20,10 +20,15 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::stream_limit::{StreamLimits, StreamPacer, StreamTooLarge};
+
 /// Lambda's synchronous response limit (6 MB).
 pub const MAX_RESPONSE_BYTES: usize = nimbus_types::limits::SYNC_RESPONSE_MAX_BYTES;
 /// Error bodies are small; anything bigger is cut.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
+/// A streamed chunk is passed on in pieces of at most this size, well inside a gRPC
+/// message and small enough that back-pressure acts promptly.
+const MAX_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A request the runtime can make, parsed from method and path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,8 @@ pub enum ApiError {
     PayloadTooLarge,
     /// 500: the runtime API is shutting down.
     ShuttingDown,
+    /// 413: a streamed response passed its limit (200 MB).
+    StreamTooLarge(u64),
 }
 
 impl ApiError {
@@ -95,6 +102,11 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ServiceException",
                 "The environment is shutting down".to_owned(),
+            ),
+            ApiError::StreamTooLarge(max) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                StreamTooLarge { max }.to_string(),
             ),
         };
         json_response(
@@ -166,6 +178,9 @@ pub(crate) struct Dispatch {
     pub cognito_identity: Option<String>,
     /// Where the runtime's answer goes.
     pub reply: oneshot::Sender<RuntimeReply>,
+    /// Where a streamed response's bytes go as the function writes them (`None`: the
+    /// caller wants the response in one piece, so a streamed one is collected, ≤ 6 MB).
+    pub stream: Option<mpsc::Sender<Bytes>>,
 }
 
 /// What the runtime answered for one invocation.
@@ -173,8 +188,8 @@ pub(crate) struct Dispatch {
 pub(crate) enum RuntimeReply {
     /// `/response` with this body.
     Response { body: Bytes, delivered_at: Instant },
-    /// `/response` was over 6 MB.
-    ResponseTooLarge { delivered_at: Instant },
+    /// `/response` was over its limit (6 MB, or 200 MB for a streamed one).
+    ResponseTooLarge { limit: u64, delivered_at: Instant },
     /// `/error` with this body and `Lambda-Runtime-Function-Error-Type`.
     Error {
         body: Bytes,
@@ -199,6 +214,9 @@ struct Active {
     request_id: String,
     reply: Option<oneshot::Sender<RuntimeReply>>,
     delivered_at: Instant,
+    stream: Option<mpsc::Sender<Bytes>>,
+    /// A streamed response is being read: no other answer is accepted meanwhile.
+    streaming: bool,
 }
 
 struct State {
@@ -213,12 +231,14 @@ pub(crate) struct RuntimeApi {
     events: tokio::sync::Mutex<mpsc::Receiver<Dispatch>>,
     /// Where calls to the Nimbus API (`AWS_ENDPOINT_URL`) are relayed, if anywhere.
     proxy: Option<Arc<crate::aws_proxy::AwsProxy>>,
+    stream_limits: StreamLimits,
 }
 
 impl RuntimeApi {
     /// A new API; returns the sender for events and the Init signal receiver.
     pub(crate) fn new(
         proxy: Option<Arc<crate::aws_proxy::AwsProxy>>,
+        stream_limits: StreamLimits,
     ) -> (
         Arc<Self>,
         mpsc::Sender<Dispatch>,
@@ -233,6 +253,7 @@ impl RuntimeApi {
             }),
             events: tokio::sync::Mutex::new(rx),
             proxy,
+            stream_limits,
         });
         (api, tx, init_rx)
     }
@@ -259,6 +280,15 @@ impl RuntimeApi {
             .headers()
             .get("Lambda-Runtime-Function-Response-Mode")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"streaming"));
+        if streaming {
+            if let Route::Response(id) = &route {
+                return match self.stream_sink(id) {
+                    Ok(Some(sink)) => self.stream_response(id, req.into_body(), sink).await,
+                    Ok(None) => self.collect_streamed(id, req.into_body()).await,
+                    Err(e) => e.into_response(),
+                };
+            }
+        }
         let limit = match route {
             Route::Response(_) => MAX_RESPONSE_BYTES,
             _ => MAX_ERROR_BYTES,
@@ -266,20 +296,6 @@ impl RuntimeApi {
         let body = match route {
             Route::Next => Bytes::new(),
             _ => match Limited::new(req.into_body(), limit).collect().await {
-                // A streamed response reports an error raised mid-stream in its trailers.
-                Ok(b) if streaming => match (&route, b.trailers().and_then(stream_error)) {
-                    (Route::Response(id), Some((kind, body))) => {
-                        return self
-                            .reply(id, |at| RuntimeReply::Error {
-                                body,
-                                error_type: Some(kind),
-                                delivered_at: at,
-                            })
-                            .map(|()| accepted())
-                            .unwrap_or_else(ApiError::into_response);
-                    }
-                    _ => b.to_bytes(),
-                },
                 Ok(b) => b.to_bytes(),
                 Err(_) if matches!(route, Route::Response(_)) => {
                     return match self.response_too_large(&route) {
@@ -320,7 +336,114 @@ impl RuntimeApi {
         let Route::Response(id) = route else {
             return Ok(());
         };
-        self.reply(id, |at| RuntimeReply::ResponseTooLarge { delivered_at: at })
+        self.reply(id, |at| RuntimeReply::ResponseTooLarge {
+            limit: MAX_RESPONSE_BYTES as u64,
+            delivered_at: at,
+        })
+    }
+
+    /// The caller's sink for a streamed response to `id`, if it wants the bytes as they
+    /// come; marks the response as being streamed.
+    fn stream_sink(&self, id: &str) -> Result<Option<mpsc::Sender<Bytes>>, ApiError> {
+        let mut st = self.state();
+        let active = st.active.as_mut().ok_or(ApiError::InvalidRequestId)?;
+        if active.request_id != id {
+            return Err(ApiError::InvalidRequestId);
+        }
+        if active.reply.is_none() || active.streaming {
+            return Err(ApiError::InvalidStateTransition);
+        }
+        active.streaming = true;
+        Ok(active.stream.clone())
+    }
+
+    /// A streamed response for a caller that wants it in one piece: collected (≤ 6 MB);
+    /// an error raised mid-stream is in the trailers.
+    async fn collect_streamed(&self, id: &str, body: Incoming) -> Response<Full<Bytes>> {
+        let reply = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+            Ok(b) => match b.trailers().and_then(stream_error) {
+                Some((kind, body)) => self.reply(id, |at| RuntimeReply::Error {
+                    body,
+                    error_type: Some(kind),
+                    delivered_at: at,
+                }),
+                None => {
+                    let body = b.to_bytes();
+                    self.reply(id, |at| RuntimeReply::Response {
+                        body,
+                        delivered_at: at,
+                    })
+                }
+            },
+            Err(_) => {
+                let _ = self.response_too_large(&Route::Response(id.to_owned()));
+                return ApiError::PayloadTooLarge.into_response();
+            }
+        };
+        reply
+            .map(|()| accepted())
+            .unwrap_or_else(ApiError::into_response)
+    }
+
+    /// Passes a streamed response on as the function writes it, paced by Lambda's
+    /// bandwidth cap and bounded by its size limit. Each piece waits for room in the
+    /// caller's sink, so a slow reader slows the function's writes instead of filling
+    /// memory. A caller that went away stops receiving; the function still runs to its
+    /// end, as on Lambda. The invocation ends when the body does (or with the error in
+    /// its trailers); a runtime that dies mid-stream is reported by the environment.
+    async fn stream_response(
+        &self,
+        id: &str,
+        mut body: Incoming,
+        sink: mpsc::Sender<Bytes>,
+    ) -> Response<Full<Bytes>> {
+        let mut pacer = StreamPacer::new(self.stream_limits);
+        let mut reading = true;
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                // The runtime's connection broke: its exit (or the deadline) ends the
+                // invocation.
+                return ApiError::InvalidStateTransition.into_response();
+            };
+            let mut data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
+            };
+            match pacer.admit(data.len(), tokio::time::Instant::now()) {
+                Ok(None) => {}
+                Ok(Some(due)) => tokio::time::sleep_until(due).await,
+                Err(too_large) => {
+                    let _ = self.reply(id, |at| RuntimeReply::ResponseTooLarge {
+                        limit: too_large.max,
+                        delivered_at: at,
+                    });
+                    return ApiError::StreamTooLarge(too_large.max).into_response();
+                }
+            }
+            while reading && !data.is_empty() {
+                let piece = data.split_to(data.len().min(MAX_CHUNK_BYTES));
+                reading = sink.send(piece).await.is_ok();
+            }
+        }
+        drop(sink);
+        let reply = match trailers.as_ref().and_then(stream_error) {
+            Some((kind, body)) => self.reply(id, |at| RuntimeReply::Error {
+                body,
+                error_type: Some(kind),
+                delivered_at: at,
+            }),
+            None => self.reply(id, |at| RuntimeReply::Response {
+                body: Bytes::new(),
+                delivered_at: at,
+            }),
+        };
+        reply
+            .map(|()| accepted())
+            .unwrap_or_else(ApiError::into_response)
     }
 
     /// Sends the runtime's answer for `id`, if `id` is the active invocation.
@@ -334,6 +457,7 @@ impl RuntimeApi {
             .reply
             .take()
             .ok_or(ApiError::InvalidStateTransition)?;
+        active.stream = None;
         let _ = reply.send(make(active.delivered_at));
         Ok(())
     }
@@ -362,6 +486,8 @@ impl RuntimeApi {
             request_id: d.request_id.clone(),
             reply: Some(d.reply),
             delivered_at: Instant::now(),
+            stream: d.stream,
+            streaming: false,
         });
         let mut resp = Response::new(Full::new(d.payload));
         let h = resp.headers_mut();

@@ -164,3 +164,94 @@ async fn t13_awslambdaric_unmodified() {
     assert_error(&o, "KeyError");
     assert!(json(&o)["errorMessage"].as_str().unwrap().contains("nope"));
 }
+
+/// A custom runtime that streams `pieces` 64 KiB pieces (chunked, Lambda's streaming
+/// mode), pausing `pause` seconds after the first.
+const STREAM_BOOTSTRAP: &str = r#"#!/usr/bin/python3
+import http.client, json, os, socket, time
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+while True:
+    c = http.client.HTTPConnection(host, int(port))
+    c.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = c.getresponse()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    event = json.loads(r.read())
+    s = socket.create_connection((host, int(port)))
+    s.sendall((f"POST /2018-06-01/runtime/invocation/{rid}/response HTTP/1.1\r\nHost: x\r\n"
+               "Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+    piece = b"x" * 65536
+    try:
+        for i in range(event["pieces"]):
+            s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            if i == 0:
+                time.sleep(event.get("pause", 0))
+        s.sendall(b"0\r\n\r\n")
+        print("answer", s.recv(4096).split(b"\r\n")[0].decode(), flush=True)
+    except OSError as e:
+        print("answer failed:", e, flush=True)
+    s.close()
+"#;
+
+/// Runs one streamed invocation: the outcome, the bytes streamed, and how long after the
+/// first byte the last came.
+async fn stream_invoke(
+    engine: &nimbus_worker::Engine,
+    spec: &nimbus_worker::FunctionSpec,
+    payload: &str,
+) -> (nimbus_worker::InvokeOutcome, usize, std::time::Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let mut inv = nimbus_worker::Invocation::new(payload.to_owned());
+    inv.stream = Some(tx);
+    let (engine, spec) = (engine.clone(), spec.clone());
+    let run = tokio::spawn(async move { engine.invoke(&spec, inv).await });
+    let (mut got, mut first, mut last) = (0, None, None);
+    while let Some(chunk) = rx.recv().await {
+        let now = std::time::Instant::now();
+        first.get_or_insert(now);
+        last = Some(now);
+        got += chunk.len();
+    }
+    let out = run.await.unwrap().expect("invoke");
+    let span = match (first, last) {
+        (Some(f), Some(l)) => l - f,
+        _ => std::time::Duration::ZERO,
+    };
+    (out, got, span)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t14_streamed_responses_flow_paced_and_bounded() {
+    use nimbus_worker::stream_limit::StreamLimits;
+    const KIB: usize = 1024;
+    let t = engine_with(|c| {
+        c.stream_limits = StreamLimits {
+            max_bytes: 1024 * 1024,
+            full_speed_bytes: 256 * 1024,
+            bytes_per_sec: 1024 * 1024,
+        }
+    });
+    let code = code(&[("bootstrap", STREAM_BOOTSTRAP)]);
+    let s = spec("streamer", "provided.al2023", "x", code.path());
+
+    // 768 KiB: the first piece goes out at once, 1 s before the rest; past the first
+    // 256 KiB the cap (1 MiB/s) adds half a second.
+    let (o, got, span) = stream_invoke(&t.engine, &s, r#"{"pieces": 12, "pause": 1.0}"#).await;
+    assert_ok(&o);
+    assert!(o.payload.is_empty(), "streamed, not collected");
+    assert_eq!(got, 768 * KIB);
+    assert!(span >= std::time::Duration::from_millis(1400), "{span:?}");
+
+    // Past the total: the stream ends with Lambda's error, having sent no more than it.
+    let (o, got, _) = stream_invoke(&t.engine, &s, r#"{"pieces": 20}"#).await;
+    assert_error(&o, "Function.ResponseSizeTooLarge");
+    assert!(json(&o)["errorMessage"]
+        .as_str()
+        .unwrap()
+        .contains("(1048576 bytes)"));
+    assert!(got <= 1024 * KIB, "{got}");
+
+    // A caller that wants the response in one piece gets the streamed bytes collected.
+    let o = invoke(&t.engine, &s, r#"{"pieces": 4}"#).await;
+    assert_ok(&o);
+    assert_eq!(o.payload.len(), 256 * KIB);
+}

@@ -252,8 +252,13 @@ pub struct GatewayArgs {
     pub create_missing_roles: bool,
     /// This gateway's availability zone: with warm capacity equal, invocations stay on
     /// workers of the same zone.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "edge_location")]
     pub zone: Option<String>,
+    /// The edge location this gateway serves (`nimbus cluster add-edge-location`):
+    /// invocations of what is deployed there (`nimbus edge deploy`) run on that
+    /// location's workers; everything else runs in the home region.
+    #[arg(long)]
+    pub edge_location: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -33,6 +33,18 @@ pub async fn run(
             }
         }
     };
+    if let Some(location) = &args.edge_location {
+        let known = match cache.get(&nimbus_types::keys::region(&args.region)) {
+            Some(nimbus_types::Entity::Region(r)) => r.edge_locations.contains(location),
+            _ => false,
+        };
+        anyhow::ensure!(
+            known,
+            "edge location {location} is not in region {}: add it first with `nimbus cluster add-edge-location --region {} --location {location}`",
+            args.region,
+            args.region
+        );
+    }
     let mut remote = RemoteConfig::new(args.region.clone(), transport);
     remote.stale_after = Duration::from_secs(args.worker_stale_secs);
     // Invocations, provisioning and function logs all go to the region's live workers.
@@ -50,6 +62,7 @@ pub async fn run(
             url_domain: args.url_domain.clone(),
             placement: nimbus_gateway::PlacementConfig {
                 home_zone: args.zone.clone(),
+                edge_location: args.edge_location.clone(),
                 ..Default::default()
             },
             ..GatewayConfig::new(args.region.clone(), true)
@@ -100,6 +113,12 @@ pub async fn run(
         nimbus_gateway::core::provisioned::DEFAULT_INTERVAL,
         stopped(stop_rx.clone()),
     );
+    // An edge location's gateways push the code deployed there to its workers.
+    let edge_push = nimbus_gateway::core::edge::spawn(
+        gateway.clone(),
+        nimbus_gateway::core::edge::DEFAULT_INTERVAL,
+        stopped(stop_rx.clone()),
+    );
     // On SIGTERM the server stops accepting, closes idle connections and lets requests in
     // flight finish (a rolling restart must not fail a sync invocation); dropping the
     // serve future instead would cut them off mid-response.
@@ -122,6 +141,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = provisioner.await;
+    if let Some(edge_push) = edge_push {
+        let _ = edge_push.await;
+    }
     // Nothing is admitted or running any more: hand the leased slots back now rather
     // than leave them counted for a lease.
     gateway.admission().release().await;

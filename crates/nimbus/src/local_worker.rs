@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use nimbus_gateway::core::workers::{WorkerError, WorkerResult, WorkerView, Workers};
+use nimbus_gateway::core::workers::{InvokeEvents, WorkerError, WorkerResult, WorkerView, Workers};
 use nimbus_meta::MetaClient;
 use nimbus_proto::worker::{self as pb, rejection::Reason, Rejection};
 use nimbus_worker::code_cache::CodeCache;
@@ -76,6 +76,7 @@ impl Workers for LocalWorkers {
             free_mb: m.capacity_mb.saturating_sub(m.reserved_mb),
             runtimes: self.runtimes.clone(),
             zone: None,
+            edge_location: None,
         }]
     }
 
@@ -88,6 +89,30 @@ impl Workers for LocalWorkers {
         // The engine enforces Init's and the function's timeouts itself; there is no
         // connection here that could stop answering.
         self.call(worker, move |c| async move { c.invoke(request).await })
+    }
+
+    fn invoke_stream(
+        &self,
+        worker: &str,
+        request: pb::InvokeRequest,
+        _deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<InvokeEvents>> {
+        self.call(worker, move |c| async move {
+            let mut events = c.invoke_stream(request).await?;
+            let events = futures::stream::poll_fn(move |cx| events.poll_recv(cx));
+            Ok(futures::StreamExt::boxed(futures::StreamExt::map(
+                events,
+                |e| e.map_err(WorkerError::Rejected),
+            )))
+        })
+    }
+
+    fn prefetch(
+        &self,
+        worker: &str,
+        request: pb::PrefetchRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::PrefetchResponse>> {
+        self.call(worker, move |c| async move { c.prefetch(request).await })
     }
 
     fn provision(

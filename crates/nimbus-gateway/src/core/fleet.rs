@@ -181,6 +181,7 @@ mod tests {
             free_mb,
             runtimes: vec![],
             zone: None,
+            edge_location: None,
         }
     }
 

@@ -17,9 +17,13 @@ use nimbus_telemetry::FunctionLabels;
 use nimbus_types::{CodeRef, Function, FunctionConfig, FunctionKey, Qualifier};
 use tracing::Instrument;
 
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
 use super::admission::{Limits, Slot};
 use super::error::ApiError;
 use super::resolve::{self, Named};
+use super::workers::{InvokeEvents, WorkerResult};
 use super::Gateway;
 
 /// `Reason` of the throttle answered when every worker of the region is full.
@@ -43,6 +47,9 @@ pub struct InvokeTarget {
     /// Identity of the configuration (`RevisionId`): environments are reused only for
     /// the same code and configuration, so an update never runs on stale code.
     pub revision_id: String,
+    /// Where it runs: on the workers of this edge location (the invoked qualifier is
+    /// deployed there and this gateway serves it), or (`None`) on the region's own.
+    pub edge_location: Option<String>,
 }
 
 impl InvokeTarget {
@@ -110,6 +117,94 @@ pub struct Invoked {
     pub result: InvokeResult,
 }
 
+/// A synchronous invocation admitted: what it runs, and what it holds until it ends.
+struct Admitted {
+    target: InvokeTarget,
+    labels: FunctionLabels,
+    /// Its place in the concurrency limit.
+    slot: Slot,
+    /// Its count in the concurrency metrics.
+    running: nimbus_telemetry::lambda::Running,
+}
+
+/// What a streamed invocation sends after it started.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// Bytes of the response, in order, as the function wrote them.
+    Chunk(Bytes),
+    /// The end: the function's outcome (its payload is what was not streamed: a
+    /// buffered response or the error), or a failure after it started.
+    Done(Result<InvokeResult, ApiError>),
+}
+
+/// A synchronous invocation whose response is streamed.
+#[derive(Debug)]
+pub struct StreamedInvoke {
+    pub executed_version: Qualifier,
+    /// Chunks, then exactly one [`StreamEvent::Done`]. A reader that drops it stops
+    /// receiving; the invocation still runs to its end.
+    pub events: mpsc::Receiver<StreamEvent>,
+}
+
+/// Events queued for a streamed invocation's reader, at most: a slow reader holds the
+/// worker's stream (and through HTTP/2 flow control, the function) back beyond this.
+const STREAM_EVENTS_BUFFER: usize = 4;
+
+/// Passes a worker's events on to the reader, within `deadline` overall. Reads to the end
+/// even when the reader left, so the invocation keeps its slot until the function ends.
+/// Returns whether the invocation failed.
+async fn relay(
+    gw: &Gateway,
+    worker: &str,
+    mut stream: InvokeEvents,
+    events: mpsc::Sender<StreamEvent>,
+    deadline: Duration,
+) -> bool {
+    use futures::StreamExt;
+    use pb::invoke_event::Event;
+    let until = tokio::time::Instant::now() + deadline;
+    let mut reading = true;
+    let done = loop {
+        let next = match tokio::time::timeout_at(until, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                break Err(ApiError::service(format!(
+                    "worker {worker} stopped answering the invocation"
+                )))
+            }
+        };
+        match next {
+            Some(Ok(pb::InvokeEvent {
+                event: Some(Event::Chunk(chunk)),
+            })) => {
+                if reading {
+                    reading = events.send(StreamEvent::Chunk(chunk.into())).await.is_ok();
+                }
+            }
+            Some(Ok(pb::InvokeEvent {
+                event: Some(Event::Complete(resp)),
+            })) => {
+                gw.fleet.record_load(worker, resp.load);
+                break Ok(InvokeResult {
+                    function_error: resp.function_error,
+                    payload: resp.payload.into(),
+                    log_tail: resp.log_tail,
+                });
+            }
+            Some(Ok(pb::InvokeEvent { event: None })) => {}
+            Some(Err(e)) => break Err(e.to_api(worker)),
+            None => {
+                break Err(ApiError::service(format!(
+                    "the invocation's stream from worker {worker} ended early"
+                )))
+            }
+        }
+    };
+    let failed = !matches!(&done, Ok(r) if r.function_error.is_none());
+    let _ = events.send(StreamEvent::Done(done)).await;
+    failed
+}
+
 /// How invocations are placed on workers.
 #[derive(Debug, Clone)]
 pub struct PlacementConfig {
@@ -126,6 +221,9 @@ pub struct PlacementConfig {
     pub load_fresh_for: Duration,
     /// The gateway's own availability zone: with warm capacity equal, work stays in it.
     pub home_zone: Option<String>,
+    /// The edge location this gateway serves: what is deployed there runs on that
+    /// location's workers; everything else on the home region's.
+    pub edge_location: Option<String>,
 }
 
 impl Default for PlacementConfig {
@@ -136,6 +234,7 @@ impl Default for PlacementConfig {
             placement_wait: Duration::from_secs(10),
             load_fresh_for: Duration::from_secs(10),
             home_zone: None,
+            edge_location: None,
         }
     }
 }
@@ -179,15 +278,11 @@ impl Gateway {
             })
     }
 
-    /// A synchronous invocation: resolve `named`, admit, place and run it to its end.
-    /// The invocation runs to its end even if the caller goes away (as on Lambda), and
-    /// keeps its concurrency slot until then.
-    pub async fn invoke(
-        self: &Arc<Self>,
-        named: &Named,
-        request: InvokeRequest,
-    ) -> Result<Invoked, ApiError> {
-        let (function, target) = resolve::target(self, named)?;
+    /// Resolves `named` (and where it runs) and admits it: the first steps of every
+    /// synchronous invocation.
+    async fn admitted(&self, named: &Named) -> Result<Admitted, ApiError> {
+        let (function, mut target) = resolve::target(self, named)?;
+        target.edge_location = self.edge_site(&function, named);
         let span = tracing::Span::current();
         span.record("faas.name", named.key.name.as_str());
         span.record("faas.version", target.version.to_string().as_str());
@@ -196,6 +291,28 @@ impl Gateway {
         let running = self
             .metrics()
             .running(&labels, function.reserved_concurrency.is_none());
+        Ok(Admitted {
+            target,
+            labels,
+            slot,
+            running,
+        })
+    }
+
+    /// A synchronous invocation: resolve `named`, admit, place and run it to its end.
+    /// The invocation runs to its end even if the caller goes away (as on Lambda), and
+    /// keeps its concurrency slot until then.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        named: &Named,
+        request: InvokeRequest,
+    ) -> Result<Invoked, ApiError> {
+        let Admitted {
+            target,
+            labels,
+            slot,
+            running,
+        } = self.admitted(named).await?;
         let started = std::time::Instant::now();
         let gw = self.clone();
         let span = tracing::info_span!(
@@ -226,6 +343,15 @@ impl Gateway {
         })
     }
 
+    /// The edge location an invocation of `named` runs at: this gateway's, when the
+    /// invoked qualifier (a version, or an alias of one) is deployed there. Anything else
+    /// runs in the home region, answered as if called there.
+    pub fn edge_site(&self, function: &Function, named: &Named) -> Option<String> {
+        let here = self.placement.edge_location.as_ref()?;
+        let deployed = function.edge_deployments.get(named.qualifier.as_deref()?)?;
+        deployed.contains(here).then(|| here.clone())
+    }
+
     /// The function version as a worker receives it, with its execution role's
     /// credentials.
     async fn worker_spec(&self, target: &InvokeTarget) -> Result<pb::FunctionSpec, ApiError> {
@@ -248,11 +374,36 @@ impl Gateway {
         target: &InvokeTarget,
         request: InvokeRequest,
     ) -> Result<InvokeResult, ApiError> {
-        // Init and the function's timeout are enforced by the worker; this only catches
-        // a worker that stopped answering, with room for a loaded machine.
-        let deadline = Duration::from_secs(u64::from(target.config.timeout_s))
+        let (worker, resp) = self
+            .place(target, request, |worker, message, deadline| {
+                self.workers.invoke(worker, message, deadline)
+            })
+            .await?;
+        self.fleet.record_load(&worker, resp.load);
+        Ok(InvokeResult {
+            function_error: resp.function_error,
+            payload: resp.payload.into(),
+            log_tail: resp.log_tail,
+        })
+    }
+
+    /// Init and the function's timeout are enforced by the worker; this only catches a
+    /// worker that stopped answering, with room for a loaded machine.
+    fn worker_deadline(target: &InvokeTarget) -> Duration {
+        Duration::from_secs(u64::from(target.config.timeout_s))
             + INIT_LIMIT
-            + Duration::from_secs(30);
+            + Duration::from_secs(30)
+    }
+
+    /// Places one admitted invocation: `call` asks one worker at a time, in fleet order,
+    /// until one takes it. Returns that worker and its answer.
+    async fn place<T>(
+        &self,
+        target: &InvokeTarget,
+        request: InvokeRequest,
+        call: impl Fn(&str, pb::InvokeRequest, Duration) -> BoxFuture<'static, WorkerResult<T>>,
+    ) -> Result<(String, T), ApiError> {
+        let deadline = Self::worker_deadline(target);
         let message = pb::InvokeRequest {
             function: Some(self.worker_spec(target).await?),
             request_id: request.request_id,
@@ -270,7 +421,13 @@ impl Gateway {
         // Rounds of placement: each tries up to `max_attempts` workers; every failure so
         // far was "not started", so waiting and placing again is safe.
         loop {
-            let live = self.workers.live();
+            let site = target.edge_location.as_deref();
+            let live: Vec<_> = self
+                .workers
+                .live()
+                .into_iter()
+                .filter(|w| w.edge_location.as_deref() == site)
+                .collect();
             let any_live = !live.is_empty();
             let runtime = &target.config.runtime;
             let offering: Vec<_> = live
@@ -283,35 +440,26 @@ impl Gateway {
                 placement.load_fresh_for,
                 placement.home_zone.as_deref(),
             );
+            let place = match site {
+                Some(l) => format!("edge location {l} of region {}", self.region()),
+                None => format!("region {}", self.region()),
+            };
             if plan.is_empty() && any_live {
                 // Not a matter of capacity: waiting will not make a worker run it, and no
                 // worker is ever asked to run it on another version.
                 return Err(ApiError::invalid(format!(
-                    "No worker in region {} offers runtime {runtime}.",
-                    self.region()
+                    "No worker in {place} offers runtime {runtime}."
                 )));
             }
             if plan.is_empty() {
                 last = Some(ApiError::service(format!(
-                    "no worker is available in region {}",
-                    self.region()
+                    "no worker is available in {place}"
                 )));
             }
             for worker in plan.into_iter().take(placement.max_attempts) {
                 let _in_flight = self.fleet.start_revision(&worker, &target.revision_id);
-                match self
-                    .workers
-                    .invoke(&worker, message.clone(), deadline)
-                    .await
-                {
-                    Ok(resp) => {
-                        self.fleet.record_load(&worker, resp.load);
-                        return Ok(InvokeResult {
-                            function_error: resp.function_error,
-                            payload: resp.payload.into(),
-                            log_tail: resp.log_tail,
-                        });
-                    }
+                match call(&worker, message.clone(), deadline).await {
+                    Ok(answer) => return Ok((worker, answer)),
                     Err(e) => {
                         tracing::debug!(%worker, "invoke failed: {e}");
                         if !e.retry_elsewhere() {
@@ -342,6 +490,68 @@ impl Gateway {
         }
     }
 
+    /// A synchronous invocation whose response the function may stream: resolve, admit
+    /// and place as [`Gateway::invoke`] does, and answer once the function first wrote
+    /// or ended, with its bytes to come as [`StreamEvent`]s. Errors before that (not
+    /// found, throttled, no worker) are this call's error. The invocation keeps its
+    /// concurrency slot until the function ends, whether or not anyone still reads.
+    pub async fn invoke_stream(
+        self: &Arc<Self>,
+        named: &Named,
+        request: InvokeRequest,
+    ) -> Result<StreamedInvoke, ApiError> {
+        let Admitted {
+            target,
+            labels,
+            slot,
+            running,
+        } = self.admitted(named).await?;
+        let (events, events_rx) = mpsc::channel(STREAM_EVENTS_BUFFER);
+        let (started, started_rx) = oneshot::channel();
+        let gw = self.clone();
+        let executed_version = target.version.clone();
+        let span = tracing::info_span!(
+            "place_and_invoke",
+            otel.name = "Place and invoke",
+            otel.kind = "client",
+        );
+        tokio::spawn(
+            async move {
+                let began = std::time::Instant::now();
+                let placed = gw
+                    .place(&target, request, |worker, message, deadline| {
+                        gw.workers.invoke_stream(worker, message, deadline)
+                    })
+                    .await;
+                let (worker, stream) = match placed {
+                    Ok(placed) => placed,
+                    Err(e) => {
+                        if e.is_throttle() {
+                            gw.metrics().throttled(&labels);
+                        }
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
+                let failed =
+                    relay(&gw, &worker, stream, events, Self::worker_deadline(&target)).await;
+                gw.metrics().invoked(&labels, began.elapsed(), failed);
+                drop(slot);
+                drop(running);
+            }
+            .instrument(span),
+        );
+        match started_rx.await {
+            Ok(Ok(())) => Ok(StreamedInvoke {
+                executed_version,
+                events: events_rx,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ApiError::service("invocation task failed")),
+        }
+    }
+
     /// Provisioned concurrency: keeps `count` initialised environments of `target`
     /// spread over the live workers for `hold` (the caller renews it well before it
     /// ends); `count` 0 releases them. Returns how many exist now.
@@ -351,7 +561,9 @@ impl Gateway {
         count: u32,
         hold: Duration,
     ) -> Result<u32, ApiError> {
+        // Provisioned concurrency lives in the region's own zones.
         let mut live = self.workers.live();
+        live.retain(|w| w.edge_location.is_none());
         if live.is_empty() {
             return Err(ApiError::service(format!(
                 "no worker is available in region {}",

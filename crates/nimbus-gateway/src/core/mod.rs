@@ -16,6 +16,7 @@
 //! - [`admission`]: concurrency limits: account-wide and reserved per function.
 //! - [`invoke`]: sync invocation, placement with retries, provisioning: typed results.
 //! - [`fleet`], [`placement`]: per-worker knowledge and the placement policy.
+//! - [`edge`]: code deployed to this gateway's edge location, pushed to its workers.
 //! - [`workers`]: the [`Workers`] trait and the one mapping of worker rejections.
 //! - [`logs`]: log queries fanned out over the workers.
 //! - [`package`]: deployment packages checked at upload (zip-slip, links, size).
@@ -29,6 +30,7 @@ pub mod async_events;
 pub mod catalog;
 pub mod credentials;
 pub mod download;
+pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod invoke;
@@ -53,7 +55,10 @@ use self::catalog::Catalog;
 use self::credentials::Credentials;
 pub use self::error::ApiError;
 use self::fleet::Fleet;
-pub use self::invoke::{InvokeRequest, InvokeResult, InvokeTarget, Invoked, PlacementConfig};
+pub use self::invoke::{
+    InvokeRequest, InvokeResult, InvokeTarget, Invoked, PlacementConfig, StreamEvent,
+    StreamedInvoke,
+};
 pub use self::workers::{WorkerError, WorkerView, Workers};
 
 /// How a gateway is configured.

@@ -127,6 +127,7 @@ impl Resolved {
             invoked_arn,
             code_revision: gw.catalog().revision(),
             revision_id,
+            edge_location: None,
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct WorkerView {
     pub runtimes: Vec<String>,
     /// Its availability zone (`None`: an edge location's worker, or one without a zone).
     pub zone: Option<String>,
+    /// The edge location it serves (`None`: the region's own zones). Edge workers run
+    /// only what is deployed to their location, and only for that location's gateways.
+    pub edge_location: Option<String>,
 }
 
 /// Why a call to one worker failed.
@@ -98,6 +101,9 @@ impl WorkerError {
 /// Result of a call to one worker.
 pub type WorkerResult<T> = Result<T, WorkerError>;
 
+/// A streamed invocation's events from a worker: chunks, then the outcome.
+pub type InvokeEvents = futures::stream::BoxStream<'static, WorkerResult<pb::InvokeEvent>>;
+
 /// The workers of this gateway's region.
 pub trait Workers: Send + Sync + 'static {
     /// Workers alive now (their heartbeat is fresh), in no particular order.
@@ -110,6 +116,35 @@ pub trait Workers: Send + Sync + 'static {
         request: pb::InvokeRequest,
         deadline: Duration,
     ) -> BoxFuture<'static, WorkerResult<pb::InvokeResponse>>;
+
+    /// Runs one invocation whose response the function may stream on `worker`: answers
+    /// once the first event exists (a rejection is still this call's error), then the
+    /// response's chunks and the outcome. A transport without streaming answers in one
+    /// piece.
+    fn invoke_stream(
+        &self,
+        worker: &str,
+        request: pb::InvokeRequest,
+        deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<InvokeEvents>> {
+        let call = self.invoke(worker, request, deadline);
+        Box::pin(async move {
+            let response = call.await?;
+            let complete = pb::InvokeEvent {
+                event: Some(pb::invoke_event::Event::Complete(response)),
+            };
+            Ok(futures::StreamExt::boxed(futures::stream::iter([Ok(
+                complete,
+            )])))
+        })
+    }
+
+    /// Has `worker` fetch code packages ahead of their first invocation.
+    fn prefetch(
+        &self,
+        worker: &str,
+        request: pb::PrefetchRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::PrefetchResponse>>;
 
     /// Sets `worker`'s provisioned-concurrency hold for one function version.
     fn provision(

@@ -20,7 +20,7 @@ use nimbus_types::{keys, Entity, Worker};
 use tonic::transport::Channel;
 
 use crate::core::catalog::Catalog;
-use crate::core::workers::{WorkerError, WorkerResult, WorkerView, Workers};
+use crate::core::workers::{InvokeEvents, WorkerError, WorkerResult, WorkerView, Workers};
 
 /// Largest gRPC message: a 6 MB payload plus its envelope.
 const MAX_MESSAGE_BYTES: usize = nimbus_types::limits::NODE_MESSAGE_MAX_BYTES;
@@ -137,6 +137,22 @@ impl RemoteWorkers {
     }
 }
 
+/// An invocation's gRPC request: bounded by `deadline`, in the caller's trace (W3C
+/// trace context, so the worker's spans join it).
+fn invoke_request(
+    request: pb::InvokeRequest,
+    deadline: Duration,
+) -> tonic::Request<pb::InvokeRequest> {
+    let mut req = tonic::Request::new(request);
+    req.set_timeout(deadline);
+    if let Some(sc) = nimbus_telemetry::propagation::span_context(&tracing::Span::current()) {
+        if let Ok(v) = nimbus_telemetry::propagation::traceparent(&sc).parse() {
+            req.metadata_mut().insert("traceparent", v);
+        }
+    }
+    req
+}
+
 /// Whether the error chain shows the connection was never established.
 fn is_connect_failure(status: &tonic::Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
@@ -177,14 +193,18 @@ impl Workers for RemoteWorkers {
     fn live(&self) -> Vec<WorkerView> {
         self.live_records()
             .into_iter()
-            .map(|w| WorkerView {
-                free_mb: w.memory_total_mb.saturating_sub(w.memory_used_mb),
-                id: w.id,
-                runtimes: w.runtimes,
-                zone: match w.placement {
-                    nimbus_types::Placement::Zone(z) => Some(z),
-                    nimbus_types::Placement::EdgeLocation(_) => None,
-                },
+            .map(|w| {
+                let (zone, edge_location) = match w.placement {
+                    nimbus_types::Placement::Zone(z) => (Some(z), None),
+                    nimbus_types::Placement::EdgeLocation(l) => (None, Some(l)),
+                };
+                WorkerView {
+                    free_mb: w.memory_total_mb.saturating_sub(w.memory_used_mb),
+                    id: w.id,
+                    runtimes: w.runtimes,
+                    zone,
+                    edge_location,
+                }
             })
             .collect()
     }
@@ -195,15 +215,40 @@ impl Workers for RemoteWorkers {
         request: pb::InvokeRequest,
         deadline: Duration,
     ) -> BoxFuture<'static, WorkerResult<pb::InvokeResponse>> {
-        let mut req = tonic::Request::new(request);
-        req.set_timeout(deadline);
-        // The worker's spans join this trace (W3C trace context over gRPC).
-        if let Some(sc) = nimbus_telemetry::propagation::span_context(&tracing::Span::current()) {
-            if let Ok(v) = nimbus_telemetry::propagation::traceparent(&sc).parse() {
-                req.metadata_mut().insert("traceparent", v);
-            }
-        }
+        let req = invoke_request(request, deadline);
         self.call(worker, move |mut c| async move { c.invoke(req).await })
+    }
+
+    fn invoke_stream(
+        &self,
+        worker: &str,
+        request: pb::InvokeRequest,
+        deadline: Duration,
+    ) -> BoxFuture<'static, WorkerResult<InvokeEvents>> {
+        use futures::StreamExt;
+        let req = invoke_request(request, deadline);
+        let call = self.call(
+            worker,
+            move |mut c| async move { c.invoke_stream(req).await },
+        );
+        Box::pin(async move {
+            let events = call.await?;
+            // Once events flow, the invocation ran: any failure is an interruption.
+            Ok(events
+                .map(|e| e.map_err(|s| WorkerError::Interrupted(s.message().to_string())))
+                .boxed())
+        })
+    }
+
+    fn prefetch(
+        &self,
+        worker: &str,
+        request: pb::PrefetchRequest,
+    ) -> BoxFuture<'static, WorkerResult<pb::PrefetchResponse>> {
+        self.call(
+            worker,
+            move |mut c| async move { c.prefetch(request).await },
+        )
     }
 
     fn provision(

@@ -4,7 +4,11 @@ an error in the trailers, and Node's `awslambda.streamifyResponse`."""
 import base64
 import io
 import json
+import re
+import time
 import zipfile
+
+import pytest
 
 from conftest import ROLE, python_fn
 
@@ -149,3 +153,199 @@ def test_a_response_stream_url_serves_what_the_function_streams(lam):
         assert headers["x-kind"] == "stream" and cookies == ["s=1"]
     finally:
         lam.delete_function(FunctionName="node-url-stream")
+
+
+# Writes, waits, writes: the gap shows whether the first bytes left before the end.
+NODE_SLOW = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.write('first ');
+  await new Promise((r) => setTimeout(r, 1500));
+  responseStream.write('second');
+  if (event.fail) throw new RangeError('late failure');
+  responseStream.end();
+});
+"""
+
+SLOW_BOOTSTRAP = BOOTSTRAP.replace(
+    'for part in (b"one,", b"two,", b"three"):\n        s.sendall(b"%x\\r\\n%s\\r\\n" % (len(part), part))',
+    'import time\n    for i, part in enumerate((b"one,", b"two,", b"three")):\n'
+    '        s.sendall(b"%x\\r\\n%s\\r\\n" % (len(part), part))\n'
+    '        if i == 0:\n            time.sleep(1.5)')
+
+
+def timed_events(resp):
+    """(arrival time, payload) of each chunk, and InvokeComplete with its arrival time."""
+    chunks, complete = [], None
+    for e in resp["EventStream"]:
+        if "PayloadChunk" in e:
+            chunks.append((time.monotonic(), e["PayloadChunk"]["Payload"]))
+        elif "InvokeComplete" in e:
+            complete = (time.monotonic(), e["InvokeComplete"])
+    return chunks, complete
+
+
+@pytest.mark.parametrize("kind", ["node", "custom"])
+def test_the_first_chunk_arrives_while_the_function_still_runs(lam, kind):
+    assert SLOW_BOOTSTRAP != BOOTSTRAP
+    name = f"slow-stream-{kind}"
+    if kind == "node":
+        lam.create_function(FunctionName=name, Runtime=_node_runtime(), Role=ROLE, Handler="index.handler",
+                            Code={"ZipFile": zip_with_bootstrap({"index.js": NODE_SLOW})})
+    else:
+        lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="x",
+                            Code={"ZipFile": zip_with_bootstrap({"bootstrap": SLOW_BOOTSTRAP})})
+    try:
+        for attempt in ("cold", "warm"):
+            resp = lam.invoke_with_response_stream(FunctionName=name, Payload=b"{}")
+            chunks, (done_at, complete) = timed_events(resp)
+            assert not complete.get("ErrorCode"), complete
+            first_at, first = chunks[0]
+            assert first in (b"first ", b"one,"), chunks
+            # The function slept 1.5 s after its first write: that write was already here.
+            assert done_at - first_at > 1.0, (attempt, chunks, done_at)
+            assert b"".join(c for _, c in chunks) in (b"first second", b"one,two,three")
+        # A failure after bytes went out is told in InvokeComplete, the bytes kept.
+        resp = lam.invoke_with_response_stream(FunctionName=name, Payload=b'{"fail": true}')
+        chunks, (done_at, complete) = timed_events(resp)
+        assert done_at - chunks[0][0] > 1.0
+        expected = ("RangeError", "late failure") if kind == "node" else ("Mid.Stream", "broke")
+        assert complete["ErrorCode"] == expected[0] and expected[1] in complete["ErrorDetails"], complete
+    finally:
+        lam.delete_function(FunctionName=name)
+
+
+def _node_runtime():
+    return "nodejs20.x" if _node_major() >= 20 else "nodejs18.x"
+
+
+# 50 MB in 64 KiB writes that wait for the stream to drain (Node's back-pressure), with
+# the moment each 5 MB was accepted, logged.
+NODE_BIG = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  const total = event.mb * 1024 * 1024, piece = Buffer.alloc(65536);
+  const t0 = Date.now();
+  for (let sent = 0, i = 0; sent < total; sent += piece.length, i++) {
+    piece.fill(i % 251);
+    if (!responseStream.write(piece)) await new Promise((r) => responseStream.once('drain', r));
+    if ((sent + piece.length) % (5 * 1024 * 1024) === 0) console.log(`accepted ${(sent + piece.length) >> 20} MB at ${Date.now() - t0} ms`);
+  }
+  responseStream.end();
+});
+"""
+
+
+PAUSE = 12
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_50_mb_stream_through_a_slow_client_keeps_the_gateway_flat(dev, lam):
+    """Lambda's limits and back-pressure end to end: the first 6 MB uncapped, then
+    2 MB/s; a client that stops reading for 12 s holds the function's writes back, and
+    the `nimbus dev` process (gateway and worker) never holds the response in memory."""
+    import threading
+    lam.create_function(FunctionName="big-stream", Runtime=_node_runtime(), Role=ROLE, Handler="index.handler",
+                        MemorySize=256, Timeout=120, Code={"ZipFile": zip_with_bootstrap({"index.js": NODE_BIG})})
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(rss_kb(dev.proc.pid))
+            time.sleep(0.1)
+
+    try:
+        lam.invoke_with_response_stream(FunctionName="big-stream", Payload=b'{"mb": 1}')  # warm it
+        base = rss_kb(dev.proc.pid)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        resp = lam.invoke_with_response_stream(FunctionName="big-stream", Payload=b'{"mb": 50}', LogType="Tail")
+        received, complete, paused = 0, None, False
+        for e in resp["EventStream"]:
+            if "PayloadChunk" in e:
+                data = e["PayloadChunk"]["Payload"]
+                # Byte i of the stream is (i // 65536) % 251: order and content intact.
+                for off in [*range((-received) % 65536, len(data), 65536), len(data) - 1]:
+                    assert data[off] == ((received + off) // 65536) % 251, received + off
+                received += len(data)
+                if not paused and received >= 1024 * 1024:
+                    paused = True
+                    time.sleep(PAUSE)  # the slow client: nothing read for a while
+            elif "InvokeComplete" in e:
+                complete = e["InvokeComplete"]
+        elapsed = time.monotonic() - started
+        stop.set()
+        sampler.join()
+        assert complete is not None and not complete.get("ErrorCode"), complete
+        assert received == 50 * 1024 * 1024
+        # 44 MB past the uncapped 6 MB at 2 MB/s take 22 s at least.
+        assert elapsed > 21, elapsed
+        # Without back-pressure the function would have had 6 + 2 × 12 = 30 MB accepted
+        # by the end of the pause. With it, it stalls once the buffers on the way (the
+        # kernel's socket buffers, the worker's and gateway's small queues) are full, and
+        # goes on at 2 MB/s only when the client reads again.
+        log = base64.b64decode(complete["LogResult"]).decode()
+        accepted = {int(m): int(t) for m, t in re.findall(r"accepted (\d+) MB at (\d+) ms", log)}
+        assert 30 in accepted, log
+        assert accepted[30] > (PAUSE + 3) * 1000, accepted
+        growth_mb = (max(samples) - base) / 1024
+        # The process holds a few MB of it in flight, never the 50 MB (nor the 30 MB a
+        # buffering gateway would have piled up during the pause).
+        assert growth_mb < 20, (growth_mb, base, max(samples))
+        print(f"50 MB stream: {elapsed:.1f} s, RSS growth {growth_mb:.1f} MB, accepted {accepted}")
+    finally:
+        stop.set()
+        lam.delete_function(FunctionName="big-stream")
+
+
+NODE_HTTP_SLOW = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream = awslambda.HttpResponseStream.from(responseStream, {
+    statusCode: 200, headers: {'content-type': 'text/plain', 'x-kind': 'slow'} });
+  responseStream.write('early ');
+  await new Promise((r) => setTimeout(r, 1500));
+  if (event.rawQueryString === 'fail') throw new Error('failed mid-stream');
+  responseStream.end('late');
+});
+"""
+
+
+def test_a_response_stream_url_sends_bytes_as_they_are_written(lam):
+    import http.client
+    from urllib.parse import urlparse
+    from test_urls import public
+    lam.create_function(FunctionName="node-url-slow", Runtime=_node_runtime(), Role=ROLE, Handler="index.handler",
+                        Code={"ZipFile": zip_with_bootstrap({"index.js": NODE_HTTP_SLOW})})
+    try:
+        url = lam.create_function_url_config(FunctionName="node-url-slow", AuthType="NONE",
+                                             InvokeMode="RESPONSE_STREAM")["FunctionUrl"]
+        public(lam, "node-url-slow")
+        u = urlparse(url)
+
+        def get(path):
+            conn = http.client.HTTPConnection("127.0.0.1", u.port, timeout=60)
+            conn.request("GET", path, headers={"Host": u.netloc})
+            return conn.getresponse()
+
+        for attempt in ("cold", "warm"):
+            r = get("/")
+            assert r.status == 200 and r.getheader("x-kind") == "slow", attempt
+            assert r.getheader("transfer-encoding") == "chunked"
+            first = r.read1()
+            first_at = time.monotonic()
+            rest = r.read()
+            assert first + rest == b"early late", (first, rest)
+            assert first == b"early " and time.monotonic() - first_at > 1.0, attempt
+        # Failing after the head went out cuts the body off: never a clean end.
+        r = get("/?fail")
+        assert r.status == 200 and r.read1() == b"early "
+        with pytest.raises(http.client.IncompleteRead):
+            r.read()
+    finally:
+        lam.delete_function(FunctionName="node-url-slow")

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use nimbus_proto::worker as pb;
 use nimbus_proto::worker::worker_server::Worker;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -34,6 +36,25 @@ impl WorkerService {
     }
 }
 
+/// The span of one invocation, continuing the gateway's trace: the engine's Init and
+/// Invocation spans become its children.
+fn invoke_span(request: &Request<pb::InvokeRequest>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "worker_invoke",
+        otel.name = "Worker invoke",
+        otel.kind = "server"
+    );
+    if let Some(parent) = request
+        .metadata()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| nimbus_telemetry::propagation::parse_traceparent(v, None))
+    {
+        nimbus_telemetry::propagation::set_remote_parent(&span, parent);
+    }
+    span
+}
+
 fn answer<T>(r: Result<T, pb::Rejection>) -> Result<Response<T>, Status> {
     r.map(Response::new).map_err(pb::Rejection::into_status)
 }
@@ -46,21 +67,7 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(self.in_flight.clone());
-        // Continue the gateway's trace: the engine's Init and Invocation spans become
-        // children of this one.
-        let span = tracing::info_span!(
-            "worker_invoke",
-            otel.name = "Worker invoke",
-            otel.kind = "server"
-        );
-        if let Some(parent) = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| nimbus_telemetry::propagation::parse_traceparent(v, None))
-        {
-            nimbus_telemetry::propagation::set_remote_parent(&span, parent);
-        }
+        let span = invoke_span(&request);
         answer(
             self.contract
                 .invoke(request.into_inner())
@@ -69,11 +76,42 @@ impl Worker for WorkerService {
         )
     }
 
+    type InvokeStreamStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<pb::InvokeEvent, Status>> + Send + 'static>>;
+
+    async fn invoke_stream(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight(self.in_flight.clone());
+        let span = invoke_span(&request);
+        let events = self
+            .contract
+            .invoke_stream(request.into_inner())
+            .instrument(span)
+            .await
+            .map_err(pb::Rejection::into_status)?;
+        // Counted in flight until the last event is sent (or the gateway leaves).
+        let events = ReceiverStream::new(events).map(move |e| {
+            let _ = &in_flight;
+            e.map_err(pb::Rejection::into_status)
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
     async fn provision(
         &self,
         request: Request<pb::ProvisionRequest>,
     ) -> Result<Response<pb::ProvisionResponse>, Status> {
         answer(self.contract.provision(request.into_inner()).await)
+    }
+
+    async fn prefetch(
+        &self,
+        request: Request<pb::PrefetchRequest>,
+    ) -> Result<Response<pb::PrefetchResponse>, Status> {
+        answer(self.contract.prefetch(request.into_inner()).await)
     }
 
     async fn status(

@@ -24,6 +24,19 @@ SECRET = "cluster-secret-key"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
 
 
+def eventually(fn, timeout=30, pause=0.3):
+    """`fn()` once it stops failing (a ClientError or AssertionError), within `timeout` s."""
+    from botocore.exceptions import ClientError
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except (ClientError, AssertionError):
+            if time.time() > deadline:
+                raise
+            time.sleep(pause)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,10 +107,13 @@ class Certs:
 
 class Cluster:
     def __init__(self, metas=3, gateways=2, workers=2, worker_memory_mb=2048, worker_args=(),
-                 gateway_regions=None, worker_regions=None, gateway_args=()):
-        # Every node serves us-east-1 unless given a region each.
+                 gateway_regions=None, worker_regions=None, gateway_args=(), gateway_edges=None, worker_edges=None):
+        # Every node serves us-east-1 unless given a region each, and a zone of it unless
+        # given an edge location (None: a zone).
         self.gateway_regions = gateway_regions or ["us-east-1"] * gateways
         self.worker_regions = worker_regions or ["us-east-1"] * workers
+        self.gateway_edges = gateway_edges or [None] * gateways
+        self.worker_edges = worker_edges or [None] * workers
         self.root = tempfile.mkdtemp(prefix="nimbus-cluster-")
         key = os.path.join(self.root, "cluster.key")
         with open(key, "wb") as f:
@@ -119,7 +135,8 @@ class Cluster:
         self.gateways = [
             Proc(f"gw{i + 1}", ["--tls-dir", self.certs.issue("gateway", f"gw{i + 1}"),
                                 "gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta,
-                                "--region", self.gateway_regions[i], *gateway_args], self.root)
+                                "--region", self.gateway_regions[i], *self._site(self.gateway_edges[i]),
+                                *gateway_args], self.root)
             for i, p in enumerate(self.gateway_ports)
         ]
         self.worker_ports = [free_port() for _ in range(workers)]
@@ -128,7 +145,8 @@ class Cluster:
             Proc(f"worker{i + 1}", ["--tls-dir", self.certs.issue("worker", f"worker{i + 1}"),
                                     "worker", "--data-dir", os.path.join(self.root, f"worker{i + 1}"),
                                     "--listen", f"127.0.0.1:{p}", "--meta", meta, "--region", self.worker_regions[i],
-                                    "--zone", f"{self.worker_regions[i]}{'ab'[i % 2]}", "--memory-mb", str(worker_memory_mb),
+                                    *self._site(self.worker_edges[i], f"{self.worker_regions[i]}{'ab'[i % 2]}"),
+                                    "--memory-mb", str(worker_memory_mb),
                                     "--heartbeat-ms", "1000", "--idle-timeout-secs", "120",
                                     # Workers sharing this host need their own NAT pools.
                                     "--nat-pool", f"100.{96 + i}",
@@ -138,6 +156,12 @@ class Cluster:
                                     *worker_args], self.root)
             for i, p in enumerate(self.worker_ports)
         ]
+
+    @staticmethod
+    def _site(edge, zone=None):
+        if edge:
+            return ["--edge-location", edge]
+        return ["--zone", zone] if zone else []
 
     def _home_gateway(self, worker):
         """A gateway of the worker's region (functions call their own region's API)."""
@@ -152,6 +176,10 @@ class Cluster:
         for region in sorted(set(self.gateway_regions)):
             self.cli("account", "create", "--meta", ",".join(self.meta_addrs), "--account-id", ACCOUNT,
                      "--access-key-id", KEY_ID, "--region", region, env={"NIMBUS_SECRET_ACCESS_KEY": SECRET})
+        edges = {(r, e) for r, e in zip(self.gateway_regions + self.worker_regions, self.gateway_edges + self.worker_edges) if e}
+        for region, location in sorted(edges):
+            self.cli("cluster", "add-edge-location", "--meta", ",".join(self.meta_addrs), "--region", region,
+                     "--location", location)
         for w in self.workers:
             w.start()
         for g in self.gateways:

@@ -208,6 +208,64 @@ def test_updates_under_load_fail_no_invocation(cluster):
         assert json.loads(gw.invoke(FunctionName="rolling")["Payload"].read()) == 5
 
 
+STREAMING_BOOTSTRAP = r"""#!/usr/bin/python3
+import http.client, json, os, socket, time
+host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+while True:
+    c = http.client.HTTPConnection(host, int(port))
+    c.request("GET", "/2018-06-01/runtime/invocation/next")
+    r = c.getresponse()
+    rid = r.getheader("Lambda-Runtime-Aws-Request-Id")
+    event = json.loads(r.read())
+    s = socket.create_connection((host, int(port)))
+    s.sendall((f"POST /2018-06-01/runtime/invocation/{rid}/response HTTP/1.1\r\nHost: x\r\n"
+               "Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
+    piece = b"z" * 65536
+    for i in range(event["pieces"]):
+        s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        if i == 0:
+            time.sleep(1.5)
+    s.sendall(b"0\r\n\r\n")
+    s.recv(4096)
+    s.close()
+"""
+
+
+def executable_zip(name, body):
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo(name)
+        info.external_attr = 0o755 << 16
+        z.writestr(info, body)
+    return buf.getvalue()
+
+
+def test_a_streamed_response_crosses_the_cluster_as_it_is_written(cluster):
+    """InvokeWithResponseStream through a cluster gateway: the worker's InvokeStream (gRPC
+    server streaming) carries the first bytes while the function still runs, and a 10 MB
+    response whole and in order."""
+    gw = cluster.client(0)
+    gw.create_function(FunctionName="streamer", Runtime="provided.al2023", Role=ROLE, Handler="x", Timeout=30,
+                       Code={"ZipFile": executable_zip("bootstrap", STREAMING_BOOTSTRAP)})
+    for pieces in (2, 160):
+        resp = gw.invoke_with_response_stream(FunctionName="streamer", Payload=json.dumps({"pieces": pieces}))
+        first_at, received, complete = None, 0, None
+        for e in resp["EventStream"]:
+            if "PayloadChunk" in e:
+                first_at = first_at or time.monotonic()
+                data = e["PayloadChunk"]["Payload"]
+                assert set(data) == {ord("z")}
+                received += len(data)
+            elif "InvokeComplete" in e:
+                complete = (time.monotonic(), e["InvokeComplete"])
+        assert received == pieces * 65536
+        assert not complete[1].get("ErrorCode"), complete
+        # The function slept 1.5 s after its first piece, which had arrived by then.
+        assert complete[0] - first_at > 1.0, (complete[0], first_at)
+
+
 @pytest.fixture
 def counter():
     c = Counter()

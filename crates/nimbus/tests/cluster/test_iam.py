@@ -11,7 +11,7 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import ACCOUNT, ROLE, Cluster, zip_of
+from harness import ACCOUNT, ROLE, Cluster, zip_of, eventually
 
 ROOTS = os.environ.get("NIMBUS_RUNTIME_ROOTS", "/var/tmp/nimbus-rootfs")
 CFG = botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60, connect_timeout=5)
@@ -53,17 +53,6 @@ def svc(cluster, i, name, key, secret, token=None):
     return boto3.client(name, endpoint_url=cluster.endpoint(i), region_name="us-east-1",
                         aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token,
                         config=CFG)
-
-
-def eventually(fn, timeout=10):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return fn()
-        except (ClientError, AssertionError):
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def arn(name):

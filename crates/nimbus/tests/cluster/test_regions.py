@@ -7,7 +7,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import ACCOUNT, ROLE, Cluster, zip_of
+from harness import ACCOUNT, ROLE, Cluster, zip_of, eventually
 
 US, EU = "us-east-1", "eu-west-1"
 
@@ -26,17 +26,6 @@ def cluster():
         yield c
     finally:
         c.stop()
-
-
-def eventually(fn, timeout=30):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return fn()
-        except (ClientError, AssertionError):
-            if time.time() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def test_each_region_keeps_its_functions_and_runs_them_on_its_own_workers(cluster):

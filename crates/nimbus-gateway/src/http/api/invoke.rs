@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
+use futures::StreamExt;
 use nimbus_telemetry::propagation;
 use nimbus_types::limits::{CLIENT_CONTEXT_MAX_BYTES, LOG_TAIL_MAX_BYTES, SYNC_RESPONSE_MAX_BYTES};
 use nimbus_types::vocabulary::{InvocationType, LogType};
@@ -18,7 +19,8 @@ use tracing::Instrument;
 
 use crate::core::async_events;
 use crate::core::resolve::{self, Named};
-use crate::core::{ApiError, Gateway, InvokeRequest, Invoked};
+use crate::core::{ApiError, Gateway, InvokeRequest, InvokeResult, Invoked, StreamEvent};
+use crate::http::eventstream;
 use crate::http::extract::QualifiedFunction;
 use crate::http::{Caller, RequestId};
 
@@ -193,10 +195,10 @@ fn response(invoked: Invoked, log_type: LogType) -> Result<Response, ApiError> {
 }
 
 /// `InvokeWithResponseStream` (`POST /2021-11-15/functions/{name}/response-streaming-invocations`):
-/// the result as AWS's event stream, `PayloadChunk` events then `InvokeComplete`, which
-/// the SDKs decode unchanged. The worker collects the function's (possibly streamed)
-/// response first, so it arrives in one piece for now, within the 6 MB of a synchronous
-/// response.
+/// the result as AWS's event stream, `PayloadChunk` events as the function writes, then
+/// `InvokeComplete`, which the SDKs decode unchanged. Errors before the function first
+/// wrote (not found, throttled) are ordinary Lambda errors; after that they can only be
+/// told in `InvokeComplete`.
 pub async fn invoke_stream(
     State(gw): State<Arc<Gateway>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
@@ -204,7 +206,6 @@ pub async fn invoke_stream(
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
-    use crate::http::eventstream;
     let log_type = LogType::parse(header(&headers, "x-amz-log-type"))?;
     match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
         "RequestResponse" => {}
@@ -225,31 +226,21 @@ pub async fn invoke_stream(
         client_context,
         trace_id: header(&headers, "x-amzn-trace-id").map(str::to_string),
     };
-    let invoked = gw.invoke(&named, request).await?;
-    let result = &invoked.result;
-    let log = (log_type == LogType::Tail).then(|| {
-        let tail = result.log_tail.as_bytes();
-        let tail = &tail[tail.len().saturating_sub(LOG_TAIL_MAX_BYTES)..];
-        base64::engine::general_purpose::STANDARD.encode(tail)
-    });
-    let mut body = Vec::with_capacity(result.payload.len() + 256);
-    let complete = match &result.function_error {
-        None => {
-            for chunk in eventstream::payload_chunks(&result.payload) {
-                body.extend_from_slice(&chunk);
+    let invoked = gw.invoke_stream(&named, request).await?;
+    let with_log = log_type == LogType::Tail;
+    let frames = futures::stream::unfold(Some(invoked.events), move |events| async move {
+        let mut events = events?;
+        let frames = match events.recv().await {
+            Some(StreamEvent::Chunk(chunk)) => eventstream::payload_chunks(&chunk).collect(),
+            Some(StreamEvent::Done(done)) => {
+                let frames = complete_frames(done, with_log);
+                return Some((Ok::<_, std::convert::Infallible>(frames), None));
             }
-            eventstream::invoke_complete(None, None, log.as_deref())
-        }
-        Some(_) => {
-            let details = String::from_utf8_lossy(&result.payload);
-            let code = serde_json::from_slice::<serde_json::Value>(&result.payload)
-                .ok()
-                .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| "Unhandled".into());
-            eventstream::invoke_complete(Some(&code), Some(&details), log.as_deref())
-        }
-    };
-    body.extend_from_slice(&complete);
+            None => return None,
+        };
+        Some((Ok(frames), Some(events)))
+    });
+    let body = axum::body::Body::from_stream(frames.map(|f| f.map(|v: Vec<Bytes>| v.concat())));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -260,4 +251,44 @@ pub async fn invoke_stream(
         h.insert("x-amz-executed-version", v);
     }
     Ok(resp)
+}
+
+/// The last events of a streamed invocation: what was not streamed (a function that
+/// answered in one piece), then `InvokeComplete` with the error, if any, and the log.
+fn complete_frames(done: Result<InvokeResult, ApiError>, with_log: bool) -> Vec<Bytes> {
+    let log = |result: &InvokeResult| {
+        with_log.then(|| {
+            let tail = result.log_tail.as_bytes();
+            let tail = &tail[tail.len().saturating_sub(LOG_TAIL_MAX_BYTES)..];
+            base64::engine::general_purpose::STANDARD.encode(tail)
+        })
+    };
+    match done {
+        Ok(result) if result.function_error.is_none() => {
+            let mut frames: Vec<Bytes> = eventstream::payload_chunks(&result.payload).collect();
+            frames.push(eventstream::invoke_complete(
+                None,
+                None,
+                log(&result).as_deref(),
+            ));
+            frames
+        }
+        Ok(result) => {
+            let details = String::from_utf8_lossy(&result.payload);
+            let code = serde_json::from_slice::<serde_json::Value>(&result.payload)
+                .ok()
+                .and_then(|v| v.get("errorType")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| "Unhandled".into());
+            vec![eventstream::invoke_complete(
+                Some(&code),
+                Some(&details),
+                log(&result).as_deref(),
+            )]
+        }
+        Err(e) => vec![eventstream::invoke_complete(
+            Some(&e.error_type),
+            Some(&e.message),
+            None,
+        )],
+    }
 }

@@ -11,6 +11,7 @@
 //! taken apart into an HTTP response, with Lambda's 502/429/413 for what went wrong.
 
 pub mod payload;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -64,6 +65,14 @@ fn message(status: StatusCode, text: &str) -> Response {
     r.headers_mut()
         .insert("x-amzn-ErrorType", HeaderValue::from_static("UrlError"));
     r
+}
+
+/// A URL's invocation, by its `InvokeMode`.
+enum Answer {
+    /// `RESPONSE_STREAM`: the response, its body still coming.
+    Streamed(Response),
+    /// `BUFFERED`: the result, to be taken apart (payload format 2.0).
+    Buffered(crate::core::Invoked),
 }
 
 async fn serve(gw: &Arc<Gateway>, url_id: &str, host: String, req: Request) -> Response {
@@ -136,20 +145,26 @@ async fn serve(gw: &Arc<Gateway>, url_id: &str, host: String, req: Request) -> R
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
-    let mut resp = match gw.invoke(&named, request).await {
+    let invoked = if config.invoke_mode == "RESPONSE_STREAM" {
+        match gw.invoke_stream(&named, request).await {
+            Ok(streamed) => stream::respond(streamed).await.map(Answer::Streamed),
+            Err(e) => Err(e),
+        }
+    } else {
+        gw.invoke(&named, request).await.map(Answer::Buffered)
+    };
+    let mut resp = match invoked {
         Err(e) if e.is_throttle() => message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
         Err(e) if e.is_not_found() => message(StatusCode::NOT_FOUND, "Not Found"),
         Err(e) => {
             tracing::info!(url_id, error = %e, "function URL invocation failed");
             message(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }
-        Ok(invoked) if invoked.result.function_error.is_some() => {
+        Ok(Answer::Streamed(response)) => response,
+        Ok(Answer::Buffered(invoked)) if invoked.result.function_error.is_some() => {
             message(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }
-        Ok(invoked) if config.invoke_mode == "RESPONSE_STREAM" => {
-            streamed_response(&invoked.result.payload)
-        }
-        Ok(invoked) => match payload::response(&invoked.result.payload) {
+        Ok(Answer::Buffered(invoked)) => match payload::response(&invoked.result.payload) {
             Ok(out) => {
                 let mut r = (out.status, out.body).into_response();
                 add_headers(&mut r, out.headers);
@@ -173,57 +188,6 @@ async fn serve(gw: &Arc<Gateway>, url_id: &str, host: String, req: Request) -> R
         resp.headers_mut().insert("x-amzn-RequestId", v);
     }
     resp
-}
-
-/// What a streaming function wrote, as an HTTP response: with
-/// `awslambda.HttpResponseStream.from`, a JSON prelude (`statusCode`, `headers`,
-/// `cookies`) and eight NUL bytes come first; without, the whole output is the body of
-/// a 200.
-fn streamed_response(out: &[u8]) -> Response {
-    const DELIMITER: &[u8] = &[0; 8];
-    let prelude = out
-        .windows(DELIMITER.len())
-        .position(|w| w == DELIMITER)
-        .and_then(|at| {
-            let meta: serde_json::Value = serde_json::from_slice(&out[..at]).ok()?;
-            meta.is_object().then_some((meta, at))
-        });
-    let Some((meta, at)) = prelude else {
-        let mut r = (StatusCode::OK, out.to_vec()).into_response();
-        r.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        return r;
-    };
-    let status = meta
-        .get("statusCode")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(StatusCode::OK);
-    let mut r = (status, out[at + DELIMITER.len()..].to_vec()).into_response();
-    let headers = meta
-        .get("headers")
-        .and_then(serde_json::Value::as_object)
-        .map(|h| {
-            h.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    add_headers(&mut r, headers);
-    for c in meta
-        .get("cookies")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(serde_json::Value::as_str)
-    {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            r.headers_mut().append(axum::http::header::SET_COOKIE, v);
-        }
-    }
-    r
 }
 
 /// The function and config a URL id leads to, as the catalog has them now.

@@ -1,0 +1,118 @@
+"""Edge locations serving, as separate processes: 3 metadata nodes; a region gateway and
+worker; the edge location fra1 with its own gateway and worker. What is deployed to fra1
+runs on fra1's worker when called through fra1's gateway, with its code pushed there
+before the first call; anything else called there runs in the home region, answered as
+if called there; moving a deployed alias moves fra1 with it."""
+import json
+import os
+import time
+
+import pytest
+
+from harness import KEY_ID, ROLE, SECRET, Cluster, zip_of, eventually
+
+# The worker a function ran on, told by its environment's address: each worker on this
+# host hands out addresses from its own NAT pool (100.96/16 for worker 1, 100.97/16 for
+# worker 2). Connecting a UDP socket sends nothing; it only picks the source address.
+WHERE_FN = """
+import socket
+def handler(event, context):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(("198.51.100.1", 9))
+    ip = s.getsockname()[0]
+    s.close()
+    return {"ip": ip, "version": context.function_version, "tag": "TAG"}
+"""
+
+REGION_POOL, EDGE_POOL = "100.96.", "100.97."
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(metas=3, gateways=2, workers=2, gateway_edges=[None, "fra1"], worker_edges=[None, "fra1"]).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def run(lam, name, qualifier=None):
+    q = {"Qualifier": qualifier} if qualifier else {}
+    resp = lam.invoke(FunctionName=name, Payload=b"{}", **q)
+    assert "FunctionError" not in resp, resp["Payload"].read()
+    return json.loads(resp["Payload"].read())
+
+
+def nimbus_edge(cluster, *args):
+    env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+           "NIMBUS_ENDPOINT": cluster.endpoint(0)}
+    return cluster.cli("edge", *args, env=env)
+
+
+def package_dir(cluster, worker, sha256):
+    return os.path.join(cluster.root, f"worker{worker + 1}", "code", sha256.replace("/", "_").replace("+", "-"))
+
+
+def test_deployed_versions_run_at_the_edge_and_the_rest_in_the_region(cluster):
+    region, edge = cluster.client(0), cluster.client(1)
+    region.create_function(FunctionName="near", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                           Code={"ZipFile": zip_of({"app.py": WHERE_FN.replace("TAG", "v1")})})
+    v1 = region.publish_version(FunctionName="near")
+    region.create_alias(FunctionName="near", Name="live", FunctionVersion=v1["Version"])
+    nimbus_edge(cluster, "deploy", "near", "--qualifier", "live", "--locations", "fra1")
+
+    # Pushed ahead: fra1's worker holds the code before anyone calls it there.
+    pushed = package_dir(cluster, 1, v1["CodeSha256"])
+    eventually(lambda: os.path.isdir(pushed) or (_ for _ in ()).throw(AssertionError(pushed)), timeout=20)
+    assert not os.path.isdir(package_dir(cluster, 0, v1["CodeSha256"])), "the region's worker never ran it"
+
+    out = eventually(lambda: _at(run(edge, "near", "live"), EDGE_POOL))
+    assert (out["version"], out["tag"]) == (v1["Version"], "v1")
+    # Not deployed at fra1 ($LATEST, the bare version): the home region runs it.
+    assert run(edge, "near")["ip"].startswith(REGION_POOL)
+    assert run(edge, "near", v1["Version"])["ip"].startswith(REGION_POOL)
+    # The region's own gateway never places work at the edge.
+    assert run(region, "near", "live")["ip"].startswith(REGION_POOL)
+
+    # Moving the alias moves fra1 with it, within the watch delay.
+    region.update_function_code(FunctionName="near", ZipFile=zip_of({"app.py": WHERE_FN.replace("TAG", "v2")}))
+    eventually(lambda: region.get_function(FunctionName="near")["Configuration"]["LastUpdateStatus"] == "Successful")
+    v2 = region.publish_version(FunctionName="near")
+    region.update_alias(FunctionName="near", Name="live", FunctionVersion=v2["Version"])
+    moved = time.monotonic()
+    out = eventually(lambda: _tagged(run(edge, "near", "live"), "v2"), timeout=10)
+    assert out["ip"].startswith(EDGE_POOL) and out["version"] == v2["Version"]
+    assert time.monotonic() - moved < 5
+    eventually(lambda: os.path.isdir(package_dir(cluster, 1, v2["CodeSha256"])) or
+               (_ for _ in ()).throw(AssertionError("v2 not pushed")), timeout=20)
+
+    # Removing the deployment sends fra1's calls of live to the region again.
+    nimbus_edge(cluster, "remove", "near", "--qualifier", "live", "--locations", "fra1")
+    eventually(lambda: _at(run(edge, "near", "live"), REGION_POOL))
+
+
+def _at(out, pool):
+    assert out["ip"].startswith(pool), out
+    return out
+
+
+def _tagged(out, tag):
+    assert out["tag"] == tag, out
+    return out
+
+
+def test_cluster_status_lists_the_edge_location_and_its_worker(cluster):
+    def listed():
+        out = cluster.cli("cluster", "status", "--meta", ",".join(cluster.meta_addrs), "--output", "json")
+        regions = json.loads(out.stdout)["regions"]
+        assert "edge:fra1" in regions["us-east-1"], regions
+        assert len(regions["us-east-1"]["edge:fra1"]) == 1, regions
+        return regions
+    eventually(listed)
+
+
+def test_an_edge_gateway_for_an_unknown_location_refuses_to_start(cluster):
+    out = cluster.cli("gateway", "--listen", "127.0.0.1:1", "--meta", ",".join(cluster.meta_addrs),
+                      "--region", "us-east-1", "--edge-location", "mars1",
+                      tls_dir=cluster.certs.issue("gateway", "gw-mars"), check=False)
+    assert out.returncode != 0 and "edge location mars1 is not in region us-east-1" in out.stderr, out.stderr
