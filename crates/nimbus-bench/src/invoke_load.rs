@@ -247,9 +247,21 @@ async fn runtime_init_error(State(s): State<Arc<Direct>>, body: Bytes) -> Status
 }
 
 /// The benchmark's account in the cluster target.
-const ACCOUNT: &str = "000000000000";
-const ACCESS_KEY_ID: &str = "AKIDNIMBUSBENCH00001";
-const SECRET_ACCESS_KEY: &str = "nimbus-bench-secret-access-key-0000000000";
+pub(crate) const ACCOUNT: &str = "000000000000";
+pub(crate) const ACCESS_KEY_ID: &str = "AKIDNIMBUSBENCH00001";
+pub(crate) const SECRET_ACCESS_KEY: &str = "nimbus-bench-secret-access-key-0000000000";
+
+/// A cluster gateway at `addr`, with the benchmark account's key.
+pub(crate) fn bench_endpoint(addr: &str) -> Endpoint {
+    Endpoint {
+        addr: addr.to_string(),
+        credentials: Credentials {
+            access_key_id: ACCESS_KEY_ID.into(),
+            secret_access_key: SECRET_ACCESS_KEY.into(),
+            region: "us-east-1".into(),
+        },
+    }
+}
 
 /// 3 metadata nodes, one gateway and one worker, each its own process.
 pub struct Cluster {
@@ -320,19 +332,13 @@ impl Cluster {
             .arg("--create-missing-roles")
             .env("RUST_LOG", "warn");
         processes.spawn("nimbus gateway", "gateway", gateway)?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for addr in [&gateway_addr, &worker_addr] {
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                processes.check_alive()?;
-                meta.check_alive()?;
-                anyhow::ensure!(
-                    Instant::now() < deadline,
-                    "the cluster did not start\n{}",
-                    processes.log_tails(20)
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        processes
+            .wait_listening(
+                &[&gateway_addr, &worker_addr],
+                || meta.check_alive(),
+                Duration::from_secs(120),
+            )
+            .await?;
         Ok(Self {
             gateway_addr,
             meta,
@@ -342,14 +348,7 @@ impl Cluster {
     }
 
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            addr: self.gateway_addr.clone(),
-            credentials: Credentials {
-                access_key_id: ACCESS_KEY_ID.into(),
-                secret_access_key: SECRET_ACCESS_KEY.into(),
-                region: "us-east-1".into(),
-            },
-        }
+        bench_endpoint(&self.gateway_addr)
     }
 
     /// Creates the function, then waits until an invocation succeeds: the gateway learns
@@ -382,10 +381,6 @@ impl Cluster {
 
     /// Stops the worker first (SIGTERM: it tears its sandboxes down), then the rest.
     pub async fn stop(mut self) {
-        self.processes.terminate();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.processes.all_exited() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.processes.stop().await;
     }
 }

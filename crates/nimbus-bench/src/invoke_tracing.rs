@@ -197,11 +197,7 @@ impl DevProcess {
 
     /// Stops `nimbus dev` with SIGTERM, which exports its queued spans first.
     pub async fn stop(mut self) {
-        self.processes.terminate();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.processes.all_exited() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.processes.stop().await;
     }
 }
 

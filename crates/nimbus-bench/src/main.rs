@@ -10,11 +10,14 @@
 //!   signed invoke loop and the endpoint type the invocation benchmarks share.
 //! - `invoke_load`: the no-op function through `nimbus dev` and a cluster, against the
 //!   same runtime reached directly.
+//! - `edge`: a function version run at an edge location against the same version run in
+//!   the home region across a delayed link, and how fast an alias move reaches the edge.
 //! - `streaming`: time to first byte of streamed responses, and function URLs, against
 //!   `Invoke`.
 //!
 //! See `docs/benchmarks.md` for how to run it and what the figures mean.
 
+mod edge;
 mod etcd_cluster;
 mod etcd_gateway;
 mod invoke_load;
@@ -62,6 +65,31 @@ enum BenchCommand {
     /// Time to first byte of a streamed response (InvokeWithResponseStream and a
     /// RESPONSE_STREAM URL) and a function URL's overhead, against Invoke, in one run.
     Streaming(StreamingArgs),
+    /// Invoke latency at an edge location against the same version run in the home region
+    /// across a link with added delay, and how long an alias move takes to reach the edge.
+    Edge(EdgeArgs),
+}
+
+#[derive(Args, Debug)]
+struct EdgeArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// Delay added to each direction of the edge-to-region link, in ms.
+    #[arg(long, default_value_t = 10)]
+    link_delay_ms: u64,
+    /// Timed calls per round and site.
+    #[arg(long, default_value_t = 200)]
+    calls: usize,
+    /// Alias moves timed per round.
+    #[arg(long, default_value_t = 10)]
+    moves: usize,
+    /// Rounds, each on a fresh cluster.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where the cluster's temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -218,6 +246,12 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
             }
         }
+        BenchCommand::Edge(args) => {
+            tokio::select! {
+                r = edge_bench(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
+            }
+        }
         BenchCommand::Streaming(args) => {
             tokio::select! {
                 r = streaming_bench(args) => r,
@@ -247,6 +281,77 @@ fn nimbus_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
         nimbus_bin.display()
     );
     Ok(nimbus_bin)
+}
+
+async fn edge_bench(args: EdgeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.calls >= 1 && args.moves >= 1,
+        "--calls and --moves must be at least 1"
+    );
+    anyhow::ensure!(
+        (1..=100).contains(&args.rounds),
+        "--rounds must be 1 to 100"
+    );
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
+    let delay = Duration::from_millis(args.link_delay_ms);
+    let mut rounds = Vec::new();
+    for r in 0..args.rounds {
+        let round = edge::round(&nimbus_bin, &args.work_dir, delay, args.calls, args.moves).await?;
+        eprintln!(
+            "round {}: edge p50 {:.2} ms p99 {:.2} ms; region p50 {:.2} ms p99 {:.2} ms; alias moves {:?} ms",
+            r + 1,
+            round.edge_ms.0,
+            round.edge_ms.1,
+            round.region_ms.0,
+            round.region_ms.1,
+            round.alias_moves_ms
+        );
+        rounds.push(round);
+    }
+    let median = |f: &dyn Fn(&edge::EdgeRound) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let moves: Vec<f64> = {
+        let mut all: Vec<f64> = rounds
+            .iter()
+            .flat_map(|r| r.alias_moves_ms.clone())
+            .collect();
+        all.sort_by(f64::total_cmp);
+        all
+    };
+    let pct = |p: f64| {
+        moves[((p / 100.0 * moves.len() as f64).ceil() as usize).clamp(1, moves.len()) - 1]
+    };
+    println!(
+        "Link delay {} ms each way, {} calls per site and round, medians of {} round(s).\n",
+        args.link_delay_ms, args.calls, args.rounds
+    );
+    println!("| invoked through fra1's gateway | p50 ms | p99 ms |\n|---|---:|---:|");
+    println!(
+        "| `near:live`, deployed to fra1: runs at the edge | {:.2} | {:.2} |",
+        median(&|r| r.edge_ms.0),
+        median(&|r| r.edge_ms.1)
+    );
+    println!(
+        "| `near:1`, the same version not deployed: runs in the region | {:.2} | {:.2} |",
+        median(&|r| r.region_ms.0),
+        median(&|r| r.region_ms.1)
+    );
+    println!(
+        "\nAlias move to the first call at the edge running the new version ({} moves): p50 {:.1} ms, max {:.1} ms",
+        moves.len(),
+        pct(50.0),
+        pct(100.0)
+    );
+    println!(
+        "\nratio edge/region p50={:.2} p99={:.2} alias_move_p50_ms={:.1}",
+        median(&|r| r.edge_ms.0) / median(&|r| r.region_ms.0),
+        median(&|r| r.edge_ms.1) / median(&|r| r.region_ms.1),
+        pct(50.0)
+    );
+    Ok(())
 }
 
 async fn streaming_bench(args: StreamingArgs) -> anyhow::Result<()> {

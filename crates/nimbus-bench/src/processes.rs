@@ -90,6 +90,40 @@ impl ProcessGroup {
         all
     }
 
+    /// Stops every process with SIGTERM and waits up to 20 s for them to exit (those
+    /// still running are killed on drop).
+    pub async fn stop(&mut self) {
+        self.terminate();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.all_exited() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until something listens on each of `addrs`, failing if a process of this
+    /// group (or `also`) exits first or `timeout` passes.
+    pub async fn wait_listening(
+        &mut self,
+        addrs: &[&str],
+        mut also: impl FnMut() -> anyhow::Result<()>,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        for addr in addrs {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                self.check_alive()?;
+                also()?;
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "the processes did not start listening\n{}",
+                    self.log_tails(20)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// True when every process has exited.
     pub fn all_exited(&mut self) -> bool {
         self.started

@@ -94,6 +94,11 @@ impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Meta(m) => m.into(),
+            // Cut off from the core (every metadata node down or unreachable): say so,
+            // and that nothing was changed, rather than pass on a transport error.
+            ClientError::Unavailable(detail) => ApiError::service(format!(
+                "The Nimbus core (its metadata cluster) cannot be reached from this gateway, so nothing was changed; retry when it is reachable again. ({detail})"
+            )),
             other => ApiError::service(format!("metadata cluster: {other}")),
         }
     }

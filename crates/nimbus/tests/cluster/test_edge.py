@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+from botocore.exceptions import ClientError
 
 from harness import KEY_ID, ROLE, SECRET, Cluster, zip_of, eventually
 
@@ -116,3 +117,32 @@ def test_an_edge_gateway_for_an_unknown_location_refuses_to_start(cluster):
                       "--region", "us-east-1", "--edge-location", "mars1",
                       tls_dir=cluster.certs.issue("gateway", "gw-mars"), check=False)
     assert out.returncode != 0 and "edge location mars1 is not in region us-east-1" in out.stderr, out.stderr
+
+
+def test_cut_off_from_the_core_writes_are_refused_clearly_and_all_converges_after(cluster):
+    """Runs last: it kills every metadata node of the module's cluster, then restarts
+    them."""
+    edge = cluster.client(1, read_timeout=120)
+    code = {"ZipFile": zip_of({"app.py": WHERE_FN.replace("TAG", "later")})}
+    for m in cluster.metas:
+        m.kill()
+    started = time.monotonic()
+    with pytest.raises(ClientError) as e:
+        edge.create_function(FunctionName="during", Runtime="python3.11", Role=ROLE, Handler="app.handler", Code=code)
+    err = e.value.response["Error"]
+    assert err["Code"] == "ServiceException" and "cannot be reached" in err["Message"], err
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert time.monotonic() - started < 30
+    # What the gateway already knows it still answers.
+    assert edge.get_function_configuration(FunctionName="near")["FunctionName"] == "near"
+
+    for m in cluster.metas:
+        m.start()
+    eventually(lambda: edge.create_function(FunctionName="after", Runtime="python3.11", Role=ROLE,
+                                            Handler="app.handler", Code=code), timeout=90)
+    region = cluster.client(0)
+    assert eventually(lambda: region.get_function(FunctionName="after"))["Configuration"]["FunctionName"] == "after"
+    assert eventually(lambda: run(edge, "after"), timeout=60)["tag"] == "later"
+    with pytest.raises(ClientError) as e:
+        region.get_function(FunctionName="during")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
