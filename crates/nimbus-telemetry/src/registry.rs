@@ -5,6 +5,7 @@
 //! that are a snapshot of some state (Raft's indexes, the worker's pool) are refreshed by
 //! callbacks just before each scrape instead of by a timer.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -30,6 +31,8 @@ pub struct MetricsRegistry {
 struct Inner {
     registry: Mutex<Registry>,
     refreshers: Mutex<Vec<Refresh>>,
+    /// Labels every metric registered from now on carries (e.g. an edge location).
+    labels: Mutex<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for MetricsRegistry {
@@ -45,11 +48,38 @@ impl MetricsRegistry {
 
     /// Adds a metric (a clone of it: metrics share their values with their clones).
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.inner
-            .registry
+        let labels = self
+            .inner
+            .labels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .register(name, help, metric);
+            .clone();
+        let mut registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if labels.is_empty() {
+            registry.register(name, help, metric);
+        } else {
+            registry
+                .sub_registry_with_labels(
+                    labels
+                        .into_iter()
+                        .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))),
+                )
+                .register(name, help, metric);
+        }
+    }
+
+    /// Gives every metric registered after this call the label `key="value"` (a node's
+    /// place, such as its edge location, on all of its series).
+    pub fn add_label(&self, key: &str, value: &str) {
+        self.inner
+            .labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.to_string(), value.to_string()));
     }
 
     /// Runs `refresh` before every scrape, to copy a snapshot of some state into gauges.
@@ -130,6 +160,23 @@ mod tests {
         assert!(text.contains("things_total 3"), "{text}");
         assert!(text.contains("level 42"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_node_label_reaches_every_metric_registered_after_it() {
+        let m = MetricsRegistry::new();
+        let before = Counter::<u64>::default();
+        m.register("before", "Before", before.clone());
+        m.add_label("edge_location", "fra1");
+        let after = Counter::<u64>::default();
+        m.register("after", "After", after.clone());
+        after.inc();
+        let text = m.encode();
+        assert!(
+            text.contains("after_total{edge_location=\"fra1\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("before_total 0"), "{text}");
     }
 
     #[tokio::test]

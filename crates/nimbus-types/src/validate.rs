@@ -80,6 +80,26 @@ pub fn function_name(name: &str) -> Result<(), MetaError> {
     }
 }
 
+/// The part of a function's log group after `/aws/lambda/`: the function's name, or, for
+/// what ran at an edge location, `<home region>.<name>` as Lambda@Edge names its groups.
+/// Never a path (no `/`, and no `.` but the one after a region).
+pub fn log_group_function(group_function: &str) -> bool {
+    match group_function.split_once('.') {
+        Some((region_name, name)) => region(region_name).is_ok() && function_name(name).is_ok(),
+        None => function_name(group_function).is_ok(),
+    }
+}
+
+/// The log group part (see [`log_group_function`]) of function `name` run in `region`,
+/// at an edge location if `edge` is set.
+pub fn log_group_function_of(name: &str, region: &str, edge: bool) -> String {
+    if edge {
+        format!("{region}.{name}")
+    } else {
+        name.to_string()
+    }
+}
+
 pub fn alias_name(name: &str) -> Result<(), MetaError> {
     static R: OnceLock<Regex> = OnceLock::new();
     // An alias may not look like a version number, which would make qualifiers ambiguous.
@@ -492,6 +512,27 @@ mod tests {
             role: "arn:aws:iam::000000000000:role/lambda-role".into(),
             ..FunctionConfig::default()
         }
+    }
+
+    #[test]
+    fn log_groups_name_a_function_or_an_edge_run_of_one() {
+        for ok in ["f", "my-fn_1", "us-east-1.f", "eu-west-1.my-fn_1"] {
+            assert!(log_group_function(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a.b",
+            "us-east-1.",
+            "us-east-1.a.b",
+            "us-east-1./x",
+            "../x",
+            "f/x",
+        ] {
+            assert!(!log_group_function(bad), "{bad}");
+        }
+        assert_eq!(log_group_function_of("f", "us-east-1", true), "us-east-1.f");
+        assert_eq!(log_group_function_of("f", "us-east-1", false), "f");
     }
 
     proptest! {

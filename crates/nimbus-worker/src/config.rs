@@ -65,6 +65,9 @@ pub struct EngineConfig {
     /// `AWS_ENDPOINT_URL` through their Runtime API address (`aws_proxy`); unset: the
     /// SDKs inside functions have no endpoint set.
     pub aws_endpoint: Option<std::sync::Arc<crate::aws_proxy::AwsProxy>>,
+    /// The edge location this worker serves, if any: what runs here logs to
+    /// `/aws/lambda/<region>.<name>`, as Lambda@Edge does.
+    pub edge_location: Option<String>,
     /// Limits on streamed responses (Lambda's by default).
     pub stream_limits: crate::stream_limit::StreamLimits,
 }
@@ -94,12 +97,22 @@ impl Default for EngineConfig {
             insecure_no_isolation: false,
             logs: crate::log_store::LogStoreConfig::default(),
             aws_endpoint: None,
+            edge_location: None,
             stream_limits: Default::default(),
         }
     }
 }
 
 impl EngineConfig {
+    /// The part of `function`'s log group after `/aws/lambda/` on this worker.
+    pub fn log_group_function(&self, function: &str) -> String {
+        nimbus_types::validate::log_group_function_of(
+            function,
+            &self.region,
+            self.edge_location.is_some(),
+        )
+    }
+
     /// The log store's directory: `logs.dir`, or `<state_dir>/logs`.
     pub fn log_dir(&self) -> PathBuf {
         self.logs

@@ -124,7 +124,8 @@ impl Engine {
     /// a query right after sees them. A failing disk costs the logs, not the invocation.
     async fn persist_logs(&self, spec: &FunctionSpec, outcome: &InvokeOutcome) {
         let store = self.inner.logs.clone();
-        let (account, function) = (spec.account_id.clone(), spec.function_name.clone());
+        let account = spec.account_id.clone();
+        let function = self.inner.config.log_group_function(&spec.function_name);
         let (stream, lines) = (outcome.log_stream.clone(), outcome.log_lines.clone());
         let written =
             tokio::task::spawn_blocking(move || store.append(&account, &function, &stream, &lines))

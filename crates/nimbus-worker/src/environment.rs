@@ -133,7 +133,10 @@ fn lambda_env(
         ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.function_name)),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", config.log_group_function(&spec.function_name)),
+        ),
         ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
         ("AWS_REGION", config.region.clone()),
         ("AWS_DEFAULT_REGION", config.region.clone()),

@@ -70,6 +70,10 @@ pub async fn run(
         workers,
     );
     if let Some(addr) = args.admin_listen {
+        // An edge location's series say so (Lambda's metrics of what ran there).
+        if let Some(location) = &args.edge_location {
+            metrics.add_label("edge_location", location);
+        }
         gateway.metrics().register(&metrics);
         crate::meta_cmd::serve_admin(metrics, addr).await?;
     }

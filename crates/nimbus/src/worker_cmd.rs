@@ -69,6 +69,10 @@ pub async fn run(
             .map(nimbus_worker::aws_proxy::AwsProxy::new)
             .transpose()?
             .map(std::sync::Arc::new),
+        edge_location: match &placement {
+            Placement::EdgeLocation(l) => Some(l.clone()),
+            Placement::Zone(_) => None,
+        },
         ..Default::default()
     };
     engine.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
@@ -91,6 +95,9 @@ pub async fn run(
     };
     let registry = match args.admin_listen {
         Some(addr) => {
+            if let Some(location) = &args.edge_location {
+                metrics.add_label("edge_location", location);
+            }
             crate::meta_cmd::serve_admin(metrics.clone(), addr).await?;
             Some(metrics)
         }

@@ -203,12 +203,10 @@ pub fn function_of_group(group: &str) -> Option<&str> {
         .filter(|f| valid_function(f))
 }
 
-/// Lambda function names: 1–64 letters, digits, `-` and `_` (so never a path).
+/// A function's name, or `<region>.<name>` for what ran at an edge location (as
+/// Lambda@Edge names its groups): never a path.
 fn valid_function(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    nimbus_types::validate::log_group_function(name)
 }
 
 /// `YYYY/MM/DD/[VERSION]<32 lowercase hex>`, VERSION `$LATEST` or digits.
@@ -263,6 +261,11 @@ mod tests {
         }
         assert_eq!(function_of_group("/aws/lambda/my-fn_1"), Some("my-fn_1"));
         assert_eq!(function_of_group("/aws/lambda/../x"), None);
+        assert_eq!(
+            function_of_group("/aws/lambda/us-east-1.f"),
+            Some("us-east-1.f")
+        );
+        assert_eq!(function_of_group("/aws/lambda/a.b"), None);
         assert_eq!(function_of_group("/aws/other/x"), None);
         assert_eq!(group_name("f"), "/aws/lambda/f");
     }

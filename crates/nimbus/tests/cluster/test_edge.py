@@ -16,13 +16,14 @@ from harness import KEY_ID, ROLE, SECRET, Cluster, zip_of, eventually
 # host hands out addresses from its own NAT pool (100.96/16 for worker 1, 100.97/16 for
 # worker 2). Connecting a UDP socket sends nothing; it only picks the source address.
 WHERE_FN = """
-import socket
+import os, socket
 def handler(event, context):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.connect(("198.51.100.1", 9))
     ip = s.getsockname()[0]
     s.close()
-    return {"ip": ip, "version": context.function_version, "tag": "TAG"}
+    return {"ip": ip, "version": context.function_version, "tag": "TAG",
+            "group": os.environ["AWS_LAMBDA_LOG_GROUP_NAME"]}
 """
 
 REGION_POOL, EDGE_POOL = "100.96.", "100.97."
@@ -75,6 +76,21 @@ def test_deployed_versions_run_at_the_edge_and_the_rest_in_the_region(cluster):
     # The region's own gateway never places work at the edge.
     assert run(region, "near", "live")["ip"].startswith(REGION_POOL)
 
+    # What ran at the edge logs as Lambda@Edge does, to /aws/lambda/<home region>.<name>,
+    # readable through any gateway; what ran in the region to the function's own group.
+    assert out["group"] == "/aws/lambda/us-east-1.near"
+    assert run(edge, "near")["group"] == "/aws/lambda/near"
+    logs = cluster.logs_client(0)
+
+    def logged(group, at_least):
+        events = logs.filter_log_events(logGroupName=group)["events"]
+        starts = [e for e in events if e["message"].startswith("START RequestId")]
+        assert len(starts) >= at_least, (group, events)
+    eventually(lambda: logged("/aws/lambda/us-east-1.near", 1))
+    eventually(lambda: logged("/aws/lambda/near", 3))
+    groups = [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]]
+    assert {"/aws/lambda/near", "/aws/lambda/us-east-1.near"} <= set(groups), groups
+
     # Moving the alias moves fra1 with it, within the watch delay.
     region.update_function_code(FunctionName="near", ZipFile=zip_of({"app.py": WHERE_FN.replace("TAG", "v2")}))
     eventually(lambda: region.get_function(FunctionName="near")["Configuration"]["LastUpdateStatus"] == "Successful")
@@ -110,6 +126,19 @@ def test_cluster_status_lists_the_edge_location_and_its_worker(cluster):
         assert len(regions["us-east-1"]["edge:fra1"]) == 1, regions
         return regions
     eventually(listed)
+
+
+def test_an_edge_workers_metrics_name_its_location(cluster):
+    import urllib.request
+
+    def scrape(i):
+        with urllib.request.urlopen(f"http://127.0.0.1:{cluster.worker_admin_ports[i]}/metrics", timeout=10) as r:
+            return r.read().decode()
+    edge, region = scrape(1), scrape(0)
+    series = [l for l in edge.splitlines() if l and not l.startswith("#")]
+    assert series and all('edge_location="fra1"' in l for l in series if l.startswith("nimbus_worker")), edge[:2000]
+    assert any('edge_location="fra1"' in l for l in series), edge[:2000]
+    assert "edge_location" not in region
 
 
 def test_an_edge_gateway_for_an_unknown_location_refuses_to_start(cluster):

@@ -172,14 +172,9 @@ fn function_of(group: Option<&str>, identifier: Option<&str>) -> Result<String, 
             ))
         }
     };
+    // A function's group, or (`<region>.<name>`) what of it ran at an edge location.
     match group.strip_prefix(GROUP_PREFIX) {
-        Some(f)
-            if (1..=64).contains(&f.len())
-                && f.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            Ok(f.to_owned())
-        }
+        Some(f) if nimbus_types::validate::log_group_function(f) => Ok(f.to_owned()),
         _ => Err(group_not_found()),
     }
 }
