@@ -349,3 +349,47 @@ def test_a_response_stream_url_sends_bytes_as_they_are_written(lam):
             r.read()
     finally:
         lam.delete_function(FunctionName="node-url-slow")
+
+
+NODE_TIMEOUT = """
+exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {
+  responseStream.write('started ');
+  await new Promise((r) => setTimeout(r, 10000));
+  responseStream.end('never');
+});
+"""
+
+
+def test_a_stream_that_outlives_its_timeout_ends_with_the_timeout(lam):
+    lam.create_function(FunctionName="stream-timeout", Runtime=_node_runtime(), Role=ROLE, Handler="index.handler",
+                        Timeout=2, Code={"ZipFile": zip_with_bootstrap({"index.js": NODE_TIMEOUT})})
+    try:
+        started = time.monotonic()
+        body, complete = events(lam.invoke_with_response_stream(FunctionName="stream-timeout", Payload=b"{}"))
+        assert body == b"started "
+        assert complete["ErrorCode"] == "Sandbox.Timedout" and "timed out" in complete["ErrorDetails"], complete
+        assert time.monotonic() - started < 9
+    finally:
+        lam.delete_function(FunctionName="stream-timeout")
+
+
+def test_refusals_before_the_first_byte_are_ordinary_errors(lam, make_function):
+    from botocore.exceptions import ClientError
+    from test_urls import public, request
+    with pytest.raises(ClientError) as e:
+        lam.invoke_with_response_stream(FunctionName="no-such-function", Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    make_function("stream-throttled")
+    url = lam.create_function_url_config(FunctionName="stream-throttled", AuthType="NONE",
+                                         InvokeMode="RESPONSE_STREAM")["FunctionUrl"]
+    public(lam, "stream-throttled")
+    lam.put_function_concurrency(FunctionName="stream-throttled", ReservedConcurrentExecutions=0)
+    with pytest.raises(ClientError) as e:
+        lam.invoke_with_response_stream(FunctionName="stream-throttled", Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert request(url)[0] == 429
+    lam.delete_function_concurrency(FunctionName="stream-throttled")
+    # A buffered function behind a RESPONSE_STREAM URL: its result is the body.
+    status, _, body, _ = request(url, path="/x")
+    assert status == 200 and json.loads(body)["echo"]["rawPath"] == "/x", body
