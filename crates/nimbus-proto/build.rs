@@ -9,7 +9,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "nimbus/worker/v1/worker.proto",
     ];
     let fds = protox::compile(files, [&root])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Payloads and streamed chunks as `bytes::Bytes`: they pass from HTTP bodies to gRPC
+    // and back (and between a worker's queues) without a copy.
+    tonic_prost_build::configure()
+        .bytes(".nimbus.worker.v1.InvokeRequest.payload")
+        .bytes(".nimbus.worker.v1.InvokeResponse.payload")
+        .bytes(".nimbus.worker.v1.InvokeEvent.chunk")
+        .compile_fds(fds)?;
     for f in files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -108,7 +108,7 @@ impl Workers for FakeWorkers {
         let version = request.function.map(|f| f.version).unwrap_or_default();
         Box::pin(async move {
             let answer = |payload: &str, function_error: Option<&str>| pb::InvokeResponse {
-                payload: payload.as_bytes().to_vec(),
+                payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
                 function_error: function_error.map(str::to_string),
                 executed_version: version.clone(),
                 ..Default::default()

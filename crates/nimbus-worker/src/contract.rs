@@ -57,7 +57,7 @@ impl StreamOut {
         self.start();
         if self.reading {
             let event = pb::InvokeEvent {
-                event: Some(Event::Chunk(chunk.to_vec())),
+                event: Some(Event::Chunk(chunk)),
             };
             self.reading = self.events.send(Ok(event)).await.is_ok();
         }
@@ -269,7 +269,7 @@ impl WorkerContract {
         let spec = self.spec(req.function).await?;
         let inv = Invocation {
             request_id: req.request_id,
-            payload: req.payload.into(),
+            payload: req.payload,
             client_context: req.client_context,
             cognito_identity: None,
             trace_id: req.trace_id,
@@ -296,7 +296,7 @@ impl WorkerContract {
         };
         pb::InvokeResponse {
             function_error,
-            payload: out.payload.to_vec(),
+            payload: out.payload,
             log_tail: out.log_tail,
             executed_version: out.executed_version,
             cold_start: out.init_duration.is_some(),

@@ -178,7 +178,7 @@ async fn relay(
                 event: Some(Event::Chunk(chunk)),
             })) => {
                 if reading {
-                    reading = events.send(StreamEvent::Chunk(chunk.into())).await.is_ok();
+                    reading = events.send(StreamEvent::Chunk(chunk)).await.is_ok();
                 }
             }
             Some(Ok(pb::InvokeEvent {
@@ -187,7 +187,7 @@ async fn relay(
                 gw.fleet.record_load(worker, resp.load);
                 break Ok(InvokeResult {
                     function_error: resp.function_error,
-                    payload: resp.payload.into(),
+                    payload: resp.payload,
                     log_tail: resp.log_tail,
                 });
             }
@@ -382,7 +382,7 @@ impl Gateway {
         self.fleet.record_load(&worker, resp.load);
         Ok(InvokeResult {
             function_error: resp.function_error,
-            payload: resp.payload.into(),
+            payload: resp.payload,
             log_tail: resp.log_tail,
         })
     }
@@ -407,7 +407,7 @@ impl Gateway {
         let message = pb::InvokeRequest {
             function: Some(self.worker_spec(target).await?),
             request_id: request.request_id,
-            payload: request.payload.to_vec(),
+            payload: request.payload,
             client_context: request.client_context,
             trace_id: request.trace_id,
         };
