@@ -86,6 +86,31 @@ impl Caller {
 #[derive(Default)]
 pub struct Policies {
     compiled: Mutex<HashMap<String, Option<Arc<PolicyDocument>>>>,
+    /// Functions' resource policies, compiled, by function key and qualifier, with the
+    /// statements they were compiled from: a hit costs a comparison, not rebuilding and
+    /// hashing the document.
+    resource: Mutex<HashMap<String, ResourcePolicy>>,
+}
+
+/// One function qualifier's resource policy as last compiled.
+struct ResourcePolicy {
+    statements: Vec<(String, String)>,
+    compiled: Option<Arc<PolicyDocument>>,
+}
+
+/// The built-in managed policies, compiled once.
+fn builtin_compiled(arn: &str) -> Option<Arc<PolicyDocument>> {
+    static COMPILED: std::sync::OnceLock<HashMap<&'static str, Arc<PolicyDocument>>> =
+        std::sync::OnceLock::new();
+    COMPILED
+        .get_or_init(|| {
+            nimbus_types::iam::BUILTIN_POLICIES
+                .iter()
+                .filter_map(|b| Some((b.arn, Arc::new(PolicyDocument::parse(b.document).ok()?))))
+                .collect()
+        })
+        .get(arn)
+        .cloned()
 }
 
 /// Past this many distinct documents the cache starts over (documents that changed
@@ -210,7 +235,9 @@ impl Gateway {
             .filter_map(|d| self.policies().compile(d))
             .collect();
         for arn in &attached {
-            if let Some(doc) = self.managed_policy_document(&caller.account_id, arn) {
+            if let Some(builtin) = builtin_compiled(arn) {
+                docs.push(builtin);
+            } else if let Some(doc) = self.managed_policy_document(&caller.account_id, arn) {
                 docs.extend(self.policies().compile(&doc));
             }
         }
@@ -243,12 +270,45 @@ impl Gateway {
             return None;
         }
         let qualifier = parts.next().filter(|q| *q != "$LATEST").unwrap_or("");
-        let key = FunctionKey::new(account, region, name);
-        let Some(Entity::Function(f)) = self.catalog().get(&keys::function(&key)) else {
-            return None;
+        let key = keys::function(&FunctionKey::new(account, region, name));
+        let cache_key = format!("{key}\0{qualifier}");
+        let policies = self.policies();
+        // The record is read in place (a function's record is large); only a changed
+        // policy's statements are copied out.
+        let statements = self.catalog().with(&key, |e| {
+            let Some(Entity::Function(f)) = e else {
+                return Err(None);
+            };
+            let statements = f.resource_policy.get(qualifier).ok_or(None)?;
+            let cache = policies
+                .resource
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match cache.get(&cache_key) {
+                Some(hit) if hit.statements == *statements => Err(hit.compiled.clone()),
+                _ => Ok(statements.clone()),
+            }
+        });
+        let statements = match statements {
+            Ok(statements) => statements,
+            Err(cached) => return cached,
         };
-        let statements = f.resource_policy.get(qualifier)?;
-        self.policies().compile(&policy_document(statements))
+        let compiled = policies.compile(&policy_document(&statements));
+        let mut cache = policies
+            .resource
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= COMPILED_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            cache_key,
+            ResourcePolicy {
+                statements,
+                compiled: compiled.clone(),
+            },
+        );
+        compiled
     }
 }
 

@@ -193,6 +193,13 @@ impl Catalog {
         }
     }
 
+    /// Reads the entity at `key` in place under the catalog's read lock, without copying
+    /// the record (for hot paths that need a small part of a large record). `f` must
+    /// not call back into the catalog.
+    pub fn with<T>(&self, key: &str, f: impl FnOnce(Option<&Entity>) -> T) -> T {
+        f(self.state.read().entities.get(key))
+    }
+
     pub fn get(&self, key: &str) -> Option<Entity> {
         self.state.read().entities.get(key).cloned()
     }
