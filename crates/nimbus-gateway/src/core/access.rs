@@ -90,6 +90,16 @@ pub struct Policies {
     /// statements they were compiled from: a hit costs a comparison, not rebuilding and
     /// hashing the document.
     resource: Mutex<HashMap<String, ResourcePolicy>>,
+    /// Users' and roles' inline policies, compiled, by the record's key, with the texts
+    /// they were compiled from (attached managed policies are looked up each time: their
+    /// documents change without the user's record changing).
+    inline: Mutex<HashMap<String, InlinePolicies>>,
+}
+
+/// One user's or role's inline policies as last compiled.
+struct InlinePolicies {
+    texts: std::collections::BTreeMap<String, String>,
+    compiled: Vec<Arc<PolicyDocument>>,
 }
 
 /// One function qualifier's resource policy as last compiled.
@@ -204,41 +214,68 @@ impl Gateway {
 
     /// The compiled policies of a caller's identity; `None` for an account's root.
     fn identity_policies(&self, caller: &Caller) -> Option<Vec<Arc<PolicyDocument>>> {
-        let (inline, attached) = match &caller.identity {
+        let key = match &caller.identity {
             Identity::Root => return None,
-            Identity::User { name } => match self
-                .catalog()
-                .get(&keys::iam_user(&caller.account_id, name))
-            {
+            Identity::User { name } => keys::iam_user(&caller.account_id, name),
+            Identity::Role { name, .. } => keys::iam_role(&caller.account_id, name),
+        };
+        let policies = self.policies();
+        // The record is read in place; inline policies are copied out only when they
+        // changed since they were compiled.
+        let found = self.catalog().with(&key, |e| {
+            let (inline, attached) = match e {
                 Some(Entity::IamUser(IamUser {
                     inline_policies,
                     attached,
                     ..
-                })) => (inline_policies, attached),
-                _ => return Some(vec![]),
-            },
-            Identity::Role { name, .. } => match self
-                .catalog()
-                .get(&keys::iam_role(&caller.account_id, name))
-            {
-                Some(Entity::IamRole(IamRole {
+                }))
+                | Some(Entity::IamRole(IamRole {
                     inline_policies,
                     attached,
                     ..
                 })) => (inline_policies, attached),
-                // A deleted role's sessions may do nothing.
-                _ => return Some(vec![]),
-            },
+                _ => return None,
+            };
+            let cache = policies
+                .inline
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let inline = match cache.get(&key) {
+                Some(hit) if hit.texts == *inline => Ok(hit.compiled.clone()),
+                _ => Err(inline.clone()),
+            };
+            Some((inline, attached.clone()))
+        });
+        // A deleted user's keys, or a deleted role's sessions, may do nothing.
+        let Some((inline, attached)) = found else {
+            return Some(vec![]);
         };
-        let mut docs: Vec<Arc<PolicyDocument>> = inline
-            .values()
-            .filter_map(|d| self.policies().compile(d))
-            .collect();
+        let mut docs = match inline {
+            Ok(compiled) => compiled,
+            Err(texts) => {
+                let compiled: Vec<_> = texts.values().filter_map(|d| policies.compile(d)).collect();
+                let mut cache = policies
+                    .inline
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if cache.len() >= COMPILED_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    key,
+                    InlinePolicies {
+                        texts,
+                        compiled: compiled.clone(),
+                    },
+                );
+                compiled
+            }
+        };
         for arn in &attached {
             if let Some(builtin) = builtin_compiled(arn) {
                 docs.push(builtin);
             } else if let Some(doc) = self.managed_policy_document(&caller.account_id, arn) {
-                docs.extend(self.policies().compile(&doc));
+                docs.extend(policies.compile(&doc));
             }
         }
         Some(docs)
