@@ -297,12 +297,12 @@ impl RuntimeApi {
             Route::Next => Bytes::new(),
             _ => match Limited::new(req.into_body(), limit).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) if matches!(route, Route::Response(_)) => {
-                    return match self.response_too_large(&route) {
-                        Ok(()) | Err(_) => ApiError::PayloadTooLarge.into_response(),
+                Err(_) => {
+                    if let Route::Response(id) = &route {
+                        let _ = self.response_too_large(id);
                     }
+                    return ApiError::PayloadTooLarge.into_response();
                 }
-                Err(_) => return ApiError::PayloadTooLarge.into_response(),
             },
         };
         match route {
@@ -332,14 +332,35 @@ impl RuntimeApi {
         }
     }
 
-    fn response_too_large(&self, route: &Route) -> Result<(), ApiError> {
-        let Route::Response(id) = route else {
-            return Ok(());
-        };
+    fn response_too_large(&self, id: &str) -> Result<(), ApiError> {
         self.reply(id, |at| RuntimeReply::ResponseTooLarge {
             limit: MAX_RESPONSE_BYTES as u64,
             delivered_at: at,
         })
+    }
+
+    /// The end of a streamed response to `id`: the error in its trailers, if any, else
+    /// `body` (what was collected; empty when it was passed on as it came).
+    fn finish_streamed(
+        &self,
+        id: &str,
+        trailers: Option<&hyper::HeaderMap>,
+        body: Bytes,
+    ) -> Response<Full<Bytes>> {
+        let reply = match trailers.and_then(stream_error) {
+            Some((kind, body)) => self.reply(id, |at| RuntimeReply::Error {
+                body,
+                error_type: Some(kind),
+                delivered_at: at,
+            }),
+            None => self.reply(id, |at| RuntimeReply::Response {
+                body,
+                delivered_at: at,
+            }),
+        };
+        reply
+            .map(|()| accepted())
+            .unwrap_or_else(ApiError::into_response)
     }
 
     /// The caller's sink for a streamed response to `id`, if it wants the bytes as they
@@ -360,29 +381,16 @@ impl RuntimeApi {
     /// A streamed response for a caller that wants it in one piece: collected (≤ 6 MB);
     /// an error raised mid-stream is in the trailers.
     async fn collect_streamed(&self, id: &str, body: Incoming) -> Response<Full<Bytes>> {
-        let reply = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
-            Ok(b) => match b.trailers().and_then(stream_error) {
-                Some((kind, body)) => self.reply(id, |at| RuntimeReply::Error {
-                    body,
-                    error_type: Some(kind),
-                    delivered_at: at,
-                }),
-                None => {
-                    let body = b.to_bytes();
-                    self.reply(id, |at| RuntimeReply::Response {
-                        body,
-                        delivered_at: at,
-                    })
-                }
-            },
-            Err(_) => {
-                let _ = self.response_too_large(&Route::Response(id.to_owned()));
-                return ApiError::PayloadTooLarge.into_response();
+        match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+            Ok(b) => {
+                let trailers = b.trailers().cloned();
+                self.finish_streamed(id, trailers.as_ref(), b.to_bytes())
             }
-        };
-        reply
-            .map(|()| accepted())
-            .unwrap_or_else(ApiError::into_response)
+            Err(_) => {
+                let _ = self.response_too_large(id);
+                ApiError::PayloadTooLarge.into_response()
+            }
+        }
     }
 
     /// Passes a streamed response on as the function writes it, paced by Lambda's
@@ -430,20 +438,7 @@ impl RuntimeApi {
             }
         }
         drop(sink);
-        let reply = match trailers.as_ref().and_then(stream_error) {
-            Some((kind, body)) => self.reply(id, |at| RuntimeReply::Error {
-                body,
-                error_type: Some(kind),
-                delivered_at: at,
-            }),
-            None => self.reply(id, |at| RuntimeReply::Response {
-                body: Bytes::new(),
-                delivered_at: at,
-            }),
-        };
-        reply
-            .map(|()| accepted())
-            .unwrap_or_else(ApiError::into_response)
+        self.finish_streamed(id, trailers.as_ref(), Bytes::new())
     }
 
     /// Sends the runtime's answer for `id`, if `id` is the active invocation.

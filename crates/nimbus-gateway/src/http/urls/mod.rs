@@ -165,16 +165,7 @@ async fn serve(gw: &Arc<Gateway>, url_id: &str, host: String, req: Request) -> R
             message(StatusCode::BAD_GATEWAY, "Internal Server Error")
         }
         Ok(Answer::Buffered(invoked)) => match payload::response(&invoked.result.payload) {
-            Ok(out) => {
-                let mut r = (out.status, out.body).into_response();
-                add_headers(&mut r, out.headers);
-                for c in out.cookies {
-                    if let Ok(v) = HeaderValue::from_str(&c) {
-                        r.headers_mut().append(axum::http::header::SET_COOKIE, v);
-                    }
-                }
-                r
-            }
+            Ok(out) => http_response(out),
             Err(e) => {
                 tracing::info!(url_id, error = %e, "function URL result unusable");
                 message(StatusCode::BAD_GATEWAY, "Internal Server Error")
@@ -255,6 +246,18 @@ fn cors_of(c: &UrlCors) -> payload::Cors {
         max_age: c.max_age,
         allow_credentials: c.allow_credentials,
     }
+}
+
+/// A function's answer as HTTP: each cookie its own `Set-Cookie`.
+fn http_response(out: payload::UrlResponse) -> Response {
+    let mut r = (out.status, out.body).into_response();
+    add_headers(&mut r, out.headers);
+    for c in out.cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+        }
+    }
+    r
 }
 
 fn add_headers(resp: &mut Response, headers: Vec<(String, String)>) {

@@ -284,6 +284,21 @@ fn structured(obj: &Map<String, Value>) -> Result<UrlResponse, ResponseError> {
     })
 }
 
+/// The head a streamed response's prelude (`awslambda.HttpResponseStream.from`) gives:
+/// the keys of a structured result but `body`, checked by the same rules; `statusCode`
+/// defaults to 200 and no content type is added (the stream's bytes are the body).
+pub fn prelude(obj: &Map<String, Value>) -> Result<UrlResponse, ResponseError> {
+    Ok(UrlResponse {
+        status: match obj.get("statusCode") {
+            None | Some(Value::Null) => StatusCode::OK,
+            Some(v) => status_code(v)?,
+        },
+        headers: response_headers(obj.get("headers"))?,
+        cookies: response_cookies(obj.get("cookies"))?,
+        body: Vec::new(),
+    })
+}
+
 fn status_code(v: &Value) -> Result<StatusCode, ResponseError> {
     v.as_u64()
         .filter(|n| (100..=599).contains(n))
@@ -1143,5 +1158,26 @@ mod tests {
         };
         let err = validate_cors(&c).unwrap_err();
         assert!(err.contains("at 'cors.allowMethods' failed"), "{err}");
+    }
+
+    #[test]
+    fn a_streamed_prelude_follows_the_structured_rules() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let head = prelude(&obj(json!({"headers": {"x-a": "1", "content-length": "9"},
+                                       "cookies": ["s=1"]})))
+        .unwrap();
+        assert_eq!(head.status, StatusCode::OK, "200 by default");
+        assert_eq!(
+            head.headers,
+            vec![("x-a".to_string(), "1".to_string())],
+            "framing dropped"
+        );
+        assert_eq!(head.cookies, vec!["s=1".to_string()]);
+        assert!(prelude(&obj(json!({"statusCode": 42}))).is_err());
+        assert!(prelude(&obj(json!({"cookies": "s=1"}))).is_err());
+        assert_eq!(
+            prelude(&obj(json!({"statusCode": 202}))).unwrap().status,
+            202
+        );
     }
 }

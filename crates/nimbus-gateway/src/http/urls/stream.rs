@@ -53,44 +53,20 @@ pub fn prelude(buf: &[u8], complete: bool) -> Prelude {
     }
 }
 
-/// The response's head from a prelude (or a bare 200 without one).
-fn head(meta: Option<&serde_json::Value>) -> Response {
-    let Some(meta) = meta else {
+/// The response's head from a prelude, by the rules of a structured result (a bare 200
+/// without one); a prelude that breaks them is unusable, as a buffered result would be.
+fn head(meta: Option<&serde_json::Value>) -> Result<Response, ApiError> {
+    let Some(meta) = meta.and_then(serde_json::Value::as_object) else {
         let mut r = StatusCode::OK.into_response();
         r.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        return r;
+        return Ok(r);
     };
-    let status = meta
-        .get("statusCode")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|s| StatusCode::from_u16(s as u16).ok())
-        .unwrap_or(StatusCode::OK);
-    let mut r = status.into_response();
-    let headers = meta
-        .get("headers")
-        .and_then(serde_json::Value::as_object)
-        .map(|h| {
-            h.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    super::add_headers(&mut r, headers);
-    for c in meta
-        .get("cookies")
-        .and_then(serde_json::Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(serde_json::Value::as_str)
-    {
-        if let Ok(v) = HeaderValue::from_str(c) {
-            r.headers_mut().append(axum::http::header::SET_COOKIE, v);
-        }
-    }
-    r
+    super::payload::prelude(meta)
+        .map(super::http_response)
+        .map_err(|e| ApiError::service(format!("the function's response prelude is unusable: {e}")))
 }
 
 /// A mid-stream failure: the body is cut off.
@@ -135,7 +111,7 @@ pub async fn respond(invoked: StreamedInvoke) -> Result<Response, ApiError> {
             None => return Err(ApiError::service("the invocation ended without an answer")),
         }
     };
-    let mut response = head(meta.as_ref());
+    let mut response = head(meta.as_ref())?;
     let head_chunk = futures::stream::iter((!rest.is_empty()).then_some(Ok::<_, CutOff>(rest)));
     let body: futures::stream::BoxStream<'static, Result<Bytes, CutOff>> = match done {
         Some(false) => futures::StreamExt::boxed(head_chunk),
