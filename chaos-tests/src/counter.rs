@@ -71,6 +71,22 @@ impl Counter {
             .unwrap_or_default()
     }
 
+    /// The highest concurrency of a scope within `[from, to]` (seconds since the epoch,
+    /// the functions' clock), counting the part of each invocation inside the window.
+    pub fn observed_during(&self, scope: &str, from: f64, to: f64) -> u32 {
+        let scopes = crate::lock(&self.scopes);
+        let Some(s) = scopes.get(scope) else {
+            return 0;
+        };
+        let clipped: Vec<(f64, f64, String)> = s
+            .intervals
+            .iter()
+            .filter(|(a, b, _)| *a < to && *b > from)
+            .map(|(a, b, id)| (a.max(from), b.min(to), id.clone()))
+            .collect();
+        max_overlap(&clipped).0
+    }
+
     /// The ids of a largest set of overlapping invocations, with their start and end
     /// relative to the first of them, in ms (to explain a limit exceeded).
     pub fn witness(&self, scope: &str) -> String {

@@ -167,6 +167,8 @@ fn make_certificates(tls: &std::path::Path) -> anyhow::Result<()> {
             .iter()
             .map(|(w, _, _)| (Role::Worker, w.to_string())),
     );
+    nodes.push((Role::Gateway, invocations::EDGE_GATEWAY.0.into()));
+    nodes.push((Role::Worker, invocations::EDGE_WORKER.0.into()));
     nodes.push((Role::Admin, "admin".into()));
     for (role, name) in nodes {
         let out = tls.join(&name);
@@ -217,7 +219,11 @@ async fn run_scenarios(
         .into_iter()
         .filter(|f| args.only.as_deref().is_none_or(|o| f.name().contains(o)))
         .collect();
-    if !selected.is_empty() {
+    let edge = args
+        .only
+        .as_deref()
+        .is_none_or(|o| invocations::edge_partition::NAME.contains(o));
+    if !selected.is_empty() || edge {
         let inv = InvocationCluster::start(cluster, &image())
             .await
             .context("starting gateways and workers")?;
@@ -233,6 +239,13 @@ async fn run_scenarios(
             let summary = invocations::run(cluster, &inv, fault, seed, pace)
                 .await
                 .with_context(|| format!("scenario {}", fault.name()))?;
+            tally.record(&summary, started);
+        }
+        if edge {
+            let started = std::time::Instant::now();
+            let summary = invocations::edge_partition::run(cluster, &inv, seed)
+                .await
+                .with_context(|| format!("scenario {}", invocations::edge_partition::NAME))?;
             tally.record(&summary, started);
         }
     }

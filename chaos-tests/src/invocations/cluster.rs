@@ -8,7 +8,10 @@ use bytes::Bytes;
 use nimbus_gateway::client::Credentials;
 
 use super::api::{expect_status, Api, SyncOutcome};
-use super::{ACCESS_KEY_ID, ACCOUNT, GATEWAYS, HOST_IP, SECRET_ACCESS_KEY, WORKERS};
+use super::{
+    ACCESS_KEY_ID, ACCOUNT, EDGE_GATEWAY, EDGE_LOCATION, EDGE_WORKER, GATEWAYS, HOST_IP,
+    SECRET_ACCESS_KEY, WORKERS,
+};
 use crate::counter::Counter;
 use crate::docker::{self, Compose, DockerError};
 use crate::scenario::MetaCluster;
@@ -83,7 +86,13 @@ impl InvocationCluster {
     /// `docker run` of worker `i` with exactly what the sandbox needs.
     async fn run_worker(&self, i: usize) -> Result<(), DockerError> {
         let (name, ip, zone) = WORKERS[i];
-        let container = self.worker_container(i);
+        self.run_worker_at(name, ip, &["--zone", zone]).await
+    }
+
+    /// `docker run` of worker `name` at `ip`, in the site `site` (`--zone Z` or
+    /// `--edge-location L`).
+    async fn run_worker_at(&self, name: &str, ip: &str, site: &[&str]) -> Result<(), DockerError> {
+        let container = format!("{}_{name}", self.compose.project);
         let network = format!("{}_control", self.compose.project);
         let advertise = format!("{ip}:18001");
         // The counter the functions report to listens on the Docker host, a private
@@ -138,8 +147,8 @@ impl InvocationCluster {
             &self.meta_addrs,
             "--region",
             "us-east-1",
-            "--zone",
-            zone,
+            site[0],
+            site[1],
             "--memory-mb",
             "2048",
             "--heartbeat-ms",
@@ -148,6 +157,109 @@ impl InvocationCluster {
             &counter_allow,
         ];
         docker_cli(&args).await
+    }
+
+    /// Starts the edge location of the edge scenario next to the region: the location,
+    /// `budget` of the account's concurrency held by its gateway, its worker and its
+    /// gateway (both `docker run`, on `control` with fixed addresses, so a partition can
+    /// be drawn around them by address). Waits until its gateway listens.
+    pub async fn start_edge(&self, meta: &MetaCluster, budget: u32) -> anyhow::Result<()> {
+        let admin = meta.client()?;
+        admin
+            .write(nimbus_types::Command::PutEdgeLocation {
+                region: "us-east-1".into(),
+                location: EDGE_LOCATION.into(),
+            })
+            .await?;
+        admin
+            .write(nimbus_types::Command::PutEdgeBudget {
+                budget: nimbus_types::EdgeBudget {
+                    account_id: ACCOUNT.into(),
+                    region: "us-east-1".into(),
+                    location: EDGE_LOCATION.into(),
+                    slots: budget,
+                    gateways: vec![EDGE_GATEWAY.0.into()],
+                },
+            })
+            .await?;
+        let (name, ip) = EDGE_WORKER;
+        self.run_worker_at(name, ip, &["--edge-location", EDGE_LOCATION])
+            .await?;
+        let (name, ip) = EDGE_GATEWAY;
+        let container = format!("{}_{name}", self.compose.project);
+        let network = format!("{}_control", self.compose.project);
+        let tls_mount = format!("{}:/etc/nimbus/tls:ro", self.tls.join(name).display());
+        docker_cli(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--hostname",
+            name,
+            "--network",
+            &network,
+            "--ip",
+            ip,
+            // The partition is drawn with iptables inside it.
+            "--cap-add",
+            "NET_ADMIN",
+            "-e",
+            "RUST_LOG=info",
+            "-v",
+            &tls_mount,
+            "-e",
+            "NIMBUS_TLS_DIR=/etc/nimbus/tls",
+            &self.image,
+            "gateway",
+            "--listen",
+            "0.0.0.0:9000",
+            "--meta",
+            &self.meta_addrs,
+            "--region",
+            "us-east-1",
+            "--edge-location",
+            EDGE_LOCATION,
+            "--id",
+            name,
+            "--create-missing-roles",
+        ])
+        .await?;
+        super::wait_port(&format!("{ip}:9000")).await
+    }
+
+    /// The edge location's gateway only.
+    pub fn edge_api(&self) -> Api {
+        Api {
+            gateways: vec![format!("{}:9000", EDGE_GATEWAY.1)],
+            ..self.api()
+        }
+    }
+
+    /// Cuts the edge location's gateway and worker off from everything on `control`
+    /// except each other and the host (the callers and the counter), or heals that.
+    pub async fn partition_edge(&self, on: bool) -> Result<(), DockerError> {
+        let subnet = "172.28.0.0/24";
+        for (me, peer) in [
+            (EDGE_GATEWAY.0, EDGE_WORKER.1),
+            (EDGE_WORKER.0, EDGE_GATEWAY.1),
+        ] {
+            let container = format!("{}_{me}", self.compose.project);
+            let script = if on {
+                format!(
+                    "iptables -I INPUT -s {subnet} -j DROP && \
+                     iptables -I INPUT -s {peer} -j ACCEPT && \
+                     iptables -I INPUT -s {HOST_IP} -j ACCEPT"
+                )
+            } else {
+                format!(
+                    "iptables -D INPUT -s {HOST_IP} -j ACCEPT; \
+                     iptables -D INPUT -s {peer} -j ACCEPT; \
+                     iptables -D INPUT -s {subnet} -j DROP"
+                )
+            };
+            docker_cli(&["exec", &container, "sh", "-c", &script]).await?;
+        }
+        Ok(())
     }
 
     pub async fn kill_worker(&self, i: usize) -> Result<(), DockerError> {
@@ -239,6 +351,9 @@ fn worker_container(compose: &Compose, i: usize) -> String {
 pub async fn remove_workers(compose: &Compose) {
     for i in 0..WORKERS.len() {
         let _ = docker_cli(&["rm", "-f", &worker_container(compose, i)]).await;
+    }
+    for name in [EDGE_GATEWAY.0, EDGE_WORKER.0] {
+        let _ = docker_cli(&["rm", "-f", &format!("{}_{name}", compose.project)]).await;
     }
 }
 

@@ -13,7 +13,8 @@
 //! workers; [`api`] is the SDK-like client; [`workload`] is the load and what it saw.
 //! One module per fault scenario injects and heals its fault: [`kill_worker`],
 //! [`kill_gateway_after_accept`], [`rolling_restart`]; the load each runs under is its
-//! [`Plan`] (the kill scenarios share one, `pressed`).
+//! [`Plan`] (the kill scenarios share one, `pressed`). [`edge_partition`] has a site of
+//! its own (an edge location's gateway and worker) and its own checks.
 //!
 //! [`Counter`]: crate::counter::Counter
 
@@ -31,6 +32,7 @@ use crate::summary::{longest_gap_ms, Summary};
 pub mod api;
 pub mod attack;
 pub mod cluster;
+pub mod edge_partition;
 pub mod kill_gateway_after_accept;
 pub mod kill_worker;
 pub mod rolling_restart;
@@ -50,6 +52,11 @@ pub const WORKERS: [(&str, &str, &str); 2] = [
     ("worker-a1", "172.28.0.31", "us-east-1a"),
     ("worker-b1", "172.28.0.32", "us-east-1b"),
 ];
+/// The edge location of the edge scenario, its gateway and worker (name, fixed address
+/// on `control`; started with `docker run` like the workers).
+pub const EDGE_LOCATION: &str = "fra1";
+pub const EDGE_GATEWAY: (&str, &str) = ("gateway-fra1", "172.28.0.23");
+pub const EDGE_WORKER: (&str, &str) = ("worker-fra1", "172.28.0.33");
 /// The host as the containers see it (the `control` network's gateway): the counter.
 pub const HOST_IP: &str = "172.28.0.1";
 pub const ACCOUNT: &str = "123456789012";
@@ -168,6 +175,7 @@ pub async fn run(
     publish_live_alias(&cluster.api(), &function).await?;
     let workload = Arc::new(InvokeWorkload {
         api: cluster.api(),
+        control: cluster.api(),
         function: function.clone(),
         obs: Arc::default(),
         origin: Instant::now(),
@@ -286,7 +294,7 @@ pub async fn run(
 }
 
 /// Version 1 of `function` and its `live` alias, which the sync clients invoke.
-async fn publish_live_alias(api: &Api, function: &str) -> anyhow::Result<()> {
+pub(super) async fn publish_live_alias(api: &Api, function: &str) -> anyhow::Result<()> {
     let r = api
         .call(
             "POST",
@@ -307,7 +315,7 @@ async fn publish_live_alias(api: &Api, function: &str) -> anyhow::Result<()> {
 }
 
 /// A successful sync invocation completed after `healed`, within the bound.
-async fn recovered(w: &InvokeWorkload, healed: u64) -> bool {
+pub(super) async fn recovered(w: &InvokeWorkload, healed: u64) -> bool {
     let t = Instant::now();
     while t.elapsed() < RECOVERY_BOUND {
         if lock(&w.obs.successes).iter().any(|s| *s >= healed) {

@@ -31,11 +31,17 @@ pub struct InvokeObservations {
     pub acked_alias: Mutex<Option<u64>>,
     /// Control-plane calls (update, publish, alias) that did not succeed.
     pub admin_failed: AtomicU64,
+    /// While set, the control plane waits (a scenario lines its fault up with a quiet
+    /// moment of it).
+    pub control_paused: AtomicBool,
 }
 
 /// Sync clients and an async producer against one function, until `stop`.
 pub struct InvokeWorkload {
+    /// Where the sync clients and the async producer call.
     pub api: Api,
+    /// Where the control plane (publish, move the alias) and the checks call.
+    pub control: Api,
     pub function: String,
     pub obs: Arc<InvokeObservations>,
     pub origin: Instant,
@@ -65,7 +71,7 @@ impl InvokeWorkload {
         let update = serde_json::json!({"Description": format!("rev {n}")}).to_string();
         let ok = |r: &anyhow::Result<Reply>, status| matches!(r, Ok(r) if r.status == status);
         let r = self
-            .api
+            .control
             .call(
                 "PUT",
                 &format!("/2015-03-31/functions/{f}/configuration"),
@@ -76,7 +82,7 @@ impl InvokeWorkload {
             return false;
         }
         let r = self
-            .api
+            .control
             .call(
                 "POST",
                 &format!("/2015-03-31/functions/{f}/versions"),
@@ -95,7 +101,7 @@ impl InvokeWorkload {
         lock(&self.obs.acked_versions).push(version);
         let body = serde_json::json!({"FunctionVersion": version.to_string()}).to_string();
         let r = self
-            .api
+            .control
             .call(
                 "PUT",
                 &format!("/2015-03-31/functions/{f}/aliases/live"),
@@ -123,7 +129,7 @@ impl InvokeWorkload {
             } else {
                 format!("Marker={marker}&MaxItems=50")
             };
-            let reply = self.api.get(&path, &query).await?;
+            let reply = self.control.get(&path, &query).await?;
             anyhow::ensure!(
                 reply.status == 200,
                 "ListVersionsByFunction: {}",
@@ -155,7 +161,7 @@ impl InvokeWorkload {
         let acked_alias = *lock(&self.obs.acked_alias);
         if let Some(want) = acked_alias {
             let reply = self
-                .api
+                .control
                 .get(&format!("/2015-03-31/functions/{f}/aliases/live"), "")
                 .await?;
             let v: serde_json::Value = serde_json::from_slice(&reply.body)?;
@@ -214,6 +220,10 @@ impl InvokeWorkload {
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
+                    if w.obs.control_paused.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                     n += 1;
                     w.obs.ops.fetch_add(1, Ordering::Relaxed);
                     if !w.publish_and_move_alias(n).await {

@@ -14,6 +14,8 @@
 //!   the home region across a delayed link, and how fast an alias move reaches the edge.
 //! - `streaming`: time to first byte of streamed responses, and function URLs, against
 //!   `Invoke`.
+//! - `liveness`: Raft entries per second that idle workers cost, before and after
+//!   liveness moved off the Raft log, and how fast a gateway counts a killed worker dead.
 //!
 //! See `docs/benchmarks.md` for how to run it and what the figures mean.
 
@@ -22,6 +24,7 @@ mod etcd_cluster;
 mod etcd_gateway;
 mod invoke_load;
 mod invoke_tracing;
+mod liveness;
 mod nimbus_cluster;
 mod processes;
 mod report;
@@ -65,6 +68,10 @@ enum BenchCommand {
     /// Time to first byte of a streamed response (InvokeWithResponseStream and a
     /// RESPONSE_STREAM URL) and a function URL's overhead, against Invoke, in one run.
     Streaming(StreamingArgs),
+    /// Raft entries per second that idle workers cost the metadata cluster (every
+    /// heartbeat written, as before, against the registration policy now), and how long a
+    /// gateway takes to count a killed worker dead.
+    Liveness(LivenessArgs),
     /// Invoke latency at an edge location against the same version run in the home region
     /// across a link with added delay, and how long an alias move takes to reach the edge.
     Edge(EdgeArgs),
@@ -84,6 +91,25 @@ struct EdgeArgs {
     /// Alias moves timed per round.
     #[arg(long, default_value_t = 10)]
     moves: usize,
+    /// Rounds, each on a fresh cluster.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where the cluster's temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct LivenessArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// Simulated idle workers.
+    #[arg(long, default_value_t = 1000)]
+    workers: usize,
+    /// Seconds of idle measured per policy and round.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
     /// Rounds, each on a fresh cluster.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -252,6 +278,12 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
             }
         }
+        BenchCommand::Liveness(args) => {
+            tokio::select! {
+                r = liveness_bench(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
+            }
+        }
         BenchCommand::Streaming(args) => {
             tokio::select! {
                 r = streaming_bench(args) => r,
@@ -281,6 +313,53 @@ fn nimbus_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
         nimbus_bin.display()
     );
     Ok(nimbus_bin)
+}
+
+async fn liveness_bench(args: LivenessArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=100_000).contains(&args.workers) && args.idle_secs >= 1,
+        "--workers must be 1 to 100000 and --idle-secs at least 1"
+    );
+    anyhow::ensure!(
+        (1..=100).contains(&args.rounds),
+        "--rounds must be 1 to 100"
+    );
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
+    let idle = Duration::from_secs(args.idle_secs);
+    let mut rounds = Vec::new();
+    for r in 0..args.rounds {
+        let round = liveness::round(&nimbus_bin, &args.work_dir, args.workers, idle).await?;
+        eprintln!(
+            "round {}: {:.1} entries/s with every heartbeat written, {:.2} with registrations; dead worker counted after {:.0} ms",
+            r + 1,
+            round.every_heartbeat,
+            round.registration,
+            round.dead_after_ms
+        );
+        rounds.push(round);
+    }
+    let median = |f: &dyn Fn(&liveness::LivenessRound) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (before, now) = (median(&|r| r.every_heartbeat), median(&|r| r.registration));
+    let dead = median(&|r| r.dead_after_ms);
+    println!(
+        "{} idle workers, {} s per policy, medians of {} round(s).\n",
+        args.workers, args.idle_secs, args.rounds
+    );
+    println!("| idle workers' registrations | Raft entries/s |");
+    println!("|---|---:|");
+    println!("| every heartbeat written (before) | {before:.1} |");
+    println!("| written when changed, refreshed every 5 min (now) | {now:.2} |");
+    println!("\nA killed worker counted dead by the gateway after {dead:.0} ms (median).");
+    println!(
+        "ratio now/before entries_per_s={:.4} dead_worker_s={:.2}",
+        now / before.max(f64::MIN_POSITIVE),
+        dead / 1e3
+    );
+    Ok(())
 }
 
 async fn edge_bench(args: EdgeArgs) -> anyhow::Result<()> {

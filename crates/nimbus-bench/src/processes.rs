@@ -76,6 +76,16 @@ impl ProcessGroup {
         Ok(())
     }
 
+    /// Kills the process started as `name` at once (SIGKILL): a crash, with no goodbye.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let s = self
+            .started
+            .iter_mut()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no process {name}"))?;
+        s.child.kill().context("killing a child process")
+    }
+
     /// Asks every process to stop (SIGTERM) so it can flush what it holds; true once all
     /// have exited. Those still running are killed on drop.
     pub fn terminate(&mut self) -> bool {

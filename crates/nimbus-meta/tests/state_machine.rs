@@ -351,3 +351,102 @@ async fn snapshot_round_trip_restores_the_same_state() {
     // And the current snapshot is reported after install.
     assert!(b.sm.get_current_snapshot().await.unwrap().is_some());
 }
+
+/// An edge location's budget is set aside like reserved concurrency: it must fit beside
+/// every reservation above the unreserved minimum, and reservations must fit beside it.
+#[tokio::test]
+async fn edge_budgets_are_checked_against_the_account_limit() {
+    let mut h = Harness::new();
+    h.setup().await;
+    let budget = |location: &str, slots: u32, gateways: &[&str]| Command::PutEdgeBudget {
+        budget: nimbus_types::EdgeBudget {
+            account_id: ACCOUNT.into(),
+            region: REGION.into(),
+            location: location.into(),
+            slots,
+            gateways: gateways.iter().map(|g| g.to_string()).collect(),
+        },
+    };
+    let kind = |r: &Response| r.result.as_ref().err().map(|e| e.kind);
+    // The location must exist in the region.
+    let r = h.apply(budget("fra1", 10, &["g1"])).await;
+    assert_eq!(kind(&r), Some(ErrorKind::ResourceNotFound), "{r:?}");
+    for cmd in [
+        Command::PutRegion {
+            name: REGION.into(),
+        },
+        Command::PutEdgeLocation {
+            region: REGION.into(),
+            location: "fra1".into(),
+        },
+        Command::PutEdgeLocation {
+            region: REGION.into(),
+            location: "sfo1".into(),
+        },
+    ] {
+        assert!(h.apply(cmd).await.result.is_ok());
+    }
+    // Its holders must be named, distinct, and each get a slot.
+    for bad in [
+        budget("fra1", 10, &[]),
+        budget("fra1", 10, &["g1", "g1"]),
+        budget("fra1", 1, &["g1", "g2"]),
+        budget("fra1", 10, &[""]),
+    ] {
+        let r = h.apply(bad).await;
+        assert_eq!(kind(&r), Some(ErrorKind::InvalidParameterValue), "{r:?}");
+    }
+    // Limit 1000, minimum 100: 900 can be set aside in all.
+    let r = h.apply(budget("fra1", 901, &["g1"])).await;
+    assert_eq!(kind(&r), Some(ErrorKind::InvalidParameterValue), "{r:?}");
+    assert!(h.apply(budget("fra1", 600, &["g1"])).await.result.is_ok());
+    // Setting it again replaces it rather than adding to it.
+    assert!(h
+        .apply(budget("fra1", 500, &["g1", "g2"]))
+        .await
+        .result
+        .is_ok());
+    let r = h.apply(budget("sfo1", 401, &["g3"])).await;
+    assert_eq!(kind(&r), Some(ErrorKind::InvalidParameterValue), "{r:?}");
+    assert!(h.apply(budget("sfo1", 300, &["g3"])).await.result.is_ok());
+    // Reservations now have 100 left, and the limit cannot drop below what is set aside.
+    let create = Command::CreateFunction {
+        key: key("f"),
+        config: config(128),
+        code: code(),
+        tags: BTreeMap::new(),
+        publish: false,
+        now_ms: 1,
+    };
+    assert!(h.apply(create).await.result.is_ok());
+    let reserve = |n| Command::PutFunctionConcurrency {
+        key: key("f"),
+        reserved: n,
+    };
+    let r = h.apply(reserve(101)).await;
+    assert_eq!(kind(&r), Some(ErrorKind::InvalidParameterValue), "{r:?}");
+    assert!(h.apply(reserve(100)).await.result.is_ok());
+    let r = h
+        .apply(Command::SetAccountLimits {
+            account_id: ACCOUNT.into(),
+            region: REGION.into(),
+            limits: nimbus_types::RegionLimits {
+                concurrent_executions: 999,
+                unreserved_minimum: 100,
+            },
+        })
+        .await;
+    assert_eq!(kind(&r), Some(ErrorKind::InvalidParameterValue), "{r:?}");
+    // 0 slots removes a budget, which frees its share for reservations.
+    assert!(h.apply(budget("sfo1", 0, &[])).await.result.is_ok());
+    assert!(h.apply(reserve(400)).await.result.is_ok());
+    let stored: Vec<(String, u32)> = h
+        .list(keys::EDGE_BUDGET)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entity::EdgeBudget(b) => Some((b.location, b.slots)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, [("fra1".to_string(), 500)]);
+}

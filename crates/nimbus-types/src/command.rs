@@ -298,6 +298,12 @@ pub enum Command {
     SetClusterKeyCheck {
         sealed: Vec<u8>,
     },
+    /// Sets an edge location's concurrency budget for an account (`slots` 0 removes it),
+    /// checked against the account's limit like reserved concurrency. Added last:
+    /// commands in the Raft log are encoded by variant position.
+    PutEdgeBudget {
+        budget: crate::model::EdgeBudget,
+    },
 }
 
 /// An event with its payload, as queued for a destination.

@@ -25,6 +25,8 @@ pub const IAM_POLICY: &str = "iam/policy/";
 pub const URL_ROUTE: &str = "url/";
 /// Queued async events; every gateway's dispatcher watches this prefix.
 pub const EVENT: &str = "event/";
+/// Edge locations' concurrency budgets, per account and region.
+pub const EDGE_BUDGET: &str = "edgebudget/";
 
 pub fn account(id: &str) -> String {
     format!("{ACCOUNT}{id}")
@@ -63,6 +65,13 @@ pub fn worker(id: &str) -> String {
 }
 pub fn retired_node(id: u64) -> String {
     format!("{RETIRED_NODE}{id:020}")
+}
+/// All edge budgets of an account in a region.
+pub fn edge_budgets_of(account_id: &str, region: &str) -> String {
+    format!("{EDGE_BUDGET}{account_id}/{region}/")
+}
+pub fn edge_budget(account_id: &str, region: &str, location: &str) -> String {
+    format!("{}{location}", edge_budgets_of(account_id, region))
 }
 pub fn event(id: &str) -> String {
     format!("{EVENT}{id}")

@@ -69,6 +69,32 @@ pub struct Region {
     pub edge_locations: Vec<String>,
 }
 
+/// Concurrency of an account's region set aside for one of its edge locations, so the
+/// location keeps serving while cut off from the metadata cluster without the region's
+/// limit ever being exceeded in total. The region's gateways lease only what is left
+/// (`limit − reserved − Σ budgets`); the listed gateways of the location admit its
+/// deployed functions' calls against equal shares of `slots`, counted locally, whether or
+/// not the core is reachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeBudget {
+    pub account_id: String,
+    pub region: String,
+    pub location: String,
+    pub slots: u32,
+    /// Stable ids (`nimbus gateway --id`) of the location's gateways that hold shares.
+    pub gateways: Vec<String>,
+}
+
+impl EdgeBudget {
+    /// The share of gateway `id`: `slots` split evenly over the listed gateways, the
+    /// remainder going to the first ones. `None` when `id` holds no share.
+    pub fn share_of(&self, id: &str) -> Option<u32> {
+        let i = self.gateways.iter().position(|g| g == id)?;
+        let n = self.gateways.len() as u32;
+        Some(self.slots / n + u32::from((i as u32) < self.slots % n))
+    }
+}
+
 /// Identifies a function: account, region and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FunctionKey {
@@ -458,6 +484,9 @@ pub enum Entity {
     IamUser(crate::iam::IamUser),
     IamRole(crate::iam::IamRole),
     ManagedPolicy(crate::iam::ManagedPolicy),
+    /// Concurrency set aside for an edge location (added last: records are encoded by
+    /// variant position).
+    EdgeBudget(EdgeBudget),
 }
 
 #[cfg(test)]
@@ -475,5 +504,22 @@ mod tests {
         assert_eq!(l.unreserved(5000), 0, "never negative");
         assert!(l.keeps_unreserved_minimum(900));
         assert!(!l.keeps_unreserved_minimum(901));
+    }
+
+    #[test]
+    fn edge_budget_shares_add_up_to_the_budget() {
+        let b = super::EdgeBudget {
+            account_id: "a".into(),
+            region: "r".into(),
+            location: "fra1".into(),
+            slots: 7,
+            gateways: vec!["g1".into(), "g2".into(), "g3".into()],
+        };
+        let shares: Vec<u32> = ["g1", "g2", "g3"]
+            .iter()
+            .map(|g| b.share_of(g).unwrap())
+            .collect();
+        assert_eq!(shares, [3, 2, 2]);
+        assert_eq!(b.share_of("g4"), None, "an unlisted gateway holds nothing");
     }
 }

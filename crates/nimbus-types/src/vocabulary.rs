@@ -112,6 +112,13 @@ pub enum ConcurrencyPool {
         region: String,
         function: String,
     },
+    /// An edge location's budget of the account's concurrency, held in shares by the
+    /// location's gateways (`EdgeBudget`).
+    EdgeBudget {
+        account: String,
+        region: String,
+        location: String,
+    },
 }
 
 impl ConcurrencyPool {
@@ -134,7 +141,9 @@ impl ConcurrencyPool {
     pub fn throttle_reason(&self) -> &'static str {
         match self {
             Self::Reserved { .. } => "ReservedFunctionConcurrentInvocationLimitExceeded",
-            Self::Unreserved { .. } => "ConcurrentInvocationLimitExceeded",
+            Self::Unreserved { .. } | Self::EdgeBudget { .. } => {
+                "ConcurrentInvocationLimitExceeded"
+            }
         }
     }
 }

@@ -57,6 +57,36 @@ pub async fn run(cmd: AccountCommand, transport: Transport) -> anyhow::Result<()
             );
             Ok(())
         }
+        AccountCommand::SetEdgeBudget {
+            meta,
+            account_id,
+            region,
+            location,
+            concurrency,
+            gateways,
+        } => {
+            let meta = MetaClient::from_list(&meta, &transport).context("--meta")?;
+            meta.write(Command::PutEdgeBudget {
+                budget: nimbus_types::EdgeBudget {
+                    account_id: account_id.clone(),
+                    region: region.clone(),
+                    location: location.clone(),
+                    slots: concurrency,
+                    gateways: gateways.clone(),
+                },
+            })
+            .await
+            .with_context(|| format!("setting the budget of {account_id} at {location}"))?;
+            if concurrency == 0 {
+                println!("account {account_id}: no budget at {location} ({region})");
+            } else {
+                println!(
+                    "account {account_id}: {concurrency} concurrent executions set aside at {location} ({region}), held by {}",
+                    gateways.join(", ")
+                );
+            }
+            Ok(())
+        }
         AccountCommand::DeleteKey {
             meta,
             access_key_id,

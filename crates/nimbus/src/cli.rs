@@ -205,12 +205,18 @@ pub struct GatewayArgs {
     /// The region this gateway serves (its workers are the region's workers).
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    /// A worker whose last heartbeat is older than this many seconds is considered dead.
-    #[arg(long, default_value_t = 10)]
+    /// A worker that has not answered this gateway (its status probes, every second, or
+    /// any call) for this many seconds is considered dead.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub worker_stale_secs: u64,
+    /// A worker registration not refreshed for this many seconds is dropped (workers
+    /// refresh theirs every `--registration-refresh-secs`, 300 by default).
+    #[arg(long, default_value_t = 900)]
+    pub worker_registration_ttl_secs: u64,
     /// Stable id of this gateway for async-event claims (a gateway restarted with the
-    /// same id takes its claims back at once). Default: a new random id per start. Two
-    /// live gateways must never share one.
+    /// same id takes its claims back at once) and edge budgets (`nimbus account
+    /// set-edge-budget --gateways`). Default: a new random id per start. Two live
+    /// gateways must never share one.
     #[arg(long)]
     pub id: Option<String>,
     /// Wait before retrying an async (`Event`) invocation after a function error, in
@@ -290,9 +296,14 @@ pub struct WorkerArgs {
     /// Shut down an execution environment after this many idle seconds.
     #[arg(long, default_value_t = 300)]
     pub idle_timeout_secs: u64,
-    /// Report capacity to the metadata cluster this often, in milliseconds.
+    /// Refresh the view of the cluster's nodes and check the registration this often,
+    /// in milliseconds (load and liveness go to the gateways directly, not through here).
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_ms: u64,
+    /// Write an unchanged registration again this often, in seconds: a worker that died
+    /// without deregistering leaves the registry after three of these.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub registration_refresh_secs: u64,
     /// Network for environments: `nat` (outbound TCP through NAT, DNS to --dns-resolver
     /// only, nothing inbound) or `none` (loopback only).
     #[arg(long, value_enum, default_value_t = NetworkArg::Nat)]
@@ -443,6 +454,27 @@ pub enum AccountCommand {
         /// What reservations must leave for functions without one.
         #[arg(long, default_value_t = nimbus_types::limits::UNRESERVED_MIN_DEFAULT)]
         unreserved_minimum: u32,
+    },
+    /// Set aside an account's concurrency for an edge location, held in equal shares by
+    /// the named gateways of the location (their `--id`s), so they keep admitting its
+    /// deployed functions while cut off from the metadata cluster. The region leases only
+    /// what budgets and reservations leave. `--concurrency 0` removes the budget.
+    SetEdgeBudget {
+        #[arg(long, default_value = "127.0.0.1:17001")]
+        meta: String,
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        region: String,
+        /// The edge location (`nimbus cluster add-edge-location`).
+        #[arg(long)]
+        location: String,
+        /// Concurrent executions set aside for the location.
+        #[arg(long)]
+        concurrency: u32,
+        /// Ids of the location's gateways that hold the budget, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        gateways: Vec<String>,
     },
     /// Delete an access key: gateways refuse it within their watch delay.
     DeleteKey {

@@ -14,13 +14,18 @@ struct Status {
     leader: Option<u64>,
     term: u64,
     members: Vec<Member>,
-    /// Region → zone or edge location → its live workers (heartbeat within the last
-    /// 10 s); empty when the registry could not be read.
+    /// Region → zone or edge location → its registered workers (registration written
+    /// or refreshed within `REGISTRATION_TTL_MS`; gateways decide liveness themselves by
+    /// probing); empty when the registry could not be read.
     regions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
-/// Live workers by region and by zone (`zone:NAME`) or edge location (`edge:NAME`).
-async fn live_workers(
+/// A registration older than this is a worker that died without deregistering (workers
+/// refresh theirs every 5 minutes by default; gateways drop it after as long).
+const REGISTRATION_TTL_MS: u64 = 900_000;
+
+/// Registered workers by region and by zone (`zone:NAME`) or edge location (`edge:NAME`).
+async fn registered_workers(
     addrs: &[String],
     t: &Transport,
 ) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
@@ -39,7 +44,7 @@ async fn live_workers(
         let nimbus_types::Entity::Worker(w) = e else {
             continue;
         };
-        if now.saturating_sub(w.last_heartbeat_ms) > 10_000 {
+        if now.saturating_sub(w.last_heartbeat_ms) > REGISTRATION_TTL_MS {
             continue;
         }
         let place = match &w.placement {
@@ -192,7 +197,7 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
         leader: best.leader,
         term: best.term,
         members,
-        regions: live_workers(&addrs, t).await,
+        regions: registered_workers(&addrs, t).await,
     };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
@@ -221,7 +226,7 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
                 println!("region {region}");
                 for (place, workers) in places {
                     println!(
-                        "  {place:<24} {} live: {}",
+                        "  {place:<24} {} registered: {}",
                         workers.len(),
                         workers.join(", ")
                     );

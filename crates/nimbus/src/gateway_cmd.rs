@@ -47,8 +47,13 @@ pub async fn run(
     }
     let mut remote = RemoteConfig::new(args.region.clone(), transport);
     remote.stale_after = Duration::from_secs(args.worker_stale_secs);
+    remote.registration_ttl = Duration::from_secs(args.worker_registration_ttl_secs);
     // Invocations, provisioning and function logs all go to the region's live workers.
     let workers = RemoteWorkers::new(cache.clone(), remote);
+    // Workers this gateway places work on stay live while they answer it directly, so
+    // an edge location cut off from the metadata cluster (no heartbeats reach the
+    // catalog) still sees its own.
+    workers.probe_loop(args.edge_location.clone(), Duration::from_secs(1));
     if args.create_missing_roles {
         tracing::warn!("--create-missing-roles: functions' missing roles are created with full access; never use this in production");
     }
@@ -60,6 +65,7 @@ pub async fn run(
             create_missing_roles: args.create_missing_roles,
             role_credentials_ttl: Duration::from_secs(args.role_credentials_ttl_secs),
             url_domain: args.url_domain.clone(),
+            id: args.id.clone(),
             placement: nimbus_gateway::PlacementConfig {
                 home_zone: args.zone.clone(),
                 edge_location: args.edge_location.clone(),
@@ -67,9 +73,21 @@ pub async fn run(
             },
             ..GatewayConfig::new(args.region.clone(), true)
         },
-        workers,
+        workers.clone(),
     );
     if let Some(addr) = args.admin_listen {
+        // How many workers this gateway may place work on: how fast it notices a dead
+        // one shows here (nimbus-bench liveness).
+        let live = nimbus_telemetry::prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        metrics.register(
+            "nimbus_gateway_live_workers",
+            "Workers of this gateway's region it considers live (answered its probes, or registered, within --worker-stale-secs)",
+            live.clone(),
+        );
+        let workers = workers.clone();
+        metrics.on_scrape(move || {
+            live.set(workers.live_records().len() as i64);
+        });
         // An edge location's series say so (Lambda's metrics of what ran there).
         if let Some(location) = &args.edge_location {
             metrics.add_label("edge_location", location);

@@ -91,6 +91,7 @@ pub async fn run(
         code_dir: data.join("code"),
         engine,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
+        registration_refresh: Duration::from_secs(args.registration_refresh_secs),
         transport,
     };
     let registry = match args.admin_listen {

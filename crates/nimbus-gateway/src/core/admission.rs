@@ -8,6 +8,12 @@
 //! metadata leader (`nimbus_meta::leases`, docs/design/0005-admission.md), so the limit
 //! holds across any number of gateways and a crashed gateway's slots return when its
 //! lease runs out.
+//!
+//! An edge location's gateway also holds a share of the location's budget
+//! (`nimbus_types::EdgeBudget`): calls of functions deployed there are admitted against it
+//! first, counted here alone, so they go on being admitted while the metadata cluster is
+//! unreachable. The leader leases only what budgets leave, so the limit still holds in
+//! total; past the share, such calls lease from the region's pool like any other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,8 +33,15 @@ const RENEW_EVERY: Duration = Duration::from_millis(1000);
 /// Who is counted where (Lambda's own vocabulary, from `nimbus_types`).
 type Pool = ConcurrencyPool;
 
-/// A lease request for `pool` on behalf of `gateway`.
-fn lease_request(pool: &Pool, gateway: &str, want: u32, in_use: u32, held: u32) -> LeaseRequest {
+/// A lease request for `pool` on behalf of `gateway` (`None`: an edge budget's share,
+/// which is this gateway's own and never leased).
+fn lease_request(
+    pool: &Pool,
+    gateway: &str,
+    want: u32,
+    in_use: u32,
+    held: u32,
+) -> Option<LeaseRequest> {
     let (account, region, function) = match pool {
         Pool::Unreserved { account, region } => (account, region, String::new()),
         Pool::Reserved {
@@ -36,8 +49,9 @@ fn lease_request(pool: &Pool, gateway: &str, want: u32, in_use: u32, held: u32) 
             region,
             function,
         } => (account, region, function.clone()),
+        Pool::EdgeBudget { .. } => return None,
     };
-    LeaseRequest {
+    Some(LeaseRequest {
         gateway_id: gateway.to_string(),
         account_id: account.clone(),
         region: region.clone(),
@@ -46,7 +60,7 @@ fn lease_request(pool: &Pool, gateway: &str, want: u32, in_use: u32, held: u32) 
         in_use,
         held,
         release: false,
-    }
+    })
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -125,6 +139,15 @@ pub struct Limits<'a> {
     /// The account's unreserved pool in the region
     /// ([`AccountConcurrency::unreserved`](super::catalog::AccountConcurrency::unreserved)).
     pub unreserved: u32,
+    /// This gateway's share of its edge location's budget, for a call that runs there.
+    pub edge_share: Option<EdgeShare<'a>>,
+}
+
+/// A gateway's share of its edge location's budget for one account.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeShare<'a> {
+    pub location: &'a str,
+    pub share: u32,
 }
 
 impl Admission {
@@ -161,11 +184,16 @@ impl Admission {
                     .collect();
                 for (pool, st) in snapshot {
                     let now = Instant::now();
-                    if st.running == 0 && st.held(now) == 0 {
+                    // An edge budget's share is this gateway's own: nothing to renew.
+                    let own = matches!(pool, Pool::EdgeBudget { .. });
+                    if st.running == 0 && (own || st.held(now) == 0) {
                         let mut guard = pools.lock().unwrap_or_else(PoisonError::into_inner);
                         if guard.get(&pool).is_some_and(|s| s.running == 0) {
                             guard.remove(&pool);
                         }
+                        continue;
+                    }
+                    if own {
                         continue;
                     }
                     let want = if st.running == 0 {
@@ -198,7 +226,9 @@ impl Admission {
             guard.keys().cloned().collect()
         };
         for pool in pools {
-            let mut req = lease_request(&pool, gateway_id, 0, 0, 0);
+            let Some(mut req) = lease_request(&pool, gateway_id, 0, 0, 0) else {
+                continue;
+            };
             req.release = true;
             if let Err(e) = tokio::time::timeout(LEASE_CALL_TIMEOUT, meta.acquire_lease(req))
                 .await
@@ -213,9 +243,9 @@ impl Admission {
     fn try_take(&self, pool: &Pool, local_cap: u32) -> bool {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let st = pools.entry(pool.clone()).or_default();
-        let cap = match *self.source {
-            Source::Local => local_cap,
-            Source::Leased { .. } => st.held(Instant::now()),
+        let cap = match (&*self.source, pool) {
+            (Source::Local, _) | (_, Pool::EdgeBudget { .. }) => local_cap,
+            (Source::Leased { .. }, _) => st.held(Instant::now()),
         };
         if st.running < cap {
             st.running += 1;
@@ -227,6 +257,19 @@ impl Admission {
 
     /// Admits the invocation or answers 429 with Lambda's `Reason`.
     pub async fn admit(&self, l: &Limits<'_>) -> Result<Slot, ApiError> {
+        if let (Some(edge), None) = (&l.edge_share, l.reserved) {
+            let pool = Pool::EdgeBudget {
+                account: l.account.into(),
+                region: l.region.into(),
+                location: edge.location.into(),
+            };
+            if self.try_take(&pool, edge.share) {
+                return Ok(Slot {
+                    admission: self.clone(),
+                    pool,
+                });
+            }
+        }
         let pool = Pool::of(l.account, l.region, l.function_name, l.reserved);
         let local_cap = l.reserved.unwrap_or(l.unreserved);
         let slot = || Slot {
@@ -286,7 +329,9 @@ async fn refresh(source: &Source, pools: &Mutex<HashMap<Pool, PoolState>>, pool:
             .get(pool)
             .map_or((0, 0), |s| (s.running, s.held(sent)))
     };
-    let req = lease_request(pool, gateway_id, want.max(in_use), in_use, held);
+    let Some(req) = lease_request(pool, gateway_id, want.max(in_use), in_use, held) else {
+        return;
+    };
     match tokio::time::timeout(LEASE_CALL_TIMEOUT, meta.acquire_lease(req)).await {
         Ok(Ok(resp)) => {
             let mut guard = pools.lock().unwrap_or_else(PoisonError::into_inner);
@@ -313,7 +358,49 @@ mod tests {
             reserved,
             // limit 3, 1 reserved elsewhere.
             unreserved: 2,
+            edge_share: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_edge_share_admits_first_and_the_region_pool_after_it() {
+        let a = Admission::default();
+        let edge = Limits {
+            edge_share: Some(EdgeShare {
+                location: "fra1",
+                share: 2,
+            }),
+            ..limits(None)
+        };
+        let held: Vec<Slot> = vec![a.admit(&edge).await.unwrap(), a.admit(&edge).await.unwrap()];
+        assert!(held
+            .iter()
+            .all(|s| matches!(s.pool, Pool::EdgeBudget { .. })));
+        assert_eq!(
+            a.unreserved_running("000000000000", "us-east-1"),
+            0,
+            "the share is not the region's pool"
+        );
+        // Past the share, the region's unreserved pool (2 here), then a throttle.
+        let r1 = a.admit(&edge).await.unwrap();
+        let r2 = a.admit(&edge).await.unwrap();
+        assert!(matches!(r1.pool, Pool::Unreserved { .. }));
+        let err = a.admit(&edge).await.err().unwrap();
+        assert_eq!(
+            err.reason.as_deref(),
+            Some("ConcurrentInvocationLimitExceeded")
+        );
+        drop((r1, r2));
+        drop(held);
+        assert!(a.admit(&edge).await.is_ok(), "slots come back");
+        // A function with reserved concurrency stays in its reservation.
+        let reserved = Limits {
+            reserved: Some(1),
+            ..edge
+        };
+        let only = a.admit(&reserved).await.unwrap();
+        assert!(matches!(only.pool, Pool::Reserved { .. }));
+        assert!(a.admit(&reserved).await.is_err());
     }
 
     #[tokio::test]

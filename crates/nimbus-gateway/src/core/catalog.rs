@@ -38,7 +38,7 @@ struct Data {
 /// Totals over the functions of one account in one region.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
-    /// Σ reserved concurrency.
+    /// Σ reserved concurrency, edge locations' budgets included.
     pub reserved: u32,
     pub functions: usize,
     pub code_bytes: u64,
@@ -60,11 +60,6 @@ impl AccountConcurrency {
 
 impl Data {
     fn adjust(&mut self, entity: &Entity, sign: i64) {
-        let Entity::Function(f) = entity else { return };
-        let t = self
-            .totals
-            .entry((f.key.account_id.clone(), f.key.region.clone()))
-            .or_default();
         let step = |v: u64, by: u64| {
             if sign > 0 {
                 v.saturating_add(by)
@@ -72,6 +67,23 @@ impl Data {
                 v.saturating_sub(by)
             }
         };
+        let f = match entity {
+            Entity::Function(f) => f,
+            // Set aside like a reservation: the unreserved pool excludes it.
+            Entity::EdgeBudget(b) => {
+                let t = self
+                    .totals
+                    .entry((b.account_id.clone(), b.region.clone()))
+                    .or_default();
+                t.reserved = step(u64::from(t.reserved), u64::from(b.slots)) as u32;
+                return;
+            }
+            _ => return,
+        };
+        let t = self
+            .totals
+            .entry((f.key.account_id.clone(), f.key.region.clone()))
+            .or_default();
         t.reserved = step(
             u64::from(t.reserved),
             u64::from(f.reserved_concurrency.unwrap_or(0)),

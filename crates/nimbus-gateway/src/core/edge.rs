@@ -7,6 +7,11 @@
 //!
 //! The gateway drives this, not the worker: a worker may read no function records (they
 //! hold tenants' environment variables); it only ever learns hashes.
+//!
+//! Each round also makes sure the gateway itself holds what it needs to serve the
+//! location while cut off from the metadata cluster: the secrets of the access keys of
+//! every account with a deployment there (so a caller never seen here before is still
+//! verified) and the session key that role credentials are minted with.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -22,10 +27,19 @@ use super::Gateway;
 
 /// How often deployed code is pushed (and kept fresh in the workers' caches).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+/// A catalog change (an alias moved) starts a round early, at most this often: the
+/// catalog changes with every async event too.
+const EARLIEST_AFTER_CHANGE: Duration = Duration::from_millis(200);
 
 /// The packages deployed to `location` in this gateway's region, from the catalog.
 pub fn deployed_packages(gw: &Gateway, location: &str) -> BTreeSet<String> {
+    deployed(gw, location).0
+}
+
+/// The packages deployed to `location`, and the accounts they belong to.
+fn deployed(gw: &Gateway, location: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut packages = BTreeSet::new();
+    let mut accounts = BTreeSet::new();
     for (_, entity) in gw.catalog().list(keys::FUNCTION, None, usize::MAX) {
         let Entity::Function(f) = entity else {
             continue;
@@ -37,6 +51,7 @@ pub fn deployed_packages(gw: &Gateway, location: &str) -> BTreeSet<String> {
             if !locations.iter().any(|l| l == location) {
                 continue;
             }
+            accounts.insert(f.key.account_id.clone());
             let versions: Vec<u64> = match qualifier.parse() {
                 Ok(n) => vec![n],
                 Err(_) => match resolve::alias(gw, &f.key, qualifier) {
@@ -58,14 +73,38 @@ pub fn deployed_packages(gw: &Gateway, location: &str) -> BTreeSet<String> {
             }
         }
     }
-    packages
+    (packages, accounts)
 }
 
-/// One round: every live worker of the location is asked to hold the deployed packages.
+/// The access keys of `accounts` the catalog holds, active ones only.
+fn access_keys_of(gw: &Gateway, accounts: &BTreeSet<String>) -> Vec<String> {
+    gw.catalog()
+        .list(keys::ACCESS_KEY, None, usize::MAX)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entity::AccessKey(k) if k.active && accounts.contains(&k.account_id) => {
+                Some(k.access_key_id)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// One round: every live worker of the location is asked to hold the deployed packages,
+/// and this gateway holds the deploying accounts' key secrets and the session key.
 async fn push(gw: &Gateway, location: &str) {
-    let packages = deployed_packages(gw, location);
+    let (packages, accounts) = deployed(gw, location);
     if packages.is_empty() {
         return;
+    }
+    // Cached after the first round; fetched again only for new or rotated keys.
+    for key in access_keys_of(gw, &accounts) {
+        if let Err(e) = gw.credentials().get(gw.catalog(), gw.meta(), &key).await {
+            tracing::debug!("holding the secret of {key} for the edge: {e}");
+        }
+    }
+    if let Err(e) = gw.session_key().await {
+        tracing::debug!("holding the session key for the edge: {e}");
     }
     let request = pb::PrefetchRequest {
         code_sha256: packages.iter().cloned().collect(),
@@ -104,11 +143,19 @@ pub fn spawn(
     let location = gw.placement.edge_location.clone()?;
     Some(tokio::spawn(async move {
         tokio::pin!(shutdown);
+        let mut changes = gw.catalog().subscribe();
         loop {
             push(&gw, &location).await;
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(interval) => {}
+                // A moved alias's code is pushed at once, not up to a round later: the
+                // shorter the time a location serves a version it does not hold yet, the
+                // smaller the chance a cut off location cannot serve it.
+                Ok(()) = changes.changed() => {
+                    tokio::time::sleep(EARLIEST_AFTER_CHANGE).await;
+                    changes.borrow_and_update();
+                }
             }
         }
     }))

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::admission::{Limits, Slot};
+use super::admission::{EdgeShare, Limits, Slot};
 use super::error::ApiError;
 use super::resolve::{self, Named};
 use super::workers::{InvokeEvents, WorkerResult};
@@ -251,16 +251,19 @@ impl Gateway {
     }
 
     /// Admits one invocation of `function` against its account's limits in its region,
-    /// counting a throttle in Lambda's metrics.
+    /// counting a throttle in Lambda's metrics. `edge` is the edge location the call runs
+    /// at, if any: there this gateway's share of the location's budget comes first.
     pub async fn admit(
         &self,
         function: &Function,
         labels: &FunctionLabels,
+        edge: Option<&str>,
     ) -> Result<Slot, ApiError> {
         let key = &function.key;
         let account = self
             .catalog()
             .account_concurrency(&key.account_id, &key.region);
+        let share = edge.and_then(|location| self.edge_share(&key.account_id, location));
         self.admission()
             .admit(&Limits {
                 account: &key.account_id,
@@ -268,6 +271,10 @@ impl Gateway {
                 function_name: &key.name,
                 reserved: function.reserved_concurrency,
                 unreserved: account.unreserved(),
+                edge_share: share.map(|share| EdgeShare {
+                    location: edge.unwrap_or_default(),
+                    share,
+                }),
             })
             .instrument(tracing::info_span!("admission", otel.name = "Admission"))
             .await
@@ -287,7 +294,9 @@ impl Gateway {
         span.record("faas.name", named.key.name.as_str());
         span.record("faas.version", target.version.to_string().as_str());
         let labels = self.labels(named);
-        let slot = self.admit(&function, &labels).await?;
+        let slot = self
+            .admit(&function, &labels, target.edge_location.as_deref())
+            .await?;
         let running = self
             .metrics()
             .running(&labels, function.reserved_concurrency.is_none());
@@ -340,6 +349,17 @@ impl Gateway {
         Ok(Invoked {
             executed_version,
             result,
+        })
+    }
+
+    /// This gateway's share of `account`'s budget at its edge `location` (its region),
+    /// when the budget names this gateway (`--id`).
+    pub fn edge_share(&self, account: &str, location: &str) -> Option<u32> {
+        let id = self.id.as_deref()?;
+        let key = nimbus_types::keys::edge_budget(account, &self.region, location);
+        self.catalog().with(&key, |e| match e {
+            Some(nimbus_types::Entity::EdgeBudget(b)) => b.share_of(id),
+            _ => None,
         })
     }
 

@@ -83,6 +83,9 @@ pub struct GatewayConfig {
     pub role_credentials_ttl: Duration,
     /// Function URLs are `<url-id>.lambda-url.<region>.<url_domain>`.
     pub url_domain: String,
+    /// This gateway's stable id (`nimbus gateway --id`): an edge budget naming it gives
+    /// it a share.
+    pub id: Option<String>,
 }
 
 impl GatewayConfig {
@@ -95,6 +98,7 @@ impl GatewayConfig {
             create_missing_roles: false,
             role_credentials_ttl: Duration::from_secs(12 * 3600),
             url_domain: "localhost".into(),
+            id: None,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Gateway {
     create_missing_roles: bool,
     role_credentials_ttl: Duration,
     url_domain: String,
+    /// This gateway's stable id, if it was given one.
+    id: Option<String>,
     /// Execution-role credentials per (account, role, function), re-minted when half
     /// their life has passed.
     role_sessions: std::sync::Mutex<
@@ -176,6 +182,7 @@ impl Gateway {
             create_missing_roles: config.create_missing_roles,
             role_credentials_ttl: config.role_credentials_ttl,
             url_domain: config.url_domain.to_ascii_lowercase(),
+            id: config.id,
             role_sessions: Default::default(),
         })
     }

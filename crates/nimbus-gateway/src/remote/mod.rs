@@ -1,8 +1,12 @@
 //! The cluster's [`Workers`]: worker nodes reached over gRPC.
 //!
-//! Workers are discovered from the catalog (their registration and heartbeats are
-//! replicated records); a worker whose heartbeat is older than `stale_after` is taken as
-//! dead. The gateway keeps one lazily connected, long-lived HTTP/2 channel per worker and
+//! Workers are discovered from the catalog (their registrations are replicated records,
+//! written when they change and refreshed every few minutes). Whether one is alive, and
+//! its load, this gateway learns from the worker itself: a worker is live while a direct
+//! answer to this gateway (any call, or the status probe [`RemoteWorkers::probe_loop`]
+//! sends every second) or its registration is younger than `stale_after`. So liveness
+//! costs the metadata cluster no Raft entry per heartbeat (issue 18), and an edge
+//! location cut off from the core still sees its own workers (issue 16). The gateway keeps one lazily connected, long-lived HTTP/2 channel per worker and
 //! multiplexes every call to it over that channel. This module is transport only: which
 //! worker to try, and whether to try another, is the core's
 //! ([`Gateway::run`](crate::core::Gateway::run)).
@@ -22,6 +26,9 @@ use tonic::transport::Channel;
 use crate::core::catalog::Catalog;
 use crate::core::workers::{InvokeEvents, WorkerError, WorkerResult, WorkerView, Workers};
 
+/// How long a status probe may take before the worker counts as not answering.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(2500);
+
 /// Largest gRPC message: a 6 MB payload plus its envelope.
 const MAX_MESSAGE_BYTES: usize = nimbus_types::limits::NODE_MESSAGE_MAX_BYTES;
 
@@ -30,8 +37,12 @@ const MAX_MESSAGE_BYTES: usize = nimbus_types::limits::NODE_MESSAGE_MAX_BYTES;
 pub struct RemoteConfig {
     /// The region whose workers serve this gateway.
     pub region: String,
-    /// A worker whose last heartbeat is older than this is considered dead.
+    /// A worker that has answered this gateway no more recently than this (and did not
+    /// register more recently either) is considered dead.
     pub stale_after: Duration,
+    /// A registration not refreshed for this long is dropped (the worker died without
+    /// deregistering).
+    pub registration_ttl: Duration,
     /// How workers are dialled: with TLS, only a server holding a worker's certificate
     /// is sent an invocation.
     pub transport: Transport,
@@ -41,7 +52,8 @@ impl RemoteConfig {
     pub fn new(region: impl Into<String>, transport: Transport) -> Self {
         Self {
             region: region.into(),
-            stale_after: Duration::from_secs(10),
+            stale_after: Duration::from_secs(5),
+            registration_ttl: Duration::from_secs(900),
             transport,
         }
     }
@@ -53,6 +65,10 @@ pub struct RemoteWorkers {
     catalog: Arc<Catalog>,
     /// worker id → (address, channel): created lazily, reused for every later call.
     channels: Mutex<HashMap<String, (String, WorkerClient<Channel>)>>,
+    /// worker id → when it last answered this gateway directly.
+    answered: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+    /// worker id → the load it reported to the last status probe.
+    loads: Mutex<HashMap<String, pb::WorkerLoad>>,
 }
 
 fn now_ms() -> u64 {
@@ -67,13 +83,62 @@ impl RemoteWorkers {
             config,
             catalog,
             channels: Mutex::default(),
+            answered: Arc::default(),
+            loads: Mutex::default(),
         })
     }
 
-    /// Live workers of the region, per the catalog.
-    pub fn live_records(&self) -> Vec<Worker> {
+    /// Asks every registered worker this gateway may place work on (the region's zones,
+    /// and its own `edge_location`'s workers) for its status every `every`: a worker is
+    /// live while it answers. Runs until the workers are dropped.
+    pub fn probe_loop(self: &Arc<Self>, edge_location: Option<String>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { break };
+                let site = edge_location
+                    .clone()
+                    .map(nimbus_types::Placement::EdgeLocation);
+                let probes: Vec<_> = this
+                    .registered()
+                    .into_iter()
+                    // The region's zones always (an edge gateway runs there what is
+                    // not deployed at its location), and its own location's workers.
+                    .filter(|w| match &w.placement {
+                        nimbus_types::Placement::Zone(_) => true,
+                        p => site.as_ref() == Some(p),
+                    })
+                    .map(|w| {
+                        let call = this.call(&w.id, |mut c| async move {
+                            let mut req = tonic::Request::new(pb::StatusRequest {});
+                            req.set_timeout(PROBE_TIMEOUT);
+                            c.status(req).await
+                        });
+                        async move { (w.id, tokio::time::timeout(PROBE_TIMEOUT, call).await) }
+                    })
+                    .collect();
+                drop(this);
+                // When it answered is recorded by `call`; a failure just lets the worker
+                // go stale.
+                let answers = futures::future::join_all(probes).await;
+                let Some(this) = weak.upgrade() else { break };
+                let mut loads = this.loads.lock().unwrap_or_else(PoisonError::into_inner);
+                for (id, answer) in answers {
+                    if let Ok(Ok(load)) = answer {
+                        loads.insert(id, load);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Every registered worker of the region (its registration not expired), live or not.
+    fn registered(&self) -> Vec<Worker> {
         let now = now_ms();
-        let stale = self.config.stale_after.as_millis() as u64;
+        let ttl = self.config.registration_ttl.as_millis() as u64;
         self.catalog
             .list(&keys::worker(""), None, usize::MAX)
             .into_iter()
@@ -82,7 +147,24 @@ impl RemoteWorkers {
                 _ => None,
             })
             .filter(|w| w.region == self.config.region)
-            .filter(|w| now.saturating_sub(w.last_heartbeat_ms) <= stale)
+            .filter(|w| now.saturating_sub(w.last_heartbeat_ms) <= ttl)
+            .collect()
+    }
+
+    /// Live workers of the region: registered, and a fresh direct answer to this
+    /// gateway or a fresh registration (one not probed yet).
+    pub fn live_records(&self) -> Vec<Worker> {
+        let now = now_ms();
+        let stale = self.config.stale_after.as_millis() as u64;
+        let answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+        let recently = |id: &str| {
+            answered
+                .get(id)
+                .is_some_and(|t| t.elapsed() <= self.config.stale_after)
+        };
+        self.registered()
+            .into_iter()
+            .filter(|w| now.saturating_sub(w.last_heartbeat_ms) <= stale || recently(&w.id))
             .collect()
     }
 
@@ -127,12 +209,19 @@ impl RemoteWorkers {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
     {
         let client = self.client(worker);
+        let answered = self.answered.clone();
+        let worker = worker.to_string();
         Box::pin(async move {
             let client = client?;
-            call(client)
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(classify)
+            let result = call(client).await;
+            // Any answer, even a refusal, shows the worker is up and reachable.
+            if result.as_ref().err().is_none_or(|s| !unanswered(s)) {
+                answered
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(worker, std::time::Instant::now());
+            }
+            result.map(tonic::Response::into_inner).map_err(classify)
         })
     }
 }
@@ -151,6 +240,15 @@ fn invoke_request(
         }
     }
     req
+}
+
+/// Whether a call's failure means the worker did not answer at all.
+fn unanswered(status: &tonic::Status) -> bool {
+    is_connect_failure(status)
+        || matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+        )
 }
 
 /// Whether the error chain shows the connection was never established.
@@ -191,15 +289,23 @@ fn classify(status: tonic::Status) -> WorkerError {
 
 impl Workers for RemoteWorkers {
     fn live(&self) -> Vec<WorkerView> {
-        self.live_records()
+        let records = self.live_records();
+        let loads = self.loads.lock().unwrap_or_else(PoisonError::into_inner);
+        records
             .into_iter()
             .map(|w| {
                 let (zone, edge_location) = match w.placement {
                     nimbus_types::Placement::Zone(z) => (Some(z), None),
                     nimbus_types::Placement::EdgeLocation(l) => (None, Some(l)),
                 };
+                // The load it answered the last probe with, else its registration's.
+                let free_mb = loads
+                    .get(&w.id)
+                    .map_or(w.memory_total_mb.saturating_sub(w.memory_used_mb), |l| {
+                        l.memory_total_mb.saturating_sub(l.memory_reserved_mb)
+                    });
                 WorkerView {
-                    free_mb: w.memory_total_mb.saturating_sub(w.memory_used_mb),
+                    free_mb,
                     id: w.id,
                     runtimes: w.runtimes,
                     zone,

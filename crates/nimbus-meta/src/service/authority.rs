@@ -60,6 +60,7 @@ pub fn may_write(caller: Option<&Identity>, cmd: &Command) -> Result<(), String>
                 | Command::DeleteAccessKey { .. }
                 | Command::PutRegion { .. }
                 | Command::PutEdgeLocation { .. }
+                | Command::PutEdgeBudget { .. }
                 | Command::RetireNode { .. }
                 | Command::DeregisterWorker { .. }
         ),

@@ -90,8 +90,8 @@ impl NodeContext {
     }
 
     /// A concurrency pool's capacity, from this node's state machine: a function's
-    /// reserved concurrency, or the account's limit minus everything reserved in the
-    /// region.
+    /// reserved concurrency, or the account's limit minus everything reserved and every
+    /// edge budget in the region.
     fn pool_capacity(&self, req: &pb::LeaseRequest) -> Result<u32, Status> {
         let get = |key: String| match self.sm.query(&Query::Get { key }) {
             Ok(QueryOutput::Entity(e)) => Ok(e),
@@ -122,13 +122,26 @@ impl NodeContext {
             Ok(_) => vec![],
             Err(e) => return Err(internal(e)),
         };
+        // Edge locations' budgets are set aside like reservations: their gateways admit
+        // against them locally, so the region's leases never include them.
+        let budgets = match self.sm.query(&Query::List {
+            prefix: keys::edge_budgets_of(&req.account_id, &req.region),
+            start_after: None,
+            limit: u32::MAX,
+        }) {
+            Ok(QueryOutput::Entities(v)) => v,
+            Ok(_) => vec![],
+            Err(e) => return Err(internal(e)),
+        };
         let reserved: u32 = functions
             .iter()
+            .chain(&budgets)
             .filter_map(|(_, e)| match e {
                 Entity::Function(f) => f.reserved_concurrency,
+                Entity::EdgeBudget(b) => Some(b.slots),
                 _ => None,
             })
-            .sum();
+            .fold(0u32, u32::saturating_add);
         Ok(limits.unreserved(reserved))
     }
 }

@@ -1,15 +1,19 @@
 //! A worker node (`nimbus worker`): the [`Engine`] plus everything that makes it part of
 //! a cluster.
 //!
-//! * Registration and heartbeat: the node writes its [`nimbus_types::Worker`] record
-//!   (address, region, zone or edge location, memory, environments) to the metadata
-//!   cluster on start and every `heartbeat` after; gateways learn about workers from
-//!   their watch-fed caches and consider one dead when its heartbeat is stale.
+//! * Registration: the node writes its [`nimbus_types::Worker`] record
+//!   (address, region, zone or edge location, memory, runtimes) to the metadata cluster
+//!   on start, again when any of that changes, and every `registration_refresh` (minutes)
+//!   so a worker that died without deregistering drops out. Gateways learn about workers
+//!   from their watch-fed caches; liveness and load they learn from the workers
+//!   themselves (`Status` probes, and every answer), so an idle worker costs no Raft
+//!   entry per heartbeat (issue 18).
 //! * Serving: the gRPC service in [`service`], an adapter over
 //!   [`WorkerContract`](crate::contract::WorkerContract); each gateway holds one long-lived HTTP/2
 //!   channel to each worker and multiplexes its invocations over it.
 //! * Code: [`CodeCache`] fetches, verifies, unpacks and evicts packages.
 
+pub mod registration;
 mod service;
 
 use std::collections::BTreeSet;
@@ -26,6 +30,7 @@ use nimbus_types::{Command, Placement, Worker};
 use tokio_stream::StreamExt;
 use tonic::transport::server::Connected;
 
+use self::registration::Registration;
 use crate::code_cache::CodeCache;
 use crate::{Engine, EngineConfig, EngineError};
 
@@ -50,8 +55,14 @@ pub struct WorkerNodeConfig {
     /// Where unpacked code packages live.
     pub code_dir: PathBuf,
     pub engine: EngineConfig,
-    /// How often capacity is reported to the metadata cluster.
+    /// How often the worker refreshes its view of the cluster's nodes, evicts unused
+    /// code, and checks whether its registration changed.
     pub heartbeat: Duration,
+    /// How often an unchanged registration is written again anyway, so a worker that
+    /// died without deregistering drops out of the registry (`Worker::last_heartbeat_ms`
+    /// is this refresh). Liveness and load travel to the gateways directly (they probe
+    /// their workers), so this costs no Raft entry per heartbeat.
+    pub registration_refresh: Duration,
     /// How gateways reach this worker: with TLS, only gateways may call it.
     pub transport: Transport,
 }
@@ -183,14 +194,15 @@ pub async fn run(
         }
     };
     let mut attempt = 0;
-    loop {
+    let mut registered = loop {
+        let worker = record(&svc);
         match meta
             .write(Command::RegisterWorker {
-                worker: record(&svc),
+                worker: worker.clone(),
             })
             .await
         {
-            Ok(_) => break,
+            Ok(_) => break Registration::written(&worker, config.registration_refresh),
             Err(e) if attempt < 30 => {
                 attempt += 1;
                 tracing::warn!("registering worker: {e}; retrying");
@@ -198,7 +210,7 @@ pub async fn run(
             }
             Err(e) => return Err(NodeError::Register(e)),
         }
-    }
+    };
     tracing::info!(
         id = %config.id,
         addr = %config.advertise,
@@ -237,13 +249,20 @@ pub async fn run(
                 if evicted > 0 {
                     tracing::info!(evicted, "removed unused code packages");
                 }
-                if let Err(e) = meta
+                // Written only when what gateways place by changed, or to refresh it:
+                // at idle a worker costs the metadata cluster ~nothing.
+                let worker = record(&svc);
+                if !registered.due(&worker) {
+                    continue;
+                }
+                match meta
                     .write(Command::RegisterWorker {
-                        worker: record(&svc),
+                        worker: worker.clone(),
                     })
                     .await
                 {
-                    tracing::warn!("heartbeat failed: {e}");
+                    Ok(_) => registered.wrote(&worker),
+                    Err(e) => tracing::warn!("refreshing the worker's registration: {e}"),
                 }
             }
         })

@@ -134,7 +134,7 @@ class Cluster:
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.gateways = [
             Proc(f"gw{i + 1}", ["--tls-dir", self.certs.issue("gateway", f"gw{i + 1}"),
-                                "gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta,
+                                "gateway", "--listen", f"127.0.0.1:{p}", "--meta", meta, "--id", f"gw{i + 1}",
                                 "--region", self.gateway_regions[i], *self._site(self.gateway_edges[i]),
                                 *gateway_args], self.root)
             for i, p in enumerate(self.gateway_ports)

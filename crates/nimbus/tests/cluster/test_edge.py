@@ -2,15 +2,19 @@
 worker; the edge location fra1 with its own gateway and worker. What is deployed to fra1
 runs on fra1's worker when called through fra1's gateway, with its code pushed there
 before the first call; anything else called there runs in the home region, answered as
-if called there; moving a deployed alias moves fra1 with it."""
+if called there; moving a deployed alias moves fra1 with it; cut off from the metadata
+cluster, fra1 goes on serving within the budget it holds."""
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import boto3
+import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import KEY_ID, ROLE, SECRET, Cluster, zip_of, eventually
+from harness import ACCOUNT, KEY_ID, ROLE, SECRET, Cluster, zip_of, eventually
 
 # The worker a function ran on, told by its environment's address: each worker on this
 # host hands out addresses from its own NAT pool (100.96/16 for worker 1, 100.97/16 for
@@ -148,13 +152,71 @@ def test_an_edge_gateway_for_an_unknown_location_refuses_to_start(cluster):
     assert out.returncode != 0 and "edge location mars1 is not in region us-east-1" in out.stderr, out.stderr
 
 
-def test_cut_off_from_the_core_writes_are_refused_clearly_and_all_converges_after(cluster):
+SLOW_FN = """
+import time
+def handler(event, context):
+    time.sleep(3)
+    return "done"
+"""
+
+
+def test_cut_off_from_the_core_fra1_serves_within_its_budget_refuses_writes_and_converges_after(cluster):
     """Runs last: it kills every metadata node of the module's cluster, then restarts
-    them."""
-    edge = cluster.client(1, read_timeout=120)
+    them. fra1 holds a budget of 2 of the account's concurrency (its gateway gw2 holds
+    it all); the region leases only the rest."""
+    region, edge = cluster.client(0), cluster.client(1, read_timeout=120)
+    before = region.get_account_settings()["AccountLimit"]
+    meta = ",".join(cluster.meta_addrs)
+    budget = ["account", "set-edge-budget", "--meta", meta, "--account-id", ACCOUNT,
+              "--region", "us-east-1", "--location", "fra1"]
+    # Refused with a reason: a location the region lacks, more than the account can spare.
+    out = cluster.cli(*budget[:-1], "nowhere", "--concurrency", "2", "--gateways", "gw2", check=False)
+    assert out.returncode != 0 and "not found" in out.stderr, out.stderr
+    too_much = str(before["ConcurrentExecutions"])
+    out = cluster.cli(*budget, "--concurrency", too_much, "--gateways", "gw2", check=False)
+    assert out.returncode != 0 and "UnreservedConcurrentExecution" in out.stderr, out.stderr
+    cluster.cli(*budget, "--concurrency", "2", "--gateways", "gw2")
+    after = eventually(lambda: _lowered(region, before["UnreservedConcurrentExecutions"] - 2))
+    assert after["ConcurrentExecutions"] == before["ConcurrentExecutions"]
+
+    region.create_function(FunctionName="slow", Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                           Code={"ZipFile": zip_of({"app.py": SLOW_FN})}, Timeout=30)
+    eventually(lambda: region.publish_version(FunctionName="slow"))
+    region.create_alias(FunctionName="slow", Name="live", FunctionVersion="1")
+    nimbus_edge(cluster, "deploy", "slow", "--qualifier", "live", "--locations", "fra1")
+    # Warm once through fra1 (its first call there signs in and mints role credentials).
+    assert eventually(lambda: edge.invoke(FunctionName="slow", Qualifier="live")["Payload"].read()) == b'"done"'
+    nimbus_edge(cluster, "deploy", "near", "--qualifier", "live", "--locations", "fra1")
+    eventually(lambda: _at(run(edge, "near", "live"), EDGE_POOL))
+    # A caller fra1 has never seen: its gateway holds the secrets of the deploying
+    # account's keys ahead of time, so it is verified while cut off too.
+    iam = cluster.iam_client(0)
+    iam.create_user(UserName="edge-caller")
+    iam.put_user_policy(UserName="edge-caller", PolicyName="invoke", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="edge-caller")["AccessKey"]
+    stranger = boto3.client("lambda", endpoint_url=cluster.endpoint(1), region_name="us-east-1",
+                            aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+                            config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60))
+    time.sleep(2.5)  # a round of fra1's gateway (it starts one as the catalog changes)
+
     code = {"ZipFile": zip_of({"app.py": WHERE_FN.replace("TAG", "later")})}
     for m in cluster.metas:
         m.kill()
+    # Past every lease (5 s) and every heartbeat's freshness (10 s).
+    time.sleep(13)
+    # fra1 serves its deployed versions on its own worker, cut off from the core.
+    for _ in range(5):
+        out = run(edge, "near", "live")
+        assert out["ip"].startswith(EDGE_POOL) and out["tag"] == "v2", out
+    assert _at(run(stranger, "near", "live"), EDGE_POOL)["tag"] == "v2"
+    # Within its budget of 2 and no more: nothing else can be leased while cut off.
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: _try(edge, "slow", "live"), range(4)))
+    assert sorted(results) == ["TooManyRequestsException"] * 2 + ["done"] * 2, results
+    # The region's gateway cannot lease, so it throttles rather than risk the limit.
+    assert _try(region, "near", "1") == "TooManyRequestsException"
     started = time.monotonic()
     with pytest.raises(ClientError) as e:
         edge.create_function(FunctionName="during", Runtime="python3.11", Role=ROLE, Handler="app.handler", Code=code)
@@ -175,3 +237,27 @@ def test_cut_off_from_the_core_writes_are_refused_clearly_and_all_converges_afte
     with pytest.raises(ClientError) as e:
         region.get_function(FunctionName="during")
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    # The region leases again, and fra1 follows the core again.
+    assert eventually(lambda: run(region, "near", "1"), timeout=60)["ip"].startswith(REGION_POOL)
+    region.update_alias(FunctionName="near", Name="live", FunctionVersion="1")
+    assert eventually(lambda: _version_at(edge, "near", "live", "1"), timeout=30)
+
+
+def _lowered(lam, unreserved):
+    limit = lam.get_account_settings()["AccountLimit"]
+    assert limit["UnreservedConcurrentExecutions"] == unreserved, limit
+    return limit
+
+
+def _version_at(lam, name, qualifier, version):
+    out = run(lam, name, qualifier)
+    assert out["version"] == version and out["ip"].startswith(EDGE_POOL), out
+    return out
+
+
+def _try(lam, name, qualifier):
+    """The function's result, or the error code the call failed with."""
+    try:
+        return json.loads(lam.invoke(FunctionName=name, Qualifier=qualifier)["Payload"].read())
+    except ClientError as e:
+        return e.response["Error"]["Code"]

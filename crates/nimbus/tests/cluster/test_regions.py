@@ -163,4 +163,4 @@ def test_cluster_status_lists_regions_zones_and_their_live_workers(cluster):
         return regions
     eventually(listed)
     text = cluster.cli("cluster", "status", "--meta", ",".join(cluster.meta_addrs)).stdout
-    assert f"region {EU}" in text and "1 live" in text
+    assert f"region {EU}" in text and "1 registered" in text

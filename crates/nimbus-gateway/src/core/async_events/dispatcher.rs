@@ -206,7 +206,7 @@ impl Dispatcher {
             Err(e) => return Err(e),
         };
 
-        let slot = self.gw.admit(&function, &labels).await;
+        let slot = self.gw.admit(&function, &labels, None).await;
         // Observability (issue 5): the event's age, Lambda's counts, and a span that
         // continues the trace of the request that queued the event.
         let span = tracing::info_span!(

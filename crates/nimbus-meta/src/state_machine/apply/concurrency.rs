@@ -3,10 +3,11 @@
 //! The account's concurrency limit in a region is shared: functions with a reservation
 //! take it out of the pool; provisioned concurrency comes out of the function's
 //! reservation if it has one, else out of the unreserved pool; and the unreserved pool
-//! never drops below the account's unreserved minimum.
+//! never drops below the account's unreserved minimum. Edge locations' budgets are set
+//! aside like reservations (counted in [`reserved_total`]).
 
 use nimbus_types::command::{Command, CommandOutput};
-use nimbus_types::{keys, Entity, MetaError, Qualifier, RegionLimits};
+use nimbus_types::{keys, EdgeBudget, Entity, MetaError, Qualifier, RegionLimits};
 
 use super::lookup::{get_function, require_qualifier};
 use super::{misrouted, save};
@@ -103,6 +104,7 @@ pub(super) fn apply(tx: &mut EntryTx<'_>, cmd: &Command) -> Result<CommandOutput
             }
             save(tx, &f);
         }
+        Command::PutEdgeBudget { budget } => put_edge_budget(tx, budget)?,
         _ => return Err(misrouted("a concurrency")),
     }
     Ok(CommandOutput::Done)
@@ -121,22 +123,113 @@ fn account_limits(
     }
 }
 
-/// Sum of reserved concurrency of the account's functions in a region, except `skip`.
+/// Sets (or with 0 slots removes) an edge location's budget: the location must exist in
+/// the region, its gateways be named, and the account's unreserved pool keep its minimum
+/// after every reservation, every other budget and unreserved provisioned concurrency.
+fn put_edge_budget(tx: &mut EntryTx<'_>, b: &EdgeBudget) -> Result<(), MetaError> {
+    let key = keys::edge_budget(&b.account_id, &b.region, &b.location);
+    if b.slots == 0 {
+        tx.delete(key);
+        return Ok(());
+    }
+    match tx.get(&keys::region(&b.region))? {
+        Some(Entity::Region(r)) if r.edge_locations.contains(&b.location) => {}
+        _ => {
+            return Err(MetaError::not_found(format!(
+                "Edge location {} not found in region {}",
+                b.location, b.region
+            )))
+        }
+    }
+    if b.gateways.is_empty() {
+        return Err(MetaError::invalid(
+            "An edge budget needs the ids of the location's gateways that hold it",
+        ));
+    }
+    let mut ids: Vec<&String> = b.gateways.iter().collect();
+    ids.sort();
+    ids.dedup();
+    if ids.len() != b.gateways.len() || ids.iter().any(|g| g.is_empty() || g.len() > 128) {
+        return Err(MetaError::invalid(
+            "Gateway ids of an edge budget must be distinct, non-empty and at most 128 characters",
+        ));
+    }
+    if b.slots < b.gateways.len() as u32 {
+        return Err(MetaError::invalid(format!(
+            "An edge budget of {} cannot give each of its {} gateways a slot",
+            b.slots,
+            b.gateways.len()
+        )));
+    }
+    let limits = account_limits(tx, &b.account_id, &b.region)?;
+    let reserved = functions_reserved(tx, &b.account_id, &b.region, None)?;
+    let others = budgets_total(tx, &b.account_id, &b.region, Some(&b.location))?;
+    let provisioned = unreserved_provisioned_total(tx, &b.account_id, &b.region, "")?;
+    if !limits.keeps_unreserved_minimum(reserved + others + provisioned + u64::from(b.slots)) {
+        return Err(MetaError::invalid(format!(
+            "An edge budget of {} decreases the account's UnreservedConcurrentExecution below its minimum value of [{}].",
+            b.slots, limits.unreserved_minimum
+        )));
+    }
+    tx.put(key, Entity::EdgeBudget(b.clone()));
+    Ok(())
+}
+
+/// Concurrency set aside in a region: the account's functions' reservations (except
+/// `skip`'s) and its edge locations' budgets.
 pub(super) fn reserved_total(
     tx: &EntryTx<'_>,
     account_id: &str,
     region: &str,
     skip: Option<&str>,
 ) -> Result<u64, MetaError> {
-    let mut total = 0u64;
-    for (_, e) in tx.scan(&keys::functions_of(account_id, region))? {
-        if let Entity::Function(f) = e {
-            if Some(f.key.name.as_str()) != skip {
-                total += u64::from(f.reserved_concurrency.unwrap_or(0));
-            }
+    Ok(functions_reserved(tx, account_id, region, skip)?
+        + budgets_total(tx, account_id, region, None)?)
+}
+
+/// The account's edge budgets in a region, except location `skip`'s.
+fn budgets_total(
+    tx: &EntryTx<'_>,
+    account_id: &str,
+    region: &str,
+    skip: Option<&str>,
+) -> Result<u64, MetaError> {
+    total_under(
+        tx,
+        &keys::edge_budgets_of(account_id, region),
+        |e| match e {
+            Entity::EdgeBudget(b) if Some(b.location.as_str()) != skip => b.slots,
+            _ => 0,
+        },
+    )
+}
+
+/// Sum of reserved concurrency of the account's functions in a region, except `skip`.
+fn functions_reserved(
+    tx: &EntryTx<'_>,
+    account_id: &str,
+    region: &str,
+    skip: Option<&str>,
+) -> Result<u64, MetaError> {
+    total_under(tx, &keys::functions_of(account_id, region), |e| match e {
+        Entity::Function(f) if Some(f.key.name.as_str()) != skip => {
+            f.reserved_concurrency.unwrap_or(0)
         }
-    }
-    Ok(total)
+        _ => 0,
+    })
+}
+
+/// Σ `count` over the records under `prefix`.
+fn total_under(
+    tx: &EntryTx<'_>,
+    prefix: &str,
+    count: impl Fn(&Entity) -> u32,
+) -> Result<u64, MetaError> {
+    Ok(tx
+        .scan(prefix)?
+        .iter()
+        .map(|(_, e)| u64::from(count(e)))
+        .sum())
 }
 
 /// Provisioned concurrency of the account's functions without a reservation (it comes

@@ -79,7 +79,8 @@ pub(crate) fn apply(
         PutFunctionConcurrency { .. }
         | DeleteFunctionConcurrency { .. }
         | PutProvisionedConcurrency { .. }
-        | DeleteProvisionedConcurrency { .. } => concurrency::apply(tx, cmd),
+        | DeleteProvisionedConcurrency { .. }
+        | PutEdgeBudget { .. } => concurrency::apply(tx, cmd),
         PutEventInvokeConfig { .. }
         | DeleteEventInvokeConfig { .. }
         | PutFunctionUrlConfig { .. }
