@@ -4,23 +4,12 @@
 //! last purged id). Every append and vote is written with `sync = true`, so an entry is on
 //! disk before openraft counts it toward a quorum, and therefore before any client hears
 //! that its write succeeded.
-//!
-//! **Group commit.** `append` does not write: it puts the entries where readers see them
-//! at once (`pending`) and queues them for the writer thread, which drains everything
-//! queued into one batch, syncs it once, and only then reports each append flushed. So
-//! while one sync runs, the appends that arrive behind it share the next one, instead of
-//! each waiting for a sync of its own (issue 18). Truncation and purges go through the
-//! same queue, so they land in order with the appends before them, and wait for it.
-//! The committed index is written without a sync: losing its last update in a crash
-//! only means re-applying from an earlier point, which openraft allows.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogId};
@@ -44,105 +33,6 @@ pub struct LogStore {
     /// The last committed index this node has been told of (for metrics: Raft does not
     /// report it in `RaftMetrics`).
     committed: Arc<AtomicU64>,
-    /// Appended entries not yet on disk, by index: readers see them at once.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
-    writer: Arc<Writer>,
-}
-
-/// What the writer thread is asked to do, in order.
-enum Op {
-    Append {
-        entries: Vec<(u64, LogId, Vec<u8>)>,
-        done: LogFlushed<TypeConfig>,
-    },
-    /// Remove `[from, ∞)`.
-    Truncate {
-        from: u64,
-        done: tokio::sync::oneshot::Sender<Result<(), String>>,
-    },
-    /// Remove `[0, upto]` and record `id` as the purge point.
-    Purge {
-        id: LogId,
-        done: tokio::sync::oneshot::Sender<Result<(), String>>,
-    },
-}
-
-/// The writer thread; stopped and joined when the last handle goes, so the database is
-/// closed when the store is dropped.
-struct Writer {
-    tx: Option<mpsc::Sender<Op>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The writer thread's loop: everything queued while a sync ran goes into the next one.
-fn write_loop(db: Arc<DB>, pending: Arc<Mutex<BTreeMap<u64, Entry>>>, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        ops.extend(rx.try_iter());
-        let cf = |name| db.cf_handle(name).expect("column family exists");
-        let mut batch = WriteBatch::default();
-        // The entry each index holds once the batch is on disk.
-        let mut written: HashMap<u64, LogId> = HashMap::new();
-        for op in &ops {
-            match op {
-                Op::Append { entries, .. } => {
-                    for (index, id, bytes) in entries {
-                        batch.put_cf(cf(CF_LOG), index.to_be_bytes(), bytes);
-                        written.insert(*index, *id);
-                    }
-                }
-                Op::Truncate { from, .. } => {
-                    batch.delete_range_cf(cf(CF_LOG), from.to_be_bytes(), u64::MAX.to_be_bytes());
-                    batch.delete_cf(cf(CF_LOG), u64::MAX.to_be_bytes());
-                    written.retain(|i, _| i < from);
-                }
-                Op::Purge { id, .. } => {
-                    // The purge point goes in the same batch as the deletion, so a crash
-                    // never leaves a log whose start is unexplained.
-                    match postcard::to_stdvec(id) {
-                        Ok(bytes) => batch.put_cf(cf(CF_META), KEY_PURGED, bytes),
-                        Err(e) => tracing::error!("encoding the purge point: {e}"),
-                    }
-                    batch.delete_range_cf(
-                        cf(CF_LOG),
-                        0u64.to_be_bytes(),
-                        (id.index + 1).to_be_bytes(),
-                    );
-                    written.retain(|i, _| *i > id.index);
-                }
-            }
-        }
-        let result = db.write_opt(batch, &synced()).map_err(|e| e.to_string());
-        if result.is_ok() {
-            // On disk now: readers find them there. An index re-appended since (after a
-            // truncation) stays pending with its newer entry.
-            let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
-            for (index, id) in written {
-                if pending.get(&index).is_some_and(|e| *e.get_log_id() == id) {
-                    pending.remove(&index);
-                }
-            }
-        }
-        for op in ops {
-            match op {
-                Op::Append { done, .. } => {
-                    done.log_io_completed(result.clone().map_err(std::io::Error::other))
-                }
-                Op::Truncate { done, .. } | Op::Purge { done, .. } => {
-                    let _ = done.send(result.clone());
-                }
-            }
-        }
-    }
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -172,24 +62,10 @@ impl LogStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let cfs = [CF_LOG, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
-        let pending: Arc<Mutex<BTreeMap<u64, Entry>>> = Arc::default();
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn({
-                let (db, pending) = (db.clone(), pending.clone());
-                move || write_loop(db, pending, rx)
-            })
-            .map_err(|e| NodeError::Raft(format!("starting the log writer: {e}")))?;
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
         let store = Self {
-            db,
+            db: Arc::new(db),
             committed: Arc::default(),
-            pending,
-            writer: Arc::new(Writer {
-                tx: Some(tx),
-                thread: Some(thread),
-            }),
         };
         // Start from the committed id saved before a restart, not 0, so status and
         // metrics are right before the first new commit.
@@ -224,55 +100,11 @@ impl LogStore {
         }
     }
 
-    fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        options: &WriteOptions,
-    ) -> Result<(), StorageError> {
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let bytes = postcard::to_stdvec(value).map_err(write_err)?;
         self.db
-            .put_cf_opt(self.cf(CF_META), key, bytes, options)
+            .put_cf_opt(self.cf(CF_META), key, bytes, &synced())
             .map_err(write_err)
-    }
-
-    /// Queues `op` for the writer thread.
-    fn queue(&self, op: Op) -> Result<(), Op> {
-        match &self.writer.tx {
-            Some(tx) => tx.send(op).map_err(|e| e.0),
-            None => Err(op),
-        }
-    }
-
-    /// Queues a truncation or purge and waits until it is on disk.
-    async fn queue_and_wait(
-        &self,
-        op: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> Op,
-    ) -> Result<(), StorageError> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        if self.queue(op(done)).is_err() {
-            return Err(write_err(std::io::Error::other("the log writer stopped")));
-        }
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(write_err(std::io::Error::other(e))),
-            Err(_) => Err(write_err(std::io::Error::other("the log writer stopped"))),
-        }
-    }
-
-    /// The last entry's id, on disk or pending.
-    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .last_key_value()
-            .map(|(_, e)| *e.get_log_id());
-        let stored = self.last_entry_log_id()?;
-        Ok(match (pending, stored) {
-            (Some(p), Some(s)) => Some(if p.index >= s.index { p } else { s }),
-            (p, s) => p.or(s),
-        })
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
@@ -299,16 +131,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i + 1,
             Bound::Unbounded => 0,
         };
-        // Pending entries first: one that reaches the disk meanwhile is then found there.
-        let pending: Vec<(u64, Entry)> = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .range(start..)
-            .take_while(|(i, _)| range.contains(*i))
-            .map(|(i, e)| (*i, e.clone()))
-            .collect();
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         let it = self.db.iterator_cf(
             self.cf(CF_LOG),
             IteratorMode::From(&start.to_be_bytes(), Direction::Forward),
@@ -323,20 +146,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            out.insert(index, postcard::from_bytes(&v).map_err(read_err)?);
+            out.push(postcard::from_bytes(&v).map_err(read_err)?);
         }
-        out.extend(pending);
-        // Contiguous from the start, as openraft expects: stop at the first gap.
-        let mut entries = Vec::with_capacity(out.len());
-        let mut next = None;
-        for (index, entry) in out {
-            if next.is_some_and(|n| n != index) {
-                break;
-            }
-            next = Some(index + 1);
-            entries.push(entry);
-        }
-        Ok(entries)
+        Ok(out)
     }
 }
 
@@ -345,7 +157,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = self.last_log_id()?.or(last_purged);
+        let last = self.last_entry_log_id()?.or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -357,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, &synced())
+        self.put_meta(KEY_VOTE, vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -365,9 +177,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not synced: a committed index lost in a crash is only re-learnt from the leader
-        // (openraft re-applies from the last applied id), so it needs no sync per commit.
-        self.put_meta(KEY_COMMITTED, &committed, &WriteOptions::default())?;
+        self.put_meta(KEY_COMMITTED, &committed)?;
         self.committed
             .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         Ok(())
@@ -386,47 +196,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut queued = Vec::new();
-        {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            for entry in entries {
-                let bytes = postcard::to_stdvec(&entry).map_err(write_err)?;
-                let id = *entry.get_log_id();
-                queued.push((id.index, id, bytes));
-                pending.insert(id.index, entry);
-            }
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let bytes = postcard::to_stdvec(&entry).map_err(write_err)?;
+            batch.put_cf(
+                self.cf(CF_LOG),
+                entry.get_log_id().index.to_be_bytes(),
+                bytes,
+            );
         }
-        // Reported flushed by the writer thread once its batch is synced.
-        if let Err(Op::Append { done, .. }) = self.queue(Op::Append {
-            entries: queued,
-            done: callback,
-        }) {
-            done.log_io_completed(Err(std::io::Error::other("the log writer stopped")));
-        }
+        // Synchronous write: the entries are on disk when the callback reports them flushed.
+        let res = self.db.write_opt(batch, &synced());
+        callback.log_io_completed(res.map_err(|e| std::io::Error::other(e.to_string())));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Remove [log_id.index, ∞): conflicting entries from an old leader. Readers stop
-        // seeing pending ones at once; the writer removes them after what it holds.
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|i, _| *i < log_id.index);
-        self.queue_and_wait(|done| Op::Truncate {
-            from: log_id.index,
-            done,
-        })
-        .await
+        // Remove [log_id.index, ∞): conflicting entries from an old leader.
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(CF_LOG),
+            log_id.index.to_be_bytes(),
+            u64::MAX.to_be_bytes(),
+        );
+        batch.delete_cf(self.cf(CF_LOG), u64::MAX.to_be_bytes());
+        self.db.write_opt(batch, &synced()).map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|i, _| *i > log_id.index);
-        self.queue_and_wait(|done| Op::Purge { id: log_id, done })
-            .await
+        // Record the purge point first, so a crash in between never leaves a log whose
+        // start is unexplained.
+        self.put_meta(KEY_PURGED, &log_id)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(CF_LOG),
+            0u64.to_be_bytes(),
+            (log_id.index + 1).to_be_bytes(),
+        );
+        self.db.write_opt(batch, &synced()).map_err(write_err)
     }
 }
 
