@@ -31,9 +31,6 @@ pub struct InvokeObservations {
     pub acked_alias: Mutex<Option<u64>>,
     /// Control-plane calls (update, publish, alias) that did not succeed.
     pub admin_failed: AtomicU64,
-    /// While set, the control plane waits (a scenario lines its fault up with a quiet
-    /// moment of it).
-    pub control_paused: AtomicBool,
 }
 
 /// Sync clients and an async producer against one function, until `stop`.
@@ -220,10 +217,6 @@ impl InvokeWorkload {
             tasks.push(tokio::spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if w.obs.control_paused.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
                     n += 1;
                     w.obs.ops.fetch_add(1, Ordering::Relaxed);
                     if !w.publish_and_move_alias(n).await {

@@ -265,6 +265,11 @@ pub struct GatewayArgs {
     /// location's workers; everything else runs in the home region.
     #[arg(long)]
     pub edge_location: Option<String>,
+    /// How often an edge gateway has its location's workers fetch the code deployed
+    /// there, in milliseconds; after a change (an alias moved) it does so at the earliest
+    /// a tenth of this later.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub edge_push_interval_ms: u64,
 }
 
 #[derive(Args, Debug)]

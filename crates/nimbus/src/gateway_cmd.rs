@@ -53,7 +53,7 @@ pub async fn run(
     // Workers this gateway places work on stay live while they answer it directly, so
     // an edge location cut off from the metadata cluster (no heartbeats reach the
     // catalog) still sees its own.
-    workers.probe_loop(args.edge_location.clone(), Duration::from_secs(1));
+    workers.probe_loop(Duration::from_secs(1));
     if args.create_missing_roles {
         tracing::warn!("--create-missing-roles: functions' missing roles are created with full access; never use this in production");
     }
@@ -138,7 +138,7 @@ pub async fn run(
     // An edge location's gateways push the code deployed there to its workers.
     let edge_push = nimbus_gateway::core::edge::spawn(
         gateway.clone(),
-        nimbus_gateway::core::edge::DEFAULT_INTERVAL,
+        Duration::from_millis(args.edge_push_interval_ms),
         stopped(stop_rx.clone()),
     );
     // On SIGTERM the server stops accepting, closes idle connections and lets requests in

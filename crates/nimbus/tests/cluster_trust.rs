@@ -253,6 +253,20 @@ async fn the_cluster_answers_only_certified_callers_and_only_within_their_role()
     // A gateway's certificate: function metadata yes, accounts and keys no.
     let gw = MetaClient::new(&[&s.meta], &tls(&s.dir("gw1"), Role::Gateway)).unwrap();
     denied(gw.write(acct()).await);
+    // Nor may it grow an edge location's budget (it may hold a share of one).
+    let m = denied(
+        gw.write(Cmd::PutEdgeBudget {
+            budget: nimbus_types::EdgeBudget {
+                account_id: "111111111111".into(),
+                region: "us-east-1".into(),
+                location: "fra1".into(),
+                slots: 500,
+                gateways: vec!["gw1".into()],
+            },
+        })
+        .await,
+    );
+    assert!(m.contains("may not write PutEdgeBudget"), "{m}");
     denied(
         gw.write(Cmd::PutAccessKey {
             key: AccessKey {

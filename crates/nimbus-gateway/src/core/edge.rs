@@ -8,38 +8,108 @@
 //! The gateway drives this, not the worker: a worker may read no function records (they
 //! hold tenants' environment variables); it only ever learns hashes.
 //!
+//! A call at the edge runs a version whose code the location holds ([`ready`]): when an
+//! alias has just moved and the new version's code is still on its way, the version the
+//! location served last for that alias goes on running until the push completes. So a
+//! cut from the core right after a move never leaves the location with nothing it can
+//! run, and the location never serves a mix: the switch happens once, when it holds the
+//! new code.
+//!
 //! Each round also makes sure the gateway itself holds what it needs to serve the
 //! location while cut off from the metadata cluster: the secrets of the access keys of
 //! every account with a deployment there (so a caller never seen here before is still
 //! verified) and the session key that role credentials are minted with.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nimbus_proto::worker as pb;
-use nimbus_types::{keys, Entity};
+use nimbus_types::{keys, Entity, FunctionKey, Qualifier};
 use tokio::task::JoinHandle;
 
-use super::resolve;
-use super::Gateway;
+use super::resolve::{self, Named};
+use super::{Gateway, InvokeTarget};
 
-/// How often deployed code is pushed (and kept fresh in the workers' caches).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
-/// A catalog change (an alias moved) starts a round early, at most this often: the
-/// catalog changes with every async event too.
-const EARLIEST_AFTER_CHANGE: Duration = Duration::from_millis(200);
+/// What this gateway knows of its edge location's code.
+#[derive(Default)]
+pub struct EdgeState {
+    /// Packages every live worker of the location reported holding in the last round.
+    held: Mutex<BTreeSet<String>>,
+    /// (function, qualifier as invoked) → the version last run at the location for it.
+    last: Mutex<HashMap<(FunctionKey, String), u64>>,
+}
+
+impl EdgeState {
+    fn holds(&self, target: &InvokeTarget) -> bool {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.contains(&target.code.sha256)
+            && target
+                .config
+                .layers
+                .iter()
+                .all(|l| held.contains(&l.code.sha256))
+    }
+}
+
+/// The target a call at the edge runs: `target` when the location holds its code (and it
+/// is remembered as the qualifier's version there), else the version last run there for
+/// the same qualifier if the location holds that one (an alias moved a moment ago), else
+/// `target` (its code is fetched as for any first call).
+pub fn ready(gw: &Gateway, named: &Named, target: InvokeTarget) -> InvokeTarget {
+    let state = &gw.edge;
+    let Some(qualifier) = named.qualifier.clone() else {
+        return target;
+    };
+    let slot = (named.key.clone(), qualifier);
+    if state.holds(&target) {
+        if let Qualifier::Version(n) = target.version {
+            state
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(slot, n);
+        }
+        return target;
+    }
+    let last = state
+        .last
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&slot)
+        .copied();
+    let earlier = last
+        .filter(|n| Qualifier::Version(*n) != target.version)
+        .and_then(|n| resolve::version(gw, &named.key, n).ok())
+        .map(|v| {
+            let mut t = resolve::Resolved::Version(v).into_target(gw, target.invoked_arn.clone());
+            t.edge_location = target.edge_location.clone();
+            t
+        });
+    match earlier {
+        Some(t) if state.holds(&t) => t,
+        _ => target,
+    }
+}
 
 /// The packages deployed to `location` in this gateway's region, from the catalog.
 pub fn deployed_packages(gw: &Gateway, location: &str) -> BTreeSet<String> {
-    deployed(gw, location).0
+    deployed(gw, location).packages
 }
 
-/// The packages deployed to `location`, and the accounts they belong to.
-fn deployed(gw: &Gateway, location: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut packages = BTreeSet::new();
-    let mut accounts = BTreeSet::new();
+/// What is deployed to one location, from the catalog.
+#[derive(Default)]
+struct Deployed {
+    packages: BTreeSet<String>,
+    /// The accounts deploying there.
+    accounts: BTreeSet<String>,
+    /// (function, qualifier) → the version it stands for now (an alias's main one).
+    versions: HashMap<(FunctionKey, String), u64>,
+}
+
+fn deployed(gw: &Gateway, location: &str) -> Deployed {
+    let mut out = Deployed::default();
     for (_, entity) in gw.catalog().list(keys::FUNCTION, None, usize::MAX) {
         let Entity::Function(f) = entity else {
             continue;
@@ -51,7 +121,7 @@ fn deployed(gw: &Gateway, location: &str) -> (BTreeSet<String>, BTreeSet<String>
             if !locations.iter().any(|l| l == location) {
                 continue;
             }
-            accounts.insert(f.key.account_id.clone());
+            out.accounts.insert(f.key.account_id.clone());
             let versions: Vec<u64> = match qualifier.parse() {
                 Ok(n) => vec![n],
                 Err(_) => match resolve::alias(gw, &f.key, qualifier) {
@@ -65,15 +135,20 @@ fn deployed(gw: &Gateway, location: &str) -> (BTreeSet<String>, BTreeSet<String>
                     Err(_) => vec![],
                 },
             };
+            if let Some(main) = versions.first() {
+                out.versions
+                    .insert((f.key.clone(), qualifier.clone()), *main);
+            }
             for n in versions {
                 if let Ok(v) = resolve::version(gw, &f.key, n) {
-                    packages.insert(v.code.sha256.clone());
-                    packages.extend(v.config.layers.iter().map(|l| l.code.sha256.clone()));
+                    out.packages.insert(v.code.sha256.clone());
+                    out.packages
+                        .extend(v.config.layers.iter().map(|l| l.code.sha256.clone()));
                 }
             }
         }
     }
-    (packages, accounts)
+    out
 }
 
 /// The access keys of `accounts` the catalog holds, active ones only.
@@ -93,7 +168,11 @@ fn access_keys_of(gw: &Gateway, accounts: &BTreeSet<String>) -> Vec<String> {
 /// One round: every live worker of the location is asked to hold the deployed packages,
 /// and this gateway holds the deploying accounts' key secrets and the session key.
 async fn push(gw: &Gateway, location: &str) {
-    let (packages, accounts) = deployed(gw, location);
+    let Deployed {
+        packages,
+        accounts,
+        versions,
+    } = deployed(gw, location);
     if packages.is_empty() {
         return;
     }
@@ -119,7 +198,11 @@ async fn push(gw: &Gateway, location: &str) {
         let call = gw.workers.prefetch(&w.id, request.clone());
         async move { (w.id, call.await) }
     });
+    let mut all_held = true;
+    let mut asked = 0;
     for (worker, result) in futures::future::join_all(calls).await {
+        asked += 1;
+        all_held &= matches!(&result, Ok(r) if r.held as usize == packages.len());
         match result {
             Ok(r) if r.held as usize == packages.len() => {}
             Ok(r) => tracing::warn!(
@@ -130,6 +213,20 @@ async fn push(gw: &Gateway, location: &str) {
             ),
             Err(e) => tracing::debug!(%worker, "pushing deployed code: {e}"),
         }
+    }
+    // What the location holds now: everything deployed when every live worker said so.
+    // Otherwise what it held before, unchanged: the versions last held for moved aliases
+    // are what it can still run (nothing deployed is dropped without a complete round).
+    let mut held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
+    if all_held && asked > 0 {
+        *held = packages;
+        // Each deployed qualifier's version is now one the location can run, whether or
+        // not a call ran it yet.
+        gw.edge
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(versions);
     }
 }
 
@@ -152,8 +249,10 @@ pub fn spawn(
                 // A moved alias's code is pushed at once, not up to a round later: the
                 // shorter the time a location serves a version it does not hold yet, the
                 // smaller the chance a cut off location cannot serve it.
+                // At most every tenth of the interval: the catalog changes with every
+                // async event too.
                 Ok(()) = changes.changed() => {
-                    tokio::time::sleep(EARLIEST_AFTER_CHANGE).await;
+                    tokio::time::sleep(interval / 10).await;
                     changes.borrow_and_update();
                 }
             }

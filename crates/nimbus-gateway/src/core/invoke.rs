@@ -290,6 +290,9 @@ impl Gateway {
     async fn admitted(&self, named: &Named) -> Result<Admitted, ApiError> {
         let (function, mut target) = resolve::target(self, named)?;
         target.edge_location = self.edge_site(&function, named);
+        if target.edge_location.is_some() {
+            target = super::edge::ready(self, named, target);
+        }
         let span = tracing::Span::current();
         span.record("faas.name", named.key.name.as_str());
         span.record("faas.version", target.version.to_string().as_str());

@@ -132,6 +132,8 @@ pub struct Gateway {
     url_domain: String,
     /// This gateway's stable id, if it was given one.
     id: Option<String>,
+    /// What its edge location holds (an edge gateway only).
+    edge: edge::EdgeState,
     /// Execution-role credentials per (account, role, function), re-minted when half
     /// their life has passed.
     role_sessions: std::sync::Mutex<
@@ -183,6 +185,7 @@ impl Gateway {
             role_credentials_ttl: config.role_credentials_ttl,
             url_domain: config.url_domain.to_ascii_lowercase(),
             id: config.id,
+            edge: Default::default(),
             role_sessions: Default::default(),
         })
     }

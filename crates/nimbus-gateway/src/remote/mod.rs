@@ -88,10 +88,11 @@ impl RemoteWorkers {
         })
     }
 
-    /// Asks every registered worker this gateway may place work on (the region's zones,
-    /// and its own `edge_location`'s workers) for its status every `every`: a worker is
-    /// live while it answers. Runs until the workers are dropped.
-    pub fn probe_loop(self: &Arc<Self>, edge_location: Option<String>, every: Duration) {
+    /// Asks every registered worker of the region for its status every `every`: a worker
+    /// is live while it answers. Every gateway asks every worker of its region, edge
+    /// locations' included: it places work on its site's, and asks any for logs. Runs
+    /// until the workers are dropped.
+    pub fn probe_loop(self: &Arc<Self>, every: Duration) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -99,18 +100,9 @@ impl RemoteWorkers {
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { break };
-                let site = edge_location
-                    .clone()
-                    .map(nimbus_types::Placement::EdgeLocation);
                 let probes: Vec<_> = this
                     .registered()
                     .into_iter()
-                    // The region's zones always (an edge gateway runs there what is
-                    // not deployed at its location), and its own location's workers.
-                    .filter(|w| match &w.placement {
-                        nimbus_types::Placement::Zone(_) => true,
-                        p => site.as_ref() == Some(p),
-                    })
                     .map(|w| {
                         let call = this.call(&w.id, |mut c| async move {
                             let mut req = tonic::Request::new(pb::StatusRequest {});

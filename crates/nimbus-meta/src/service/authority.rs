@@ -210,6 +210,24 @@ mod tests {
     }
 
     #[test]
+    fn edge_budgets_are_the_operators_alone() {
+        // A gateway holds a share of a budget; it must not be able to grow it.
+        let budget = Command::PutEdgeBudget {
+            budget: nimbus_types::EdgeBudget {
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                location: "fra1".into(),
+                slots: 100,
+                gateways: vec!["fra1-a".into()],
+            },
+        };
+        assert!(may_write(Some(&id(Admin, "cli")), &budget).is_ok());
+        let e = may_write(Some(&id(Gateway, "fra1-a")), &budget).unwrap_err();
+        assert_eq!(e, "gateway fra1-a may not write PutEdgeBudget");
+        assert!(may_write(Some(&id(Worker, "w1")), &budget).is_err());
+    }
+
+    #[test]
     fn gateways_make_iam_users_keys_but_never_root_keys() {
         let key = |user: Option<&str>| Command::PutAccessKey {
             key: nimbus_types::AccessKey {

@@ -35,7 +35,10 @@ REGION_POOL, EDGE_POOL = "100.96.", "100.97."
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(metas=3, gateways=2, workers=2, gateway_edges=[None, "fra1"], worker_edges=[None, "fra1"]).start()
+    # fra1's gateway pushes code 2 s after a change at the earliest (a tenth of this), so
+    # the last test can cut fra1 off between an alias move and its push.
+    c = Cluster(metas=3, gateways=2, workers=2, gateway_edges=[None, "fra1"], worker_edges=[None, "fra1"],
+                gateway_args=("--edge-push-interval-ms", "20000")).start()
     try:
         yield c
     finally:
@@ -199,14 +202,25 @@ def test_cut_off_from_the_core_fra1_serves_within_its_budget_refuses_writes_and_
     stranger = boto3.client("lambda", endpoint_url=cluster.endpoint(1), region_name="us-east-1",
                             aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
                             config=botocore.config.Config(retries={"max_attempts": 0}, read_timeout=60))
-    time.sleep(2.5)  # a round of fra1's gateway (it starts one as the catalog changes)
+    # v3 published and, once fra1 has pushed what is deployed, live moved to it: fra1's
+    # gateway sees the move at once, but the cut comes before it pushes v3's code.
+    region.update_function_code(FunctionName="near", ZipFile=zip_of({"app.py": WHERE_FN.replace("TAG", "v3")}))
+    eventually(lambda: region.get_function_configuration(FunctionName="near")["LastUpdateStatus"] == "Successful"
+               or (_ for _ in ()).throw(AssertionError("not updated")))
+    v3 = region.publish_version(FunctionName="near")["Version"]
+    time.sleep(3)  # fra1's gateway pushes (the key's secret, the session key) after a change
+    region.update_alias(FunctionName="near", Name="live", FunctionVersion=v3)
+    eventually(lambda: edge.get_alias(FunctionName="near", Name="live")["FunctionVersion"] == v3
+               or (_ for _ in ()).throw(AssertionError("fra1 has not seen the move")), timeout=1.5, pause=0.01)
 
     code = {"ZipFile": zip_of({"app.py": WHERE_FN.replace("TAG", "later")})}
     for m in cluster.metas:
         m.kill()
     # Past every lease (5 s) and every heartbeat's freshness (10 s).
     time.sleep(13)
-    # fra1 serves its deployed versions on its own worker, cut off from the core.
+    # fra1 serves its deployed versions on its own worker, cut off from the core: the
+    # alias points at v3 there, but fra1 holds only v2's code, which it goes on running.
+    assert edge.get_alias(FunctionName="near", Name="live")["FunctionVersion"] == v3
     for _ in range(5):
         out = run(edge, "near", "live")
         assert out["ip"].startswith(EDGE_POOL) and out["tag"] == "v2", out
