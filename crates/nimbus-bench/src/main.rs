@@ -14,6 +14,8 @@
 //!   the home region across a delayed link, and how fast an alias move reaches the edge.
 //! - `streaming`: time to first byte of streamed responses, and function URLs, against
 //!   `Invoke`.
+//! - `failover`: a metadata leader killed, to the next write acknowledged, with the
+//!   default and a faster Raft timing.
 //! - `liveness`: Raft entries per second that idle workers cost, before and after
 //!   liveness moved off the Raft log, and how fast a gateway counts a killed worker dead.
 //!
@@ -22,6 +24,7 @@
 mod edge;
 mod etcd_cluster;
 mod etcd_gateway;
+mod failover;
 mod invoke_load;
 mod invoke_tracing;
 mod liveness;
@@ -68,6 +71,9 @@ enum BenchCommand {
     /// Time to first byte of a streamed response (InvokeWithResponseStream and a
     /// RESPONSE_STREAM URL) and a function URL's overhead, against Invoke, in one run.
     Streaming(StreamingArgs),
+    /// Time from SIGKILL of the metadata leader to the next acknowledged write, with the
+    /// default Raft timing and with `--fast` timing, in one run.
+    Failover(FailoverArgs),
     /// Raft entries per second that idle workers cost the metadata cluster (every
     /// heartbeat written, as before, against the registration policy now), and how long a
     /// gateway takes to count a killed worker dead.
@@ -94,6 +100,26 @@ struct EdgeArgs {
     /// Rounds, each on a fresh cluster.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Where the cluster's temporary data directories go (removed at the end).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct FailoverArgs {
+    /// The `nimbus` binary. Default: next to this executable.
+    #[arg(long)]
+    nimbus_bin: Option<PathBuf>,
+    /// Leader kills per timing.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// The faster timing compared with the default, as `nimbus meta` flags.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        default_value = "--heartbeat-ms=50 --election-timeout-ms=150"
+    )]
+    fast: String,
     /// Where the cluster's temporary data directories go (removed at the end).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
@@ -278,6 +304,12 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
             }
         }
+        BenchCommand::Failover(args) => {
+            tokio::select! {
+                r = failover_bench(args) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; processes stopped"),
+            }
+        }
         BenchCommand::Liveness(args) => {
             tokio::select! {
                 r = liveness_bench(args) => r,
@@ -313,6 +345,50 @@ fn nimbus_binary(given: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
         nimbus_bin.display()
     );
     Ok(nimbus_bin)
+}
+
+async fn failover_bench(args: FailoverArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=1000).contains(&args.kills),
+        "--kills must be 1 to 1000"
+    );
+    let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
+    let fast: Vec<String> = args.fast.split_whitespace().map(String::from).collect();
+    let mut runs = Vec::new();
+    for (name, flags) in [("default", Vec::new()), ("fast", fast.clone())] {
+        eprintln!("{name} timing {flags:?}:");
+        let mut ms = failover::run(&nimbus_bin, &args.work_dir, args.kills, &flags).await?;
+        ms.sort_by(f64::total_cmp);
+        runs.push((name, flags, ms));
+    }
+    let pick = |v: &[f64], p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    println!(
+        "3-node cluster on loopback, fsync on, one writer; {} leader kills per timing.\n",
+        args.kills
+    );
+    println!("| timing | p50 ms | p90 ms | max ms |");
+    println!("|---|---:|---:|---:|");
+    for (name, flags, ms) in &runs {
+        println!(
+            "| {name} ({}) | {:.0} | {:.0} | {:.0} |",
+            if flags.is_empty() {
+                "--heartbeat-ms 100 --election-timeout-ms 600".to_string()
+            } else {
+                flags.join(" ")
+            },
+            pick(ms, 0.5),
+            pick(ms, 0.9),
+            pick(ms, 1.0)
+        );
+    }
+    let (d, f) = (pick(&runs[0].2, 0.5), pick(&runs[1].2, 0.5));
+    println!(
+        "\nratio fast/default p50={:.2} failover_p50_s default={:.3} fast={:.3}",
+        f / d,
+        d / 1e3,
+        f / 1e3
+    );
+    Ok(())
 }
 
 async fn liveness_bench(args: LivenessArgs) -> anyhow::Result<()> {

@@ -10,6 +10,12 @@ use nimbus_tls::{Role, Transport};
 
 use crate::processes::{free_ports, ProcessGroup};
 
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
 /// A running cluster; dropping it stops the nodes and removes their data.
 pub struct NimbusCluster {
     /// Node addresses, node id `i + 1` at index `i`.
@@ -17,6 +23,17 @@ pub struct NimbusCluster {
     processes: ProcessGroup,
     /// How the harness itself reaches the nodes.
     transport: Transport,
+    /// How each node is started (again, after a kill); boxed, as it is seldom read.
+    launch: Box<Launch>,
+}
+
+/// What a node's command line is made of.
+struct Launch {
+    nimbus_bin: std::path::PathBuf,
+    certs: Option<std::path::PathBuf>,
+    key_file: std::path::PathBuf,
+    initial: String,
+    extra: Vec<String>,
 }
 
 /// Certificates for a benchmark cluster with mutual TLS, made with `nimbus-tls` like
@@ -69,11 +86,22 @@ impl NimbusCluster {
         size: usize,
         certs: Option<&BenchCerts>,
     ) -> anyhow::Result<Self> {
+        Self::start_with(nimbus_bin, parent, size, certs, &[])
+    }
+
+    /// [`Self::start`] with `extra` flags for every `nimbus meta` (Raft timing, say).
+    pub fn start_with(
+        nimbus_bin: &Path,
+        parent: &Path,
+        size: usize,
+        certs: Option<&BenchCerts>,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let transport = match certs {
             Some(c) => Transport::Tls(nimbus_tls::Tls::load(c.root.join("admin"), Role::Admin)?),
             None => Transport::Plaintext,
         };
-        let mut processes = ProcessGroup::new(parent, "nimbus-bench-meta-")?;
+        let processes = ProcessGroup::new(parent, "nimbus-bench-meta-")?;
         let key_file = processes.dir().join("cluster.key");
         // Any 32 bytes: the benchmark writes nothing that is encrypted at rest.
         std::fs::write(&key_file, [7u8; 32]).context("writing the cluster key")?;
@@ -87,24 +115,56 @@ impl NimbusCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        for (i, addr) in addrs.iter().enumerate() {
-            let id = (i + 1).to_string();
-            let mut cmd = Command::new(nimbus_bin);
-            cmd.args(BenchCerts::flags(certs, &format!("meta{id}")));
-            cmd.args(["meta", "--id", &id, "--listen", addr])
-                .arg("--data-dir")
-                .arg(processes.dir().join(format!("node{id}")))
-                .arg("--key-file")
-                .arg(&key_file)
-                .args(["--initial-cluster", &initial])
-                .env("RUST_LOG", "warn");
-            processes.spawn(&format!("nimbus meta {id}"), &format!("node{id}"), cmd)?;
-        }
-        Ok(Self {
+        let mut cluster = Self {
             addrs,
             processes,
             transport,
-        })
+            launch: Box::new(Launch {
+                nimbus_bin: nimbus_bin.to_path_buf(),
+                certs: certs.map(|c| c.root.clone()),
+                key_file,
+                initial,
+                extra: extra.to_vec(),
+            }),
+        };
+        for i in 0..size {
+            cluster.spawn_node(i)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts node `i + 1` (on a restart it recovers from its data directory).
+    fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let l = &self.launch;
+        let id = (i + 1).to_string();
+        let mut cmd = Command::new(&l.nimbus_bin);
+        match &l.certs {
+            Some(root) => cmd.arg("--tls-dir").arg(root.join(format!("meta{id}"))),
+            None => cmd.arg("--insecure-plaintext"),
+        };
+        cmd.args(["meta", "--id", &id, "--listen", &self.addrs[i]])
+            .arg("--data-dir")
+            .arg(self.processes.dir().join(format!("node{id}")))
+            .arg("--key-file")
+            .arg(&l.key_file)
+            .args(["--initial-cluster", &l.initial])
+            .args(&l.extra)
+            .env("RUST_LOG", "warn");
+        self.processes.spawn(
+            &format!("nimbus meta {id}"),
+            &format!("node{id}-{}", now_ms()),
+            cmd,
+        )
+    }
+
+    /// Kills node `i + 1` with SIGKILL: a crash.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        self.processes.kill(&format!("nimbus meta {}", i + 1))
+    }
+
+    /// Starts node `i + 1` again after [`Self::kill`].
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn_node(i)
     }
 
     /// Waits until every node reports the same leader; returns the leader's address.

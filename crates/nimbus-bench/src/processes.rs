@@ -77,13 +77,17 @@ impl ProcessGroup {
     }
 
     /// Kills the process started as `name` at once (SIGKILL): a crash, with no goodbye.
+    /// It leaves the group (so it may be started again under the same name).
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
-        let s = self
+        let i = self
             .started
-            .iter_mut()
-            .find(|s| s.name == name)
+            .iter()
+            .position(|s| s.name == name)
             .with_context(|| format!("no process {name}"))?;
-        s.child.kill().context("killing a child process")
+        let mut s = self.started.remove(i);
+        s.child.kill().context("killing a child process")?;
+        s.child.wait().context("reaping a killed child process")?;
+        Ok(())
     }
 
     /// Asks every process to stop (SIGTERM) so it can flush what it holds; true once all
