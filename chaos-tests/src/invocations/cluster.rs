@@ -89,18 +89,20 @@ impl InvocationCluster {
         self.run_worker_at(name, ip, &["--zone", zone]).await
     }
 
-    /// `docker run` of worker `name` at `ip`, in the site `site` (`--zone Z` or
-    /// `--edge-location L`).
-    async fn run_worker_at(&self, name: &str, ip: &str, site: &[&str]) -> Result<(), DockerError> {
-        let container = format!("{}_{name}", self.compose.project);
+    /// `docker run` of node `name` (not a Compose service) at `ip` on `control`, with
+    /// `docker_options` and its own certificate only, running `nimbus ARGS`.
+    async fn run_node(
+        &self,
+        name: &str,
+        ip: &str,
+        docker_options: &[&str],
+        args: &[&str],
+    ) -> Result<(), DockerError> {
+        let container = node_container(&self.compose, name);
         let network = format!("{}_control", self.compose.project);
-        let advertise = format!("{ip}:18001");
-        // The counter the functions report to listens on the Docker host, a private
-        // address that the egress policy denies unless it is allowed.
-        let counter_allow = format!("{HOST_IP}/32");
-        // The worker's own certificate only (its id starts with the certificate's name).
+        // Its own certificate only (a worker's id starts with the certificate's name).
         let tls_mount = format!("{}:/etc/nimbus/tls:ro", self.tls.join(name).display());
-        let args = [
+        let mut all = vec![
             "run",
             "-d",
             "--name",
@@ -111,6 +113,29 @@ impl InvocationCluster {
             &network,
             "--ip",
             ip,
+        ];
+        all.extend_from_slice(docker_options);
+        all.extend_from_slice(&[
+            "-e",
+            "RUST_LOG=info",
+            "-v",
+            &tls_mount,
+            "-e",
+            "NIMBUS_TLS_DIR=/etc/nimbus/tls",
+            &self.image,
+        ]);
+        all.extend_from_slice(args);
+        docker_cli(&all).await
+    }
+
+    /// `docker run` of worker `name` at `ip`, in the site `site` (`--zone Z` or
+    /// `--edge-location L`).
+    async fn run_worker_at(&self, name: &str, ip: &str, site: &[&str]) -> Result<(), DockerError> {
+        let advertise = format!("{ip}:18001");
+        // The counter the functions report to listens on the Docker host, a private
+        // address that the egress policy denies unless it is allowed.
+        let counter_allow = format!("{HOST_IP}/32");
+        let sandbox = [
             "--cap-add",
             "ALL",
             "--cap-drop",
@@ -129,13 +154,8 @@ impl InvocationCluster {
             "b 7:* rmw",
             "--device-cgroup-rule",
             "c 10:237 rmw",
-            "-e",
-            "RUST_LOG=info",
-            "-v",
-            &tls_mount,
-            "-e",
-            "NIMBUS_TLS_DIR=/etc/nimbus/tls",
-            &self.image,
+        ];
+        let args = [
             "worker",
             "--data-dir",
             "/var/lib/nimbus",
@@ -156,7 +176,7 @@ impl InvocationCluster {
             "--egress-allow",
             &counter_allow,
         ];
-        docker_cli(&args).await
+        self.run_node(name, ip, &sandbox, &args).await
     }
 
     /// Starts the edge location of the edge scenario next to the region: the location,
@@ -186,30 +206,9 @@ impl InvocationCluster {
         self.run_worker_at(name, ip, &["--edge-location", EDGE_LOCATION])
             .await?;
         let (name, ip) = EDGE_GATEWAY;
-        let container = format!("{}_{name}", self.compose.project);
-        let network = format!("{}_control", self.compose.project);
-        let tls_mount = format!("{}:/etc/nimbus/tls:ro", self.tls.join(name).display());
-        docker_cli(&[
-            "run",
-            "-d",
-            "--name",
-            &container,
-            "--hostname",
-            name,
-            "--network",
-            &network,
-            "--ip",
-            ip,
-            // The partition is drawn with iptables inside it.
-            "--cap-add",
-            "NET_ADMIN",
-            "-e",
-            "RUST_LOG=info",
-            "-v",
-            &tls_mount,
-            "-e",
-            "NIMBUS_TLS_DIR=/etc/nimbus/tls",
-            &self.image,
+        // The partition is drawn with iptables inside it.
+        let net_admin = ["--cap-add", "NET_ADMIN"];
+        let args = [
             "gateway",
             "--listen",
             "0.0.0.0:9000",
@@ -222,8 +221,8 @@ impl InvocationCluster {
             "--id",
             name,
             "--create-missing-roles",
-        ])
-        .await?;
+        ];
+        self.run_node(name, ip, &net_admin, &args).await?;
         super::wait_port(&format!("{ip}:9000")).await
     }
 
@@ -243,7 +242,7 @@ impl InvocationCluster {
             (EDGE_GATEWAY.0, EDGE_WORKER.1),
             (EDGE_WORKER.0, EDGE_GATEWAY.1),
         ] {
-            let container = format!("{}_{me}", self.compose.project);
+            let container = node_container(&self.compose, me);
             let script = if on {
                 format!(
                     "iptables -I INPUT -s {subnet} -j DROP && \
@@ -343,7 +342,13 @@ pub(super) fn event(counter_port: u16, scope: &str, id: &str, sleep_s: f64) -> B
 
 /// Worker `i`'s container name in the Compose project (it is not a Compose service).
 fn worker_container(compose: &Compose, i: usize) -> String {
-    format!("{}_{}", compose.project, WORKERS[i].0)
+    node_container(compose, WORKERS[i].0)
+}
+
+/// The container name of node `name` started with `docker run` (not a Compose service)
+/// in the Compose project.
+fn node_container(compose: &Compose, name: &str) -> String {
+    format!("{}_{name}", compose.project)
 }
 
 /// Removes the worker containers of `compose`'s project, whether or not they run (also
@@ -353,7 +358,7 @@ pub async fn remove_workers(compose: &Compose) {
         let _ = docker_cli(&["rm", "-f", &worker_container(compose, i)]).await;
     }
     for name in [EDGE_GATEWAY.0, EDGE_WORKER.0] {
-        let _ = docker_cli(&["rm", "-f", &format!("{}_{name}", compose.project)]).await;
+        let _ = docker_cli(&["rm", "-f", &node_container(compose, name)]).await;
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::invoke_load::{ACCESS_KEY_ID, ACCOUNT, SECRET_ACCESS_KEY};
 use crate::invoke_tracing::Endpoint;
-use crate::nimbus_cluster::{BenchCerts, NimbusCluster};
+use crate::nimbus_cluster::{gateway_command, worker_command, BenchCerts, NimbusCluster};
 use crate::processes::{free_ports, ProcessGroup};
 use crate::stats::percentile;
 
@@ -148,40 +148,27 @@ impl EdgeCluster {
                 "100.91",
             ),
         ] {
-            let mut worker = Command::new(nimbus_bin);
-            worker
-                .args(BenchCerts::flags(None, "worker"))
-                .arg("worker")
-                .arg("--data-dir")
-                .arg(processes.dir().join(name))
-                .args([
-                    "--listen",
-                    listen,
-                    "--advertise",
-                    advertise,
-                    "--meta",
-                    &metas,
-                ])
-                .args(["--region", "us-east-1"])
-                .args(site)
-                .args([
-                    "--memory-mb",
-                    "4096",
-                    "--heartbeat-ms",
-                    "1000",
-                    "--nat-pool",
-                    pool,
-                ])
-                .env("RUST_LOG", "warn");
+            let mut worker = worker_command(
+                nimbus_bin,
+                None,
+                &processes.dir().join(name),
+                listen,
+                &metas,
+            );
+            worker.args(["--advertise", advertise]).args(site).args([
+                "--memory-mb",
+                "4096",
+                "--heartbeat-ms",
+                "1000",
+                "--nat-pool",
+                pool,
+            ]);
             processes.spawn(name, name, worker)?;
         }
-        let mut gateway = Command::new(nimbus_bin);
+        let mut gateway = gateway_command(nimbus_bin, None, &gateway_addr, &metas);
         gateway
-            .args(BenchCerts::flags(None, "gateway"))
-            .args(["gateway", "--listen", &gateway_addr, "--meta", &metas])
-            .args(["--region", "us-east-1", "--edge-location", LOCATION])
-            .arg("--create-missing-roles")
-            .env("RUST_LOG", "warn");
+            .args(["--edge-location", LOCATION])
+            .arg("--create-missing-roles");
         processes.spawn("edge gateway", "gateway", gateway)?;
         processes
             .wait_listening(

@@ -30,7 +30,7 @@ use nimbus_gateway::client::Credentials;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::invoke_tracing::{Endpoint, FUNCTION};
-use crate::nimbus_cluster::{BenchCerts, NimbusCluster};
+use crate::nimbus_cluster::{gateway_command, worker_command, BenchCerts, NimbusCluster};
 use crate::processes::{free_ports, ProcessGroup};
 
 /// The very bootstrap `nimbus worker` runs for `python3.x` functions.
@@ -311,26 +311,21 @@ impl Cluster {
             format!("127.0.0.1:{}", ports[0]),
             format!("127.0.0.1:{}", ports[1]),
         );
-        let mut worker = Command::new(nimbus_bin);
-        worker.args(BenchCerts::flags(certs.as_ref(), "worker"));
+        let mut worker = worker_command(
+            nimbus_bin,
+            certs.as_ref(),
+            &processes.dir().join("worker"),
+            &worker_addr,
+            &metas,
+        );
         worker
-            .arg("worker")
-            .arg("--data-dir")
-            .arg(processes.dir().join("worker"))
-            .args(["--listen", &worker_addr, "--meta", &metas])
-            .args(["--region", "us-east-1", "--zone", "us-east-1a"])
+            .args(["--zone", "us-east-1a"])
             .args(["--memory-mb", &worker_memory_mb.to_string()])
-            .args(["--heartbeat-ms", "1000", "--nat-pool", "100.90"])
-            .env("RUST_LOG", "warn");
+            .args(["--heartbeat-ms", "1000", "--nat-pool", "100.90"]);
         processes.spawn("nimbus worker", "worker", worker)?;
-        let mut gateway = Command::new(nimbus_bin);
-        gateway.args(BenchCerts::flags(certs.as_ref(), "gateway"));
-        gateway
-            .args(["gateway", "--listen", &gateway_addr, "--meta", &metas])
-            .args(["--region", "us-east-1"])
-            // The benchmark measures invocations, not IAM set-up.
-            .arg("--create-missing-roles")
-            .env("RUST_LOG", "warn");
+        let mut gateway = gateway_command(nimbus_bin, certs.as_ref(), &gateway_addr, &metas);
+        // The benchmark measures invocations, not IAM set-up.
+        gateway.arg("--create-missing-roles");
         processes.spawn("nimbus gateway", "gateway", gateway)?;
         processes
             .wait_listening(

@@ -13,7 +13,6 @@
 //!   SIGKILL and the gauge is polled every 20 ms until it shows one.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ use nimbus_tls::Transport;
 use nimbus_types::{Command as MetaCommand, Placement, Worker};
 use nimbus_worker::node::registration::Registration;
 
-use crate::nimbus_cluster::{BenchCerts, NimbusCluster};
+use crate::nimbus_cluster::{gateway_command, worker_command, NimbusCluster};
 use crate::processes::{free_ports, ProcessGroup};
 
 /// A real worker's default heartbeat (`nimbus worker --heartbeat-ms`).
@@ -191,23 +190,20 @@ async fn dead_worker(
         ("worker-a", addr(2), "100.92"),
         ("worker-b", addr(3), "100.93"),
     ] {
-        let mut worker = Command::new(nimbus_bin);
+        let mut worker = worker_command(
+            nimbus_bin,
+            None,
+            &processes.dir().join(name),
+            &listen,
+            &metas,
+        );
         worker
-            .args(BenchCerts::flags(None, "worker"))
-            .arg("worker")
-            .arg("--data-dir")
-            .arg(processes.dir().join(name))
-            .args(["--listen", &listen, "--meta", &metas])
-            .args(["--region", "us-east-1", "--zone", "us-east-1a"])
-            .args(["--memory-mb", "1024", "--nat-pool", pool])
-            .env("RUST_LOG", "warn");
+            .args(["--zone", "us-east-1a"])
+            .args(["--memory-mb", "1024", "--nat-pool", pool]);
         processes.spawn(name, name, worker)?;
     }
-    let mut gw = Command::new(nimbus_bin);
-    gw.args(BenchCerts::flags(None, "gateway"))
-        .args(["gateway", "--listen", &gateway, "--admin-listen", &admin])
-        .args(["--meta", &metas, "--region", "us-east-1"])
-        .env("RUST_LOG", "warn");
+    let mut gw = gateway_command(nimbus_bin, None, &gateway, &metas);
+    gw.args(["--admin-listen", &admin]);
     processes.spawn("gateway", "gateway", gw)?;
     processes
         .wait_listening(&[&gateway, &admin], || Ok(()), Duration::from_secs(120))

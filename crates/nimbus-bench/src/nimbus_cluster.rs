@@ -42,6 +42,42 @@ pub struct BenchCerts {
     pub root: std::path::PathBuf,
 }
 
+/// `nimbus worker` of region us-east-1 as every benchmark starts one: its TLS flags, data
+/// under `data_dir`, listening on `listen`, joined to `metas`, logging warnings only.
+/// Callers add its site, sizes and NAT pool.
+pub fn worker_command(
+    nimbus_bin: &Path,
+    certs: Option<&BenchCerts>,
+    data_dir: &Path,
+    listen: &str,
+    metas: &str,
+) -> Command {
+    let mut cmd = Command::new(nimbus_bin);
+    cmd.args(BenchCerts::flags(certs, "worker"))
+        .arg("worker")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", listen, "--meta", metas, "--region", "us-east-1"])
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// `nimbus gateway` of region us-east-1 as every benchmark starts one: its TLS flags,
+/// listening on `listen`, joined to `metas`, logging warnings only.
+pub fn gateway_command(
+    nimbus_bin: &Path,
+    certs: Option<&BenchCerts>,
+    listen: &str,
+    metas: &str,
+) -> Command {
+    let mut cmd = Command::new(nimbus_bin);
+    cmd.args(BenchCerts::flags(certs, "gateway"))
+        .args(["gateway", "--listen", listen, "--meta", metas])
+        .args(["--region", "us-east-1"])
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
 impl BenchCerts {
     pub fn make(root: &Path, metas: usize) -> anyhow::Result<Self> {
         use nimbus_tls::issue::{init_ca, issue, Request};

@@ -9,8 +9,8 @@
 //! hold tenants' environment variables); it only ever learns hashes.
 //!
 //! A call at the edge runs a version whose code the location holds ([`ready`]): when an
-//! alias has just moved and the new version's code is still on its way, the version the
-//! location served last for that alias goes on running until the push completes. So a
+//! alias has just moved and the new version's code is still on its way, the version it
+//! stood for at the last complete push goes on running until the next one completes. So a
 //! cut from the core right after a move never leaves the location with nothing it can
 //! run, and the location never serves a mix: the switch happens once, when it holds the
 //! new code.
@@ -32,63 +32,59 @@ use tokio::task::JoinHandle;
 use super::resolve::{self, Named};
 use super::{Gateway, InvokeTarget};
 
-/// What this gateway knows of its edge location's code.
+/// What this gateway knows of its edge location's code: what the last complete push
+/// round established (every live worker of the location held every deployed package).
 #[derive(Default)]
 pub struct EdgeState {
-    /// Packages every live worker of the location reported holding in the last round.
-    held: Mutex<BTreeSet<String>>,
-    /// (function, qualifier as invoked) → the version last run at the location for it.
-    last: Mutex<HashMap<(FunctionKey, String), u64>>,
+    held: Mutex<Held>,
 }
 
-impl EdgeState {
+#[derive(Default)]
+struct Held {
+    /// The packages deployed at that round.
+    packages: BTreeSet<String>,
+    /// (function, qualifier as deployed) → the version it stood for at that round.
+    versions: HashMap<(FunctionKey, String), u64>,
+}
+
+impl Held {
     fn holds(&self, target: &InvokeTarget) -> bool {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.contains(&target.code.sha256)
+        self.packages.contains(&target.code.sha256)
             && target
                 .config
                 .layers
                 .iter()
-                .all(|l| held.contains(&l.code.sha256))
+                .all(|l| self.packages.contains(&l.code.sha256))
     }
 }
 
-/// The target a call at the edge runs: `target` when the location holds its code (and it
-/// is remembered as the qualifier's version there), else the version last run there for
-/// the same qualifier if the location holds that one (an alias moved a moment ago), else
-/// `target` (its code is fetched as for any first call).
+/// The target a call at the edge runs: `target` when the location holds its code, else
+/// the version the same qualifier stood for at the last complete push (an alias moved a
+/// moment ago), else `target` (its code is fetched as for any first call).
 pub fn ready(gw: &Gateway, named: &Named, target: InvokeTarget) -> InvokeTarget {
-    let state = &gw.edge;
-    let Some(qualifier) = named.qualifier.clone() else {
-        return target;
-    };
-    let slot = (named.key.clone(), qualifier);
-    if state.holds(&target) {
-        if let Qualifier::Version(n) = target.version {
-            state
-                .last
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(slot, n);
+    let earlier = {
+        let held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.holds(&target) {
+            return target;
         }
-        return target;
-    }
-    let last = state
-        .last
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&slot)
-        .copied();
-    let earlier = last
-        .filter(|n| Qualifier::Version(*n) != target.version)
+        let Some(qualifier) = &named.qualifier else {
+            return target;
+        };
+        held.versions
+            .get(&(named.key.clone(), qualifier.clone()))
+            .copied()
+            .filter(|n| Qualifier::Version(*n) != target.version)
+    };
+    let earlier = earlier
         .and_then(|n| resolve::version(gw, &named.key, n).ok())
         .map(|v| {
             let mut t = resolve::Resolved::Version(v).into_target(gw, target.invoked_arn.clone());
             t.edge_location = target.edge_location.clone();
             t
         });
+    let held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
     match earlier {
-        Some(t) if state.holds(&t) => t,
+        Some(t) if held.holds(&t) => t,
         _ => target,
     }
 }
@@ -214,19 +210,11 @@ async fn push(gw: &Gateway, location: &str) {
             Err(e) => tracing::debug!(%worker, "pushing deployed code: {e}"),
         }
     }
-    // What the location holds now: everything deployed when every live worker said so.
-    // Otherwise what it held before, unchanged: the versions last held for moved aliases
-    // are what it can still run (nothing deployed is dropped without a complete round).
-    let mut held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
+    // What the location holds now: everything deployed, and each deployed qualifier's
+    // version, when every live worker said so. Otherwise what it held before, unchanged:
+    // the versions moved aliases stood for are what it can still run.
     if all_held && asked > 0 {
-        *held = packages;
-        // Each deployed qualifier's version is now one the location can run, whether or
-        // not a call ran it yet.
-        gw.edge
-            .last
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(versions);
+        *gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner) = Held { packages, versions };
     }
 }
 
@@ -246,11 +234,9 @@ pub fn spawn(
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(interval) => {}
-                // A moved alias's code is pushed at once, not up to a round later: the
-                // shorter the time a location serves a version it does not hold yet, the
-                // smaller the chance a cut off location cannot serve it.
-                // At most every tenth of the interval: the catalog changes with every
-                // async event too.
+                // A moved alias's code is pushed soon, not up to a round later, so the
+                // location switches to it soon; but at most every tenth of the interval,
+                // since the catalog changes with every async event too.
                 Ok(()) = changes.changed() => {
                     tokio::time::sleep(interval / 10).await;
                     changes.borrow_and_update();

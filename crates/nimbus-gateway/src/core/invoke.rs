@@ -263,7 +263,12 @@ impl Gateway {
         let account = self
             .catalog()
             .account_concurrency(&key.account_id, &key.region);
-        let share = edge.and_then(|location| self.edge_share(&key.account_id, location));
+        let edge_share = edge.and_then(|location| {
+            Some(EdgeShare {
+                location,
+                share: self.edge_share(&key.account_id, location)?,
+            })
+        });
         self.admission()
             .admit(&Limits {
                 account: &key.account_id,
@@ -271,10 +276,7 @@ impl Gateway {
                 function_name: &key.name,
                 reserved: function.reserved_concurrency,
                 unreserved: account.unreserved(),
-                edge_share: share.map(|share| EdgeShare {
-                    location: edge.unwrap_or_default(),
-                    share,
-                }),
+                edge_share,
             })
             .instrument(tracing::info_span!("admission", otel.name = "Admission"))
             .await

@@ -6,10 +6,10 @@
 //! answer to this gateway (any call, or the status probe [`RemoteWorkers::probe_loop`]
 //! sends every second) or its registration is younger than `stale_after`. So liveness
 //! costs the metadata cluster no Raft entry per heartbeat (issue 18), and an edge
-//! location cut off from the core still sees its own workers (issue 16). The gateway keeps one lazily connected, long-lived HTTP/2 channel per worker and
-//! multiplexes every call to it over that channel. This module is transport only: which
-//! worker to try, and whether to try another, is the core's
-//! ([`Gateway::run`](crate::core::Gateway::run)).
+//! location cut off from the core still sees its own workers (issue 16). The gateway
+//! keeps one lazily connected, long-lived HTTP/2 channel per worker and multiplexes every
+//! call to it over that channel. This module is transport only: which worker to try,
+//! and whether to try another, is the core's ([`Gateway::run`](crate::core::Gateway::run)).
 
 use std::collections::HashMap;
 use std::future::Future;
