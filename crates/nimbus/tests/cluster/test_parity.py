@@ -73,8 +73,10 @@ def call(endpoint, path, headers, body, key=KEY_ID, secret=SECRET):
 
 
 def normalise(text):
-    text = re.sub(r"\b\d{12}\b", "<account>", text)
+    # Ids first: a uuid whose last group happens to be 12 decimal digits would otherwise
+    # lose it to the account rule and no longer read as a uuid.
     text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uuid>", text)
+    text = re.sub(r"\b\d{12}\b", "<account>", text)
     return text
 
 
