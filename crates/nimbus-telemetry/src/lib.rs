@@ -9,11 +9,13 @@
 //!   rather than ever making an invocation wait for a collector.
 //! - [`propagation`]: trace context in (`traceparent`, `X-Amzn-Trace-Id`) and out (the
 //!   `X-Amzn-Trace-Id` a function receives).
+//! - [`sampling`]: the sampling decision made once per trace at its root, before any of
+//!   its spans is built.
 //! - [`registry`]: the Prometheus registry of a process and its `/metrics` endpoint.
 //! - [`otlp_metrics`]: the same metrics pushed over OTLP when configured, read back from
 //!   the registry by [`openmetrics`].
 //! - [`lambda`]: Lambda's function metrics (Invocations, Errors, Throttles, Duration, …).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod batch;
 pub mod lambda;
@@ -22,6 +24,7 @@ pub mod otlp;
 pub mod otlp_metrics;
 pub mod propagation;
 pub mod registry;
+pub mod sampling;
 pub mod setup;
 
 pub use lambda::{FunctionLabels, LambdaMetrics};

@@ -4,8 +4,9 @@
 //! Off unless `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
 //! or `OTEL_TRACES_EXPORTER=otlp`; `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true`
 //! turn it off again. The exporter itself reads the endpoint, `OTEL_EXPORTER_OTLP_PROTOCOL`
-//! (`grpc` or `http/protobuf`, the default), headers and timeout; the SDK reads
-//! `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; the
+//! (`grpc` or `http/protobuf`, the default), headers and timeout; the SDK's configuration
+//! reads `OTEL_TRACES_SAMPLER(_ARG)` (applied by [`crate::sampling`]), `OTEL_SERVICE_NAME`
+//! and `OTEL_RESOURCE_ATTRIBUTES`; the
 //! queue in front of the exporter honours the `OTEL_BSP_*` variables.
 
 use std::time::Duration;

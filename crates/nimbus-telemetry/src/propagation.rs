@@ -120,11 +120,15 @@ pub fn set_remote_parent(span: &tracing::Span, parent: SpanContext) {
     let _ = span.set_parent(Context::new().with_remote_span_context(parent));
 }
 
-/// The OpenTelemetry span context of `span`, when traces are exported.
+/// The OpenTelemetry span context of `span`, when traces are exported: its own when its
+/// trace is sampled, else its trace's, marked not sampled.
 pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then_some(sc)
+    if sc.is_valid() {
+        return Some(sc);
+    }
+    crate::sampling::unrecorded_context(span)
 }
 
 fn is_hex(s: &str) -> bool {

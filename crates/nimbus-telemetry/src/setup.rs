@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter as _};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -16,6 +16,7 @@ use crate::batch::{BatchHandle, BoundedBatchProcessor, QueueCounters};
 use crate::otlp::{self, QueueConfig};
 use crate::otlp_metrics::{self, ExportCounters, ExportHandle};
 use crate::registry::MetricsRegistry;
+use crate::sampling::HeadSampled;
 
 /// Format of Nimbus's own logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,17 +143,22 @@ pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, Telemetr
         let resource = resource(service_name);
         exporter.set_resource(&resource);
         let (processor, batch) = BoundedBatchProcessor::start(exporter, queue, counters);
-        // The sampler comes from OTEL_TRACES_SAMPLER(_ARG); the SDK reads them.
+        // The sampler comes from OTEL_TRACES_SAMPLER(_ARG), read by the SDK's own
+        // configuration. It decides once per trace, before spans are built
+        // (`HeadSampled`); the provider keeps whatever it is then given.
+        let sampler = opentelemetry_sdk::trace::Config::default().sampler;
         let provider = SdkTracerProvider::builder()
             .with_resource(resource)
+            .with_sampler(Sampler::AlwaysOn)
             .with_span_processor(processor)
             .build();
         let tracer = provider.tracer("nimbus");
-        let layer = tracing_opentelemetry::layer()
+        let otel = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
-            .with_tracked_inactivity(false)
+            .with_tracked_inactivity(false);
+        let layer = HeadSampled::new(otel, sampler)
             // Only Nimbus's own spans: not those of tonic, hyper or h2 underneath.
             .with_filter(Targets::new().with_target("nimbus", tracing::Level::INFO))
             .boxed();

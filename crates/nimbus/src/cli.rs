@@ -183,9 +183,15 @@ pub struct MetaArgs {
     /// Raft heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub heartbeat_ms: u64,
-    /// Lower bound of the randomized election timeout, in milliseconds (upper = 2x).
+    /// Lower bound of the randomized election timeout, in milliseconds.
     #[arg(long, default_value_t = 600)]
     pub election_timeout_ms: u64,
+    /// Upper bound of the randomized election timeout, in milliseconds (default: twice
+    /// the lower). openraft also takes it as the leader lease, during which followers
+    /// refuse to vote, so failover takes about this plus the election timeout: a narrower
+    /// range fails over faster, at more risk of split votes.
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
     /// How long a write waits for a quorum before failing as unavailable, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub write_timeout_ms: u64,

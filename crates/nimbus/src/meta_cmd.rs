@@ -28,7 +28,10 @@ pub async fn run(
     cfg.keep_after_snapshot = args.keep_after_snapshot;
     cfg.heartbeat_interval = Duration::from_millis(args.heartbeat_ms);
     cfg.election_timeout_min = Duration::from_millis(args.election_timeout_ms);
-    cfg.election_timeout_max = Duration::from_millis(args.election_timeout_ms * 2);
+    cfg.election_timeout_max = Duration::from_millis(
+        args.election_timeout_max_ms
+            .unwrap_or(args.election_timeout_ms * 2),
+    );
     cfg.write_timeout = Duration::from_millis(args.write_timeout_ms);
     let node = MetaNode::start(cfg, shutdown_signal())
         .await

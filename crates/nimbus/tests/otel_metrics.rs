@@ -233,10 +233,20 @@ async fn workload_then_check(dev: &Dev, received: &Received, function: &str) {
         Some(1.0),
         "{text}"
     );
-    assert!(
-        sample(&text, "nimbus_otel_metric_exports_total").unwrap() >= 1.0,
-        "{text}"
-    );
+    // The exporter counts an export once the collector's answer is back, which can be
+    // just after the receiver above has stored the request: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = dev.scrape().await;
+        if sample(&text, "nimbus_otel_metric_exports_total").unwrap() >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no accepted export counted\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,6 +390,79 @@ async fn a_collector_that_is_down_costs_nothing_but_dropped_spans() {
     }
 }
 
+/// Head sampling at ratio 0 with a parent-based sampler: a caller's sampled trace is still
+/// recorded whole; an unsampled one, or a new trace, exports nothing, yet the function
+/// still receives the trace's id marked `Sampled=0`, the caller's id when it sent one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsampled_traces_export_nothing_and_still_propagate() {
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    let (endpoint, received) = grpc_receiver().await;
+    let dev = Dev::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ])
+    .await;
+    dev.create_python_function("sampled", FUNCTION).await;
+    let mut client = dev.client().await;
+    let seen = |r: &nimbus_gateway::client::Reply| -> String {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        body["trace"].as_str().unwrap().to_string()
+    };
+
+    // Not sampled upstream: the caller's trace id travels on, unsampled.
+    let unsampled = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0";
+    let r = client
+        .invoke("sampled", b"{}", &[("x-amzn-trace-id", unsampled)])
+        .await
+        .unwrap();
+    let in_function = seen(&r);
+    assert!(
+        in_function.starts_with("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=")
+            && in_function.ends_with(";Sampled=0"),
+        "{in_function}"
+    );
+    assert!(
+        !in_function.contains("53995c3f42cd8ad8"),
+        "a parent of our own"
+    );
+    // No caller context: a new trace, and at ratio 0 not sampled.
+    let r = client.invoke("sampled", b"{}", &[]).await.unwrap();
+    let fresh = seen(&r);
+    assert!(
+        fresh.starts_with("Root=1-") && fresh.ends_with(";Sampled=0"),
+        "{fresh}"
+    );
+    let fresh_trace = fresh[7..15].to_string() + &fresh[16..40];
+
+    // Sampled upstream: recorded whole, although the ratio is 0.
+    let sampled = "Root=1-6759e988-cd862e3fe1be46a994272793;Parent=63995c3f42cd8ad8;Sampled=1";
+    let r = client
+        .invoke("sampled", b"{}", &[("x-amzn-trace-id", sampled)])
+        .await
+        .unwrap();
+    assert!(seen(&r).ends_with(";Sampled=1"));
+    let id = r.header("x-amzn-requestid").unwrap().to_string();
+    // The batch queue exports in order: once the sampled trace is here, the spans of the
+    // two earlier calls would be too, had any been built.
+    let spans = wait_for(&received, &[id], &dev).await;
+    let traces: std::collections::HashSet<String> =
+        spans.iter().map(|(_, s)| hex(&s.trace_id)).collect();
+    assert!(traces.contains("6759e988cd862e3fe1be46a994272793"));
+    assert!(
+        !traces.contains("5759e988bd862e3fe1be46a994272793"),
+        "{traces:?}"
+    );
+    assert!(
+        !traces.contains(&fresh_trace),
+        "{fresh_trace} in {traces:?}"
+    );
+    assert_eq!(traces.len(), 1, "{traces:?}");
+}
+
 /// Kills the processes of a small cluster when the test ends.
 struct Procs(Vec<std::process::Child>);
 

@@ -39,20 +39,18 @@ impl WorkerService {
 /// The span of one invocation, continuing the gateway's trace: the engine's Init and
 /// Invocation spans become its children.
 fn invoke_span(request: &Request<pb::InvokeRequest>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "worker_invoke",
-        otel.name = "Worker invoke",
-        otel.kind = "server"
-    );
-    if let Some(parent) = request
+    let parent = request
         .metadata()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| nimbus_telemetry::propagation::parse_traceparent(v, None))
-    {
-        nimbus_telemetry::propagation::set_remote_parent(&span, parent);
-    }
-    span
+        .and_then(|v| nimbus_telemetry::propagation::parse_traceparent(v, None));
+    nimbus_telemetry::sampling::root_span(parent, || {
+        tracing::info_span!(
+            "worker_invoke",
+            otel.name = "Worker invoke",
+            otel.kind = "server"
+        )
+    })
 }
 
 fn answer<T>(r: Result<T, pb::Rejection>) -> Result<Response<T>, Status> {

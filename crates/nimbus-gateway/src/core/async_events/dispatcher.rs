@@ -209,20 +209,19 @@ impl Dispatcher {
         let slot = self.gw.admit(&function, &labels, None).await;
         // Observability (issue 5): the event's age, Lambda's counts, and a span that
         // continues the trace of the request that queued the event.
-        let span = tracing::info_span!(
-            "async_invoke",
-            otel.name = "Async invoke",
-            faas.trigger = "pubsub",
-            faas.invocation_id = %event.id,
-            faas.name = %event.key.name,
-        );
-        if let Some(parent) = event
+        let parent = event
             .trace_id
             .as_deref()
-            .and_then(nimbus_telemetry::propagation::parse_amzn_trace_id)
-        {
-            nimbus_telemetry::propagation::set_remote_parent(&span, parent);
-        }
+            .and_then(nimbus_telemetry::propagation::parse_amzn_trace_id);
+        let span = nimbus_telemetry::sampling::root_span(parent, || {
+            tracing::info_span!(
+                "async_invoke",
+                otel.name = "Async invoke",
+                faas.trigger = "pubsub",
+                faas.invocation_id = %event.id,
+                faas.name = %event.key.name,
+            )
+        });
         let result = match slot {
             Ok(slot) => {
                 self.gw.metrics().async_event_age(

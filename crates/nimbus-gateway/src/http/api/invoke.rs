@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
-use nimbus_telemetry::propagation;
+use nimbus_telemetry::{propagation, sampling};
 use nimbus_types::limits::{CLIENT_CONTEXT_MAX_BYTES, LOG_TAIL_MAX_BYTES, SYNC_RESPONSE_MAX_BYTES};
 use nimbus_types::vocabulary::{InvocationType, LogType};
 use nimbus_types::AsyncEvent;
@@ -38,23 +38,23 @@ pub async fn invoke(
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
-    let span = tracing::info_span!(
-        "invoke_api",
-        otel.name = "Invoke",
-        otel.kind = "server",
-        otel.status_code = Empty,
-        faas.trigger = "http",
-        faas.invocation_id = %request_id,
-        faas.name = Empty,
-        faas.version = Empty,
-        cloud.provider = "nimbus",
-        cloud.region = %gw.region(),
-        cloud.account.id = %caller.account_id,
-        http.response.status_code = Empty,
-    );
-    if let Some(parent) = propagation::remote_parent(|h| header(&headers, h)) {
-        propagation::set_remote_parent(&span, parent);
-    }
+    let parent = propagation::remote_parent(|h| header(&headers, h));
+    let span = sampling::root_span(parent, || {
+        tracing::info_span!(
+            "invoke_api",
+            otel.name = "Invoke",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            faas.trigger = "http",
+            faas.invocation_id = %request_id,
+            faas.name = Empty,
+            faas.version = Empty,
+            cloud.provider = "nimbus",
+            cloud.region = %gw.region(),
+            cloud.account.id = %caller.account_id,
+            http.response.status_code = Empty,
+        )
+    });
     let result = run(gw, named, request_id, headers, payload)
         .instrument(span.clone())
         .await;
