@@ -21,6 +21,7 @@
 //!
 //! See `docs/benchmarks.md` for how to run it and what the figures mean.
 
+mod cpu;
 mod edge;
 mod etcd_cluster;
 mod etcd_gateway;
@@ -581,6 +582,9 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
     let settings = invoke_tracing::settings(&endpoint);
     let mut results: Vec<Vec<Summary>> = vec![Vec::new(); settings.len()];
     let mut spans: Vec<u64> = vec![0; settings.len()];
+    // `nimbus dev`'s CPU per invocation, one per round: steadier than throughput on a
+    // machine whose spare cycles come and go.
+    let mut dev_cpu_us: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
     for round in 0..args.rounds {
         for k in 0..settings.len() {
             // Rotate the order, so drift over time favours no setting.
@@ -591,9 +595,16 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
                     .await?;
             dev.endpoint().create_function("bench").await?;
             let before = counter.0.load(std::sync::atomic::Ordering::Relaxed);
+            let cpu_before = cpu::Snapshot::take();
             let run =
                 invoke_tracing::run(&dev.endpoint(), "bench", args.concurrency, args.invocations)
                     .await?;
+            let dev_cpu = cpu::Snapshot::take()
+                .since(&cpu_before)
+                .get(&cpu::Role::Dev)
+                .copied()
+                .unwrap_or_default();
+            dev_cpu_us[si].push(dev_cpu.as_secs_f64() * 1e6 / args.invocations as f64);
             dev.check_alive()?;
             if let Some(e) = &run.first_error {
                 anyhow::bail!("{} round {}: {e}", setting.name, round + 1);
@@ -620,21 +631,40 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
         "{} clients, {} timed invocations per round, medians of {} round(s).\n",
         args.concurrency, args.invocations, args.rounds
     );
-    println!("| setting | invocations/s | vs off | p50 ms | p99 ms | p99 vs off | spans exported per invocation |\n|---|---:|---:|---:|---:|---:|---:|");
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base_cpu = median(&dev_cpu_us[0]);
+    println!("| setting | invocations/s | vs off | p50 ms | p99 ms | p99 vs off | nimbus dev CPU µs per invocation | vs off | spans exported per invocation |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
     for (si, setting) in settings.iter().enumerate() {
         let s = Summary::median(&results[si]);
         let per_invocation = spans[si] as f64 / (args.invocations as f64 * args.rounds as f64);
+        let cpu = median(&dev_cpu_us[si]);
         println!(
-            "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.2} |",
+            "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.0} | {:.3} | {:.2} |",
             setting.name,
             s.writes_per_sec,
             s.writes_per_sec / base.writes_per_sec,
             s.p50_ms,
             s.p99_ms,
             s.p99_ms / base.p99_ms,
+            cpu,
+            cpu / base_cpu,
             per_invocation
         );
+        if si > 0 {
+            let name = setting.name.replace([' ', '%'], "_");
+            ratios.push(format!(
+                "{name}_throughput={:.3} {name}_cpu={:.3}",
+                s.writes_per_sec / base.writes_per_sec,
+                cpu / base_cpu
+            ));
+        }
     }
+    println!("\nratio setting/off {}", ratios.join(" "));
     Ok(())
 }
 
@@ -714,6 +744,8 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
     let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
     // results[target][concurrency index] = one summary per round.
     let mut results = vec![vec![Vec::new(); args.concurrency.len()]; args.targets.len()];
+    // The same, CPU per invocation by role.
+    let mut cpu = vec![vec![Vec::new(); args.concurrency.len()]; args.targets.len()];
     for round in 0..args.rounds {
         for k in 0..args.targets.len() {
             // Rotate the order, so drift over time favours no target.
@@ -721,8 +753,10 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
             let target = args.targets[ti];
             let mut running = LoadRunning::start(target, &args, &nimbus_bin).await?;
             for (ci, &c) in args.concurrency.iter().enumerate() {
+                let before = cpu::Snapshot::take();
                 let run =
                     invoke_tracing::run(&running.endpoint(), "bench", c, args.invocations).await?;
+                cpu[ti][ci].push(cpu::Snapshot::take().since(&before));
                 running.check_alive()?;
                 if let Some(e) = &run.first_error {
                     anyhow::bail!("{} c={c} round {}: {e}", target.name(), round + 1);
@@ -766,7 +800,80 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
             );
         }
     }
+    cpu_table(&args, &cpu);
+    // The last line, for scripts: each target's throughput against the baseline.
+    let mut ratios = Vec::new();
+    for (ci, &c) in args.concurrency.iter().enumerate() {
+        let base = Summary::median(&results[0][ci]).writes_per_sec;
+        for (ti, target) in args.targets.iter().enumerate().skip(1) {
+            let s = Summary::median(&results[ti][ci]).writes_per_sec;
+            ratios.push(format!(
+                "{}_c{c}={:.2}",
+                target.name().replace(' ', "_"),
+                s / base
+            ));
+        }
+    }
+    println!(
+        "\nratio target/{} invocations_per_s {}",
+        args.targets[0].name(),
+        ratios.join(" ")
+    );
     Ok(())
+}
+
+/// CPU per invocation by role (medians of rounds): where each target's cycles go.
+fn cpu_table(
+    args: &InvokeLoadArgs,
+    cpu: &[Vec<Vec<std::collections::BTreeMap<cpu::Role, Duration>>>],
+) {
+    let per_invocation_us = |rounds: &[std::collections::BTreeMap<cpu::Role, Duration>],
+                             role: Option<cpu::Role>| {
+        let mut v: Vec<f64> = rounds
+            .iter()
+            .map(|m| {
+                let d: Duration = match role {
+                    Some(r) => m.get(&r).copied().unwrap_or_default(),
+                    None => m.values().sum(),
+                };
+                d.as_secs_f64() * 1e6 / args.invocations as f64
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let roles: Vec<cpu::Role> = cpu::Role::ALL
+        .into_iter()
+        .filter(|r| {
+            cpu.iter()
+                .flatten()
+                .flatten()
+                .any(|m| m.get(r).is_some_and(|d| !d.is_zero()))
+        })
+        .collect();
+    println!(
+        "\nCPU per invocation, microseconds (user + system, from /proc; medians of rounds):\n"
+    );
+    let header: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    println!(
+        "| target | clients | {} | total |\n|---|---:|{}---:|",
+        header.join(" | "),
+        "---:|".repeat(roles.len())
+    );
+    for (ci, &c) in args.concurrency.iter().enumerate() {
+        for (ti, target) in args.targets.iter().enumerate() {
+            let cells: Vec<String> = roles
+                .iter()
+                .map(|r| format!("{:.0}", per_invocation_us(&cpu[ti][ci], Some(*r))))
+                .collect();
+            println!(
+                "| {} | {c} | {} | {:.0} |",
+                target.name(),
+                cells.join(" | "),
+                per_invocation_us(&cpu[ti][ci], None)
+            );
+        }
+    }
 }
 
 async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {

@@ -216,6 +216,22 @@ impl Catalog {
         self.state.read().entities.get(key).cloned()
     }
 
+    /// Calls `f` with each entity under `prefix`, in key order, in place under the read
+    /// lock (no copies). `f` must not call back into the catalog.
+    pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&str, &Entity)) {
+        let data = self.state.read();
+        for (k, v) in data
+            .entities
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            f(k, v);
+        }
+    }
+
     /// Entities under `prefix` after `start_after`, at most `limit`.
     pub fn list(
         &self,

@@ -135,7 +135,13 @@ impl Resolved {
 /// Resolves a qualifier to `$LATEST` or one published version. An alias with weighted
 /// routing picks its additional version with the configured probability.
 pub fn qualifier(gw: &Gateway, key: &FunctionKey, q: Option<&str>) -> Result<Resolved, ApiError> {
-    let f = function(gw, key)?;
+    qualifier_of(gw, &function(gw, key)?, q)
+}
+
+/// [`qualifier`] for the function record `f`, already read (copied again only when it is
+/// `$LATEST` that runs).
+fn qualifier_of(gw: &Gateway, f: &Function, q: Option<&str>) -> Result<Resolved, ApiError> {
+    let key = &f.key;
     let mut q = Qualifier::parse(q.unwrap_or(Qualifier::LATEST));
     if let Qualifier::Alias(name) = &q {
         let a = alias(gw, key, name)?;
@@ -145,7 +151,7 @@ pub fn qualifier(gw: &Gateway, key: &FunctionKey, q: Option<&str>) -> Result<Res
         };
     }
     match q {
-        Qualifier::Latest => Ok(Resolved::Latest(f)),
+        Qualifier::Latest => Ok(Resolved::Latest(f.clone())),
         Qualifier::Version(n) => Ok(Resolved::Version(version(gw, key, n)?)),
         Qualifier::Alias(target) => Err(ApiError::not_found(format!(
             "Function not found: {}:{target}",
@@ -158,7 +164,8 @@ pub fn qualifier(gw: &Gateway, key: &FunctionKey, q: Option<&str>) -> Result<Res
 /// reserved concurrency). The one builder of [`InvokeTarget`]s from a name.
 pub fn target(gw: &Gateway, named: &Named) -> Result<(Function, InvokeTarget), ApiError> {
     let function = function(gw, &named.key)?;
-    let target =
-        qualifier(gw, &named.key, named.qualifier.as_deref())?.into_target(gw, named.invoked_arn());
+    // One read of the record serves both.
+    let target = qualifier_of(gw, &function, named.qualifier.as_deref())?
+        .into_target(gw, named.invoked_arn());
     Ok((function, target))
 }

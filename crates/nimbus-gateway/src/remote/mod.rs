@@ -131,16 +131,18 @@ impl RemoteWorkers {
     fn registered(&self) -> Vec<Worker> {
         let now = now_ms();
         let ttl = self.config.registration_ttl.as_millis() as u64;
-        self.catalog
-            .list(&keys::worker(""), None, usize::MAX)
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Entity::Worker(w) => Some(w),
-                _ => None,
-            })
-            .filter(|w| w.region == self.config.region)
-            .filter(|w| now.saturating_sub(w.last_heartbeat_ms) <= ttl)
-            .collect()
+        // Every invocation places through this: only the region's current
+        // registrations are copied, not every worker record of the catalog.
+        let mut out = Vec::new();
+        self.catalog.for_each(&keys::worker(""), |_, e| {
+            if let Entity::Worker(w) = e {
+                if w.region == self.config.region && now.saturating_sub(w.last_heartbeat_ms) <= ttl
+                {
+                    out.push(w.clone());
+                }
+            }
+        });
+        out
     }
 
     /// Live workers of the region: registered, and a fresh direct answer to this
@@ -162,14 +164,12 @@ impl RemoteWorkers {
 
     /// The worker's channel, created on first use.
     fn client(&self, id: &str) -> WorkerResult<WorkerClient<Channel>> {
-        let addr = match self.catalog.get(&keys::worker(id)) {
-            Some(Entity::Worker(w)) => w.addr,
-            _ => {
-                return Err(WorkerError::Unreachable(format!(
-                    "worker {id} is not registered"
-                )))
-            }
-        };
+        let addr = self.catalog.with(&keys::worker(id), |e| match e {
+            Some(Entity::Worker(w)) => Ok(w.addr.clone()),
+            _ => Err(WorkerError::Unreachable(format!(
+                "worker {id} is not registered"
+            ))),
+        })?;
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((a, c)) = channels.get(id) {
             if *a == addr {

@@ -129,9 +129,6 @@ impl LogStore {
             return Ok(());
         }
         let path = self.stream_path(account, function, stream)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
-        }
         let ingested = now_ms();
         let mut buf = String::with_capacity(lines.iter().map(|l| l.message.len() + 32).sum());
         for l in lines {
@@ -142,11 +139,24 @@ impl LogStore {
             buf.push_str(&l.message.replace('\n', "\r"));
             buf.push('\n');
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+        };
+        // The stream's directory exists after its first append (until retention removes
+        // it): try the file first, which saves every later append a mkdir.
+        let mut file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(io(dir))?;
+                }
+                open()
+            }
+            other => other,
+        }
+        .map_err(io(&path))?;
         file.write_all(buf.as_bytes()).map_err(io(&path))
     }
 
