@@ -62,6 +62,14 @@ pub fn settings(endpoint: &str) -> Vec<Setting> {
                 ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
             ]),
         },
+        // Nothing exported: what the sampling machinery itself costs.
+        Setting {
+            name: "sampled 0%",
+            env: otlp(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0"),
+            ]),
+        },
     ]
 }
 

@@ -374,4 +374,22 @@ mod tests {
         c.id = 0;
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn election_timeouts_must_be_ordered_and_above_the_heartbeat() {
+        let mut c = NodeConfig::new(1, "/tmp/x".into(), "127.0.0.1:0".parse().unwrap());
+        c.heartbeat_interval = Duration::from_millis(50);
+        c.election_timeout_min = Duration::from_millis(150);
+        c.election_timeout_max = Duration::from_millis(200);
+        assert!(c.validate().is_ok(), "a narrow window is allowed");
+        for (min, max) in [(150, 150), (150, 100), (100, 300)] {
+            c.election_timeout_min = Duration::from_millis(min);
+            c.election_timeout_max = Duration::from_millis(max);
+            let e = c.validate().unwrap_err();
+            assert!(
+                e.to_string().contains("election timeouts"),
+                "{min}/{max}: {e}"
+            );
+        }
+    }
 }

@@ -460,3 +460,31 @@ fn big_zip(n: usize) -> Vec<u8> {
     }
     buf.into_inner()
 }
+
+/// An election window the node cannot run with (upper bound not above the lower) stops it
+/// at start with the rule named, before it binds or votes.
+#[test]
+fn an_election_window_out_of_order_is_refused_at_start() {
+    let port = common::free_ports(1)[0];
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = common::path_str(dir.path());
+    let listen = format!("127.0.0.1:{port}");
+    let founding = format!("1=127.0.0.1:{port}");
+    let (ok, _, err) = run_cli(&[
+        "meta",
+        "--id",
+        "1",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data_dir,
+        "--initial-cluster",
+        &founding,
+        "--election-timeout-ms",
+        "300",
+        "--election-timeout-max-ms",
+        "200",
+    ]);
+    assert!(!ok, "the node started");
+    assert!(err.contains("election timeouts"), "{err}");
+}
