@@ -47,7 +47,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::etcd_cluster::EtcdCluster;
 use crate::nimbus_cluster::NimbusCluster;
 use crate::report::Row;
-use crate::stats::Summary;
+use crate::stats::{middle, percentile, Summary};
 use crate::workload::Target;
 
 #[derive(Parser, Debug)]
@@ -362,7 +362,6 @@ async fn failover_bench(args: FailoverArgs) -> anyhow::Result<()> {
         ms.sort_by(f64::total_cmp);
         runs.push((name, flags, ms));
     }
-    let pick = |v: &[f64], p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
     println!(
         "3-node cluster on loopback, fsync on, one writer; {} leader kills per timing.\n",
         args.kills
@@ -377,12 +376,12 @@ async fn failover_bench(args: FailoverArgs) -> anyhow::Result<()> {
             } else {
                 flags.join(" ")
             },
-            pick(ms, 0.5),
-            pick(ms, 0.9),
-            pick(ms, 1.0)
+            percentile(ms, 50.0),
+            percentile(ms, 90.0),
+            percentile(ms, 100.0)
         );
     }
-    let (d, f) = (pick(&runs[0].2, 0.5), pick(&runs[1].2, 0.5));
+    let (d, f) = (percentile(&runs[0].2, 50.0), percentile(&runs[1].2, 50.0));
     println!(
         "\nratio fast/default p50={:.2} failover_p50_s default={:.3} fast={:.3}",
         f / d,
@@ -415,11 +414,7 @@ async fn liveness_bench(args: LivenessArgs) -> anyhow::Result<()> {
         );
         rounds.push(round);
     }
-    let median = |f: &dyn Fn(&liveness::LivenessRound) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |f: &dyn Fn(&liveness::LivenessRound) -> f64| middle(rounds.iter().map(f));
     let (before, now) = (median(&|r| r.every_heartbeat), median(&|r| r.registration));
     let dead = median(&|r| r.dead_after_ms);
     println!(
@@ -464,11 +459,7 @@ async fn edge_bench(args: EdgeArgs) -> anyhow::Result<()> {
         );
         rounds.push(round);
     }
-    let median = |f: &dyn Fn(&edge::EdgeRound) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |f: &dyn Fn(&edge::EdgeRound) -> f64| middle(rounds.iter().map(f));
     let moves: Vec<f64> = {
         let mut all: Vec<f64> = rounds
             .iter()
@@ -477,9 +468,7 @@ async fn edge_bench(args: EdgeArgs) -> anyhow::Result<()> {
         all.sort_by(f64::total_cmp);
         all
     };
-    let pct = |p: f64| {
-        moves[((p / 100.0 * moves.len() as f64).ceil() as usize).clamp(1, moves.len()) - 1]
-    };
+    let pct = |p: f64| percentile(&moves, p);
     println!(
         "Link delay {} ms each way, {} calls per site and round, medians of {} round(s).\n",
         args.link_delay_ms, args.calls, args.rounds
@@ -534,12 +523,11 @@ async fn streaming_bench(args: StreamingArgs) -> anyhow::Result<()> {
         rounds.push(timings);
     }
     let median = |call: Call, f: fn(&streaming::Timing) -> f64| {
-        let mut v: Vec<f64> = rounds
-            .iter()
-            .flat_map(|r| r.iter().filter(|(c, _)| *c == call).map(|(_, t)| f(t)))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        middle(
+            rounds
+                .iter()
+                .flat_map(|r| r.iter().filter(|(c, _)| *c == call).map(|(_, t)| f(t))),
+        )
     };
     println!(
         "{} timed sequential calls per round and way, medians of {} round(s).\n",
@@ -631,18 +619,13 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
         "{} clients, {} timed invocations per round, medians of {} round(s).\n",
         args.concurrency, args.invocations, args.rounds
     );
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let base_cpu = median(&dev_cpu_us[0]);
+    let base_cpu = middle(dev_cpu_us[0].iter().copied());
     println!("| setting | invocations/s | vs off | p50 ms | p99 ms | p99 vs off | nimbus dev CPU µs per invocation | vs off | spans exported per invocation |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for (si, setting) in settings.iter().enumerate() {
         let s = Summary::median(&results[si]);
         let per_invocation = spans[si] as f64 / (args.invocations as f64 * args.rounds as f64);
-        let cpu = median(&dev_cpu_us[si]);
+        let cpu = middle(dev_cpu_us[si].iter().copied());
         println!(
             "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.0} | {:.3} | {:.2} |",
             setting.name,
@@ -829,18 +812,13 @@ fn cpu_table(
 ) {
     let per_invocation_us = |rounds: &[std::collections::BTreeMap<cpu::Role, Duration>],
                              role: Option<cpu::Role>| {
-        let mut v: Vec<f64> = rounds
-            .iter()
-            .map(|m| {
-                let d: Duration = match role {
-                    Some(r) => m.get(&r).copied().unwrap_or_default(),
-                    None => m.values().sum(),
-                };
-                d.as_secs_f64() * 1e6 / args.invocations as f64
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        middle(rounds.iter().map(|m| {
+            let d: Duration = match role {
+                Some(r) => m.get(&r).copied().unwrap_or_default(),
+                None => m.values().sum(),
+            };
+            d.as_secs_f64() * 1e6 / args.invocations as f64
+        }))
     };
     let roles: Vec<cpu::Role> = cpu::Role::ALL
         .into_iter()

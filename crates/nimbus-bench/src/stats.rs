@@ -12,13 +12,22 @@ pub struct Summary {
     pub p99_ms: f64,
 }
 
-/// Nearest-rank percentile of an ascending slice; `p` in (0, 100].
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// Nearest-rank percentile of an ascending slice; `p` in (0, 100]. An empty slice gives
+/// the default (zero).
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The middle of `values` once sorted (the upper one of an even count); 0 when empty.
+/// What the harnesses report across rounds.
+pub fn middle(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 impl Summary {
@@ -60,7 +69,15 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
         assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&v[..1], 99.0), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+        assert_eq!(percentile::<Duration>(&[], 50.0), Duration::ZERO);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
+    }
+
+    #[test]
+    fn middle_of_values() {
+        assert_eq!(middle([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(middle([1.0, 2.0]), 2.0, "the upper of an even count");
+        assert_eq!(middle([]), 0.0);
     }
 
     #[test]
