@@ -287,16 +287,22 @@ mod tests {
         )
     }
 
+    /// Runs `f` under a subscriber whose `HeadSampled` layer (with `sampler`) wraps a
+    /// counting layer; returns `f`'s result and the counting layer.
+    fn sampled<T>(sampler: Sampler, f: impl FnOnce() -> T) -> (T, Counting) {
+        let counting = Counting::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(HeadSampled::new(counting.clone(), Box::new(sampler)));
+        (tracing::subscriber::with_default(subscriber, f), counting)
+    }
+
     /// A root (under `parent`) with a child and a grandchild, each entered and closed;
     /// returns what the inner layer saw and the context the grandchild propagates.
     fn trace(
         sampler: Sampler,
         parent: Option<SpanContext>,
     ) -> ((usize, usize, usize), Option<SpanContext>) {
-        let counting = Counting::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(HeadSampled::new(counting.clone(), Box::new(sampler)));
-        let propagated = tracing::subscriber::with_default(subscriber, || {
+        let (propagated, counting) = sampled(sampler, || {
             let root = root_span(parent, || tracing::info_span!("root"));
             let _root = root.enter();
             let child = tracing::info_span!("child");
@@ -345,12 +351,7 @@ mod tests {
 
     #[test]
     fn a_ratio_samples_about_that_share_of_roots() {
-        let counting = Counting::default();
-        let subscriber = tracing_subscriber::registry().with(HeadSampled::new(
-            counting.clone(),
-            Box::new(Sampler::TraceIdRatioBased(0.25)),
-        ));
-        tracing::subscriber::with_default(subscriber, || {
+        let ((), counting) = sampled(Sampler::TraceIdRatioBased(0.25), || {
             for _ in 0..4000 {
                 let root = tracing::info_span!("root");
                 let _r = root.enter();
@@ -369,12 +370,8 @@ mod tests {
 
     #[test]
     fn a_remote_parent_does_not_leak_into_the_next_root() {
-        let counting = Counting::default();
-        let subscriber = tracing_subscriber::registry().with(HeadSampled::new(
-            counting.clone(),
-            Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
-        ));
-        tracing::subscriber::with_default(subscriber, || {
+        let always = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+        let ((), counting) = sampled(always, || {
             drop(root_span(Some(remote(false)), || {
                 tracing::info_span!("first")
             }));

@@ -59,6 +59,14 @@ impl AccountConcurrency {
 }
 
 impl Data {
+    /// The entities whose keys start with `prefix`, in key order.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Entity)> {
+        use std::ops::Bound;
+        self.entities
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
     fn adjust(&mut self, entity: &Entity, sign: i64) {
         let step = |v: u64, by: u64| {
             if sign > 0 {
@@ -220,14 +228,7 @@ impl Catalog {
     /// lock (no copies). `f` must not call back into the catalog.
     pub fn for_each(&self, prefix: &str, mut f: impl FnMut(&str, &Entity)) {
         let data = self.state.read();
-        for (k, v) in data
-            .entities
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+        for (k, v) in data.under(prefix) {
             f(k, v);
         }
     }
@@ -240,9 +241,7 @@ impl Catalog {
         limit: usize,
     ) -> Vec<(String, Entity)> {
         let data = self.state.read();
-        data.entities
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+        data.under(prefix)
             .filter(|(k, _)| start_after.is_none_or(|s| k.as_str() > s))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))

@@ -62,27 +62,26 @@ impl Held {
 /// the version the same qualifier stood for at the last complete push (an alias moved a
 /// moment ago), else `target` (its code is fetched as for any first call).
 pub fn ready(gw: &Gateway, named: &Named, target: InvokeTarget) -> InvokeTarget {
-    let earlier = {
-        let held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held.holds(&target) {
-            return target;
-        }
-        let Some(qualifier) = &named.qualifier else {
-            return target;
-        };
-        held.versions
-            .get(&(named.key.clone(), qualifier.clone()))
-            .copied()
-            .filter(|n| Qualifier::Version(*n) != target.version)
+    // One look at what the last complete round established. Reading the catalog under
+    // this lock is safe: a round replaces the record without touching the catalog.
+    let held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
+    if held.holds(&target) {
+        return target;
+    }
+    let Some(qualifier) = &named.qualifier else {
+        return target;
     };
-    let earlier = earlier
+    let earlier = held
+        .versions
+        .get(&(named.key.clone(), qualifier.clone()))
+        .copied()
+        .filter(|n| Qualifier::Version(*n) != target.version)
         .and_then(|n| resolve::version(gw, &named.key, n).ok())
         .map(|v| {
             let mut t = resolve::Resolved::Version(v).into_target(gw, target.invoked_arn.clone());
             t.edge_location = target.edge_location.clone();
             t
         });
-    let held = gw.edge.held.lock().unwrap_or_else(PoisonError::into_inner);
     match earlier {
         Some(t) if held.holds(&t) => t,
         _ => target,
