@@ -42,6 +42,7 @@ fn spec(id: String, code: &std::path::Path) -> SandboxSpec {
         service_port: Some(9001),
         unrestricted_cpu_at_start: false,
         service_addr_env: "AWS_LAMBDA_RUNTIME_API".into(),
+        zygote: None,
     }
 }
 

@@ -27,6 +27,10 @@ pub struct JailConfig {
     /// cgroups attached, base root file system, network; see `shell.rs`),
     /// refilled in the background. 0 creates every environment from scratch.
     pub shell_pool: usize,
+    /// Start a [`SandboxSpec::zygote`] ahead of time in each pre-created shell of its
+    /// shape, so a cold start finds the runtime already loaded (see `zygote.rs`). Only
+    /// with `shell_pool` > 0; `false` ignores `zygote` and execs `program` at use.
+    pub zygotes: bool,
     /// Host tuning: set `/sys/kernel/rcu_expedited` to 1 at start-up. Moving
     /// a process into a cgroup waits for an RCU grace period (several ms on
     /// cgroup v1); expedited grace periods cut cold starts roughly in half at
@@ -72,6 +76,7 @@ impl Default for JailConfig {
             network: NetworkMode::Loopback,
             scratch_prefill: 2,
             shell_pool: 0,
+            zygotes: true,
             expedite_rcu: false,
             insecure_no_isolation: false,
             pids_max_total: Some(PIDS_MAX_TOTAL_DEFAULT),
@@ -80,7 +85,7 @@ impl Default for JailConfig {
 }
 
 /// The unprivileged identity the workload runs as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SandboxUser {
     /// User id (never 0).
     pub uid: u32,
@@ -141,6 +146,24 @@ pub struct SandboxSpec {
     pub service_port: Option<u16>,
     /// Name of the variable that receives the service address.
     pub service_addr_env: String,
+    /// The runtime's zygote, when it has one: started in a pre-created shell before any
+    /// function is known, it loads the interpreter and the runtime's imports and then
+    /// waits for this spec's `cwd`, `args` and `env` with its stdio (see `shell.rs`).
+    /// `program` and `args` are what it runs then, as the plain path would exec them.
+    pub zygote: Option<std::sync::Arc<Zygote>>,
+}
+
+/// How to start a runtime's zygote: already isolated (the shell's namespaces, root,
+/// cgroups, user and seccomp filter), with only function-independent inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Zygote {
+    /// Program path inside the sandbox (the runtime's interpreter).
+    pub program: PathBuf,
+    /// `argv[1..]`.
+    pub args: Vec<String>,
+    /// Its environment until the function's arrives. The number of the descriptor it
+    /// receives the function on is added as `NIMBUS_ZYGOTE_FD`.
+    pub env: Vec<(String, String)>,
 }
 
 impl SandboxSpec {
@@ -176,6 +199,11 @@ impl SandboxSpec {
                 "code dir {} is not a directory",
                 self.code_dir.display()
             ));
+        }
+        if let Some(z) = &self.zygote {
+            if !z.program.is_absolute() {
+                return bad(format!("zygote {} must be absolute", z.program.display()));
+            }
         }
         if self.memory_mb == 0 || self.ephemeral_mb == 0 || self.pids_max == 0 {
             return bad("memory, ephemeral storage and pids must be > 0".into());

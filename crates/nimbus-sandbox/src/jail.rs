@@ -24,6 +24,7 @@ use crate::process::{PreparedSandbox, SandboxResources};
 use crate::scratch::ScratchFactory;
 use crate::seccomp::SeccompPolicy;
 use crate::shell::{DetachedMounts, ShellFactory, ShellPool, ShellShape};
+use crate::zygote::ZygoteShape;
 
 /// Namespaces every environment gets: its own PID, mount, IPC, UTS, network
 /// and cgroup view. (No user namespace: the workload runs as a real
@@ -133,13 +134,32 @@ impl Jail {
     /// a pool.
     /// (Other shapes get shells once a first cold start asked for one.)
     pub fn keep_shells_ready(&self, service_port: Option<u16>, ephemeral_mb: u64) {
-        if let Some(pool) = &self.shells {
-            pool.register(ShellShape {
-                service_port,
-                ephemeral_mb,
-                system_root: None,
-            });
+        self.keep_ready(ShellShape {
+            service_port,
+            ephemeral_mb,
+            system_root: None,
+            zygote: None,
+        });
+    }
+
+    /// Keeps `JailConfig::shell_pool` pre-created shells of `shape` ready from now on
+    /// (with its zygote started, if it names one and zygotes are on). No-op without a
+    /// pool.
+    pub fn keep_ready(&self, mut shape: ShellShape) {
+        if !self.config.zygotes {
+            shape.zygote = None;
         }
+        if let Some(pool) = &self.shells {
+            pool.register(shape);
+        }
+    }
+
+    /// Host pids of the shells of `shape` ready right now.
+    pub fn ready(&self, shape: ShellShape) -> Vec<i32> {
+        self.shells
+            .as_ref()
+            .map(|p| p.ready_pids(shape))
+            .unwrap_or_default()
     }
 
     /// Host pids of the shells ready for `service_port` and `ephemeral_mb`
@@ -152,6 +172,7 @@ impl Jail {
                     service_port,
                     ephemeral_mb,
                     system_root: None,
+                    zygote: None,
                 })
             })
             .unwrap_or_default()
@@ -178,6 +199,27 @@ impl Jail {
             #[allow(clippy::disallowed_methods)] // documented as blocking
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
+    }
+
+    /// The shells `spec` can be made from: with its runtime's zygote running, if it has
+    /// one and zygotes are on.
+    fn shape_of(&self, spec: &SandboxSpec) -> ShellShape {
+        ShellShape {
+            service_port: spec.service_port,
+            ephemeral_mb: spec.ephemeral_mb,
+            system_root: spec.system_root.clone(),
+            zygote: self.config.zygotes.then(|| ZygoteShape::of(spec)).flatten(),
+        }
+    }
+
+    /// Host pids of the shells ready for environments like `spec` right now (with its
+    /// runtime's zygote, if it has one); registers that shape, so the pool keeps
+    /// `JailConfig::shell_pool` of them from now on. For prewarming, benchmarks and
+    /// tests.
+    pub fn ready_for(&self, spec: &SandboxSpec) -> Vec<i32> {
+        let shape = self.shape_of(spec);
+        self.keep_ready(shape.clone());
+        self.ready(shape)
     }
 
     /// Sets the addresses of the cluster's nodes that environments may never reach
@@ -220,12 +262,7 @@ impl Jail {
             return crate::insecure::spawn(spec);
         }
         if let Some(pool) = &self.shells {
-            let shape = ShellShape {
-                service_port: spec.service_port,
-                ephemeral_mb: spec.ephemeral_mb,
-                system_root: spec.system_root.clone(),
-            };
-            if let Some(shell) = pool.take(shape) {
+            if let Some(shell) = pool.take(self.shape_of(&spec)) {
                 // A directory that cannot be cloned (a missing layer, say) is
                 // reported by the plain path, in its words; several layers
                 // (overlayfs) are the plain path's too. The shell was not

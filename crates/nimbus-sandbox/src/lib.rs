@@ -21,6 +21,7 @@
 //! * [`teardown`]   — [`Teardown`]: every process of an environment killed, promptly and bounded.
 //! * `shell`        — pre-created environment shells (the cold-start pool).
 //! * `shell_child`  — what a shell does in its own process; `wire` — the spec it receives.
+//! * `zygote`       — a runtime's interpreter started ahead in a shell, handed its function.
 //! * `insecure`     — the no-isolation developer mode.
 //!
 //! This is the only Nimbus crate that contains `unsafe`; every block carries a
@@ -42,9 +43,10 @@ mod shell;
 mod shell_child;
 pub mod teardown;
 mod wire;
+mod zygote;
 
 pub use child::ChildStep;
-pub use config::{JailConfig, SandboxSpec, SandboxUser};
+pub use config::{JailConfig, SandboxSpec, SandboxUser, Zygote};
 pub use error::SandboxError;
 pub use jail::Jail;
 pub use nat::NatConfig;
@@ -52,4 +54,6 @@ pub use network::NetworkMode;
 #[cfg(feature = "tokio")]
 pub use process::ExitWatch;
 pub use process::{ExitStatus, PreparedSandbox, Sandbox};
+pub use shell::ShellShape;
 pub use teardown::{Teardown, TeardownError};
+pub use zygote::ZygoteShape;

@@ -111,6 +111,8 @@ pub struct PreparedSandbox {
     /// The function's root file system operations, when a pre-created shell
     /// runs them (to describe a failing one).
     shell_ops: Option<Vec<RootfsOp>>,
+    /// The function for a zygote, sent by `start` on `go_write` instead of the go byte.
+    handoff: Option<crate::zygote::Handoff>,
     resources: SandboxResources,
     listener: Option<TcpListener>,
     /// No isolation (developer mode): kill by process group.
@@ -152,6 +154,7 @@ impl PreparedSandbox {
             err_read: Some(err_read),
             plan: Some(plan),
             shell_ops: None,
+            handoff: None,
             resources,
             listener,
             insecure: false,
@@ -165,7 +168,7 @@ impl PreparedSandbox {
         pid: Pid,
         pidfd: OwnedFd,
         control: OwnedFd,
-        err_read: OwnedFd,
+        err_read: Option<OwnedFd>,
         ops: Vec<RootfsOp>,
         mut resources: SandboxResources,
         listener: Option<TcpListener>,
@@ -175,14 +178,40 @@ impl PreparedSandbox {
             pid,
             pidfd,
             go_write: Some(control),
-            err_read: Some(err_read),
+            err_read,
             plan: None,
             shell_ops: Some(ops),
+            handoff: None,
             resources,
             listener,
             insecure: false,
             started: false,
         }
+    }
+
+    /// An environment made from a shell running a zygote, with the function's mounts
+    /// attached and limits written; `start` hands the zygote its function.
+    pub(crate) fn new_zygote(
+        pid: Pid,
+        pidfd: OwnedFd,
+        control: OwnedFd,
+        handoff: crate::zygote::Handoff,
+        ops: Vec<RootfsOp>,
+        resources: SandboxResources,
+        listener: Option<TcpListener>,
+    ) -> Self {
+        let mut prepared = Self::new_pooled(
+            pid, pidfd, control,
+            // The zygote's error pipe closed at its exec; nothing more can come.
+            None, ops, resources, listener,
+        );
+        prepared.handoff = Some(handoff);
+        prepared
+    }
+
+    /// Whether a zygote, already running, takes the function at `start`.
+    pub fn zygote(&self) -> bool {
+        self.handoff.is_some()
     }
 
     /// Whether this environment comes from the pool of pre-created shells.
@@ -203,6 +232,7 @@ impl PreparedSandbox {
             err_read: None,
             plan: None,
             shell_ops: None,
+            handoff: None,
             resources: SandboxResources::default(),
             listener,
             insecure: true,
@@ -223,6 +253,11 @@ impl PreparedSandbox {
         // A child that failed a step before the go (a mount, say) has exited already and
         // said why on the error pipe: EPIPE here only means that report is waiting.
         let mut gone = None;
+        if let (Some(control), Some(handoff)) = (&self.go_write, &self.handoff) {
+            // On failure `started` stays false: drop kills the zygote and cleans up.
+            handoff.send(control)?;
+            self.go_write = None;
+        }
         if let Some(go) = self.go_write.take() {
             match nix::unistd::write(&go, &[1u8]) {
                 Ok(_) => {}

@@ -28,6 +28,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
+use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ use crate::scratch::ScratchFactory;
 use crate::seccomp::SeccompPolicy;
 use crate::shell_child::{self, ShellPlan};
 use crate::wire;
+use crate::zygote::{self, Handoff, ZygoteShape};
 
 /// Numbers shells uniquely within this process (their cgroup names).
 static NEXT_SHELL: AtomicU64 = AtomicU64::new(0);
@@ -60,16 +62,20 @@ const READY_TIMEOUT_MS: u16 = 5_000;
 /// process of Nimbus's own code until then).
 const SHELL_PIDS_MAX: u64 = 16;
 
-/// What a shell is prepared for; everything else is written at use.
+/// What a shell is prepared for; everything else is written at use. A pool keeps
+/// `JailConfig::shell_pool` shells ready per registered shape
+/// ([`crate::Jail::keep_ready`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct ShellShape {
+pub struct ShellShape {
     /// Port of the service socket bound inside (the Runtime API), if any.
-    pub(crate) service_port: Option<u16>,
+    pub service_port: Option<u16>,
     /// Size of its `/tmp`, in MiB (mounted ahead of time).
-    pub(crate) ephemeral_mb: u64,
+    pub ephemeral_mb: u64,
     /// The runtime root file system its system directories come from (`None`: the
     /// host's).
-    pub(crate) system_root: Option<std::sync::Arc<std::path::Path>>,
+    pub system_root: Option<std::sync::Arc<std::path::Path>>,
+    /// The runtime's zygote the shell runs while it waits (see `zygote.rs`), if any.
+    pub zygote: Option<ZygoteShape>,
 }
 
 /// A function's code, runtime and layer directories as detached, read-only
@@ -98,6 +104,18 @@ struct MountAttr {
 }
 
 impl DetachedMounts {
+    pub(crate) fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    pub(crate) fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+
+    pub(crate) fn describe(&self) -> &[filesystem::RootfsOp] {
+        &self.describe
+    }
+
     /// Clones the directories `spec` needs. `Ok(None)`: the spec needs what
     /// a shell does not do (several layers, merged by overlayfs).
     pub(crate) fn for_spec(spec: &SandboxSpec) -> Result<Option<Self>, SandboxError> {
@@ -421,9 +439,17 @@ impl ShellPool {
             disk.release();
         }
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
+        let err_read = match &shape.zygote {
+            Some(z) => {
+                start_zygote(z, &host_end, err_read, plan.control, &plan.base)?;
+                None
+            }
+            None => Some(err_read),
+        };
         tracing::debug!(
             clone_us = t_clone.as_micros() as u64,
             ready_us = t0.elapsed().as_micros() as u64,
+            zygote = shape.zygote.is_some(),
             "environment shell ready"
         );
         Ok(Shell {
@@ -431,7 +457,7 @@ impl ShellPool {
             pid,
             pidfd: Some(pidfd),
             control: Some(host_end),
-            err_read: Some(err_read),
+            err_read,
             listener,
             resources: std::mem::take(res),
         })
@@ -470,21 +496,37 @@ impl ShellPool {
         }
         let mut res = std::mem::take(&mut shell.resources);
         // From here on `res` owns the process: a failure kills it.
-        match send_spec(spec, &mounts, &mut shell, &mut res) {
-            Ok(()) => {
+        let sent = match shell.shape.zygote {
+            Some(_) => prepare_zygote(spec, &mounts, &mut shell, &mut res).map(Some),
+            None => send_spec(spec, &mounts, &mut shell, &mut res).map(|()| None),
+        };
+        match sent {
+            Ok(handoff) => {
                 let control = shell.control.take().ok_or_else(|| fail("has no socket"))?;
-                let err_read = shell.err_read.take().ok_or_else(|| fail("has no pipe"))?;
                 tracing::debug!(
                     id = %spec.id,
                     pid = shell.pid.as_raw(),
                     prepare_us = t0.elapsed().as_micros() as u64,
+                    zygote = handoff.is_some(),
                     "sandbox prepared from a pre-created shell"
                 );
+                if let Some(handoff) = handoff {
+                    return Ok(PreparedSandbox::new_zygote(
+                        shell.pid,
+                        pidfd,
+                        control,
+                        handoff,
+                        mounts.describe,
+                        res,
+                        shell.listener.take(),
+                    ));
+                }
+                let err_read = shell.err_read.take().ok_or_else(|| fail("has no pipe"))?;
                 Ok(PreparedSandbox::new_pooled(
                     shell.pid,
                     pidfd,
                     control,
-                    err_read,
+                    Some(err_read),
                     mounts.describe,
                     res,
                     shell.listener.take(),
@@ -498,35 +540,95 @@ impl ShellPool {
     }
 }
 
-fn send_spec(
-    spec: &SandboxSpec,
-    mounts: &DetachedMounts,
-    shell: &mut Shell,
-    res: &mut SandboxResources,
-) -> Result<(), SandboxError> {
-    let limits = CgroupLimits {
-        memory_mb: spec.memory_mb,
-        pids_max: spec.pids_max,
-        unrestricted_cpu_at_start: false,
-    };
-    res.limits = Some(limits);
+/// The function's spec as a shell (or a zygote, with no mounts) reads it.
+fn function_message(spec: &SandboxSpec, mounts: u32) -> Result<Vec<u8>, SandboxError> {
     let mut env = spec.env.clone();
     if let Some(port) = spec.service_port {
         env.push((spec.service_addr_env.clone(), format!("127.0.0.1:{port}")));
     }
     let exec = crate::jail::ExecStrings::new(&spec.program, &spec.args, &env)?;
     let argc = spec.args.len() + 1;
-    let message = wire::encode(&wire::Message {
+    wire::encode(&wire::Message {
         uid: spec.user.uid,
         gid: spec.user.gid,
         nofile: spec.nofile,
-        mounts: mounts.mask,
+        mounts,
         cwd: &cstr(&spec.cwd)?,
         program: &exec.program,
         argv: &exec.strings[..argc],
         env: &exec.strings[argc..],
     })
-    .ok_or_else(|| SandboxError::InvalidSpec("spec too large for a pre-created shell".into()))?;
+    .ok_or_else(|| SandboxError::InvalidSpec("spec too large for a pre-created shell".into()))
+}
+
+/// The function's limits into the shell's cgroups, before any of its code can run.
+fn write_limits(spec: &SandboxSpec, res: &mut SandboxResources) -> Result<(), SandboxError> {
+    let limits = CgroupLimits {
+        memory_mb: spec.memory_mb,
+        pids_max: spec.pids_max,
+        unrestricted_cpu_at_start: false,
+    };
+    res.limits = Some(limits);
+    let cgroup = res
+        .cgroup
+        .as_ref()
+        .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no cgroup".into()))?;
+    cgroup.apply_limits(CgroupLimits {
+        unrestricted_cpu_at_start: spec.unrestricted_cpu_at_start,
+        ..limits
+    })?;
+    cgroup.reset_peak();
+    Ok(())
+}
+
+/// Sends a new shell its zygote and waits until the zygote is exec'd (the error pipe,
+/// close-on-exec, reaches EOF) or the shell reports the step that failed.
+fn start_zygote(
+    zygote: &ZygoteShape,
+    control: &OwnedFd,
+    err_read: OwnedFd,
+    shell_control: std::os::fd::RawFd,
+    base: &[filesystem::RootfsOp],
+) -> Result<(), SandboxError> {
+    let message = zygote.start_message(shell_control)?;
+    let null = File::open("/dev/null").map_err(|e| SandboxError::io("open /dev/null", e))?;
+    // Its stderr is the worker's until it has a function, so a zygote that cannot start
+    // says why in the worker's log; it replaces all three before running any function.
+    let fds = [null.as_raw_fd(), null.as_raw_fd(), libc::STDERR_FILENO];
+    shell_child::send_spec(control.as_raw_fd(), &message, &fds)
+        .map_err(|e| SandboxError::io("send a shell its zygote", e))?;
+    nix::unistd::write(control, &[1u8]).map_err(|e| SandboxError::io("start a zygote", e))?;
+    let mut report = Vec::with_capacity(8);
+    File::from(err_read)
+        .read_to_end(&mut report)
+        .map_err(|e| SandboxError::io("read a zygote's start", e))?;
+    match crate::process::decode_report(&report, Some(base)) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Attaches the function's mounts in a zygote's namespace and writes its limits; the
+/// function itself is sent at `PreparedSandbox::start`.
+fn prepare_zygote(
+    spec: &SandboxSpec,
+    mounts: &DetachedMounts,
+    shell: &mut Shell,
+    res: &mut SandboxResources,
+) -> Result<Handoff, SandboxError> {
+    let handoff = Handoff::new(spec, function_message(spec, 0)?)?;
+    zygote::attach_mounts(shell.pid, mounts, spec.user)?;
+    write_limits(spec, res)?;
+    Ok(handoff)
+}
+
+fn send_spec(
+    spec: &SandboxSpec,
+    mounts: &DetachedMounts,
+    shell: &mut Shell,
+    res: &mut SandboxResources,
+) -> Result<(), SandboxError> {
+    let message = function_message(spec, mounts.mask)?;
     let stdin = File::open("/dev/null").map_err(|e| SandboxError::io("open /dev/null", e))?;
     let control = shell
         .control
@@ -542,16 +644,7 @@ fn send_spec(
         .map_err(|e| SandboxError::io("send the spec to a pre-created shell", e))?;
     // While the shell attaches the mounts: the function's limits, before any
     // of its code can run (the shell waits for the go-ahead).
-    let cgroup = res
-        .cgroup
-        .as_ref()
-        .ok_or_else(|| SandboxError::InvalidSpec("pre-created shell has no cgroup".into()))?;
-    cgroup.apply_limits(CgroupLimits {
-        unrestricted_cpu_at_start: spec.unrestricted_cpu_at_start,
-        ..limits
-    })?;
-    cgroup.reset_peak();
-    Ok(())
+    write_limits(spec, res)
 }
 
 /// Keeps `target` shells per registered shape until the pool is dropped.

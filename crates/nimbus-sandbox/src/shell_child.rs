@@ -94,35 +94,11 @@ fn setup(plan: &mut ShellPlan) -> StepResult {
     let buf: &[u8] = &plan.buf[..len];
     let mut r = wire::Reader::new(buf);
     let h = r.header().map_err(rs)?;
-    if nfds != 3 + h.mounts.count_ones() as usize {
+    let mounts = h.mounts & wire::MOUNTS;
+    if nfds != 3 + mounts.count_ones() as usize {
         return Err(rs(Errno::EPROTO));
     }
-    let mut next = 3;
-    for (i, (bit, target)) in MOUNT_POINTS.iter().enumerate() {
-        if h.mounts & bit == 0 {
-            continue;
-        }
-        // SAFETY: fds[next] is a mount descriptor we received; target is a
-        // NUL-terminated constant; the kernel only reads both.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                fds[next],
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        Errno::result(rc).map_err(|e| (ROOTFS_BASE + i as u32, e))?;
-        next += 1;
-    }
-    nix::unistd::chown(
-        c"/tmp",
-        Some(Uid::from_raw(h.uid)),
-        Some(Gid::from_raw(h.gid)),
-    )
-    .map_err(|e| (ROOTFS_BASE + CHOWN_TMP_STEP, e))?;
+    attach(mounts, &fds[3..nfds], h.uid, h.gid)?;
     let cwd = r.cstr().map_err(rs)?;
     let program = r.cstr().map_err(rs)?;
     let (argc, envc) = (h.argc as usize, h.envc as usize);
@@ -146,6 +122,14 @@ fn setup(plan: &mut ShellPlan) -> StepResult {
         Ok(_) => return Err((code(&S::WaitForParent), Errno::ECANCELED)),
         Err(e) => return Err((code(&S::WaitForParent), e)),
     }
+    if h.mounts & wire::KEEP_CONTROL != 0 {
+        // A zygote: the control socket is how it receives its function.
+        let flags = nix::fcntl::FdFlag::empty();
+        step(
+            S::Setup,
+            nix::fcntl::fcntl(child::borrow(plan.control), nix::fcntl::F_SETFD(flags)).map(drop),
+        )?;
+    }
     let rlimits = [
         (Resource::RLIMIT_NOFILE, h.nofile),
         (Resource::RLIMIT_CORE, 0),
@@ -163,6 +147,35 @@ fn setup(plan: &mut ShellPlan) -> StepResult {
         argv: plan.ptrs.as_ptr(),
         envp: plan.ptrs[argc + 1..].as_ptr(),
     })
+}
+
+/// Attaches the detached mounts `fds` (one per bit of `mounts`, in
+/// [`MOUNT_POINTS`] order) in the caller's mount namespace and gives `/tmp` to
+/// `uid:gid`: in a shell before its exec, or in the host's short-lived helper that has
+/// joined a zygote's mount namespace (`zygote.rs`).
+pub(crate) fn attach(mounts: u32, fds: &[RawFd], uid: u32, gid: u32) -> StepResult {
+    let mut next = fds.iter();
+    for (i, (bit, target)) in MOUNT_POINTS.iter().enumerate() {
+        if mounts & bit == 0 {
+            continue;
+        }
+        let fd = *next.next().ok_or((ROOTFS_BASE + i as u32, Errno::EBADF))?;
+        // SAFETY: fd is a mount descriptor we were given; target is a
+        // NUL-terminated constant; the kernel only reads both.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map_err(|e| (ROOTFS_BASE + i as u32, e))?;
+    }
+    nix::unistd::chown(c"/tmp", Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(|e| (ROOTFS_BASE + CHOWN_TMP_STEP, e))
 }
 
 /// `close_range` over everything above stderr except `a` and `b`.

@@ -16,7 +16,9 @@
 //! ```
 //!
 //! `mounts` has bit [`MOUNT_TASK`], [`MOUNT_RUNTIME`], [`MOUNT_OPT`] set for
-//! each mount descriptor sent after stdin, stdout and stderr, in that order.
+//! each mount descriptor sent after stdin, stdout and stderr, in that order, and
+//! [`KEEP_CONTROL`] when the program is a zygote. A zygote reads the same layout
+//! (`runtimes/python/zygote.py` in nimbus-worker) for its function, with no mounts.
 
 use std::ffi::{CStr, CString};
 
@@ -37,6 +39,11 @@ pub(crate) const MOUNT_TASK: u32 = 1;
 pub(crate) const MOUNT_RUNTIME: u32 = 2;
 /// A mount descriptor for `/opt` follows.
 pub(crate) const MOUNT_OPT: u32 = 4;
+/// Not a mount: the shell keeps its control socket open across exec, because what it
+/// execs is a runtime's zygote, which receives its function on it.
+pub(crate) const KEEP_CONTROL: u32 = 0x100;
+/// The mount bits of the `mounts` field.
+pub(crate) const MOUNTS: u32 = MOUNT_TASK | MOUNT_RUNTIME | MOUNT_OPT;
 
 /// What the host sends (borrowed from the spec being prepared).
 pub(crate) struct Message<'a> {
@@ -133,7 +140,7 @@ impl<'a> Reader<'a> {
             argc: self.u32()?,
             envc: self.u32()?,
         };
-        if h.mounts & !(MOUNT_TASK | MOUNT_RUNTIME | MOUNT_OPT) != 0 {
+        if h.mounts & !(MOUNTS | KEEP_CONTROL) != 0 {
             return Err(Errno::EPROTO);
         }
         Ok(h)

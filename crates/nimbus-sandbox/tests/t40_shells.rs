@@ -1,7 +1,9 @@
 //! Pre-created environment shells (`JailConfig::shell_pool`): an environment
 //! made from a shell is held to exactly the same limits as one made from
 //! scratch — the function's limits are written after the shell was attached
-//! to its cgroups — and a broken shell is never used.
+//! to its cgroups — and a broken shell is never used. Each isolation test runs
+//! through both kinds of shell: one that execs the function's program, and one
+//! whose runtime zygote was started ahead and is handed the function (`zygote.rs`).
 mod common;
 use common::*;
 
@@ -25,6 +27,17 @@ fn pooled_jail() -> Jail {
 /// `/tmp` size of `common::spec`.
 const EPHEMERAL_MB: u64 = 64;
 
+/// How an environment is made from a shell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    /// The shell execs the function's program.
+    Shell,
+    /// A zygote running in the shell is handed the function.
+    Zygote,
+}
+
+const PATHS: [Path; 2] = [Path::Shell, Path::Zygote];
+
 fn wait_ready(jail: &Jail) {
     wait_ready_for(jail, EPHEMERAL_MB);
 }
@@ -37,22 +50,44 @@ fn wait_ready_for(jail: &Jail, ephemeral_mb: u64) {
     );
 }
 
-/// Runs `script` in an environment that must come from a shell.
-fn run_pooled(
+/// Waits until a shell (with a zygote, if `spec` names one) is ready for `spec`.
+fn wait_ready_like(jail: &Jail, spec: &SandboxSpec) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = jail.ready_for(spec);
+        if !ready.is_empty() {
+            return ready;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shell became ready"
+        );
+        #[allow(clippy::disallowed_methods)] // a plain test thread, no async runtime
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `script` in an environment that must come from a shell, by `path`.
+fn run_via(
     jail: &Jail,
+    path: Path,
     script: &str,
     tweak: impl FnOnce(&mut SandboxSpec),
 ) -> (ExitStatus, String) {
     let code = code_dir(&[("hello.txt", "hello from code\n")]);
     let (r, w) = nix::unistd::pipe().unwrap();
     let mut s = spec(&unique_id("pool"), code.path(), script, w);
+    if path == Path::Zygote {
+        s.zygote = Some(exec_zygote());
+    }
     tweak(&mut s);
-    wait_ready_for(jail, s.ephemeral_mb);
+    wait_ready_like(jail, &s);
     let prepared = jail.prepare(s).expect("prepare");
     assert!(
         prepared.pooled(),
         "the environment did not come from a shell"
     );
+    assert_eq!(prepared.zygote(), path == Path::Zygote, "{path:?}");
     let mut sandbox = prepared.start().expect("start");
     assert!(sandbox.pooled());
     let mut out = String::new();
@@ -69,7 +104,13 @@ fn t40_a_pooled_environment_is_isolated_like_a_fresh_one() {
                   for d in /root /home /work /var/lib /sys; do test -e $d && echo present $d; done; \
                   for p in / /usr /etc /var/task /opt /var/runtime; do touch $p/x 2>/dev/null && echo WROTE $p; done; \
                   echo data > /tmp/x && cat /tmp/x; stat -c %u /tmp; ls -A /tmp | tr '\\n' ' '; echo";
-    let (status, out) = run_pooled(&jail, script, |_| {});
+    for path in PATHS {
+        let (status, out) = run_via(&jail, path, script, |_| {});
+        isolated_like_a_fresh_one(status, &out);
+    }
+}
+
+fn isolated_like_a_fresh_one(status: ExitStatus, out: &str) {
     assert_eq!(status, ExitStatus::Exited(0), "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -91,22 +132,26 @@ fn t41_the_functions_memory_limit_applies_after_attach() {
     let jail = pooled_jail();
     let alloc = "exec /usr/bin/python3 -c 'x = bytearray(300 * 1024 * 1024); print(\"allocated\")'";
     // 128 MB: killed. The shell had no limit before the function's was written.
-    let (status, out) = run_pooled(&jail, alloc, |s| s.memory_mb = 128);
-    assert!(!out.contains("allocated"), "{out}");
-    assert_eq!(status.to_string(), "signal: killed", "{out}");
-    // 512 MB: the same program fits, so the limit is the function's, not a fixed one.
-    let (status, out) = run_pooled(&jail, alloc, |s| s.memory_mb = 512);
-    assert_eq!(status, ExitStatus::Exited(0), "{out}");
-    assert!(out.contains("allocated"), "{out}");
+    for path in PATHS {
+        let (status, out) = run_via(&jail, path, alloc, |s| s.memory_mb = 128);
+        assert!(!out.contains("allocated"), "{path:?}: {out}");
+        assert_eq!(status.to_string(), "signal: killed", "{path:?}: {out}");
+        // 512 MB: the same program fits, so the limit is the function's, not a fixed one.
+        let (status, out) = run_via(&jail, path, alloc, |s| s.memory_mb = 512);
+        assert_eq!(status, ExitStatus::Exited(0), "{path:?}: {out}");
+        assert!(out.contains("allocated"), "{path:?}: {out}");
+    }
 }
 
 #[test]
 fn t42_a_fork_bomb_is_bounded_by_the_functions_pids_limit() {
     let jail = pooled_jail();
-    let (_, out) = run_pooled(&jail, FORK_BOMB, |s| s.pids_max = 32);
-    let n = processes_seen(&out);
-    // More than the shell's own bound (16): the function's limit was written.
-    assert!(n > 16 && n <= 32, "{n} processes: {out}");
+    for path in PATHS {
+        let (_, out) = run_via(&jail, path, FORK_BOMB, |s| s.pids_max = 32);
+        let n = processes_seen(&out);
+        // More than the shell's own bound (16): the function's limit was written.
+        assert!(n > 16 && n <= 32, "{path:?}: {n} processes: {out}");
+    }
 }
 
 #[test]
@@ -114,11 +159,20 @@ fn t43_tmp_is_exactly_the_functions_size() {
     let jail = pooled_jail();
     let script = "df -k /tmp | tail -1 | awk '{print $2}'; \
                   dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>&1 | grep -o 'No space left on device'";
-    let (_, out) = run_pooled(&jail, script, |s| s.ephemeral_mb = 32);
-    let mut lines = out.lines();
-    let total_kb: u64 = lines.next().unwrap().trim().parse().unwrap();
-    assert!((29 * 1024..=32 * 1024).contains(&total_kb), "{out}");
-    assert_eq!(lines.next(), Some("No space left on device"), "{out}");
+    for path in PATHS {
+        let (_, out) = run_via(&jail, path, script, |s| s.ephemeral_mb = 32);
+        let mut lines = out.lines();
+        let total_kb: u64 = lines.next().unwrap().trim().parse().unwrap();
+        assert!(
+            (29 * 1024..=32 * 1024).contains(&total_kb),
+            "{path:?}: {out}"
+        );
+        assert_eq!(
+            lines.next(),
+            Some("No space left on device"),
+            "{path:?}: {out}"
+        );
+    }
 }
 
 #[test]
@@ -132,10 +186,15 @@ for name, nr, args in [("ptrace", 101, (16, 1, 0, 0)), ("mount", 165, (b"none", 
     r = libc.syscall(nr, *args)
     print(name, r, errno.errorcode.get(ctypes.get_errno()))
 '"#;
-    let (status, out) = run_pooled(&jail, script, |_| {});
-    assert_eq!(status, ExitStatus::Exited(0), "{out}");
-    for name in ["ptrace", "mount", "bpf", "unshare", "setns"] {
-        assert!(out.contains(&format!("{name} -1 EPERM")), "{name}: {out}");
+    for path in PATHS {
+        let (status, out) = run_via(&jail, path, script, |_| {});
+        assert_eq!(status, ExitStatus::Exited(0), "{path:?}: {out}");
+        for name in ["ptrace", "mount", "bpf", "unshare", "setns"] {
+            assert!(
+                out.contains(&format!("{name} -1 EPERM")),
+                "{path:?}: {name}: {out}"
+            );
+        }
     }
 }
 
@@ -161,6 +220,15 @@ fn t45_a_shell_is_used_at_most_once() {
         let mut s = prepared.start().unwrap();
         assert_eq!(s.wait().unwrap(), ExitStatus::Exited(0));
     }
+}
+
+/// Starts `prepared` (running `id -u`, its output on `r`): it ran, as the function's user.
+fn runs_as_the_function(prepared: nimbus_sandbox::PreparedSandbox, r: std::os::fd::OwnedFd) {
+    let mut sandbox = prepared.start().unwrap();
+    let mut out = String::new();
+    std::fs::File::from(r).read_to_string(&mut out).unwrap();
+    assert_eq!(sandbox.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(out.trim(), "993");
 }
 
 fn wait_dead(pid: i32) {
@@ -194,11 +262,7 @@ fn t46_a_dead_shell_is_never_used() {
     // Fell back to a fresh, fully isolated environment.
     assert!(!prepared.pooled());
     assert_ne!(prepared.pid(), pid);
-    let mut s = prepared.start().unwrap();
-    let mut out = String::new();
-    std::fs::File::from(r).read_to_string(&mut out).unwrap();
-    assert_eq!(s.wait().unwrap(), ExitStatus::Exited(0));
-    assert_eq!(out.trim(), "993");
+    runs_as_the_function(prepared, r);
 }
 
 #[test]
@@ -220,11 +284,7 @@ fn t47_a_shell_outside_its_cgroups_is_never_used() {
         .prepare(spec(&unique_id("moved"), code.path(), "id -u", w))
         .unwrap();
     assert!(!prepared.pooled());
-    let mut s = prepared.start().unwrap();
-    let mut out = String::new();
-    std::fs::File::from(r).read_to_string(&mut out).unwrap();
-    assert_eq!(s.wait().unwrap(), ExitStatus::Exited(0));
-    assert_eq!(out.trim(), "993");
+    runs_as_the_function(prepared, r);
     // The discarded shell is gone.
     wait_dead(pid);
 }
@@ -333,4 +393,95 @@ fn t49b_a_shell_killed_after_its_spec_fails_the_start_and_is_reaped() {
     }
     assert!(!marker.exists());
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn t4z1_a_zygote_runs_nothing_of_its_function_before_start_and_is_used_once() {
+    let jail = pooled_jail();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let code = code_dir(&[]);
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut s = spec(&unique_id("zyg"), code.path(), "echo ran; id -u", w);
+        s.zygote = Some(exec_zygote());
+        let ready = wait_ready_like(&jail, &s);
+        let prepared = jail.prepare(s).unwrap();
+        assert!(prepared.zygote());
+        let pid = prepared.pid();
+        assert!(ready.contains(&pid), "not one of the ready zygotes");
+        assert!(!seen.contains(&pid), "zygote {pid} handed out twice");
+        seen.push(pid);
+        // Prepared but not started: the function has not run (no output yet).
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&r),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready_to_read =
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap();
+        assert_eq!(ready_to_read, 0, "the function ran before start");
+        let mut sandbox = prepared.start().unwrap();
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        assert_eq!(sandbox.wait().unwrap(), ExitStatus::Exited(0), "{out}");
+        assert_eq!(out, "ran\n993\n");
+    }
+}
+
+#[test]
+fn t4z2_a_dead_zygote_is_never_used() {
+    let jail = pooled_jail();
+    let code = code_dir(&[]);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("zdead"), code.path(), "id -u", w);
+    s.zygote = Some(exec_zygote());
+    let pid = wait_ready_like(&jail, &s)[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_dead(pid);
+    let prepared = jail.prepare(s).unwrap();
+    // Fell back to a fresh, fully isolated environment that execs the program.
+    assert!(!prepared.pooled() && !prepared.zygote());
+    runs_as_the_function(prepared, r);
+}
+
+#[test]
+fn t4z3_a_zygote_that_cannot_start_leaves_cold_starts_to_the_plain_path() {
+    let jail = pooled_jail();
+    let code = code_dir(&[]);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("znone"), code.path(), "id -u", w);
+    s.zygote = Some(std::sync::Arc::new(nimbus_sandbox::Zygote {
+        program: "/nonexistent/python".into(),
+        args: vec![],
+        env: vec![],
+    }));
+    // The pool tries (and logs why it cannot); no such shell is ever offered.
+    assert!(jail.ready_for(&s).is_empty());
+    #[allow(clippy::disallowed_methods)] // a plain test thread, no async runtime
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(jail.ready_for(&s).is_empty());
+    let prepared = jail.prepare(s).unwrap();
+    assert!(!prepared.pooled());
+    runs_as_the_function(prepared, r);
+}
+
+#[test]
+fn t4z4_an_unstarted_zygote_environment_is_killed_on_drop() {
+    let jail = pooled_jail();
+    let code = code_dir(&[]);
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let mut s = spec(&unique_id("zdrop"), code.path(), "sleep 60", w);
+    s.zygote = Some(exec_zygote());
+    wait_ready_like(&jail, &s);
+    let prepared = jail.prepare(s).unwrap();
+    assert!(prepared.zygote());
+    let pid = prepared.pid();
+    drop(prepared);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "zygote {pid} survived"
+    );
 }

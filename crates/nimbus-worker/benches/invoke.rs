@@ -1,7 +1,9 @@
 //! Lambda-level cold and warm starts through the whole engine (sandbox,
 //! runtime, Runtime API), for three engines in the same run:
 //!
-//! * `shells`  — the default: environments made from pre-created shells;
+//! * `shells`  — environments made from pre-created shells that exec the runtime;
+//! * `zygotes` — the default: the same shells, with the runtime's zygote (Python)
+//!   started in them ahead and handed the function (`nimbus_sandbox::Zygote`);
 //! * `scratch` — `shell_pool: 0`, every environment created from scratch;
 //! * `fork+exec` — `insecure_no_isolation`: the same runtime started directly
 //!   with fork+exec and served by the same Runtime API, no sandbox (baseline);
@@ -16,6 +18,11 @@
 //! REPORT) and invoke-to-response (wall time of `Engine::invoke` with no warm
 //! environment: the response is complete, so its first byte is there too).
 //! Warm: wall time of `Engine::invoke` on a warm environment.
+//!
+//! Baseline for zygotes (issue 18): a bare start of the same interpreter running the
+//! bootstrap's imports (`python3 -c 'import …'`, fork+exec, no sandbox), timed in the
+//! same run. The last line compares a zygote's cold start (invoke-to-response minus a
+//! warm invoke) with it: `ratio zygote/bare python3.11_cold=…`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -80,7 +87,8 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(COLD);
     let mut engines = vec![
-        ("shells", engine("shells", |_| {})),
+        ("shells", engine("shells", |c| c.zygotes = false)),
+        ("zygotes", engine("zygotes", |_| {})),
         ("scratch", engine("scratch", |c| c.shell_pool = 0)),
         (
             "fork+exec",
@@ -125,9 +133,10 @@ async fn main() {
     println!(
         "{cold_starts} cold starts per runtime and engine (interleaved), 128 MB, hello world:"
     );
-    if engines.len() > 3 {
+    if engines.len() > 4 {
         compile_java(&code, &roots_dir);
     }
+    let mut ratios = Vec::new();
     for (runtime, handler) in [
         ("python3.11", "app.handler"),
         ("provided.al2023", "bootstrap.handler"),
@@ -150,6 +159,7 @@ async fn main() {
             continue;
         }
         let mut samples: Vec<Samples> = engines.iter().map(|_| Samples::default()).collect();
+        let mut bare = Vec::new();
         // Warm-up: page cache and code paths.
         for (n, (_, engine)) in engines.iter().enumerate() {
             let spec = spec(&code, runtime, handler, &format!("warmup-{n}"));
@@ -173,16 +183,21 @@ async fn main() {
                     assert!(o.init_duration.is_none());
                 }
             }
+            // The zygotes' baseline, interleaved with the engines' cold starts.
+            bare.extend(bare_start(runtime));
         }
+        let bare = (!bare.is_empty())
+            .then(|| stats(&format!("{runtime} bare start (fork+exec, imports)"), bare));
         let mut init_medians = vec![];
         let mut cold_medians = vec![];
+        let mut warm_medians = vec![];
         for ((name, _), s) in engines.iter().zip(samples) {
             init_medians.push(stats(&format!("{runtime} {name}: Init Duration"), s.init));
             cold_medians.push(stats(
                 &format!("{runtime} {name}: invoke-to-response"),
                 s.cold,
             ));
-            stats(&format!("{runtime} {name}: warm invoke"), s.warm);
+            warm_medians.push(stats(&format!("{runtime} {name}: warm invoke"), s.warm));
         }
         // Ratios against the first engine of the run (host shells where the host runs it).
         let base = engines[0].0;
@@ -193,11 +208,49 @@ async fn main() {
                 cold_medians[n].as_secs_f64() / cold_medians[0].as_secs_f64(),
             );
         }
+        // A zygote's cold start against a bare start of the same interpreter.
+        if let (Some(z), Some(bare)) = (
+            engines.iter().position(|(name, _)| *name == "zygotes"),
+            bare,
+        ) {
+            let cold = cold_medians[z].saturating_sub(warm_medians[z]);
+            let ratio = cold.as_secs_f64() / bare.as_secs_f64();
+            println!(
+                "{runtime}: zygote cold start (invoke-to-response - warm) {:.2} ms / bare start {:.2} ms = {ratio:.2}",
+                cold.as_secs_f64() * 1000.0,
+                bare.as_secs_f64() * 1000.0,
+            );
+            ratios.push(format!("{runtime}_cold={ratio:.2}"));
+        }
+    }
+    if !ratios.is_empty() {
+        println!("ratio zygote/bare {}", ratios.join(" "));
     }
     for (_, engine) in &engines {
         engine.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&code);
+}
+
+/// Wall time of starting the host's interpreter for `runtime` with the imports its
+/// bootstrap makes before its first `/next`, as a plain fork+exec (`None`: no zygote for
+/// this runtime here).
+fn bare_start(runtime: &str) -> Option<Duration> {
+    if !runtime.starts_with("python3.") {
+        return None;
+    }
+    let python = EngineConfig::default().python;
+    let imports = "import http.client, importlib, json, logging, os, sys, time";
+    let t = Instant::now();
+    let ok = std::process::Command::new(&python)
+        .args(["-c", imports])
+        .env_clear()
+        .envs([("PYTHONDONTWRITEBYTECODE", "1"), ("LANG", "en_US.UTF-8")])
+        .status()
+        .expect("python3")
+        .success();
+    assert!(ok, "the bare start failed");
+    Some(t.elapsed())
 }
 
 /// A `RequestHandler` hello world for the Java runtimes, compiled with the bookworm

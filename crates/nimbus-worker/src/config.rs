@@ -57,6 +57,10 @@ pub struct EngineConfig {
     /// slow part of creating a sandbox. 0 creates every environment from
     /// scratch. See `nimbus_sandbox::JailConfig::shell_pool`.
     pub shell_pool: usize,
+    /// Start runtimes that have a zygote (Python) ahead of time in the pool's shells,
+    /// so a cold start skips the interpreter's start-up. See
+    /// `nimbus_sandbox::JailConfig::zygotes`.
+    pub zygotes: bool,
     /// DEVELOPER ONLY: no isolation at all (warns loudly on every start).
     pub insecure_no_isolation: bool,
     /// Where function logs are kept and for how long (see [`crate::log_store`]).
@@ -94,6 +98,7 @@ impl Default for EngineConfig {
             reclaim_orphans: true,
             expedite_rcu: false,
             shell_pool: 2,
+            zygotes: true,
             insecure_no_isolation: false,
             logs: crate::log_store::LogStoreConfig::default(),
             aws_endpoint: None,

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use nimbus_sandbox::{Jail, JailConfig};
+use nimbus_sandbox::{Jail, JailConfig, ShellShape, ZygoteShape};
 use nimbus_types::limits;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -38,6 +38,8 @@ struct Inner {
     shutting_down: std::sync::atomic::AtomicBool,
     /// The interpreters' versions, asked once (see `runtimes::Interpreters`).
     interpreters: crate::runtimes::Interpreters,
+    /// Shells kept ready with a runtime's zygote started (`runtimes::zygotes`).
+    zygote_shapes: Vec<ShellShape>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -64,6 +66,7 @@ impl Engine {
             insecure_no_isolation: config.insecure_no_isolation,
             expedite_rcu: config.expedite_rcu,
             shell_pool: config.shell_pool,
+            zygotes: config.zygotes,
             ..JailConfig::default()
         })?;
         if config.reclaim_orphans {
@@ -72,6 +75,27 @@ impl Engine {
         // After reclaiming: shells live in cgroups under the same parent.
         // Other /tmp sizes get shells after their first cold start.
         jail.keep_shells_ready(Some(config.runtime_api_port), DEFAULT_EPHEMERAL_MB);
+        // And shells with each runtime's zygote started, for the default /tmp size.
+        let zygote_shapes: Vec<ShellShape> = if config.zygotes && config.shell_pool > 0 {
+            crate::runtimes::zygotes(&config)
+                .into_iter()
+                .map(|(system_root, zygote)| ShellShape {
+                    service_port: Some(config.runtime_api_port),
+                    ephemeral_mb: DEFAULT_EPHEMERAL_MB,
+                    system_root,
+                    zygote: Some(ZygoteShape {
+                        zygote,
+                        user: config.user,
+                        nofile: crate::environment::NOFILE,
+                    }),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for shape in &zygote_shapes {
+            jail.keep_ready(shape.clone());
+        }
         let logs = Arc::new(
             LogStore::open(config.log_dir(), &config.logs)
                 .map_err(|e| EngineError::io("log store", std::io::Error::other(e)))?,
@@ -83,6 +107,7 @@ impl Engine {
             pool: Pool::new(config.max_memory_mb).with_weights(config.account_weights.clone()),
             jail: Arc::new(jail),
             interpreters: crate::runtimes::Interpreters::new(&config),
+            zygote_shapes,
             config,
             reaper: Mutex::new(None),
             shutting_down: false.into(),
@@ -319,6 +344,13 @@ impl Engine {
                 DEFAULT_EPHEMERAL_MB,
             )
             .len();
+        m.zygote_shapes = self.inner.zygote_shapes.len();
+        m.zygotes_ready = self
+            .inner
+            .zygote_shapes
+            .iter()
+            .map(|shape| self.inner.jail.ready(shape.clone()).len())
+            .sum();
         m
     }
 

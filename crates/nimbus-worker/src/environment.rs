@@ -114,6 +114,9 @@ impl std::fmt::Debug for ExecutionEnvironment {
     }
 }
 
+/// Open files per environment (Lambda's limit).
+pub(crate) const NOFILE: u64 = 1024;
+
 fn lambda_env(
     config: &EngineConfig,
     spec: &FunctionSpec,
@@ -132,10 +135,16 @@ fn lambda_env(
         ("LAMBDA_RUNTIME_DIR", "/var/runtime".into()),
         ("AWS_LAMBDA_FUNCTION_NAME", spec.function_name.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.clone()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            spec.memory_mb.to_string(),
+        ),
         (
             "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{}", config.log_group_function(&spec.function_name)),
+            format!(
+                "/aws/lambda/{}",
+                config.log_group_function(&spec.function_name)
+            ),
         ),
         ("AWS_LAMBDA_LOG_STREAM_NAME", log_stream.to_owned()),
         ("AWS_REGION", config.region.clone()),
@@ -143,18 +152,17 @@ fn lambda_env(
         ("AWS_EXECUTION_ENV", format!("AWS_Lambda_{}", spec.runtime)),
         ("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.as_str().into()),
         ("AWS_LAMBDA_LOG_FORMAT", spec.log_format.as_str().into()),
-        ("TZ", ":UTC".into()),
-        ("LANG", "en_US.UTF-8".into()),
-        ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".into()),
-        (
-            "LD_LIBRARY_PATH",
-            "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib".into(),
-        ),
         ("_X_AMZN_TRACE_ID", String::new()),
     ];
-    let reserved_names: Vec<&str> = reserved.iter().map(|(k, _)| *k).collect();
+    let process = crate::runtimes::PROCESS_ENV.map(|(k, v)| (k, v.to_owned()));
+    let reserved_names: Vec<&str> = reserved.iter().chain(&process).map(|(k, _)| *k).collect();
     env.retain(|(k, _)| !reserved_names.contains(&k.as_str()) && k != "AWS_LAMBDA_RUNTIME_API");
-    env.extend(reserved.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    env.extend(
+        reserved
+            .into_iter()
+            .chain(process)
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
     // LoggingConfig.ApplicationLogLevel, when set, is what the runtime filters by.
     if let Some(level) = &spec.application_log_level {
         env.retain(|(k, _)| k != "AWS_LAMBDA_LOG_LEVEL");
@@ -240,11 +248,13 @@ impl ExecutionEnvironment {
         let stderr = write_end
             .try_clone()
             .map_err(|e| StartError::Engine(EngineError::io("log pipe", e)))?;
+        let env = lambda_env(config, spec, &launch.env, &log_stream, init_type);
         let sandbox_spec = SandboxSpec {
             id: id.clone(),
             program: launch.program.clone(),
             args: launch.args.clone(),
-            env: lambda_env(config, spec, &launch.env, &log_stream, init_type),
+            zygote: launch.zygote_for(&env),
+            env,
             cwd: "/var/task".into(),
             code_dir: spec.code_dir.clone(),
             runtime_dir: launch.runtime_dir.clone(),
@@ -253,7 +263,7 @@ impl ExecutionEnvironment {
             memory_mb: spec.memory_mb,
             ephemeral_mb: spec.ephemeral_mb,
             pids_max: config.pids_max,
-            nofile: 1024,
+            nofile: NOFILE,
             user: config.user,
             stdout: write_end,
             stderr,

@@ -20,6 +20,7 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
     let cold_starts = Counter::<u64>::default();
     let from_shells = Counter::<u64>::default();
     let shells_ready = Gauge::<i64>::default();
+    let zygotes_ready = Gauge::<i64>::default();
     let invocations = Counter::<u64>::default();
     let provisioned = Gauge::<i64>::default();
     registry.register(
@@ -73,6 +74,11 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
         shells_ready.clone(),
     );
     registry.register(
+        "nimbus_worker_zygotes_ready",
+        "Pre-created environment shells with a runtime's zygote started, waiting for a cold start",
+        zygotes_ready.clone(),
+    );
+    registry.register(
         "nimbus_worker_invocations",
         "Invocations this worker accepted",
         invocations.clone(),
@@ -93,6 +99,7 @@ pub fn register(engine: &Engine, registry: &MetricsRegistry) {
         cold_starts.inc_by(m.cold_starts.saturating_sub(cold_starts.get()));
         from_shells.inc_by(m.cold_starts_from_shells.saturating_sub(from_shells.get()));
         shells_ready.set(m.shells_ready as i64);
+        zygotes_ready.set(m.zygotes_ready as i64);
         invocations.inc_by(m.invocations.saturating_sub(invocations.get()));
     });
 }

@@ -19,6 +19,8 @@ use crate::error::EngineError;
 use crate::function::FunctionSpec;
 
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
+/// Started ahead of time in pre-created shells (`nimbus_sandbox::Zygote`), as `-c`.
+const PYTHON_ZYGOTE: &str = include_str!("../runtimes/python/zygote.py");
 const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
 const RUBY_BOOTSTRAP: &str = include_str!("../runtimes/ruby/bootstrap.rb");
 
@@ -189,6 +191,46 @@ pub(crate) struct Launch {
     pub system_root: Option<std::sync::Arc<Path>>,
     /// Extra variables the runtime family expects.
     pub env: Vec<(String, String)>,
+    /// The runtime's zygote, if it has one: the same interpreter, started ahead.
+    pub zygote: Option<std::sync::Arc<nimbus_sandbox::Zygote>>,
+}
+
+/// Variables every runtime process starts with, whatever the function (Lambda's values).
+pub(crate) const PROCESS_ENV: [(&str, &str); 4] = [
+    ("TZ", ":UTC"),
+    ("LANG", "en_US.UTF-8"),
+    ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin"),
+    (
+        "LD_LIBRARY_PATH",
+        "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib",
+    ),
+];
+
+/// Whether a variable shapes how an interpreter starts (so a zygote, started before its
+/// function was known, could not honour a function's own value of it).
+fn shapes_start_up(name: &str) -> bool {
+    ["PYTHON", "LD_", "LC_", "LANG", "MALLOC_", "GLIBC_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name == "TZ"
+}
+
+impl Launch {
+    /// The zygote for a function whose complete environment is `env`: only if every
+    /// start-up variable in it is exactly what the zygote started with.
+    pub(crate) fn zygote_for(
+        &self,
+        env: &[(String, String)],
+    ) -> Option<std::sync::Arc<nimbus_sandbox::Zygote>> {
+        let zygote = self.zygote.as_ref()?;
+        let start_up = |vars: &[(String, String)]| {
+            let mut v: Vec<&(String, String)> =
+                vars.iter().filter(|(k, _)| shapes_start_up(k)).collect();
+            v.sort();
+            v.into_iter().cloned().collect::<Vec<_>>()
+        };
+        (start_up(env) == start_up(&zygote.env)).then(|| zygote.clone())
+    }
 }
 
 /// Writes the bundled bootstraps below `state_dir/runtimes`.
@@ -248,18 +290,14 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                 runtime_dir: None,
                 system_root,
                 env: vec![],
+                zygote: None,
             })
         }
-        RuntimeKind::Python => Ok(Launch {
-            program: interpreter(&config.python),
-            args: vec!["/var/runtime/bootstrap.py".into()],
-            runtime_dir: Some(runtimes.join("python")),
+        RuntimeKind::Python => Ok(python(
+            interpreter(&config.python),
+            &runtimes,
             system_root,
-            env: vec![
-                ("PYTHONUNBUFFERED".into(), "1".into()),
-                ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-            ],
-        }),
+        )),
         RuntimeKind::Node => Ok(Launch {
             program: interpreter(&config.node),
             args: vec!["/var/runtime/bootstrap.js".into()],
@@ -273,6 +311,7 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                     wanted_version(&spec.runtime).unwrap_or_default()
                 ),
             )],
+            zygote: None,
         }),
         RuntimeKind::Ruby => {
             let ruby = offer
@@ -284,6 +323,7 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                 runtime_dir: Some(runtimes.join("ruby")),
                 system_root,
                 env: vec![],
+                zygote: None,
             })
         }
         RuntimeKind::Java => {
@@ -298,14 +338,126 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                 runtime_dir: None,
                 system_root,
                 env: vec![],
+                zygote: None,
             })
         }
     }
 }
 
+/// Python's launch: Nimbus's bootstrap on `program`, and the same interpreter as a
+/// zygote that loads the bootstrap's imports ahead (`runtimes/python/zygote.py`).
+fn python(program: PathBuf, runtimes: &Path, system_root: Option<std::sync::Arc<Path>>) -> Launch {
+    let env: Vec<(String, String)> = vec![
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+    ];
+    let zygote = nimbus_sandbox::Zygote {
+        program: program.clone(),
+        args: vec!["-c".into(), PYTHON_ZYGOTE.into()],
+        env: PROCESS_ENV
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain(env.iter().cloned())
+            .collect(),
+    };
+    Launch {
+        program,
+        args: vec!["/var/runtime/bootstrap.py".into()],
+        runtime_dir: Some(runtimes.join("python")),
+        system_root,
+        env,
+        zygote: Some(std::sync::Arc::new(zygote)),
+    }
+}
+
+/// The zygotes of the runtimes this engine offers, each with the root it runs in
+/// (`None`: the host's), without duplicates: kept ready from the engine's start, so a
+/// first cold start finds one.
+pub(crate) fn zygotes(
+    config: &EngineConfig,
+) -> Vec<(
+    Option<std::sync::Arc<Path>>,
+    std::sync::Arc<nimbus_sandbox::Zygote>,
+)> {
+    let runtimes = config.state_dir.join("runtimes");
+    let mut out: Vec<(
+        Option<std::sync::Arc<Path>>,
+        std::sync::Arc<nimbus_sandbox::Zygote>,
+    )> = Vec::new();
+    for runtime in available(config) {
+        if RuntimeKind::parse(&runtime).ok() != Some(RuntimeKind::Python) {
+            continue;
+        }
+        let (root, program) = match &config.runtime_roots {
+            Some(roots) => match roots.offer(&runtime) {
+                Ok(o) => (
+                    Some(o.root.clone()),
+                    o.interpreter
+                        .clone()
+                        .unwrap_or_else(|| config.python.clone()),
+                ),
+                Err(_) => continue,
+            },
+            None => (None, config.python.clone()),
+        };
+        let launch = python(program, &runtimes, root.clone());
+        if let Some(z) = launch.zygote {
+            if !out.iter().any(|(r, have)| *r == root && *have == z) {
+                out.push((root, z));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zygote_serves_only_functions_that_start_as_it_did() {
+        let launch = python(
+            "/usr/bin/python3".into(),
+            Path::new("/state/runtimes"),
+            None,
+        );
+        let zygote = launch.zygote.clone().expect("python has a zygote");
+        // The zygote's own environment, plus variables that do not shape start-up.
+        let mut env = zygote.env.clone();
+        env.extend([
+            ("_HANDLER".to_owned(), "app.handler".to_owned()),
+            ("AWS_REGION".to_owned(), "eu-west-1".to_owned()),
+            ("MY_SETTING".to_owned(), "x".to_owned()),
+        ]);
+        env.reverse(); // order does not matter
+        assert_eq!(launch.zygote_for(&env), Some(zygote.clone()));
+        for (name, value) in [
+            ("PYTHONPATH", "/var/task/extra"),
+            ("PYTHONHASHSEED", "0"),
+            ("LD_PRELOAD", "/var/task/x.so"),
+            ("LC_ALL", "C"),
+            ("LANGUAGE", "de"),
+            ("MALLOC_ARENA_MAX", "2"),
+        ] {
+            let mut with = env.clone();
+            with.push((name.to_owned(), value.to_owned()));
+            assert_eq!(
+                launch.zygote_for(&with),
+                None,
+                "{name} must not get a zygote"
+            );
+        }
+        // A start-up variable with another value than the zygote's, or missing.
+        let mut other = env.clone();
+        for (k, v) in other.iter_mut() {
+            if k == "TZ" {
+                *v = "Europe/Paris".into();
+            }
+        }
+        assert_eq!(launch.zygote_for(&other), None);
+        let without: Vec<_> = env.iter().filter(|(k, _)| k != "LANG").cloned().collect();
+        assert_eq!(launch.zygote_for(&without), None);
+    }
 
     #[test]
     fn runtime_names() {

@@ -400,3 +400,60 @@ async fn t15_python_behaves_as_lambdas_runtime() {
         })
     );
 }
+
+/// What a handler can see of how its interpreter was started.
+const STARTED: &str = r#"
+import os, sys, locale
+def handler(event, context):
+    import __main__
+    return {
+        "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\0")[1].decode(),
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "path": sys.path[:4],
+        "main": getattr(__main__, "__file__", None),
+        "env": sorted(k for k in os.environ if not k.startswith("_X_AMZN")),
+        "encoding": [sys.stdout.encoding, sys.getfilesystemencoding(), locale.getpreferredencoding()],
+        "tz": os.environ.get("TZ"),
+        "fds": sorted(int(f) for f in os.listdir("/proc/self/fd"))[:3],
+        "mine": os.environ.get("MINE"),
+        "extra": os.environ.get("PYTHONPATH"),
+        "extra_on_path": "/var/task/extra" in sys.path,
+    }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t16_a_zygote_started_function_sees_what_a_fresh_start_shows() {
+    let code = code(&[("app.py", STARTED)]);
+    let mut s = spec("started", "python3.11", "app.handler", code.path());
+    s.env.insert("MINE".into(), "value".into());
+    let mut seen = Vec::new();
+    for zygotes in [true, false] {
+        let t = engine_with(|c| c.zygotes = zygotes);
+        let o = invoke(&t.engine, &s, "{}").await;
+        assert_ok(&o);
+        let mut v = json(&o);
+        let want = if zygotes {
+            "-c"
+        } else {
+            "/var/runtime/bootstrap.py"
+        };
+        assert_eq!(v["cmdline"], want, "{v}");
+        assert_eq!(v["mine"], "value", "{v}");
+        assert!(o.init_duration.is_some());
+        v.as_object_mut().unwrap().remove("cmdline");
+        seen.push(v);
+        t.engine.shutdown().await;
+    }
+    assert_eq!(seen[0], seen[1], "zygote vs fresh start");
+
+    // A start-up variable of the function's own: no zygote could honour it, so the
+    // function gets a fresh interpreter that does.
+    s.env.insert("PYTHONPATH".into(), "/var/task/extra".into());
+    let t = engine_with(|c| c.zygotes = true);
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    let v = json(&o);
+    assert_eq!(v["cmdline"], "/var/runtime/bootstrap.py", "{v}");
+    assert_eq!(v["extra_on_path"], true, "{v}");
+}

@@ -1,5 +1,7 @@
 //! Escape attempts from inside a function, through the whole engine. Each
-//! must fail. (The sandbox crate's own tests cover each mechanism alone.)
+//! must fail, whether the function's Python was started for it or was a zygote started
+//! ahead and handed the function. (The sandbox crate's own tests cover each mechanism
+//! alone.)
 mod common;
 use common::*;
 
@@ -37,6 +39,8 @@ def handler(event, context):
     out["host_port"] = connect(event["host_port"])
     out["runtime_api"] = connect(9001)
     out["setuid"] = try_(lambda: os.setuid(0))
+    out["cmdline"] = open("/proc/self/cmdline", "rb").read().split(b"\0")[1].decode()
+    out["zygote_fd"] = os.environ.get("NIMBUS_ZYGOTE_FD")
     return out
 "#;
 
@@ -45,7 +49,13 @@ async fn t30_function_cannot_escape() {
     // A service on the host's loopback, e.g. a node control port.
     let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = host.local_addr().unwrap().port();
-    let t = engine();
+    for zygotes in [true, false] {
+        let t = engine_with(|c| c.zygotes = zygotes);
+        cannot_escape(&t, port, zygotes).await;
+    }
+}
+
+async fn cannot_escape(t: &TestEngine, port: u16, zygote: bool) {
     let code = code(&[("app.py", ESCAPE)]);
     let payload = format!(r#"{{"host_port":{port}}}"#);
     let a = spec("escape-a", "python3.11", "app.handler", code.path());
@@ -56,6 +66,14 @@ async fn t30_function_cannot_escape() {
     assert_ok(&ob);
     for o in [&oa, &ob] {
         let v = json(o);
+        // Which path ran it: a zygote is `python3 -c <zygote>`, else the bootstrap.
+        let want = if zygote {
+            "-c"
+        } else {
+            "/var/runtime/bootstrap.py"
+        };
+        assert_eq!(v["cmdline"], want, "{v}");
+        assert_eq!(v["zygote_fd"], serde_json::Value::Null, "{v}");
         assert!(
             v["shadow"].as_str().unwrap_or("").is_empty()
                 || v["shadow"].as_str().unwrap().starts_with("denied"),

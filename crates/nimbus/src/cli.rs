@@ -347,6 +347,10 @@ pub struct WorkerArgs {
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
+    /// Do not start runtimes' zygotes (Python) ahead of time in the pre-created
+    /// environment shells: every cold start then starts its interpreter.
+    #[arg(long)]
+    pub no_zygotes: bool,
     /// Weights of accounts' fair shares of this worker's memory while accounts wait for
     /// it, as ACCOUNT=WEIGHT, comma-separated (unlisted accounts weigh 1).
     #[arg(long, value_delimiter = ',', value_parser = parse_weight)]
@@ -546,6 +550,10 @@ pub struct DevArgs {
     /// Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
+    /// Do not start runtimes' zygotes (Python) ahead of time in the pre-created
+    /// environment shells: every cold start then starts its interpreter.
+    #[arg(long)]
+    pub no_zygotes: bool,
     /// Network for environments, as on a worker: `nat` (outbound TCP through NAT, DNS to
     /// --dns-resolver only, private ranges denied) or `none` (loopback only).
     #[arg(long, value_enum, default_value_t = NetworkArg::Nat)]

@@ -86,6 +86,7 @@ pub async fn run(args: DevArgs, metrics: MetricsRegistry) -> anyhow::Result<()> 
         region: args.region.clone(),
         max_memory_mb: args.memory_mb,
         insecure_no_isolation: args.insecure_no_isolation,
+        zygotes: !args.no_zygotes,
         runtime_roots: crate::load_roots(args.runtime_roots.as_deref())?,
         logs: args.log_retention.config(),
         aws_endpoint: Some(Arc::new(nimbus_worker::aws_proxy::AwsProxy::new(

@@ -53,6 +53,7 @@ pub async fn run(
         max_memory_mb: args.memory_mb,
         account_weights: args.account_weight.iter().cloned().collect(),
         insecure_no_isolation: args.insecure_no_isolation,
+        zygotes: !args.no_zygotes,
         runtime_roots: crate::load_roots(args.runtime_roots.as_deref())?,
         network: match args.network {
             NetworkArg::Nat => NetworkMode::Nat(NatConfig {

@@ -70,6 +70,7 @@ pub fn spec(id: &str, code: &Path, script: &str, out: OwnedFd) -> SandboxSpec {
         service_port: None,
         unrestricted_cpu_at_start: false,
         service_addr_env: "SERVICE".into(),
+        zygote: None,
     }
 }
 
@@ -147,4 +148,31 @@ pub fn processes_seen(out: &str) -> u32 {
         .trim()
         .parse()
         .unwrap_or(0)
+}
+
+/// A zygote for tests (`SandboxSpec::zygote`): the host's python3, started ahead in a
+/// shell, that takes its function's spec and stdio from the control socket as a
+/// runtime's zygote does and then execs the function's program.
+pub fn exec_zygote() -> std::sync::Arc<nimbus_sandbox::Zygote> {
+    const SOURCE: &str = r#"
+import os, socket, struct
+sock = socket.socket(fileno=int(os.environ.pop("NIMBUS_ZYGOTE_FD")))
+msg, fds, _, _ = socket.recv_fds(sock, 131072, 3)
+sock.close()
+if not msg:
+    os._exit(0)
+header = struct.Struct("<IIIQIII")
+magic, uid, gid, nofile, mounts, argc, envc = header.unpack_from(msg)
+s = msg[header.size:].split(b"\0")
+for target, fd in enumerate(fds):
+    os.dup2(fd, target)
+    os.close(fd)
+os.chdir(s[0])
+os.execve(s[1], s[2:2 + argc], dict(e.split(b"=", 1) for e in s[2 + argc:2 + argc + envc]))
+"#;
+    std::sync::Arc::new(nimbus_sandbox::Zygote {
+        program: "/usr/bin/python3".into(),
+        args: vec!["-c".into(), SOURCE.into()],
+        env: vec![],
+    })
 }

@@ -61,6 +61,11 @@ pub struct PoolMetrics {
     pub cold_starts_from_shells: u64,
     /// Pre-created shells ready for the next cold starts.
     pub shells_ready: usize,
+    /// Kinds of shells kept ready with a runtime's zygote started (one per runtime and
+    /// root that has a zygote).
+    pub zygote_shapes: usize,
+    /// Of the pre-created shells, those with a zygote started, over all those kinds.
+    pub zygotes_ready: usize,
     /// Invocations since the engine started.
     pub invocations: u64,
     /// Environments held for provisioned concurrency (the sum of the holds' counts).
@@ -254,6 +259,8 @@ impl<E: Pooled> Pool<E> {
             cold_starts: state.cold_starts,
             cold_starts_from_shells: state.cold_starts_from_shells,
             shells_ready: 0,
+            zygote_shapes: 0,
+            zygotes_ready: 0,
             invocations: state.invocations,
             provisioned: state.holds.values().map(|h| h.count).sum(),
         }

@@ -1,0 +1,186 @@
+//! Zygotes: a runtime's interpreter started ahead of time in a pre-created shell
+//! (`shell.rs`), with its imports loaded, waiting for a function.
+//!
+//! A shell whose shape names a [`Zygote`] is sent the zygote's own spec as soon as it is
+//! ready: the shell takes the last steps of the plain path (rlimits, stdio, the
+//! function's user, seccomp) and execs the zygote, keeping only its control socket open
+//! across the exec (`wire::KEEP_CONTROL`). So the zygote is isolated exactly as a
+//! function's runtime is, before it runs anything: same namespaces, root, cgroups, user
+//! and seccomp filter. It is trusted code until it runs the function, and it runs
+//! nothing else.
+//!
+//! At a cold start the host needs no privilege from inside the environment any more:
+//! a short-lived child of the host joins the zygote's mount namespace and attaches the
+//! function's detached mounts (`/var/task`, `/var/runtime`, `/opt`) and gives `/tmp` to
+//! the function's user ([`attach_mounts`]); the host writes the function's limits into
+//! the cgroups; only then ([`Handoff::send`], from `PreparedSandbox::start`) does the
+//! zygote receive the function's working directory, arguments and environment, with its
+//! stdio, in the same wire format as a shell. What the zygote does with them is the
+//! runtime's business (nimbus-worker's `runtimes/python/zygote.py`).
+//!
+//! Fail closed as the shells do: a zygote shell that died, left its cgroups or whose
+//! mounts cannot be attached is killed, and the cold start takes the plain path.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::child::{self, step, SimpleStep, StepResult};
+use crate::config::{SandboxSpec, SandboxUser, Zygote};
+use crate::error::SandboxError;
+use crate::shell::DetachedMounts;
+use crate::shell_child;
+use crate::wire;
+
+/// A zygote as part of a shell's shape: what it runs, as whom, with which open-files
+/// limit (a function gets it only if its spec has the same three).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ZygoteShape {
+    /// What it runs.
+    pub zygote: Arc<Zygote>,
+    /// As whom (the function's user).
+    pub user: SandboxUser,
+    /// Its `RLIMIT_NOFILE` (the function's).
+    pub nofile: u64,
+}
+
+impl ZygoteShape {
+    pub(crate) fn of(spec: &SandboxSpec) -> Option<Self> {
+        spec.zygote.as_ref().map(|z| ZygoteShape {
+            zygote: z.clone(),
+            user: spec.user,
+            nofile: spec.nofile,
+        })
+    }
+
+    /// The zygote's own spec, sent to a new shell: it keeps `control` (the shell's end
+    /// of the control socket, same number after the clone) across its exec.
+    pub(crate) fn start_message(&self, control: RawFd) -> Result<Vec<u8>, SandboxError> {
+        let z = &self.zygote;
+        let mut env = z.env.clone();
+        env.push(("NIMBUS_ZYGOTE_FD".into(), control.to_string()));
+        let exec = crate::jail::ExecStrings::new(&z.program, &z.args, &env)?;
+        let argc = z.args.len() + 1;
+        wire::encode(&wire::Message {
+            uid: self.user.uid,
+            gid: self.user.gid,
+            nofile: self.nofile,
+            mounts: wire::KEEP_CONTROL,
+            cwd: c"/",
+            program: &exec.program,
+            argv: &exec.strings[..argc],
+            env: &exec.strings[argc..],
+        })
+        .ok_or_else(|| SandboxError::InvalidSpec("zygote spec too large".into()))
+    }
+}
+
+/// The function's spec and stdio, for a zygote that waits for them.
+pub(crate) struct Handoff {
+    message: Vec<u8>,
+    /// stdin, stdout, stderr.
+    stdio: [OwnedFd; 3],
+}
+
+impl Handoff {
+    pub(crate) fn new(spec: &SandboxSpec, message: Vec<u8>) -> Result<Self, SandboxError> {
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| SandboxError::io("dup the function's stdio", e))
+        };
+        let stdin: OwnedFd = File::open("/dev/null")
+            .map_err(|e| SandboxError::io("open /dev/null", e))?
+            .into();
+        Ok(Handoff {
+            message,
+            stdio: [stdin, dup(&spec.stdout)?, dup(&spec.stderr)?],
+        })
+    }
+
+    /// Sends it on the zygote's control socket: from here on the function runs.
+    pub(crate) fn send(&self, control: &OwnedFd) -> Result<(), SandboxError> {
+        let fds = self.stdio.each_ref().map(AsRawFd::as_raw_fd);
+        shell_child::send_spec(control.as_raw_fd(), &self.message, &fds)
+            .map_err(|e| SandboxError::io("send the function to its zygote", e))
+    }
+}
+
+/// Joins `pid`'s mount namespace in a short-lived child of this process, attaches
+/// `mounts` there and gives `/tmp` to `user`: what a shell does itself before its exec,
+/// done for a zygote, which is unprivileged by now.
+pub(crate) fn attach_mounts(
+    pid: Pid,
+    mounts: &DetachedMounts,
+    user: SandboxUser,
+) -> Result<(), SandboxError> {
+    let ns = File::open(format!("/proc/{pid}/ns/mnt"))
+        .map_err(|e| SandboxError::io("open the zygote's mount namespace", e))?;
+    let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::io("pipe", e))?;
+    let fds: Vec<RawFd> = mounts.fds().iter().map(AsRawFd::as_raw_fd).collect();
+    let plan = AttachPlan {
+        ns: ns.as_raw_fd(),
+        mask: mounts.mask(),
+        fds: &fds,
+        user,
+        err_write: err_write.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; crate::jail::CHILD_STACK_BYTES];
+    // SAFETY: as in `Jail::prepare`: the child is a copy-on-write copy of this process
+    // (no CLONE_VM) that only makes system calls on memory allocated above and ends in
+    // _exit.
+    let child = unsafe {
+        nix::sched::clone(
+            Box::new(|| attach_child(&plan)),
+            &mut stack,
+            CloneFlags::empty(),
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(SandboxError::Clone)?;
+    drop(err_write);
+    let mut report = Vec::with_capacity(8);
+    let read = File::from(err_read).read_to_end(&mut report);
+    let waited = nix::sys::wait::waitpid(child, None);
+    read.map_err(|e| SandboxError::io("read the mount helper's status", e))?;
+    if let Some(e) = crate::process::decode_report(&report, Some(mounts.describe())) {
+        return Err(e);
+    }
+    match waited {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        other => Err(SandboxError::InvalidSpec(format!(
+            "the zygote's mount helper ended with {other:?}"
+        ))),
+    }
+}
+
+struct AttachPlan<'a> {
+    ns: RawFd,
+    mask: u32,
+    fds: &'a [RawFd],
+    user: SandboxUser,
+    err_write: RawFd,
+}
+
+fn attach_child(plan: &AttachPlan<'_>) -> isize {
+    let result = attach_in_namespace(plan);
+    if result.is_ok() {
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(0) }
+    }
+    child::exit_with(plan.err_write, result)
+}
+
+fn attach_in_namespace(plan: &AttachPlan<'_>) -> StepResult {
+    // Joining a mount namespace also moves this process's root and working directory
+    // to that namespace's root: the zygote's `/`, after its pivot_root.
+    step(
+        SimpleStep::Setup,
+        nix::sched::setns(child::borrow(plan.ns), CloneFlags::CLONE_NEWNS),
+    )?;
+    shell_child::attach(plan.mask, plan.fds, plan.user.uid, plan.user.gid)
+}
