@@ -113,6 +113,8 @@ pub struct PreparedSandbox {
     shell_ops: Option<Vec<RootfsOp>>,
     /// The function for a zygote, sent by `start` on `go_write` instead of the go byte.
     handoff: Option<crate::zygote::Handoff>,
+    /// A zygote's stdout and stderr (see [`PreparedSandbox::take_output`]).
+    output: Option<OwnedFd>,
     resources: SandboxResources,
     listener: Option<TcpListener>,
     /// No isolation (developer mode): kill by process group.
@@ -155,6 +157,7 @@ impl PreparedSandbox {
             plan: Some(plan),
             shell_ops: None,
             handoff: None,
+            output: None,
             resources,
             listener,
             insecure: false,
@@ -182,6 +185,7 @@ impl PreparedSandbox {
             plan: None,
             shell_ops: Some(ops),
             handoff: None,
+            output: None,
             resources,
             listener,
             insecure: false,
@@ -195,7 +199,7 @@ impl PreparedSandbox {
         pid: Pid,
         pidfd: OwnedFd,
         control: OwnedFd,
-        handoff: crate::zygote::Handoff,
+        (handoff, output): (crate::zygote::Handoff, OwnedFd),
         ops: Vec<RootfsOp>,
         resources: SandboxResources,
         listener: Option<TcpListener>,
@@ -206,12 +210,21 @@ impl PreparedSandbox {
             None, ops, resources, listener,
         );
         prepared.handoff = Some(handoff);
+        prepared.output = Some(output);
         prepared
     }
 
     /// Whether a zygote, already running, takes the function at `start`.
     pub fn zygote(&self) -> bool {
         self.handoff.is_some()
+    }
+
+    /// Where the workload's stdout and stderr go, when not to the spec's `stdout` and
+    /// `stderr`: a zygote's own pipe, made when it was started (a started interpreter
+    /// cannot always replace its stdio). Take it before [`start`](Self::start) and read
+    /// the environment's output from it.
+    pub fn take_output(&mut self) -> Option<OwnedFd> {
+        self.output.take()
     }
 
     /// Whether this environment comes from the pool of pre-created shells.
@@ -233,6 +246,7 @@ impl PreparedSandbox {
             plan: None,
             shell_ops: None,
             handoff: None,
+            output: None,
             resources: SandboxResources::default(),
             listener,
             insecure: true,

@@ -212,6 +212,8 @@ pub(crate) struct Shell {
     control: Option<OwnedFd>,
     err_read: Option<OwnedFd>,
     listener: Option<TcpListener>,
+    /// A zygote's stdout and stderr (the read end of the pipe it was started with).
+    output: Option<OwnedFd>,
     /// pid, cgroup, root dir, NAT link.
     resources: SandboxResources,
 }
@@ -439,12 +441,12 @@ impl ShellPool {
             disk.release();
         }
         let pidfd = crate::process::pidfd_open(pid.as_raw())?;
-        let err_read = match &shape.zygote {
+        let (err_read, output) = match &shape.zygote {
             Some(z) => {
-                start_zygote(z, &host_end, err_read, plan.control, &plan.base)?;
-                None
+                let output = start_zygote(z, &host_end, err_read, plan.control, &plan.base)?;
+                (None, Some(output))
             }
-            None => Some(err_read),
+            None => (Some(err_read), None),
         };
         tracing::debug!(
             clone_us = t_clone.as_micros() as u64,
@@ -459,6 +461,7 @@ impl ShellPool {
             control: Some(host_end),
             err_read,
             listener,
+            output,
             resources: std::mem::take(res),
         })
     }
@@ -511,11 +514,12 @@ impl ShellPool {
                     "sandbox prepared from a pre-created shell"
                 );
                 if let Some(handoff) = handoff {
+                    let output = shell.output.take().ok_or_else(|| fail("has no output"))?;
                     return Ok(PreparedSandbox::new_zygote(
                         shell.pid,
                         pidfd,
                         control,
-                        handoff,
+                        (handoff, output),
                         mounts.describe,
                         res,
                         shell.listener.take(),
@@ -582,19 +586,24 @@ fn write_limits(spec: &SandboxSpec, res: &mut SandboxResources) -> Result<(), Sa
 }
 
 /// Sends a new shell its zygote and waits until the zygote is exec'd (the error pipe,
-/// close-on-exec, reaches EOF) or the shell reports the step that failed.
+/// close-on-exec, reaches EOF) or the shell reports the step that failed. Returns the
+/// read end of the zygote's stdout and stderr.
 fn start_zygote(
     zygote: &ZygoteShape,
     control: &OwnedFd,
     err_read: OwnedFd,
     shell_control: std::os::fd::RawFd,
     base: &[filesystem::RootfsOp],
-) -> Result<(), SandboxError> {
+) -> Result<OwnedFd, SandboxError> {
     let message = zygote.start_message(shell_control)?;
     let null = File::open("/dev/null").map_err(|e| SandboxError::io("open /dev/null", e))?;
-    // Its stderr is the worker's until it has a function, so a zygote that cannot start
-    // says why in the worker's log; it replaces all three before running any function.
-    let fds = [null.as_raw_fd(), null.as_raw_fd(), libc::STDERR_FILENO];
+    let (output, output_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::io("pipe", e))?;
+    let fds = [
+        null.as_raw_fd(),
+        output_write.as_raw_fd(),
+        output_write.as_raw_fd(),
+    ];
     shell_child::send_spec(control.as_raw_fd(), &message, &fds)
         .map_err(|e| SandboxError::io("send a shell its zygote", e))?;
     nix::unistd::write(control, &[1u8]).map_err(|e| SandboxError::io("start a zygote", e))?;
@@ -604,7 +613,7 @@ fn start_zygote(
         .map_err(|e| SandboxError::io("read a zygote's start", e))?;
     match crate::process::decode_report(&report, Some(base)) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(output),
     }
 }
 
@@ -616,7 +625,7 @@ fn prepare_zygote(
     shell: &mut Shell,
     res: &mut SandboxResources,
 ) -> Result<Handoff, SandboxError> {
-    let handoff = Handoff::new(spec, function_message(spec, 0)?)?;
+    let handoff = Handoff::new(function_message(spec, 0)?);
     zygote::attach_mounts(shell.pid, mounts, spec.user)?;
     write_limits(spec, res)?;
     Ok(handoff)

@@ -14,9 +14,14 @@
 //! function's detached mounts (`/var/task`, `/var/runtime`, `/opt`) and gives `/tmp` to
 //! the function's user ([`attach_mounts`]); the host writes the function's limits into
 //! the cgroups; only then ([`Handoff::send`], from `PreparedSandbox::start`) does the
-//! zygote receive the function's working directory, arguments and environment, with its
-//! stdio, in the same wire format as a shell. What the zygote does with them is the
-//! runtime's business (nimbus-worker's `runtimes/python/zygote.py`).
+//! zygote receive the function's working directory, arguments and environment, in the
+//! same wire format as a shell (no descriptors). What the zygote does with them is the
+//! runtime's business (nimbus-worker's `runtimes/python/zygote.py`, `runtimes/node/zygote.js`).
+//!
+//! Output: a started interpreter cannot always replace its own stdout and stderr (Node
+//! has no `dup2`), so a zygote writes from the start to a pipe the sandbox made when it
+//! started it, and the environment's output is that pipe's read end
+//! (`PreparedSandbox::take_output`), not the spec's `stdout`/`stderr`.
 //!
 //! Fail closed as the shells do: a zygote shell that died, left its cgroups or whose
 //! mounts cannot be attached is killed, and the cold start takes the plain path.
@@ -79,33 +84,30 @@ impl ZygoteShape {
     }
 }
 
-/// The function's spec and stdio, for a zygote that waits for them.
+/// The function's spec, for a zygote that waits for it.
 pub(crate) struct Handoff {
     message: Vec<u8>,
-    /// stdin, stdout, stderr.
-    stdio: [OwnedFd; 3],
 }
 
 impl Handoff {
-    pub(crate) fn new(spec: &SandboxSpec, message: Vec<u8>) -> Result<Self, SandboxError> {
-        let dup = |fd: &OwnedFd| {
-            fd.try_clone()
-                .map_err(|e| SandboxError::io("dup the function's stdio", e))
-        };
-        let stdin: OwnedFd = File::open("/dev/null")
-            .map_err(|e| SandboxError::io("open /dev/null", e))?
-            .into();
-        Ok(Handoff {
-            message,
-            stdio: [stdin, dup(&spec.stdout)?, dup(&spec.stderr)?],
-        })
+    pub(crate) fn new(message: Vec<u8>) -> Self {
+        Handoff { message }
     }
 
     /// Sends it on the zygote's control socket: from here on the function runs.
     pub(crate) fn send(&self, control: &OwnedFd) -> Result<(), SandboxError> {
-        let fds = self.stdio.each_ref().map(AsRawFd::as_raw_fd);
-        shell_child::send_spec(control.as_raw_fd(), &self.message, &fds)
-            .map_err(|e| SandboxError::io("send the function to its zygote", e))
+        let n = nix::sys::socket::send(
+            control.as_raw_fd(),
+            &self.message,
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(|e| SandboxError::io("send the function to its zygote", e))?;
+        if n != self.message.len() {
+            return Err(SandboxError::InvalidSpec(
+                "the function's spec did not fit one message".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -82,12 +82,14 @@ fn run_via(
     }
     tweak(&mut s);
     wait_ready_like(jail, &s);
-    let prepared = jail.prepare(s).expect("prepare");
+    let mut prepared = jail.prepare(s).expect("prepare");
     assert!(
         prepared.pooled(),
         "the environment did not come from a shell"
     );
     assert_eq!(prepared.zygote(), path == Path::Zygote, "{path:?}");
+    // A zygote's output is its own pipe; the spec's is unused.
+    let r = prepared.take_output().unwrap_or(r);
     let mut sandbox = prepared.start().expect("start");
     assert!(sandbox.pooled());
     let mut out = String::new();
@@ -401,12 +403,13 @@ fn t4z1_a_zygote_runs_nothing_of_its_function_before_start_and_is_used_once() {
     let mut seen = Vec::new();
     for _ in 0..2 {
         let code = code_dir(&[]);
-        let (r, w) = nix::unistd::pipe().unwrap();
+        let (_unused, w) = nix::unistd::pipe().unwrap();
         let mut s = spec(&unique_id("zyg"), code.path(), "echo ran; id -u", w);
         s.zygote = Some(exec_zygote());
         let ready = wait_ready_like(&jail, &s);
-        let prepared = jail.prepare(s).unwrap();
+        let mut prepared = jail.prepare(s).unwrap();
         assert!(prepared.zygote());
+        let r = prepared.take_output().expect("a zygote's output");
         let pid = prepared.pid();
         assert!(ready.contains(&pid), "not one of the ready zygotes");
         assert!(!seen.contains(&pid), "zygote {pid} handed out twice");

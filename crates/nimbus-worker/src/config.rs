@@ -57,7 +57,7 @@ pub struct EngineConfig {
     /// slow part of creating a sandbox. 0 creates every environment from
     /// scratch. See `nimbus_sandbox::JailConfig::shell_pool`.
     pub shell_pool: usize,
-    /// Start runtimes that have a zygote (Python) ahead of time in the pool's shells,
+    /// Start runtimes that have a zygote (Python, Node.js) ahead of time in the pool's shells,
     /// so a cold start skips the interpreter's start-up. See
     /// `nimbus_sandbox::JailConfig::zygotes`.
     pub zygotes: bool,

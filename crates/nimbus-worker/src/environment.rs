@@ -278,15 +278,18 @@ impl ExecutionEnvironment {
         let created = tokio::task::spawn_blocking(move || {
             let mut prepared = jail2.prepare(sandbox_spec)?;
             let listener = prepared.take_service_listener();
+            // A zygote writes to its own pipe, made when it started.
+            let output = prepared.take_output();
             let sandbox = prepared.start()?;
-            Ok::<_, nimbus_sandbox::SandboxError>((sandbox, listener))
+            Ok::<_, nimbus_sandbox::SandboxError>((sandbox, listener, output))
         })
         .await
         .map_err(|e| {
             StartError::Engine(EngineError::io("sandbox task", std::io::Error::other(e)))
         })?;
-        let (sandbox, listener) = created.map_err(|e| StartError::Engine(e.into()))?;
-        let logs = LogCapture::start(id.clone(), read_end.into())
+        let (sandbox, listener, output) = created.map_err(|e| StartError::Engine(e.into()))?;
+        let output = output.unwrap_or_else(|| read_end.into());
+        let logs = LogCapture::start(id.clone(), output)
             .map_err(|e| StartError::Engine(EngineError::io("log capture", e)))?;
         let api_task = match listener {
             Some(l) => api

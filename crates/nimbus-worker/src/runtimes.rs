@@ -21,6 +21,8 @@ use crate::function::FunctionSpec;
 const PYTHON_BOOTSTRAP: &str = include_str!("../runtimes/python/bootstrap.py");
 /// Started ahead of time in pre-created shells (`nimbus_sandbox::Zygote`), as `-c`.
 const PYTHON_ZYGOTE: &str = include_str!("../runtimes/python/zygote.py");
+/// Node's zygote, as `-e`.
+const NODE_ZYGOTE: &str = include_str!("../runtimes/node/zygote.js");
 const NODE_BOOTSTRAP: &str = include_str!("../runtimes/node/bootstrap.js");
 const RUBY_BOOTSTRAP: &str = include_str!("../runtimes/ruby/bootstrap.rb");
 
@@ -209,9 +211,11 @@ pub(crate) const PROCESS_ENV: [(&str, &str); 4] = [
 /// Whether a variable shapes how an interpreter starts (so a zygote, started before its
 /// function was known, could not honour a function's own value of it).
 fn shapes_start_up(name: &str) -> bool {
-    ["PYTHON", "LD_", "LC_", "LANG", "MALLOC_", "GLIBC_"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "PYTHON", "NODE_", "UV_", "LD_", "LC_", "LANG", "MALLOC_", "GLIBC_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
         || name == "TZ"
 }
 
@@ -273,7 +277,10 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
     match kind {
         RuntimeKind::Provided => {
             let candidates = [
-                (spec.code_dir.join("bootstrap").exists(), "/var/task/bootstrap"),
+                (
+                    spec.code_dir.join("bootstrap").exists(),
+                    "/var/task/bootstrap",
+                ),
                 (
                     spec.layers.iter().any(|l| l.join("bootstrap").exists()),
                     "/opt/bootstrap",
@@ -283,7 +290,10 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                 .iter()
                 .find(|(found, _)| *found)
                 .map(|(_, p)| PathBuf::from(p))
-                .ok_or_else(|| "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]".to_owned())?;
+                .ok_or_else(|| {
+                    "Couldn't find valid bootstrap(s): [/var/task/bootstrap /opt/bootstrap]"
+                        .to_owned()
+                })?;
             Ok(Launch {
                 program,
                 args: vec![],
@@ -293,26 +303,13 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
                 zygote: None,
             })
         }
-        RuntimeKind::Python => Ok(python(
-            interpreter(&config.python),
+        RuntimeKind::Python => Ok(python(interpreter(&config.python), &runtimes, system_root)),
+        RuntimeKind::Node => Ok(node(
+            interpreter(&config.node),
             &runtimes,
             system_root,
+            &spec.runtime,
         )),
-        RuntimeKind::Node => Ok(Launch {
-            program: interpreter(&config.node),
-            args: vec!["/var/runtime/bootstrap.js".into()],
-            runtime_dir: Some(runtimes.join("node")),
-            system_root,
-            // Lambda's NODE_PATH: a layer's modules for this major version, then any version's.
-            env: vec![(
-                "NODE_PATH".into(),
-                format!(
-                    "/opt/nodejs/node{}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/task/node_modules",
-                    wanted_version(&spec.runtime).unwrap_or_default()
-                ),
-            )],
-            zygote: None,
-        }),
         RuntimeKind::Ruby => {
             let ruby = offer
                 .and_then(|o| o.interpreter.clone())
@@ -347,27 +344,64 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
 /// Python's launch: Nimbus's bootstrap on `program`, and the same interpreter as a
 /// zygote that loads the bootstrap's imports ahead (`runtimes/python/zygote.py`).
 fn python(program: PathBuf, runtimes: &Path, system_root: Option<std::sync::Arc<Path>>) -> Launch {
-    let env: Vec<(String, String)> = vec![
+    let env = vec![
         ("PYTHONUNBUFFERED".into(), "1".into()),
         ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
     ];
-    let zygote = nimbus_sandbox::Zygote {
-        program: program.clone(),
-        args: vec!["-c".into(), PYTHON_ZYGOTE.into()],
-        env: PROCESS_ENV
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .chain(env.iter().cloned())
-            .collect(),
-    };
     Launch {
+        zygote: Some(zygote(&program, "-c", PYTHON_ZYGOTE, &env)),
         program,
         args: vec!["/var/runtime/bootstrap.py".into()],
         runtime_dir: Some(runtimes.join("python")),
         system_root,
         env,
-        zygote: Some(std::sync::Arc::new(zygote)),
     }
+}
+
+/// Node's launch: Nimbus's bootstrap on `program` with Lambda's `NODE_PATH` for the
+/// runtime's major version, and the same interpreter as a zygote
+/// (`runtimes/node/zygote.js`).
+fn node(
+    program: PathBuf,
+    runtimes: &Path,
+    system_root: Option<std::sync::Arc<Path>>,
+    runtime: &str,
+) -> Launch {
+    // Lambda's NODE_PATH: a layer's modules for this major version, then any version's.
+    let env = vec![(
+        "NODE_PATH".into(),
+        format!(
+            "/opt/nodejs/node{}/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/task/node_modules",
+            wanted_version(runtime).unwrap_or_default()
+        ),
+    )];
+    Launch {
+        zygote: Some(zygote(&program, "-e", NODE_ZYGOTE, &env)),
+        program,
+        args: vec!["/var/runtime/bootstrap.js".into()],
+        runtime_dir: Some(runtimes.join("node")),
+        system_root,
+        env,
+    }
+}
+
+/// `program` running `source` (given with `flag`), started with what every runtime
+/// process starts with and the runtime family's own `env`.
+fn zygote(
+    program: &Path,
+    flag: &str,
+    source: &str,
+    env: &[(String, String)],
+) -> std::sync::Arc<nimbus_sandbox::Zygote> {
+    std::sync::Arc::new(nimbus_sandbox::Zygote {
+        program: program.to_owned(),
+        args: vec![flag.into(), source.into()],
+        env: PROCESS_ENV
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .chain(env.iter().cloned())
+            .collect(),
+    })
 }
 
 /// The zygotes of the runtimes this engine offers, each with the root it runs in
@@ -385,22 +419,25 @@ pub(crate) fn zygotes(
         std::sync::Arc<nimbus_sandbox::Zygote>,
     )> = Vec::new();
     for runtime in available(config) {
-        if RuntimeKind::parse(&runtime).ok() != Some(RuntimeKind::Python) {
-            continue;
-        }
+        let host = match RuntimeKind::parse(&runtime) {
+            Ok(RuntimeKind::Python) => &config.python,
+            Ok(RuntimeKind::Node) => &config.node,
+            _ => continue,
+        };
         let (root, program) = match &config.runtime_roots {
             Some(roots) => match roots.offer(&runtime) {
                 Ok(o) => (
                     Some(o.root.clone()),
-                    o.interpreter
-                        .clone()
-                        .unwrap_or_else(|| config.python.clone()),
+                    o.interpreter.clone().unwrap_or_else(|| host.clone()),
                 ),
                 Err(_) => continue,
             },
-            None => (None, config.python.clone()),
+            None => (None, host.clone()),
         };
-        let launch = python(program, &runtimes, root.clone());
+        let launch = match RuntimeKind::parse(&runtime) {
+            Ok(RuntimeKind::Node) => node(program, &runtimes, root.clone(), &runtime),
+            _ => python(program, &runtimes, root.clone()),
+        };
         if let Some(z) = launch.zygote {
             if !out.iter().any(|(r, have)| *r == root && *have == z) {
                 out.push((root, z));

@@ -409,6 +409,7 @@ def handler(event, context):
     return {
         "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\0")[1].decode(),
         "argv": sys.argv,
+        "orig_argv": sys.orig_argv,
         "cwd": os.getcwd(),
         "path": sys.path[:4],
         "main": getattr(__main__, "__file__", None),
@@ -427,25 +428,7 @@ async fn t16_a_zygote_started_function_sees_what_a_fresh_start_shows() {
     let code = code(&[("app.py", STARTED)]);
     let mut s = spec("started", "python3.11", "app.handler", code.path());
     s.env.insert("MINE".into(), "value".into());
-    let mut seen = Vec::new();
-    for zygotes in [true, false] {
-        let t = engine_with(|c| c.zygotes = zygotes);
-        let o = invoke(&t.engine, &s, "{}").await;
-        assert_ok(&o);
-        let mut v = json(&o);
-        let want = if zygotes {
-            "-c"
-        } else {
-            "/var/runtime/bootstrap.py"
-        };
-        assert_eq!(v["cmdline"], want, "{v}");
-        assert_eq!(v["mine"], "value", "{v}");
-        assert!(o.init_duration.is_some());
-        v.as_object_mut().unwrap().remove("cmdline");
-        seen.push(v);
-        t.engine.shutdown().await;
-    }
-    assert_eq!(seen[0], seen[1], "zygote vs fresh start");
+    same_from_a_zygote_as_fresh(&s, "-c", "/var/runtime/bootstrap.py").await;
 
     // A start-up variable of the function's own: no zygote could honour it, so the
     // function gets a fresh interpreter that does.

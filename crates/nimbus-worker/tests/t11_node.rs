@@ -206,3 +206,35 @@ async fn t12_node_timeout_and_out_of_memory() {
     }
     assert_eq!(t.engine.metrics().reserved_mb, 0);
 }
+
+/// What a handler can see of how its interpreter was started.
+const STARTED: &str = r#"
+const fs = require('fs');
+exports.handler = async () => ({
+  cmdline: fs.readFileSync('/proc/self/cmdline', 'utf8').split('\0')[1],
+  argv: process.argv,
+  execArgv: process.execArgv,
+  main: require.main && require.main.filename,
+  cwd: process.cwd(),
+  env: Object.keys(process.env).filter((k) => !k.startsWith('_X_AMZN')).sort(),
+  paths: module.paths.slice(0, 3),
+  mine: process.env.MINE,
+  fds: fs.readdirSync('/proc/self/fd').map(Number).sort((a, b) => a - b).slice(0, 3),
+});
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t13_a_zygote_started_function_sees_what_a_fresh_start_shows() {
+    let code = code(&[("index.js", STARTED)]);
+    let mut s = spec("started", "nodejs20.x", "index.handler", code.path());
+    s.env.insert("MINE".into(), "value".into());
+    same_from_a_zygote_as_fresh(&s, "-e", "/var/runtime/bootstrap.js").await;
+
+    // NODE_OPTIONS of the function's own: a fresh interpreter that honours it.
+    s.env
+        .insert("NODE_OPTIONS".into(), "--max-old-space-size=100".into());
+    let t = engine_with(|c| c.zygotes = true);
+    let o = invoke(&t.engine, &s, "{}").await;
+    assert_ok(&o);
+    assert_eq!(json(&o)["cmdline"], "/var/runtime/bootstrap.js");
+}

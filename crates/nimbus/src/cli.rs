@@ -347,7 +347,7 @@ pub struct WorkerArgs {
     /// DEVELOPER ONLY: run functions without any isolation. Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
-    /// Do not start runtimes' zygotes (Python) ahead of time in the pre-created
+    /// Do not start runtimes' zygotes (Python, Node.js) ahead of time in the pre-created
     /// environment shells: every cold start then starts its interpreter.
     #[arg(long)]
     pub no_zygotes: bool,
@@ -550,7 +550,7 @@ pub struct DevArgs {
     /// Logs a warning on every start.
     #[arg(long)]
     pub insecure_no_isolation: bool,
-    /// Do not start runtimes' zygotes (Python) ahead of time in the pre-created
+    /// Do not start runtimes' zygotes (Python, Node.js) ahead of time in the pre-created
     /// environment shells: every cold start then starts its interpreter.
     #[arg(long)]
     pub no_zygotes: bool,

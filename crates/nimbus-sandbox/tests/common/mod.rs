@@ -151,22 +151,20 @@ pub fn processes_seen(out: &str) -> u32 {
 }
 
 /// A zygote for tests (`SandboxSpec::zygote`): the host's python3, started ahead in a
-/// shell, that takes its function's spec and stdio from the control socket as a
-/// runtime's zygote does and then execs the function's program.
+/// shell, that takes its function's spec from the control socket as a runtime's zygote
+/// does and then execs the function's program (its output is the zygote's own pipe,
+/// `PreparedSandbox::take_output`).
 pub fn exec_zygote() -> std::sync::Arc<nimbus_sandbox::Zygote> {
     const SOURCE: &str = r#"
 import os, socket, struct
 sock = socket.socket(fileno=int(os.environ.pop("NIMBUS_ZYGOTE_FD")))
-msg, fds, _, _ = socket.recv_fds(sock, 131072, 3)
+msg = sock.recv(131072)
 sock.close()
 if not msg:
     os._exit(0)
 header = struct.Struct("<IIIQIII")
 magic, uid, gid, nofile, mounts, argc, envc = header.unpack_from(msg)
 s = msg[header.size:].split(b"\0")
-for target, fd in enumerate(fds):
-    os.dup2(fd, target)
-    os.close(fd)
 os.chdir(s[0])
 os.execve(s[1], s[2:2 + argc], dict(e.split(b"=", 1) for e in s[2 + argc:2 + argc + envc]))
 "#;

@@ -2,11 +2,12 @@
 
 Started by the worker in a pre-created environment shell before any function is known
 (nimbus-sandbox's zygote.rs), already isolated: its namespaces, root, cgroups, user and
-seccomp filter are the function's. It waits on the descriptor NIMBUS_ZYGOTE_FD for one
-message, in the sandbox's wire format (wire.rs): the function's working directory,
-argv (the interpreter, then the bootstrap script) and environment, with its stdin,
-stdout and stderr. It takes those as its own and runs the bootstrap as __main__, exactly
-as `python3 /var/runtime/bootstrap.py` would, minus the start-up already done. The
+seccomp filter are the function's. Its stdout and stderr are already the environment's
+output. It waits on the descriptor NIMBUS_ZYGOTE_FD for one message, in the sandbox's
+wire format (wire.rs): the function's working directory, argv (the interpreter, then
+the bootstrap script) and environment. It takes those as its own and runs the bootstrap
+as __main__, exactly as `python3 /var/runtime/bootstrap.py` would, minus the start-up
+already done. The
 worker only gives a function a zygote whose start-up environment (PYTHON*, LANG, TZ,
 LD_*, ...) matches the function's. Standard library only.
 """
@@ -38,13 +39,11 @@ def fail(message):
 def receive(fd):
     sock = socket.socket(fileno=fd)
     try:
-        message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3)
+        message = sock.recv(MAX_MESSAGE)
     finally:
         sock.close()
     if not message:
         os._exit(0)  # the worker dropped this shell unused
-    if len(fds) != 3:
-        fail(f"expected stdin, stdout and stderr, got {len(fds)} descriptors")
     if len(message) < HEADER.size:
         fail("short message")
     magic, _uid, _gid, _nofile, mounts, argc, envc = HEADER.unpack_from(message)
@@ -56,7 +55,7 @@ def receive(fd):
     cwd, _program = strings[0], strings[1]
     argv = [s.decode() for s in strings[2:2 + argc]]
     env = dict(s.decode().split("=", 1) for s in strings[2 + argc:2 + argc + envc])
-    return cwd.decode(), argv, env, fds
+    return cwd.decode(), argv, env
 
 
 def main():
@@ -66,10 +65,7 @@ def main():
     # since its start-up variables are this zygote's. Everything else here is also in
     # the function's environment.
     started_with = dict(os.environ)
-    cwd, argv, env, fds = receive(fd)
-    for target, received in enumerate(fds):
-        os.dup2(received, target)
-        os.close(received)
+    cwd, argv, env = receive(fd)
     os.environ.clear()
     os.environ.update(env)
     for name, value in started_with.items():
@@ -77,6 +73,7 @@ def main():
     os.chdir(cwd)
     script = argv[1]
     sys.argv = argv[1:]
+    sys.orig_argv = [argv[0]] + argv[1:]
     # As for `python3 script`: the script's directory first on the path.
     sys.path[0] = os.path.dirname(script)
     runpy.run_path(script, run_name="__main__")

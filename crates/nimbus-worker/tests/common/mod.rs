@@ -32,13 +32,15 @@ pub fn engine_with(tweak: impl FnOnce(&mut EngineConfig)) -> TestEngine {
     };
     tweak(&mut config);
     let pooled = config.shell_pool > 0 && !config.insecure_no_isolation;
+    let target = config.shell_pool;
     let engine = Engine::new(config).expect("engine");
     // The first cold start of a test goes through a pre-created shell (the
     // engine default), not the fallback that runs while the pool fills.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    // With zygotes, the first Python cold start finds one started too.
+    // Every pool full, zygotes included: a test's first cold starts (of Python and
+    // Node functions too) find what a worker that has been up a while has ready.
     let ready = |m: nimbus_worker::PoolMetrics| {
-        m.shells_ready > 0 && (m.zygote_shapes == 0 || m.zygotes_ready > 0)
+        m.shells_ready >= target && m.zygotes_ready >= m.zygote_shapes * target
     };
     while pooled && !ready(engine.metrics()) {
         assert!(
@@ -141,4 +143,26 @@ pub fn repo_root() -> PathBuf {
         .join("../..")
         .canonicalize()
         .unwrap()
+}
+
+/// Invokes `spec` (whose handler reports how its interpreter started, `cmdline` being
+/// its second argument) on an engine with zygotes and on one without; checks that the
+/// first ran in a zygote (`zygote_arg`: `-c`, `-e`) and the second from `bootstrap`, and
+/// that the function saw the same otherwise.
+pub async fn same_from_a_zygote_as_fresh(spec: &FunctionSpec, zygote_arg: &str, bootstrap: &str) {
+    let mut seen = Vec::new();
+    for zygotes in [true, false] {
+        let t = engine_with(|c| c.zygotes = zygotes);
+        let o = invoke(&t.engine, spec, "{}").await;
+        assert_ok(&o);
+        assert!(o.init_duration.is_some());
+        let mut v = json(&o);
+        let want = if zygotes { zygote_arg } else { bootstrap };
+        assert_eq!(v["cmdline"], want, "{v}");
+        assert_eq!(v["mine"], "value", "{v}");
+        v.as_object_mut().unwrap().remove("cmdline");
+        seen.push(v);
+        t.engine.shutdown().await;
+    }
+    assert_eq!(seen[0], seen[1], "zygote vs fresh start");
 }
