@@ -12,6 +12,8 @@
 //!   the watch stream serves and the request-id table that makes retries idempotent.
 //! - [`crypto`]: AES-256-GCM sealing of code chunks and access-key secrets.
 //! - [`network`]: the Raft transport (openraft's RPCs over tonic).
+//! - [`check_quorum`]: a leader that no quorum answers goes silent for its term, so the
+//!   others elect a new one (openraft 0.9 has no check-quorum).
 //! - [`service`]: the gRPC services (Raft and Metadata), one module per concern
 //!   (raft, metadata, code, backup, leases, admin), and leader forwarding written once.
 //! - [`leases`]: the leader's concurrency-lease policy (pure, clock passed in).
@@ -25,6 +27,7 @@
 // design and only travel on error paths.
 #![allow(clippy::result_large_err)]
 
+pub mod check_quorum;
 pub mod client;
 pub mod crypto;
 pub mod error;

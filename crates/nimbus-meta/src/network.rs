@@ -1,27 +1,42 @@
 //! The Raft transport: openraft's RPCs over tonic, one lazily connected channel per peer.
+//!
+//! It is also where check-quorum lives ([`crate::check_quorum`]): every answer to a
+//! replication call is recorded, and a leader that no quorum answers sends nothing more
+//! in its term.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nimbus_proto::meta::raft_client::RaftClient;
 use nimbus_proto::meta::RaftMessage;
 use nimbus_tls::{Role, Transport};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use tonic::transport::Channel;
 
+use crate::check_quorum::CheckQuorum;
 use crate::raft_types::{Node, NodeId, TypeConfig};
 
 /// Builds connections to peers.
 #[derive(Clone)]
-pub struct Network(pub Transport);
+pub struct Network {
+    /// How peers are dialled (mutual TLS, or plaintext in tests).
+    pub transport: Transport,
+    /// Shared with the node's services: who answered when, and whether this node, as
+    /// leader, has gone silent for its term.
+    pub quorum: Arc<CheckQuorum>,
+}
 
 /// A connection to one peer.
 pub struct PeerConnection {
     client: Result<RaftClient<Channel>, String>,
+    /// The peer's id, for check-quorum's record of answers.
+    target: NodeId,
+    quorum: Arc<CheckQuorum>,
 }
 
 /// Opens a lazily-connecting channel to a metadata node's address (`host:port`): the
@@ -38,15 +53,19 @@ pub fn channel(addr: &str, transport: &Transport) -> Result<Channel, nimbus_tls:
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, _target: NodeId, node: &Node) -> PeerConnection {
-        let client = channel(&node.addr, &self.0)
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
+        let client = channel(&node.addr, &self.transport)
             .map(|c| {
                 RaftClient::new(c)
                     .max_decoding_message_size(64 * 1024 * 1024)
                     .max_encoding_message_size(64 * 1024 * 1024)
             })
             .map_err(|e| e.to_string());
-        PeerConnection { client }
+        PeerConnection {
+            client,
+            target,
+            quorum: self.quorum.clone(),
+        }
     }
 }
 
@@ -85,6 +104,22 @@ impl PeerConnection {
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))
     }
+
+    /// Refuses to send a replication call of `term` when check-quorum has silenced this
+    /// leader: to openraft the peer looks unreachable, and the peer hears nothing.
+    fn may_replicate<E: std::error::Error>(
+        &self,
+        term: u64,
+    ) -> Result<(), RPCError<NodeId, Node, E>> {
+        if self.quorum.silenced(term, Instant::now()) {
+            let why =
+                "check-quorum: this leader heard from no quorum; not replicating in this term";
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(why),
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn with_timeout<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
@@ -94,17 +129,27 @@ fn with_timeout<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
+    /// How long openraft waits after an `Unreachable` before it tries a peer again:
+    /// openraft's 500 ms, but at most half an election timeout, so that a leader coming
+    /// out of a check-quorum silence sends within its probe (one timeout long).
+    fn backoff(&self) -> Backoff {
+        let wait = Duration::from_millis(500).min(self.quorum.timeout() / 2);
+        Backoff::new(std::iter::repeat(wait))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.may_replicate(rpc.vote.leader_id().get_term())?;
         let msg = encode(&rpc)?;
         let resp = self
             .client()?
             .append_entries(with_timeout(msg, &option))
             .await
             .map_err(status_err)?;
+        self.quorum.answered(self.target, Instant::now());
         decode(resp.into_inner())
     }
 
@@ -113,12 +158,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.may_replicate(rpc.vote.leader_id().get_term())?;
         let msg = encode(&rpc)?;
         let resp = self
             .client()?
             .install_snapshot(with_timeout(msg, &option))
             .await
             .map_err(status_err)?;
+        self.quorum.answered(self.target, Instant::now());
         decode(resp.into_inner())
     }
 

@@ -12,6 +12,7 @@ use nimbus_proto::meta::raft_server::RaftServer;
 use nimbus_tls::{AuthorityLayer, Transport};
 use openraft::{BasicNode, SnapshotPolicy};
 
+use crate::check_quorum::CheckQuorum;
 use crate::crypto::ClusterKey;
 use crate::error::NodeError;
 use crate::log_store::LogStore;
@@ -183,15 +184,14 @@ impl MetaNode {
         let committed = log.committed_index();
         let sm =
             StateMachineStore::open(&cfg.data_dir.join("sm"), &cfg.data_dir.join("snapshots"))?;
-        let raft = Raft::new(
-            cfg.id,
-            raft_config,
-            Network(cfg.transport.clone()),
-            log,
-            sm.clone(),
-        )
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let quorum = Arc::new(CheckQuorum::new(cfg.id, cfg.election_timeout_max));
+        let network = Network {
+            transport: cfg.transport.clone(),
+            quorum: quorum.clone(),
+        };
+        let raft = Raft::new(cfg.id, raft_config, network, log, sm.clone())
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -211,6 +211,7 @@ impl MetaNode {
             sm,
             key,
             committed,
+            quorum,
         ));
         ctx.track_leadership();
 

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use super::leases::LEASE;
+use crate::check_quorum::CheckQuorum;
 use crate::crypto::ClusterKey;
 use crate::leases::Ledger;
 use crate::raft_types::{NodeId, Raft};
@@ -37,6 +38,9 @@ pub struct NodeContext {
     pub(super) leases: Mutex<Ledger>,
     /// The term this node leads and since when (the lease ledger's warm-up counts from it).
     pub(super) leading_since: Arc<Mutex<Option<(u64, Instant)>>>,
+    /// Check-quorum, shared with the Raft transport: a leader that no quorum answers
+    /// refuses the calls only a leader serves.
+    pub(super) quorum: Arc<CheckQuorum>,
     /// One channel per peer address, reused by every forwarded call.
     peers: Mutex<HashMap<String, Channel>>,
     /// How this node dials its peers.
@@ -45,7 +49,8 @@ pub struct NodeContext {
 
 impl NodeContext {
     /// `committed` is the log store's committed index ([`crate::log_store::LogStore::committed_index`]);
-    /// the write timeout and the transport come from `cfg`.
+    /// `quorum` is the one the Raft transport was built with; the write timeout and the
+    /// transport come from `cfg`.
     pub fn new(
         cfg: &crate::node::NodeConfig,
         addr: String,
@@ -53,6 +58,7 @@ impl NodeContext {
         sm: StateMachineStore,
         key: ClusterKey,
         committed: Arc<AtomicU64>,
+        quorum: Arc<CheckQuorum>,
     ) -> Self {
         let (id, write_timeout, transport) = (cfg.id, cfg.write_timeout, cfg.transport.clone());
         Self {
@@ -66,6 +72,7 @@ impl NodeContext {
             admin_lock: tokio::sync::Mutex::new(()),
             leases: Mutex::new(Ledger::new(LEASE)),
             leading_since: Arc::default(),
+            quorum,
             peers: Mutex::default(),
             transport,
         }
@@ -82,6 +89,38 @@ impl NodeContext {
             .last_applied
             .map_or(0, |l| l.index);
         self.committed.load(Ordering::Relaxed).max(applied)
+    }
+
+    /// Refuses a call only the leader serves while this node, as leader, has lost its
+    /// quorum (see [`crate::check_quorum`]): it cannot commit anything, so the client is
+    /// told at once, with the status of a node that knows no leader, and tries another
+    /// node instead of waiting out a write.
+    pub(super) fn ensure_quorum_heard(&self) -> Result<(), Status> {
+        if self.quorum.lost_quorum(self.term(), Instant::now()) {
+            return Err(self.no_quorum_heard());
+        }
+        Ok(())
+    }
+
+    /// Resolves, with that refusal, once this node loses its quorum as leader of the
+    /// term it is in now: a call waiting on a quorum (a write, a read-index round) that
+    /// races it ends then instead of at its timeout.
+    pub(super) async fn quorum_lost(&self) -> Status {
+        self.quorum.until_lost(self.term()).await;
+        self.no_quorum_heard()
+    }
+
+    fn no_quorum_heard(&self) -> Status {
+        Status::unavailable(format!(
+            "this leader heard from no quorum of metadata nodes for {:?} (check-quorum); \
+             retry on another node",
+            self.quorum.timeout()
+        ))
+    }
+
+    /// The term this node is in, by its metrics.
+    fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     /// A client for the peer at `addr`, on a channel kept for the next call.

@@ -110,7 +110,10 @@ impl NodeContext {
             Check::Metrics => self.route_known(forwarded)?,
         };
         match route {
-            Route::Here => Ok(OnLeader::Here(req.into_inner())),
+            Route::Here => {
+                self.ensure_quorum_heard()?;
+                Ok(OnLeader::Here(req.into_inner()))
+            }
             Route::Leader(leader) => {
                 let answer = self.forward(&leader, req.into_inner(), None).await?;
                 Ok(OnLeader::Answered(answer))
@@ -132,7 +135,32 @@ impl NodeContext {
         if let Some(d) = deadline {
             fwd.set_timeout(d);
         }
-        R::send(self.peer(leader)?, fwd).await
+        let peer = self.peer(leader)?;
+        tokio::select! {
+            answer = R::send(peer, fwd) => answer,
+            () = self.leader_moved_from(leader) => Err(unavailable(
+                "the metadata leader changed while the call was forwarded to it; retry",
+            )),
+        }
+    }
+
+    /// Resolves when this node's metrics name a leader other than the one at `addr`, or
+    /// none: a call forwarded to a leader that is gone (cut off, or deposed by
+    /// check-quorum) would otherwise wait for its deadline, or for ever without one.
+    /// Only changes count, so a view that lags the `ForwardToLeader` the call was routed
+    /// by does not end it at once.
+    async fn leader_moved_from(&self, addr: &str) {
+        let mut metrics = self.raft.metrics();
+        while metrics.changed().await.is_ok() {
+            let m = metrics.borrow_and_update();
+            let leader = m
+                .current_leader
+                .and_then(|id| m.membership_config.membership().get_node(&id));
+            if leader.is_none_or(|n| n.addr != addr) {
+                return;
+            }
+        }
+        // Raft stopped: nothing will answer through this node.
     }
 
     /// The address to forward to, from what openraft says about the leader.
@@ -156,7 +184,11 @@ impl NodeContext {
     pub(super) async fn read_index(
         &self,
     ) -> Result<Option<ForwardToLeader<NodeId, Node>>, ReadIndexError> {
-        match tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()).await {
+        let confirmed = tokio::select! {
+            r = tokio::time::timeout(self.write_timeout, self.raft.ensure_linearizable()) => r,
+            _ = self.quorum_lost() => return Err(ReadIndexError::NoQuorum),
+        };
+        match confirmed {
             Err(_) => Err(ReadIndexError::NoQuorum),
             Ok(Ok(_)) => Ok(None),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Ok(Some(f)),

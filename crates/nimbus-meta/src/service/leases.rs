@@ -64,15 +64,18 @@ pub(super) async fn acquire_lease(
 }
 
 impl NodeContext {
-    /// Records when this node becomes leader of a term, from openraft's metrics.
+    /// Records when this node becomes leader of a term, from openraft's metrics, and
+    /// keeps check-quorum told of its term, role and voters.
     pub fn track_leadership(&self) {
         let mut rx = self.raft.metrics();
         let since = self.leading_since.clone();
+        let quorum = self.quorum.clone();
         let id = self.id;
         tokio::spawn(async move {
             loop {
                 {
                     let m = rx.borrow_and_update();
+                    quorum.observe(&m);
                     let mut s = lock(&since);
                     if m.current_leader == Some(id) {
                         if s.is_none_or(|(t, _)| t != m.current_term) {

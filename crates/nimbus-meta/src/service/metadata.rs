@@ -53,8 +53,13 @@ pub(super) async fn write(
         request_id: req.request_id,
         command,
     };
-    let result =
-        tokio::time::timeout(ctx.write_timeout, ctx.raft.client_write(entry.clone())).await;
+    ctx.ensure_quorum_heard()?;
+    let result = tokio::select! {
+        r = tokio::time::timeout(ctx.write_timeout, ctx.raft.client_write(entry.clone())) => r,
+        // The client retries elsewhere with the same request id, so this write is
+        // applied once even if it still commits.
+        refusal = ctx.quorum_lost() => return Err(refusal),
+    };
     match result {
         Err(_) => Err(unavailable(format!(
             "write not committed within {:?}: no quorum of metadata nodes reachable; retry with the same request id",
