@@ -19,10 +19,11 @@
 //! environment: the response is complete, so its first byte is there too).
 //! Warm: wall time of `Engine::invoke` on a warm environment.
 //!
-//! Baseline for zygotes (issue 18): a bare start of the same interpreter running the
-//! bootstrap's imports (`python3 -c 'import …'`, fork+exec, no sandbox), timed in the
-//! same run. The last line compares a zygote's cold start (invoke-to-response minus a
-//! warm invoke) with it: `ratio zygote/bare python3.11_cold=…`.
+//! Baseline for zygotes (issue 18): a bare start of the same host interpreter loading
+//! the bootstrap's modules (`python3 -c 'import …'`, `node -e 'require(…)'`, fork+exec,
+//! no sandbox), interleaved with the cold starts. The last line compares a zygote's
+//! cold start (invoke-to-response minus a warm invoke) with it:
+//! `ratio zygote/bare python3.11_cold=… nodejs20.x_cold=…`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -232,22 +233,37 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&code);
 }
 
-/// Wall time of starting the host's interpreter for `runtime` with the imports its
-/// bootstrap makes before its first `/next`, as a plain fork+exec (`None`: no zygote for
+/// Wall time of starting the host's interpreter for `runtime` with the modules its
+/// bootstrap loads before its first `/next`, as a plain fork+exec (`None`: no zygote for
 /// this runtime here).
 fn bare_start(runtime: &str) -> Option<Duration> {
-    if !runtime.starts_with("python3.") {
+    let defaults = EngineConfig::default();
+    let (program, args) = if runtime.starts_with("python3.") {
+        (
+            defaults.python,
+            [
+                "-c",
+                "import http.client, importlib, json, logging, os, sys, time",
+            ],
+        )
+    } else if runtime.starts_with("nodejs") {
+        (
+            defaults.node,
+            [
+                "-e",
+                "for (const m of ['http', 'path', 'fs', 'stream', 'url', 'util']) require(m)",
+            ],
+        )
+    } else {
         return None;
-    }
-    let python = EngineConfig::default().python;
-    let imports = "import http.client, importlib, json, logging, os, sys, time";
+    };
     let t = Instant::now();
-    let ok = std::process::Command::new(&python)
-        .args(["-c", imports])
+    let ok = std::process::Command::new(&program)
+        .args(args)
         .env_clear()
         .envs([("PYTHONDONTWRITEBYTECODE", "1"), ("LANG", "en_US.UTF-8")])
         .status()
-        .expect("python3")
+        .expect("interpreter")
         .success();
     assert!(ok, "the bare start failed");
     Some(t.elapsed())
