@@ -12,19 +12,22 @@
 //! that has not heard from a quorum of its voters (counting itself) for longer than the
 //! upper election timeout has *lost its quorum* ([`quorum_heard`] is the rule):
 //! - client calls that only a leader serves are refused at once, with the status a node
-//!   without a leader gives, so clients move to another node instead of waiting out a
-//!   write that cannot commit;
+//!   without a leader gives, and those waiting on a quorum end then ([`CheckQuorum::until_lost`]),
+//!   so clients move to another node instead of waiting out a write that cannot commit;
 //! - the transport goes *silent*: it returns `Unreachable` without sending, so the
 //!   followers stop hearing heartbeats, time out and elect a new leader.
 //!
 //! Silence only withholds messages, which Raft tolerates from any network, so it cannot
-//! cost safety. It is keyed to the term it began in and ends by itself when the term
-//! changes (the node hears of a higher term after the heal, or wins a new election). It
-//! also lasts [`SILENCE_TIMEOUTS`] timeouts at most, then the leader talks for one
-//! timeout (a probe) before it can go silent again: long enough for the followers to
-//! elect, and a way out where nobody else can be elected, e.g. a one-node cluster
-//! growing to two whose new voter was down: the joint configuration needs that voter,
-//! which has no log to stand with until the leader sends it one.
+//! cost safety. It ends when the term changes (the node hears of a higher term after the
+//! heal, or wins a new election), or when a quorum answers again: while silent, the
+//! transport asks each peer for its status (`NodeStatus`, a call outside Raft, so it
+//! renews no follower's view of the leader) and counts an answer as hearing from it. A
+//! leader cut off one way gets no answers and stays silent; once the fault heals, it talks
+//! again at once, which matters when the followers could not elect in the meantime (they
+//! may still be receiving what the leader sent before it went silent, held up in TCP
+//! while no acknowledgement came back), and where nobody else can be elected at all, e.g.
+//! a one-node cluster growing to two whose new voter was down: the joint configuration
+//! needs that voter, which has no log to stand with until the leader sends it one.
 //!
 //! Not flapping a healthy but slow leader: the bound is the *upper* election timeout, and
 //! the moment a node became leader counts as an answer from every voter, so it never
@@ -38,12 +41,6 @@ use openraft::{RaftMetrics, ServerState};
 use crate::raft_types::{Node, NodeId};
 use crate::sync::lock;
 
-/// How many election timeouts a silence lasts before the leader probes again. The
-/// followers need their leader lease (one upper timeout) plus their own election timeout
-/// (at most one more), and twice the upper timeout again when the first candidate has
-/// the shorter log: four, and one to spare.
-pub const SILENCE_TIMEOUTS: u32 = 5;
-
 /// One node's check-quorum state, shared by its transport and its services.
 pub struct CheckQuorum {
     me: NodeId,
@@ -56,10 +53,10 @@ pub struct CheckQuorum {
 struct State {
     /// The term this node leads, from its metrics; `None` while it does not lead.
     leading: Option<Leading>,
-    /// When each peer last answered a replication call, in any term.
+    /// When each peer last answered a replication call or a status probe, in any term.
     answered: HashMap<NodeId, Instant>,
-    /// The last silence this node began, as leader.
-    silence: Option<Silence>,
+    /// The term in which this node, as leader, went silent.
+    silent_in: Option<u64>,
 }
 
 struct Leading {
@@ -68,13 +65,6 @@ struct Leading {
     since: Instant,
     /// Its voter sets (two during a joint configuration; a quorum of each is needed).
     voters: Vec<BTreeSet<NodeId>>,
-}
-
-#[derive(Clone, Copy)]
-struct Silence {
-    term: u64,
-    /// Nothing is sent before this; then the leader probes for one timeout.
-    until: Instant,
 }
 
 impl CheckQuorum {
@@ -110,16 +100,16 @@ impl CheckQuorum {
         } else {
             s.leading = None;
         }
-        if s.silence.is_some_and(|q| q.term != m.current_term) {
+        if s.silent_in.is_some_and(|t| t != m.current_term) {
             tracing::info!(
                 term = m.current_term,
                 "check-quorum: the term moved on; this node talks to its peers again"
             );
-            s.silence = None;
+            s.silent_in = None;
         }
     }
 
-    /// `peer` answered a replication call at `at`.
+    /// `peer` answered a replication call or a status probe at `at`.
     pub fn answered(&self, peer: NodeId, at: Instant) {
         let mut s = lock(&self.state);
         let last = s.answered.entry(peer).or_insert(at);
@@ -141,32 +131,40 @@ impl CheckQuorum {
         }
     }
 
-    /// May this node, leading in `term`, send a replication call at `now`? No while it
-    /// is silent; a leader that lost its quorum and is not probing goes silent here.
+    /// Must this node, leading in `term`, stay silent at `now`? A leader that lost its
+    /// quorum goes silent here; a silent one talks again once a quorum answers (its
+    /// status probes) or the term changes.
     pub fn silenced(&self, term: u64, now: Instant) -> bool {
         let mut s = lock(&self.state);
-        if let Some(q) = s.silence.filter(|q| q.term == term) {
-            if now < q.until {
-                return true;
+        let lost = lost(&s, self.me, term, now, self.timeout);
+        match (s.silent_in == Some(term), lost) {
+            (true, true) => true,
+            (false, false) => false,
+            (true, false) => {
+                tracing::info!(
+                    term,
+                    "check-quorum: a quorum answers again; replicating again"
+                );
+                s.silent_in = None;
+                false
             }
-            if now < q.until + self.timeout {
-                return false; // probing
+            (false, true) => {
+                tracing::warn!(
+                    term,
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "check-quorum: no quorum of voters answered within the timeout; this \
+                     leader stops replicating until one does, so that the others elect a \
+                     new one"
+                );
+                s.silent_in = Some(term);
+                true
             }
         }
-        if !lost(&s, self.me, term, now, self.timeout) {
-            return false;
-        }
-        tracing::warn!(
-            term,
-            timeout_ms = self.timeout.as_millis() as u64,
-            "check-quorum: no quorum of voters answered within the timeout; this leader \
-             stops replicating for a while so that the others elect a new one"
-        );
-        s.silence = Some(Silence {
-            term,
-            until: now + self.timeout * SILENCE_TIMEOUTS,
-        });
-        true
+    }
+
+    /// Is this node silent as leader of `term`?
+    pub fn is_silent(&self, term: u64) -> bool {
+        lock(&self.state).silent_in == Some(term)
     }
 }
 
@@ -315,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn silence_comes_a_timeout_after_the_last_quorum_and_probes_between() {
+    fn silence_comes_a_timeout_after_the_last_quorum_and_lasts_while_no_one_answers() {
         let (cq, won) = leading_term_4();
         assert!(!cq.lost_quorum(4, won) && !cq.silenced(4, won));
         // Node 2 answers; a timeout after its last answer the quorum is lost.
@@ -324,27 +322,22 @@ mod tests {
         let lost_at = won + 2 * T + 2 * MS;
         assert!(cq.lost_quorum(4, lost_at));
         assert!(!cq.lost_quorum(3, lost_at), "not the term it leads");
-        assert!(cq.silenced(4, lost_at));
-        // Silent for the whole span, even if an answer already in flight arrives.
-        cq.answered(3, lost_at);
-        let until = lost_at + T * SILENCE_TIMEOUTS;
-        assert!(cq.silenced(4, until - MS));
-        // Then it probes for one timeout; with the quorum still lost, silent again.
-        assert!(!cq.silenced(4, until) && !cq.silenced(4, until + T - MS));
-        assert!(cq.silenced(4, until + 2 * T));
+        assert!(!cq.is_silent(4));
+        assert!(cq.silenced(4, lost_at) && cq.is_silent(4));
+        // Nothing answers: silent however long it lasts.
+        assert!(cq.silenced(4, lost_at + 100 * T));
     }
 
     #[test]
-    fn a_quorum_heard_again_in_a_probe_ends_it() {
+    fn a_quorum_answering_again_ends_the_silence() {
         let (cq, won) = leading_term_4();
-        assert!(cq.silenced(4, won + 2 * T));
-        let probe = won + 2 * T + T * SILENCE_TIMEOUTS;
-        assert!(!cq.silenced(4, probe));
-        // Node 2 answers the probe's heartbeats: the leader keeps talking after it.
-        cq.answered(2, probe);
-        cq.answered(2, probe + T);
-        let after = probe + T + MS;
-        assert!(!cq.lost_quorum(4, after) && !cq.silenced(4, after));
+        let lost_at = won + 2 * T;
+        assert!(cq.silenced(4, lost_at));
+        // Node 3 answers a status probe: with the leader, a quorum of three.
+        cq.answered(3, lost_at + T);
+        assert!(!cq.silenced(4, lost_at + T + MS) && !cq.is_silent(4));
+        // And silent again a timeout after that answer if no other comes.
+        assert!(cq.silenced(4, lost_at + 2 * T + 2 * MS));
     }
 
     #[test]

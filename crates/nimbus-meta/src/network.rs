@@ -1,14 +1,15 @@
 //! The Raft transport: openraft's RPCs over tonic, one lazily connected channel per peer.
 //!
 //! It is also where check-quorum lives ([`crate::check_quorum`]): every answer to a
-//! replication call is recorded, and a leader that no quorum answers sends nothing more
-//! in its term.
+//! replication call is recorded, and a leader that no quorum answers sends no replication
+//! call, only a status probe, until a quorum answers again or its term ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nimbus_proto::meta::metadata_client::MetadataClient;
 use nimbus_proto::meta::raft_client::RaftClient;
-use nimbus_proto::meta::RaftMessage;
+use nimbus_proto::meta::{NodeStatusRequest, RaftMessage};
 use nimbus_tls::{Role, Transport};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -34,6 +35,8 @@ pub struct Network {
 /// A connection to one peer.
 pub struct PeerConnection {
     client: Result<RaftClient<Channel>, String>,
+    /// The peer's metadata service on the same channel, for check-quorum's status probes.
+    status: Option<MetadataClient<Channel>>,
     /// The peer's id, for check-quorum's record of answers.
     target: NodeId,
     quorum: Arc<CheckQuorum>,
@@ -54,15 +57,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        let client = channel(&node.addr, &self.transport)
-            .map(|c| {
-                RaftClient::new(c)
-                    .max_decoding_message_size(64 * 1024 * 1024)
-                    .max_encoding_message_size(64 * 1024 * 1024)
-            })
-            .map_err(|e| e.to_string());
+        let channel = channel(&node.addr, &self.transport).map_err(|e| e.to_string());
+        let status = channel
+            .as_ref()
+            .ok()
+            .map(|c| MetadataClient::new(c.clone()));
+        let client = channel.map(|c| {
+            RaftClient::new(c)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024)
+        });
         PeerConnection {
             client,
+            status,
             target,
             quorum: self.quorum.clone(),
         }
@@ -105,20 +112,43 @@ impl PeerConnection {
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e))))
     }
 
-    /// Refuses to send a replication call of `term` when check-quorum has silenced this
-    /// leader: to openraft the peer looks unreachable, and the peer hears nothing.
-    fn may_replicate<E: std::error::Error>(
+    /// Refuses to send a replication call of `term` while check-quorum keeps this leader
+    /// silent: to openraft the peer looks unreachable, and the peer hears nothing. Instead
+    /// the peer is asked for its status, a call outside Raft that renews no follower's
+    /// view of the leader; its answer counts as hearing from the peer, and once a quorum
+    /// answers the leader replicates again.
+    async fn may_replicate<E: std::error::Error>(
         &self,
         term: u64,
     ) -> Result<(), RPCError<NodeId, Node, E>> {
-        if self.quorum.silenced(term, Instant::now()) {
-            let why =
-                "check-quorum: this leader heard from no quorum; not replicating in this term";
-            return Err(RPCError::Unreachable(Unreachable::new(
-                &std::io::Error::other(why),
-            )));
+        if !self.quorum.silenced(term, Instant::now()) {
+            return Ok(());
         }
-        Ok(())
+        if self.probe().await {
+            self.quorum.answered(self.target, Instant::now());
+            if !self.quorum.silenced(term, Instant::now()) {
+                return Ok(());
+            }
+        }
+        let why =
+            "check-quorum: this leader heard from no quorum; not replicating until one answers";
+        Err(RPCError::Unreachable(Unreachable::new(
+            &std::io::Error::other(why),
+        )))
+    }
+
+    /// Does the peer answer a status request within a quarter of the election timeout?
+    async fn probe(&self) -> bool {
+        let Some(mut status) = self.status.clone() else {
+            return false;
+        };
+        let wait = self.quorum.timeout() / 4;
+        let mut req = tonic::Request::new(NodeStatusRequest {});
+        req.set_timeout(wait);
+        matches!(
+            tokio::time::timeout(wait, status.node_status(req)).await,
+            Ok(Ok(_))
+        )
     }
 }
 
@@ -130,8 +160,8 @@ fn with_timeout<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
     /// How long openraft waits after an `Unreachable` before it tries a peer again:
-    /// openraft's 500 ms, but at most half an election timeout, so that a leader coming
-    /// out of a check-quorum silence sends within its probe (one timeout long).
+    /// openraft's 500 ms, but at most half an election timeout, so that a silent leader
+    /// probes each peer at least twice per timeout.
     fn backoff(&self) -> Backoff {
         let wait = Duration::from_millis(500).min(self.quorum.timeout() / 2);
         Backoff::new(std::iter::repeat(wait))
@@ -142,7 +172,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        self.may_replicate(rpc.vote.leader_id().get_term())?;
+        self.may_replicate(rpc.vote.leader_id().get_term()).await?;
         let msg = encode(&rpc)?;
         let resp = self
             .client()?
@@ -158,7 +188,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        self.may_replicate(rpc.vote.leader_id().get_term())?;
+        self.may_replicate(rpc.vote.leader_id().get_term()).await?;
         let msg = encode(&rpc)?;
         let resp = self
             .client()?
