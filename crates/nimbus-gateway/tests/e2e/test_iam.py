@@ -37,12 +37,13 @@ def code(err):
 
 
 def eventually(check, timeout=5.0):
-    """The watch delay: a change reaches every gateway within moments."""
+    """The watch delay: a change reaches every gateway within moments. (A failed
+    `pytest.raises` is neither an AssertionError nor a ClientError: caught too.)"""
     deadline = time.time() + timeout
     while True:
         try:
             return check()
-        except (AssertionError, ClientError):
+        except (AssertionError, ClientError, pytest.fail.Exception):
             if time.time() > deadline:
                 raise
             time.sleep(0.1)

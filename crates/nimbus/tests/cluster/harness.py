@@ -25,13 +25,15 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambda-role"
 
 
 def eventually(fn, timeout=30, pause=0.3):
-    """`fn()` once it stops failing (a ClientError or AssertionError), within `timeout` s."""
+    """`fn()` once it stops failing (a ClientError, AssertionError or a failed
+    `pytest.raises`, which is none of those), within `timeout` s."""
+    import pytest
     from botocore.exceptions import ClientError
     deadline = time.time() + timeout
     while True:
         try:
             return fn()
-        except (ClientError, AssertionError):
+        except (ClientError, AssertionError, pytest.fail.Exception):
             if time.time() > deadline:
                 raise
             time.sleep(pause)
