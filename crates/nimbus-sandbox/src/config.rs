@@ -148,8 +148,9 @@ pub struct SandboxSpec {
     pub service_addr_env: String,
     /// The runtime's zygote, when it has one: started in a pre-created shell before any
     /// function is known, it loads the interpreter and the runtime's imports and then
-    /// waits for this spec's `cwd`, `args` and `env` with its stdio (see `shell.rs`).
-    /// `program` and `args` are what it runs then, as the plain path would exec them.
+    /// waits for this spec's `cwd`, `args` and `env` (see `zygote.rs`). `program` and
+    /// `args` are what it runs then, as the plain path would exec them. Its output is
+    /// its own pipe (`PreparedSandbox::take_output`), not `stdout`/`stderr`.
     pub zygote: Option<std::sync::Arc<Zygote>>,
 }
 

@@ -165,17 +165,12 @@ impl Jail {
     /// Host pids of the shells ready for `service_port` and `ephemeral_mb`
     /// right now (for monitoring and tests).
     pub fn ready_shells(&self, service_port: Option<u16>, ephemeral_mb: u64) -> Vec<i32> {
-        self.shells
-            .as_ref()
-            .map(|p| {
-                p.ready_pids(ShellShape {
-                    service_port,
-                    ephemeral_mb,
-                    system_root: None,
-                    zygote: None,
-                })
-            })
-            .unwrap_or_default()
+        self.ready(ShellShape {
+            service_port,
+            ephemeral_mb,
+            system_root: None,
+            zygote: None,
+        })
     }
 
     /// Blocks until at least `n` shells are ready for `service_port` and

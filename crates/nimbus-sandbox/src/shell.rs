@@ -544,25 +544,53 @@ impl ShellPool {
     }
 }
 
+/// What a shell is to exec, and as whom: a function's spec, or a zygote's.
+pub(crate) struct Exec<'a> {
+    pub user: crate::SandboxUser,
+    pub nofile: u64,
+    /// `wire`'s `mounts` field (mount bits, `KEEP_CONTROL`).
+    pub mounts: u32,
+    pub cwd: &'a std::path::Path,
+    pub program: &'a std::path::Path,
+    pub args: &'a [String],
+    pub env: &'a [(String, String)],
+}
+
+impl Exec<'_> {
+    /// Encoded as a shell (or a zygote) reads it.
+    pub(crate) fn message(&self) -> Result<Vec<u8>, SandboxError> {
+        let exec = crate::jail::ExecStrings::new(self.program, self.args, self.env)?;
+        let argc = self.args.len() + 1;
+        wire::encode(&wire::Message {
+            uid: self.user.uid,
+            gid: self.user.gid,
+            nofile: self.nofile,
+            mounts: self.mounts,
+            cwd: &cstr(self.cwd)?,
+            program: &exec.program,
+            argv: &exec.strings[..argc],
+            env: &exec.strings[argc..],
+        })
+        .ok_or_else(|| SandboxError::InvalidSpec("spec too large for a pre-created shell".into()))
+    }
+}
+
 /// The function's spec as a shell (or a zygote, with no mounts) reads it.
 fn function_message(spec: &SandboxSpec, mounts: u32) -> Result<Vec<u8>, SandboxError> {
     let mut env = spec.env.clone();
     if let Some(port) = spec.service_port {
         env.push((spec.service_addr_env.clone(), format!("127.0.0.1:{port}")));
     }
-    let exec = crate::jail::ExecStrings::new(&spec.program, &spec.args, &env)?;
-    let argc = spec.args.len() + 1;
-    wire::encode(&wire::Message {
-        uid: spec.user.uid,
-        gid: spec.user.gid,
+    Exec {
+        user: spec.user,
         nofile: spec.nofile,
         mounts,
-        cwd: &cstr(&spec.cwd)?,
-        program: &exec.program,
-        argv: &exec.strings[..argc],
-        env: &exec.strings[argc..],
-    })
-    .ok_or_else(|| SandboxError::InvalidSpec("spec too large for a pre-created shell".into()))
+        cwd: &spec.cwd,
+        program: &spec.program,
+        args: &spec.args,
+        env: &env,
+    }
+    .message()
 }
 
 /// The function's limits into the shell's cgroups, before any of its code can run.

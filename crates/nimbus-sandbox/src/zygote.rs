@@ -68,19 +68,16 @@ impl ZygoteShape {
         let z = &self.zygote;
         let mut env = z.env.clone();
         env.push(("NIMBUS_ZYGOTE_FD".into(), control.to_string()));
-        let exec = crate::jail::ExecStrings::new(&z.program, &z.args, &env)?;
-        let argc = z.args.len() + 1;
-        wire::encode(&wire::Message {
-            uid: self.user.uid,
-            gid: self.user.gid,
+        crate::shell::Exec {
+            user: self.user,
             nofile: self.nofile,
             mounts: wire::KEEP_CONTROL,
-            cwd: c"/",
-            program: &exec.program,
-            argv: &exec.strings[..argc],
-            env: &exec.strings[argc..],
-        })
-        .ok_or_else(|| SandboxError::InvalidSpec("zygote spec too large".into()))
+            cwd: std::path::Path::new("/"),
+            program: &z.program,
+            args: &z.args,
+            env: &env,
+        }
+        .message()
     }
 }
 

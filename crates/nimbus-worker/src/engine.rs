@@ -76,8 +76,9 @@ impl Engine {
         // Other /tmp sizes get shells after their first cold start.
         jail.keep_shells_ready(Some(config.runtime_api_port), DEFAULT_EPHEMERAL_MB);
         // And shells with each runtime's zygote started, for the default /tmp size.
+        let interpreters = crate::runtimes::Interpreters::new(&config);
         let zygote_shapes: Vec<ShellShape> = if config.zygotes && config.shell_pool > 0 {
-            crate::runtimes::zygotes(&config)
+            crate::runtimes::zygotes(&config, &interpreters)
                 .into_iter()
                 .map(|(system_root, zygote)| ShellShape {
                     service_port: Some(config.runtime_api_port),
@@ -106,7 +107,7 @@ impl Engine {
             log_sweeper: Mutex::new(Some(log_sweeper)),
             pool: Pool::new(config.max_memory_mb).with_weights(config.account_weights.clone()),
             jail: Arc::new(jail),
-            interpreters: crate::runtimes::Interpreters::new(&config),
+            interpreters,
             zygote_shapes,
             config,
             reaper: Mutex::new(None),

@@ -261,11 +261,22 @@ pub(crate) fn install(state_dir: &Path) -> Result<(), EngineError> {
 
 /// `Err(Some(msg))` → Lambda's `Runtime.InvalidEntrypoint` init error.
 pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launch, String> {
-    let kind = RuntimeKind::parse(&spec.runtime).map_err(|e| e.to_string())?;
+    launch_of(config, &spec.runtime, &spec.code_dir, &spec.layers)
+}
+
+/// [`launch`] from the parts of a function it reads: `code_dir` and `layers` matter to
+/// `provided` only (where its `bootstrap` is).
+fn launch_of(
+    config: &EngineConfig,
+    runtime: &str,
+    code_dir: &Path,
+    layers: &[PathBuf],
+) -> Result<Launch, String> {
+    let kind = RuntimeKind::parse(runtime).map_err(|e| e.to_string())?;
     let runtimes = config.state_dir.join("runtimes");
     // With runtime roots, the function's root and the interpreter inside it.
     let offer = match &config.runtime_roots {
-        Some(roots) => Some(roots.offer(&spec.runtime)?),
+        Some(roots) => Some(roots.offer(runtime)?),
         None => None,
     };
     let system_root = offer.map(|o| o.root.clone());
@@ -277,12 +288,9 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
     match kind {
         RuntimeKind::Provided => {
             let candidates = [
+                (code_dir.join("bootstrap").exists(), "/var/task/bootstrap"),
                 (
-                    spec.code_dir.join("bootstrap").exists(),
-                    "/var/task/bootstrap",
-                ),
-                (
-                    spec.layers.iter().any(|l| l.join("bootstrap").exists()),
+                    layers.iter().any(|l| l.join("bootstrap").exists()),
                     "/opt/bootstrap",
                 ),
             ];
@@ -308,12 +316,12 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
             interpreter(&config.node),
             &runtimes,
             system_root,
-            &spec.runtime,
+            runtime,
         )),
         RuntimeKind::Ruby => {
             let ruby = offer
                 .and_then(|o| o.interpreter.clone())
-                .ok_or_else(|| format!("runtime {} needs a runtime root", spec.runtime))?;
+                .ok_or_else(|| format!("runtime {runtime} needs a runtime root"))?;
             Ok(Launch {
                 program: ruby,
                 args: vec!["/var/runtime/bootstrap.rb".into()],
@@ -325,7 +333,7 @@ pub(crate) fn launch(config: &EngineConfig, spec: &FunctionSpec) -> Result<Launc
         }
         RuntimeKind::Java => {
             if offer.is_none() {
-                return Err(format!("runtime {} needs a runtime root", spec.runtime));
+                return Err(format!("runtime {runtime} needs a runtime root"));
             }
             // The root's JVM through its own `java` link; the launcher sizes the heap from
             // AWS_LAMBDA_FUNCTION_MEMORY_SIZE as Lambda does.
@@ -404,43 +412,29 @@ fn zygote(
     })
 }
 
-/// The zygotes of the runtimes this engine offers, each with the root it runs in
-/// (`None`: the host's), without duplicates: kept ready from the engine's start, so a
-/// first cold start finds one.
+/// The zygotes of the runtimes this engine offers (`interpreters` says which), each with
+/// the root it runs in (`None`: the host's), without duplicates: kept ready from the
+/// engine's start, so a first cold start finds one.
 pub(crate) fn zygotes(
     config: &EngineConfig,
+    interpreters: &Interpreters,
 ) -> Vec<(
     Option<std::sync::Arc<Path>>,
     std::sync::Arc<nimbus_sandbox::Zygote>,
 )> {
-    let runtimes = config.state_dir.join("runtimes");
-    let mut out: Vec<(
-        Option<std::sync::Arc<Path>>,
-        std::sync::Arc<nimbus_sandbox::Zygote>,
-    )> = Vec::new();
-    for runtime in available(config) {
-        let host = match RuntimeKind::parse(&runtime) {
-            Ok(RuntimeKind::Python) => &config.python,
-            Ok(RuntimeKind::Node) => &config.node,
-            _ => continue,
-        };
-        let (root, program) = match &config.runtime_roots {
-            Some(roots) => match roots.offer(&runtime) {
-                Ok(o) => (
-                    Some(o.root.clone()),
-                    o.interpreter.clone().unwrap_or_else(|| host.clone()),
-                ),
-                Err(_) => continue,
-            },
-            None => (None, host.clone()),
-        };
-        let launch = match RuntimeKind::parse(&runtime) {
-            Ok(RuntimeKind::Node) => node(program, &runtimes, root.clone(), &runtime),
-            _ => python(program, &runtimes, root.clone()),
+    let mut out = Vec::new();
+    for runtime in nimbus_types::validate::RUNTIMES {
+        if interpreters.check(runtime).is_err() {
+            continue;
+        }
+        // No code: only `provided` looks at it, and it has no zygote.
+        let Ok(launch) = launch_of(config, runtime, Path::new("/nonexistent"), &[]) else {
+            continue;
         };
         if let Some(z) = launch.zygote {
-            if !out.iter().any(|(r, have)| *r == root && *have == z) {
-                out.push((root, z));
+            let entry = (launch.system_root, z);
+            if !out.contains(&entry) {
+                out.push(entry);
             }
         }
     }
