@@ -254,6 +254,10 @@ struct MetaWritesArgs {
     /// Where the clusters' temporary data directories go (removed at the end).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
+    /// A flag for every `nimbus meta`, repeatable (e.g.
+    /// `--meta-flag=--proposals-in-flight=0` to measure without proposal batching).
+    #[arg(long, allow_hyphen_values = true)]
+    meta_flag: Vec<String>,
 }
 
 impl MetaWritesArgs {
@@ -871,10 +875,20 @@ async fn meta_writes(args: MetaWritesArgs) -> anyhow::Result<()> {
         .next()
         .unwrap_or_default()
         .to_string();
-    eprintln!("nimbus: {}; {etcd_version}", nimbus_bin.display());
+    eprintln!(
+        "nimbus: {} (meta flags {:?}); {etcd_version}",
+        nimbus_bin.display(),
+        args.meta_flag
+    );
 
     // Plaintext, like the etcd it is compared with.
-    let mut nimbus = NimbusCluster::start(&nimbus_bin, &args.work_dir, CLUSTER_SIZE, None)?;
+    let mut nimbus = NimbusCluster::start_with(
+        &nimbus_bin,
+        &args.work_dir,
+        CLUSTER_SIZE,
+        None,
+        &args.meta_flag,
+    )?;
     let mut etcd = EtcdCluster::start(&args.etcd_bin, &args.work_dir, CLUSTER_SIZE)?;
     let nimbus_leader = nimbus.wait_leader(LEADER_TIMEOUT).await?;
     let etcd_leader = etcd.wait_leader(LEADER_TIMEOUT).await?;

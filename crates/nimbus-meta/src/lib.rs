@@ -36,6 +36,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod proposals;
 pub mod raft_types;
 pub mod service;
 pub mod state_machine;

@@ -21,6 +21,10 @@ use crate::raft_types::{NodeId, Raft};
 use crate::service::{MetadataService, NodeContext, RaftService};
 use crate::state_machine::StateMachineStore;
 
+/// See [`NodeConfig::proposals_in_flight`]; chosen by `nimbus-bench meta-writes`
+/// (docs/benchmarks.md, "Proposal batching").
+pub const DEFAULT_PROPOSALS_IN_FLIGHT: usize = 2;
+
 /// Everything a metadata node is configured with. Shared by the CLI and tests.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -41,6 +45,10 @@ pub struct NodeConfig {
     pub keep_after_snapshot: u64,
     /// How long a write waits for a quorum before failing with "unavailable".
     pub write_timeout: Duration,
+    /// Most write proposals (log entries of client writes) outstanding at once on a
+    /// leader; writes arriving meanwhile are batched into the next one
+    /// ([`crate::proposals`]). 0: no batching, each write its own entry.
+    pub proposals_in_flight: usize,
     /// Mutual TLS with per-role authority, or plaintext. `new` leaves it plaintext for
     /// tests that start nodes in-process; the `nimbus` binary always sets it, and refuses
     /// plaintext unless the operator asks for it.
@@ -63,6 +71,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
             write_timeout: Duration::from_secs(5),
+            proposals_in_flight: DEFAULT_PROPOSALS_IN_FLIGHT,
             transport: Transport::Plaintext,
         }
     }

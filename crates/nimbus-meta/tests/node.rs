@@ -6,12 +6,18 @@ use nimbus_meta::node::{MetaNode, NodeConfig};
 use nimbus_meta::state_machine::chunk_key;
 use nimbus_meta::MetaClient;
 
-async fn single_node() -> (
+type SingleNode = (
     MetaNode,
     MetaClient,
     tempfile::TempDir,
     tokio::sync::oneshot::Sender<()>,
-) {
+);
+
+async fn single_node() -> SingleNode {
+    single_node_with(|_| {}).await
+}
+
+async fn single_node_with(configure: impl FnOnce(&mut NodeConfig)) -> SingleNode {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -21,6 +27,7 @@ async fn single_node() -> (
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cfg = NodeConfig::new(1, dir.path().join("n1"), addr);
     cfg.initial_cluster = [(1, addr.to_string())].into();
+    configure(&mut cfg);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let node = MetaNode::start(cfg, async move {
         let _ = rx.await;
@@ -210,4 +217,120 @@ async fn environment_variables_are_sealed_at_rest() {
         }
     }
     assert!(files > 3, "only {files} files looked at");
+}
+
+/// A batch is made by the leader from writes it checked one by one; one sent by a client
+/// would carry its writes past those checks.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_client_can_send_a_batch_of_writes() {
+    let (node, client, _dir, _stop) = single_node().await;
+    let account = "123456789012";
+    let err = client
+        .write(nimbus_types::Command::Batch {
+            writes: vec![nimbus_types::BatchedWrite {
+                request_id: "smuggled".into(),
+                command: nimbus_types::Command::PutAccount {
+                    account_id: account.into(),
+                },
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("made by the metadata leader"),
+        "{err}"
+    );
+    let stored = node.ctx.sm.query(&nimbus_types::Query::Get {
+        key: nimbus_types::keys::account(account),
+    });
+    assert!(
+        matches!(stored, Ok(nimbus_types::QueryOutput::Entity(None))),
+        "{stored:?}"
+    );
+}
+
+/// Writes that arrive together share log entries (proposal batching), and each caller
+/// still gets its own answer: its own result, a revision its write is visible at, and
+/// the first answer again when it retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_share_log_entries_and_keep_their_own_answers() {
+    let entries = concurrent_writes(1).await;
+    assert!(
+        entries < CONCURRENT_WRITES,
+        "{CONCURRENT_WRITES} concurrent writes took {entries} log entries: none were batched"
+    );
+}
+
+/// `--proposals-in-flight 0` turns batching off (for a rolling upgrade from a release
+/// without it): every write is its own entry again.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_batching_off_every_write_is_its_own_entry() {
+    assert_eq!(concurrent_writes(0).await, CONCURRENT_WRITES);
+}
+
+const CONCURRENT_WRITES: usize = 200;
+
+/// Sends [`CONCURRENT_WRITES`] writes at once to a node with `proposals_in_flight`, checks
+/// every answer, and returns how many log entries they took.
+async fn concurrent_writes(proposals_in_flight: usize) -> usize {
+    let (node, client, _dir, _stop) =
+        single_node_with(|cfg| cfg.proposals_in_flight = proposals_in_flight).await;
+    let last_index = || node.ctx.raft.metrics().borrow().last_log_index.unwrap_or(0);
+    // Let the node's own start-up write (its key check) land first.
+    for _ in 0..100 {
+        if let Ok(nimbus_types::QueryOutput::Entity(Some(_))) =
+            node.ctx.sm.query(&nimbus_types::Query::Get {
+                key: nimbus_types::keys::CLUSTER_KEY_CHECK.into(),
+            })
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = last_index();
+    const WRITES: usize = CONCURRENT_WRITES;
+    let tasks: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let command = nimbus_types::Command::PutAccount {
+                    account_id: format!("{i:012}"),
+                };
+                let id = format!("batch-test-{i}");
+                (
+                    id.clone(),
+                    command.clone(),
+                    client.write_with_id(&id, &command).await,
+                )
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        let (id, command, answer) = t.await.unwrap();
+        let (revision, output) = answer.expect("every write is acknowledged");
+        assert_eq!(output, nimbus_types::CommandOutput::Done);
+        answers.push((id, command, revision));
+    }
+    let entries = (last_index() - before) as usize;
+    let revisions: std::collections::BTreeSet<u64> = answers.iter().map(|a| a.2).collect();
+    // Writes of one batch share its revision; nothing else is written meanwhile.
+    assert_eq!(revisions.len(), entries);
+    for (i, (id, command, revision)) in answers.iter().enumerate() {
+        let stored = node.ctx.sm.query(&nimbus_types::Query::Get {
+            key: nimbus_types::keys::account(&format!("{i:012}")),
+        });
+        assert!(
+            matches!(stored, Ok(nimbus_types::QueryOutput::Entity(Some(_)))),
+            "write {i} is not stored: {stored:?}"
+        );
+        if i % 50 == 0 {
+            let again = client.write_with_id(id, command).await.unwrap();
+            assert_eq!(
+                again.0, *revision,
+                "a retry answers with the first revision"
+            );
+        }
+    }
+    entries
 }

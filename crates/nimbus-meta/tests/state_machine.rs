@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use nimbus_meta::raft_types::Response;
-use nimbus_types::{keys, CodeRef, Command, CommandOutput, Entity, ErrorKind, Qualifier};
+use nimbus_types::{
+    keys, BatchedOutput, BatchedWrite, CodeRef, Command, CommandOutput, Entity, ErrorKind,
+    Qualifier,
+};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use proptest::prelude::*;
 
@@ -138,53 +141,264 @@ fn model_apply(model: &mut BTreeMap<u8, ModelFn>, op: &Op) -> bool {
     }
 }
 
+/// Applies `ops` in entries of `sizes` writes each (1: one write per entry, as a
+/// `Command` of its own; more: a `Command::Batch`), checking every result and the final
+/// state against the model, and that a retried request id returns its first response.
+async fn check_against_model(ops: &[Op], sizes: &[usize]) -> Result<(), TestCaseError> {
+    let mut h = Harness::new();
+    h.setup().await;
+    let mut model: BTreeMap<u8, ModelFn> = BTreeMap::new();
+    // (request id, command, response) of every operation so far, for retries.
+    let mut sent: Vec<(String, Command, Response)> = Vec::new();
+    let mut next = 0;
+    for (n, size) in sizes.iter().cycle().enumerate() {
+        if next >= ops.len() {
+            break;
+        }
+        let chunk: Vec<(usize, &Op)> = ops.iter().enumerate().skip(next).take(*size).collect();
+        next += chunk.len();
+        // Each write of this entry: its id, command, and the answer it must get (a retry's
+        // is its first response; a new write's is decided by the model, in order).
+        let mut writes = Vec::new();
+        let mut expect: Vec<Result<Response, bool>> = Vec::new();
+        for (i, op) in &chunk {
+            if let Op::Retry(j) = op {
+                if sent.is_empty() {
+                    continue;
+                }
+                let (id, cmd, first) = sent[*j % sent.len()].clone();
+                writes.push((id, cmd));
+                expect.push(Ok(first));
+                continue;
+            }
+            writes.push((format!("op-{i}"), to_command(op)));
+            expect.push(Err(model_apply(&mut model, op)));
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        let answers: Vec<Response> = if *size == 1 || writes.len() == 1 && n % 2 == 0 {
+            let (id, cmd) = writes[0].clone();
+            vec![h.apply_with_id(&id, cmd).await]
+        } else {
+            let (revision, outputs) = h.apply_batch(writes.clone()).await;
+            prop_assert_eq!(outputs.len(), writes.len());
+            for o in &outputs {
+                // A write applied now is at the batch's revision; a retry keeps its own.
+                prop_assert!(o.revision <= revision);
+            }
+            outputs
+                .into_iter()
+                .map(|o| Response {
+                    revision: o.revision,
+                    result: o.result,
+                })
+                .collect()
+        };
+        for ((write, expected), answer) in writes.into_iter().zip(expect).zip(answers) {
+            match expected {
+                Ok(first) => prop_assert_eq!(
+                    &answer,
+                    &first,
+                    "a retried request id must return the first response"
+                ),
+                Err(ok) => {
+                    prop_assert_eq!(
+                        answer.result.is_ok(),
+                        ok,
+                        "{:?} gave {:?}",
+                        write.1,
+                        answer.result
+                    );
+                    sent.push((write.0, write.1, answer));
+                }
+            }
+        }
+    }
+    // Final state equals the model.
+    let functions: BTreeMap<String, u32> = h
+        .list(keys::FUNCTION)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Entity::Function(f) => Some((f.key.name, f.config.memory_mb)),
+            _ => None,
+        })
+        .collect();
+    let expected: BTreeMap<String, u32> = model
+        .iter()
+        .map(|(f, m)| (format!("f{f}"), m.memory))
+        .collect();
+    prop_assert_eq!(functions, expected);
+    for (f, mf) in &model {
+        let versions: Vec<u32> = h
+            .list(&keys::versions_of(&key(&format!("f{f}"))))
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Entity::Version(v) => Some(v.config.memory_mb),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(&versions, &mf.versions);
+        let aliases: BTreeSet<String> = h
+            .list(&keys::aliases_of(&key(&format!("f{f}"))))
+            .into_iter()
+            .map(|(k, _)| k.rsplit('/').next().unwrap().to_string())
+            .collect();
+        let expected: BTreeSet<String> = mf.aliases.iter().map(|a| format!("a{a}")).collect();
+        prop_assert_eq!(aliases, expected);
+    }
+    Ok(())
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn apply_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut h = Harness::new();
-            h.setup().await;
-            let mut model: BTreeMap<u8, ModelFn> = BTreeMap::new();
-            // (request id, response) of every operation so far, for retries.
-            let mut sent: Vec<(String, Command, Response)> = Vec::new();
-            for (i, op) in ops.iter().enumerate() {
-                if let Op::Retry(j) = op {
-                    if sent.is_empty() { continue; }
-                    let (id, cmd, first) = sent[*j % sent.len()].clone();
-                    let again = h.apply_with_id(&id, cmd).await;
-                    prop_assert_eq!(&again, &first, "a retried request id must return the first response");
-                    continue;
-                }
-                let id = format!("op-{i}");
-                let cmd = to_command(op);
-                let resp = h.apply_with_id(&id, cmd.clone()).await;
-                let expect_ok = model_apply(&mut model, op);
-                prop_assert_eq!(resp.result.is_ok(), expect_ok, "op {:?} gave {:?}", op, resp.result);
-                sent.push((id, cmd, resp));
-            }
-            // Final state equals the model.
-            let functions: BTreeMap<String, u32> = h.list(keys::FUNCTION).into_iter().filter_map(|(_, e)| match e {
-                Entity::Function(f) => Some((f.key.name, f.config.memory_mb)),
-                _ => None,
-            }).collect();
-            let expected: BTreeMap<String, u32> = model.iter().map(|(f, m)| (format!("f{f}"), m.memory)).collect();
-            prop_assert_eq!(functions, expected);
-            for (f, mf) in &model {
-                let versions: Vec<u32> = h.list(&keys::versions_of(&key(&format!("f{f}")))).into_iter().filter_map(|(_, e)| match e {
-                    Entity::Version(v) => Some(v.config.memory_mb),
-                    _ => None,
-                }).collect();
-                prop_assert_eq!(&versions, &mf.versions);
-                let aliases: BTreeSet<String> = h.list(&keys::aliases_of(&key(&format!("f{f}")))).into_iter().map(|(k, _)| k.rsplit('/').next().unwrap().to_string()).collect();
-                let expected: BTreeSet<String> = mf.aliases.iter().map(|a| format!("a{a}")).collect();
-                prop_assert_eq!(aliases, expected);
-            }
-            Ok(())
-        })?;
+        block_on(check_against_model(&ops, &[1]))?;
     }
+
+    /// The leader batches writes that arrive together (`nimbus_meta::proposals`): applied
+    /// as batch entries of any sizes, the same writes give the same results and state.
+    #[test]
+    fn batched_apply_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        sizes in proptest::collection::vec(1usize..6, 1..8),
+    ) {
+        block_on(check_against_model(&ops, &sizes))?;
+    }
+}
+
+#[tokio::test]
+async fn writes_in_one_batch_are_applied_as_their_own_entries() {
+    let mut h = Harness::new();
+    let mut rx = h.sm.subscribe();
+    h.setup().await;
+    h.create_function("f").await;
+    let before = h.index;
+    while rx.try_recv().is_ok() {}
+    let configure = |memory, expected_revision| Command::UpdateFunctionConfiguration {
+        key: key("f"),
+        config: config(memory),
+        expected_revision,
+        now_ms: 2,
+    };
+    let (revision, outputs) = h
+        .apply_batch(vec![
+            ("a".into(), configure(256, None)),
+            ("b".into(), configure(512, None)),
+            // Stale once `a` and `b` are applied: refused, and undoes neither.
+            ("c".into(), configure(1024, Some("stale".into()))),
+            (
+                "d".into(),
+                Command::DeleteFunction {
+                    key: key("missing"),
+                    version: None,
+                },
+            ),
+        ])
+        .await;
+    assert_eq!(revision, before + 1);
+    let revision_of = |o: &BatchedOutput| match &o.result {
+        Ok(CommandOutput::Function(f)) => f.revision_id.clone(),
+        other => panic!("expected a function, got {other:?}"),
+    };
+    let (a, b) = (revision_of(&outputs[0]), revision_of(&outputs[1]));
+    // Two writes to one record in one entry still get distinct RevisionIds, so a caller
+    // holding the first cannot overwrite the second.
+    assert_ne!(a, b);
+    assert_eq!(
+        outputs[2].result.as_ref().unwrap_err().kind,
+        ErrorKind::PreconditionFailed
+    );
+    assert_eq!(
+        outputs[3].result.as_ref().unwrap_err().kind,
+        ErrorKind::ResourceNotFound
+    );
+    assert!(outputs.iter().all(|o| o.revision == revision));
+    let stored = match h.get(&keys::function(&key("f"))) {
+        Some(Entity::Function(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored.config.memory_mb, 512);
+    assert_eq!(stored.revision_id, b);
+    // A conditional update against the first write's RevisionId is stale.
+    assert_eq!(
+        h.apply(configure(128, Some(a)))
+            .await
+            .result
+            .unwrap_err()
+            .kind,
+        ErrorKind::PreconditionFailed
+    );
+
+    // Watchers see the batch's changes once, under its revision, in order.
+    let published = rx.recv().await.unwrap();
+    assert_eq!(published.revision, revision);
+    assert_eq!(published.changes.len(), 2);
+    let history = h.sm.changes_since(revision, 1).unwrap().unwrap();
+    assert_eq!(history[0].revision, revision);
+    assert_eq!(history[0].changes.len(), 2);
+
+    // Retried ids, alone or batched again, get their first answers.
+    let again = h.apply_with_id("b", configure(2048, None)).await;
+    assert_eq!(again.revision, revision);
+    assert_eq!(again.result, outputs[1].result);
+    let (_, again) = h
+        .apply_batch(vec![
+            ("c".into(), configure(2048, None)),
+            ("e".into(), configure(2048, None)),
+            // The same new id twice in one batch applies once.
+            ("e".into(), configure(4096, None)),
+        ])
+        .await;
+    assert_eq!(again[0].result, outputs[2].result);
+    assert_eq!(again[1].result, again[2].result);
+    let stored = match h.get(&keys::function(&key("f"))) {
+        Some(Entity::Function(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored.config.memory_mb, 2048);
+}
+
+#[tokio::test]
+async fn a_batch_inside_a_batch_is_refused_alone() {
+    let mut h = Harness::new();
+    h.setup().await;
+    let inner = Command::Batch {
+        writes: vec![BatchedWrite {
+            request_id: "inner".into(),
+            command: Command::PutAccount {
+                account_id: "111111111111".into(),
+            },
+        }],
+    };
+    let (_, outputs) = h
+        .apply_batch(vec![
+            ("outer".into(), inner),
+            (
+                "next".into(),
+                Command::PutAccount {
+                    account_id: "222222222222".into(),
+                },
+            ),
+        ])
+        .await;
+    assert_eq!(
+        outputs[0].result.as_ref().unwrap_err().kind,
+        ErrorKind::InvalidParameterValue
+    );
+    assert!(outputs[1].result.is_ok());
+    assert!(h.get(&keys::account("111111111111")).is_none());
+    assert!(h.get(&keys::account("222222222222")).is_some());
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::*;
+use crate::MetaError;
 
 /// One write. Each variant is one Lambda (or cluster) operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +305,31 @@ pub enum Command {
     PutEdgeBudget {
         budget: crate::model::EdgeBudget,
     },
+    /// Writes the leader's metadata service gathered while an earlier entry was being
+    /// appended, proposed as one log entry so they share one append and one fsync. Each
+    /// is applied in order as if it were its own entry: its own request id (a retry is
+    /// answered from the first time), its own result (one failing does not undo the
+    /// others) and its own revision ids. Made only by the metadata nodes; a batch inside
+    /// a batch is refused. Added last, like `PutEdgeBudget`.
+    Batch {
+        writes: Vec<BatchedWrite>,
+    },
+}
+
+/// One write inside a [`Command::Batch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchedWrite {
+    pub request_id: String,
+    pub command: Command,
+}
+
+/// What one write inside a [`Command::Batch`] returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchedOutput {
+    /// The revision the write was first applied at: the batch's log index, or, for a
+    /// retried request id, the original's.
+    pub revision: u64,
+    pub result: Result<CommandOutput, MetaError>,
 }
 
 /// An event with its payload, as queued for a destination.
@@ -326,6 +352,9 @@ pub enum CommandOutput {
     Event(Box<AsyncEvent>),
     /// `PublishLayerVersion` and the permission writes: the version as it is now.
     LayerVersion(Box<LayerVersion>),
+    /// `Batch`: each write's outcome, in the batch's order. Seen only by the metadata
+    /// node that proposed the batch, which answers each caller with its own.
+    Batch(Vec<BatchedOutput>),
 }
 
 /// One read.

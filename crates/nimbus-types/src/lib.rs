@@ -25,7 +25,9 @@ pub mod qualifier;
 pub mod validate;
 pub mod vocabulary;
 
-pub use command::{Change, Command, CommandOutput, Query, QueryOutput, QueuedEvent};
+pub use command::{
+    BatchedOutput, BatchedWrite, Change, Command, CommandOutput, Query, QueryOutput, QueuedEvent,
+};
 pub use error::{ErrorKind, MetaError};
 pub use model::*;
 pub use qualifier::Qualifier;

@@ -195,6 +195,13 @@ pub struct MetaArgs {
     /// How long a write waits for a quorum before failing as unavailable, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     pub write_timeout_ms: u64,
+    /// Most write proposals outstanding at once while leading; writes that arrive
+    /// meanwhile go into the next one as a batch (one log entry, one fsync). 0 turns
+    /// batching off (each write its own entry): use it while rolling out this release
+    /// over one without batching, whose nodes cannot read a batch entry.
+    #[arg(long, default_value_t = nimbus_meta::node::DEFAULT_PROPOSALS_IN_FLIGHT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]
+    pub proposals_in_flight: usize,
     /// Serve Prometheus metrics (`GET /metrics`) on this address. Off when omitted.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,

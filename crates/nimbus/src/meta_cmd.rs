@@ -33,6 +33,7 @@ pub async fn run(
             .unwrap_or(args.election_timeout_ms * 2),
     );
     cfg.write_timeout = Duration::from_millis(args.write_timeout_ms);
+    cfg.proposals_in_flight = args.proposals_in_flight;
     let node = MetaNode::start(cfg, shutdown_signal())
         .await
         .context("starting the metadata node")?;

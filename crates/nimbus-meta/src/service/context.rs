@@ -15,6 +15,7 @@ use super::leases::LEASE;
 use crate::check_quorum::CheckQuorum;
 use crate::crypto::ClusterKey;
 use crate::leases::Ledger;
+use crate::proposals::Proposer;
 use crate::raft_types::{NodeId, Raft};
 use crate::state_machine::StateMachineStore;
 use crate::sync::lock;
@@ -29,6 +30,8 @@ pub struct NodeContext {
     /// How long a write may wait to commit before the caller is told the cluster has no
     /// quorum (instead of hanging).
     pub write_timeout: Duration,
+    /// Client writes are proposed through it, batched under load.
+    pub proposer: Proposer,
     /// The committed index the log store was last told of: openraft 0.9's `RaftMetrics`
     /// has no committed index, so node status reads it from here.
     pub(super) committed: Arc<AtomicU64>,
@@ -64,6 +67,7 @@ impl NodeContext {
         Self {
             id,
             addr,
+            proposer: Proposer::start(raft.clone(), cfg.proposals_in_flight),
             raft,
             sm,
             key,

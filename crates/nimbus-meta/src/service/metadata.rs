@@ -45,6 +45,13 @@ pub(super) async fn write(
             "the cluster key check is recorded by the metadata nodes themselves",
         ));
     }
+    // Batches are made by the leader from writes it checked one by one; one sent in would
+    // carry writes past `may_write`.
+    if matches!(command, Command::Batch { .. }) {
+        return Err(Status::invalid_argument(
+            "a batch of writes is made by the metadata leader, not sent to it",
+        ));
+    }
     may_write(caller.as_ref(), &command).map_err(Status::permission_denied)?;
     if !forwarded {
         ctx.seal(&mut command);
@@ -55,7 +62,7 @@ pub(super) async fn write(
     };
     ctx.ensure_quorum_heard()?;
     let result = tokio::select! {
-        r = tokio::time::timeout(ctx.write_timeout, ctx.raft.client_write(entry.clone())) => r,
+        r = tokio::time::timeout(ctx.write_timeout, ctx.proposer.propose(entry.clone())) => r,
         // The client retries elsewhere with the same request id, so this write is
         // applied once even if it still commits.
         refusal = ctx.quorum_lost() => return Err(refusal),
@@ -66,12 +73,12 @@ pub(super) async fn write(
             ctx.write_timeout
         ))),
         Ok(Ok(resp)) => {
-            let mut result = resp.data.result;
+            let mut result = resp.result;
             if let Ok(out) = result.as_mut() {
                 environment::open_output(&ctx.key, out);
             }
             Ok(Response::new(pb::WriteResponse {
-                revision: resp.data.revision,
+                revision: resp.revision,
                 result: encode(&result),
             }))
         }

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use nimbus_types::{
-    decode, encode, Change, CommandOutput, ErrorKind, MetaError, Query, QueryOutput,
+    decode, encode, BatchedOutput, Change, Command, CommandOutput, ErrorKind, MetaError, Query,
+    QueryOutput,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftLogId};
@@ -35,6 +36,7 @@ use crate::raft_types::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 pub use apply::chunk_key;
+use apply::Stamp;
 
 /// Column family names.
 pub(crate) mod cf {
@@ -260,7 +262,7 @@ impl StateMachineStore {
         &self,
         entries: Vec<Entry>,
     ) -> Result<(Vec<Response>, Vec<WatchBatch>), StorageError> {
-        use openraft::ErrorVerb::{Read, Write};
+        use openraft::ErrorVerb::Write;
         let db = self.db();
         let mut batch = tx::BatchTx::default();
         let mut responses = Vec::with_capacity(entries.len());
@@ -283,39 +285,49 @@ impl StateMachineStore {
                         result: Ok(CommandOutput::Done),
                     }
                 }
-                EntryPayload::Normal(req) => {
-                    let id_key = req.request_id.as_bytes().to_vec();
-                    if let Some(prev) = batch
-                        .get(&db, cf::DEDUP, &id_key)
-                        .map_err(|e| sm_err(Read, e))?
-                    {
-                        // A retry of a write that was already applied: answer as the first time.
-                        decode::<Response>(&prev).map_err(|e| sm_err(Read, e))?
-                    } else {
-                        let mut etx = tx::EntryTx::new(&db, &batch);
-                        let result = apply::apply(&mut etx, index, &req.command);
-                        let (ops, changes) = etx.finish();
-                        let response = Response {
-                            revision: index,
-                            result,
-                        };
-                        if response.result.is_ok() {
-                            batch.commit_entry(ops);
-                            // Recorded even when empty, so a watcher sees the revision of
-                            // every successful write (read-your-writes waits on it).
-                            batch.put(cf::CHANGES, index.to_be_bytes().to_vec(), encode(&changes));
-                            published.push(WatchBatch {
-                                revision: index,
-                                changes: Arc::new(changes),
+                EntryPayload::Normal(req) => match req.command {
+                    Command::Batch { writes } => {
+                        let mut outputs = Vec::with_capacity(writes.len());
+                        let mut changes = Vec::new();
+                        let mut any_applied = false;
+                        for (position, w) in writes.iter().enumerate() {
+                            let at = Stamp {
+                                index,
+                                position: Some(position as u32),
+                            };
+                            let (response, applied) =
+                                apply_write(&db, &mut batch, at, &w.request_id, &w.command)?;
+                            if let Some(c) = applied {
+                                any_applied = true;
+                                changes.extend(c);
+                            }
+                            outputs.push(BatchedOutput {
+                                revision: response.revision,
+                                result: response.result,
                             });
                         }
-                        batch.put(cf::DEDUP, id_key.clone(), encode(&response));
-                        let mut age_key = index.to_be_bytes().to_vec();
-                        age_key.extend_from_slice(&id_key);
-                        batch.put(cf::DEDUP_AGE, age_key, vec![]);
+                        if any_applied {
+                            record_changes(&mut batch, &mut published, index, changes);
+                        }
+                        Response {
+                            revision: index,
+                            result: Ok(CommandOutput::Batch(outputs)),
+                        }
+                    }
+                    command => {
+                        let (response, applied) = apply_write(
+                            &db,
+                            &mut batch,
+                            Stamp::entry(index),
+                            &req.request_id,
+                            &command,
+                        )?;
+                        if let Some(changes) = applied {
+                            record_changes(&mut batch, &mut published, index, changes);
+                        }
                         response
                     }
-                }
+                },
             };
             if index % PRUNE_EVERY == 0 {
                 prune(&db, &mut batch, index).map_err(|e| sm_err(Write, e))?;
@@ -337,6 +349,64 @@ impl StateMachineStore {
         }
         Ok((responses, published))
     }
+}
+
+/// Applies one write at `at` unless its request id was applied before, in which case
+/// the first answer is returned again. Returns the answer and, if the write was applied
+/// now and succeeded, its changes (its ops are then part of `batch`).
+fn apply_write(
+    db: &DB,
+    batch: &mut tx::BatchTx,
+    at: Stamp,
+    request_id: &str,
+    command: &Command,
+) -> Result<(Response, Option<Vec<Change>>), StorageError> {
+    use openraft::ErrorVerb::Read;
+    let id_key = request_id.as_bytes().to_vec();
+    if let Some(prev) = batch
+        .get(db, cf::DEDUP, &id_key)
+        .map_err(|e| sm_err(Read, e))?
+    {
+        // A retry of a write that was already applied: answer as the first time.
+        return Ok((
+            decode::<Response>(&prev).map_err(|e| sm_err(Read, e))?,
+            None,
+        ));
+    }
+    let mut etx = tx::EntryTx::new(db, batch);
+    let result = apply::apply(&mut etx, at, command);
+    let (ops, changes) = etx.finish();
+    let response = Response {
+        revision: at.index,
+        result,
+    };
+    let applied = if response.result.is_ok() {
+        batch.commit_entry(ops);
+        Some(changes)
+    } else {
+        None
+    };
+    batch.put(cf::DEDUP, id_key.clone(), encode(&response));
+    let mut age_key = at.index.to_be_bytes().to_vec();
+    age_key.extend_from_slice(&id_key);
+    batch.put(cf::DEDUP_AGE, age_key, vec![]);
+    Ok((response, applied))
+}
+
+/// Records an entry's changes under its revision for the watch stream. Recorded even
+/// when empty, so a watcher sees the revision of every successful write
+/// (read-your-writes waits on it).
+fn record_changes(
+    batch: &mut tx::BatchTx,
+    published: &mut Vec<WatchBatch>,
+    index: u64,
+    changes: Vec<Change>,
+) {
+    batch.put(cf::CHANGES, index.to_be_bytes().to_vec(), encode(&changes));
+    published.push(WatchBatch {
+        revision: index,
+        changes: Arc::new(changes),
+    });
 }
 
 fn be_u64(k: &[u8]) -> u64 {

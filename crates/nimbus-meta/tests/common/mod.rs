@@ -4,7 +4,8 @@
 use nimbus_meta::raft_types::{Entry, Request, Response};
 use nimbus_meta::state_machine::StateMachineStore;
 use nimbus_types::{
-    CodePackage, CodeRef, Command, Entity, FunctionConfig, FunctionKey, Query, QueryOutput,
+    BatchedOutput, BatchedWrite, CodePackage, CodeRef, Command, CommandOutput, Entity,
+    FunctionConfig, FunctionKey, Query, QueryOutput,
 };
 use openraft::storage::RaftStateMachine;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
@@ -56,6 +57,26 @@ impl Harness {
         self.sm.apply(vec![entry]).await.unwrap().remove(0)
     }
 
+    /// Applies `writes` (request id, command) as one batch entry; returns its index and
+    /// the outputs, one per write.
+    pub async fn apply_batch(
+        &mut self,
+        writes: Vec<(String, Command)>,
+    ) -> (u64, Vec<BatchedOutput>) {
+        let writes = writes
+            .into_iter()
+            .map(|(request_id, command)| BatchedWrite {
+                request_id,
+                command,
+            })
+            .collect();
+        let resp = self.apply_with_id("", Command::Batch { writes }).await;
+        match resp.result {
+            Ok(CommandOutput::Batch(outputs)) => (resp.revision, outputs),
+            other => panic!("a batch entry answered {other:?}"),
+        }
+    }
+
     pub async fn apply(&mut self, command: Command) -> Response {
         let id = format!("req-{}", self.index + 1);
         self.apply_with_id(&id, command).await
@@ -87,6 +108,13 @@ impl Harness {
             .await
             .result
             .is_ok());
+    }
+
+    pub fn get(&self, key: &str) -> Option<Entity> {
+        match self.sm.query(&Query::Get { key: key.into() }).unwrap() {
+            QueryOutput::Entity(e) => e,
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     pub fn list(&self, prefix: &str) -> Vec<(String, Entity)> {

@@ -6,12 +6,12 @@ use nimbus_types::{keys, Alias, AliasRouting, Entity, FunctionKey, MetaError, Qu
 use super::lookup::{
     check_revision, get_alias, get_function, get_version, require_version_qualifier,
 };
-use super::{misrouted, revision_id, save};
+use super::{misrouted, revision_id, save, Stamp};
 use crate::state_machine::tx::EntryTx;
 
 pub(super) fn apply(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     cmd: &Command,
 ) -> Result<CommandOutput, MetaError> {
     match cmd {
@@ -38,7 +38,7 @@ pub(super) fn apply(
                 function_version: function_version.clone(),
                 description: description.clone(),
                 routing: routing.clone(),
-                revision_id: revision_id(index, &akey),
+                revision_id: revision_id(at, &akey),
             };
             tx.put(akey, Entity::Alias(alias.clone()));
             Ok(CommandOutput::Alias(alias))
@@ -66,7 +66,7 @@ pub(super) fn apply(
             }
             check_routing(tx, key, &alias.function_version, alias.routing.as_ref())?;
             let akey = keys::alias(key, name);
-            alias.revision_id = revision_id(index, &akey);
+            alias.revision_id = revision_id(at, &akey);
             tx.put(akey, Entity::Alias(alias.clone()));
             Ok(CommandOutput::Alias(alias))
         }
@@ -83,7 +83,7 @@ pub(super) fn apply(
                 changed = true;
             }
             if changed {
-                f.revision_id = revision_id(index, &keys::function(key));
+                f.revision_id = revision_id(at, &keys::function(key));
             }
             if f.provisioned_concurrency.remove(name).is_some() || changed {
                 save(tx, &f);

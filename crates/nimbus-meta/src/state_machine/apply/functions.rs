@@ -8,12 +8,12 @@ use nimbus_types::{
 
 use super::layers::check_function_layers;
 use super::lookup::{check_revision, get_function, get_version, require_account};
-use super::{misrouted, revision_id, save};
+use super::{misrouted, revision_id, save, Stamp};
 use crate::state_machine::tx::EntryTx;
 
 pub(super) fn apply(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     cmd: &Command,
 ) -> Result<CommandOutput, MetaError> {
     match cmd {
@@ -50,8 +50,8 @@ pub(super) fn apply(
                 edge_deployments: Default::default(),
                 next_version: 1,
             };
-            touch(&mut f, index, None);
-            save_and_publish(tx, index, f, *publish, *now_ms)
+            touch(&mut f, at, None);
+            save_and_publish(tx, at, f, *publish, *now_ms)
         }
         Command::UpdateFunctionCode {
             key,
@@ -64,8 +64,8 @@ pub(super) fn apply(
             check_revision(&f.revision_id, expected_revision)?;
             check_function_layers(tx, key, &code.sha256, &f.config.layers, &f.config.layers)?;
             f.code = code.clone();
-            touch(&mut f, index, Some(*now_ms));
-            save_and_publish(tx, index, f, *publish, *now_ms)
+            touch(&mut f, at, Some(*now_ms));
+            save_and_publish(tx, at, f, *publish, *now_ms)
         }
         Command::UpdateFunctionConfiguration {
             key,
@@ -77,7 +77,7 @@ pub(super) fn apply(
             check_revision(&f.revision_id, expected_revision)?;
             check_function_layers(tx, key, &f.code.sha256, &config.layers, &f.config.layers)?;
             f.config = config.clone();
-            touch(&mut f, index, Some(*now_ms));
+            touch(&mut f, at, Some(*now_ms));
             save(tx, &f);
             Ok(CommandOutput::Function(Box::new(f)))
         }
@@ -118,7 +118,7 @@ pub(super) fn apply(
             let mut f = get_function(tx, key)?;
             let had_policy = f.resource_policy.remove(&n.to_string()).is_some();
             if had_policy {
-                touch(&mut f, index, None);
+                touch(&mut f, at, None);
             }
             if f.provisioned_concurrency.remove(&n.to_string()).is_some() || had_policy {
                 save(tx, &f);
@@ -144,7 +144,7 @@ pub(super) fn apply(
                 }
             }
             let before = f.next_version;
-            let v = publish(tx, index, &mut f, description.clone(), *now_ms)?;
+            let v = publish(tx, at, &mut f, description.clone(), *now_ms)?;
             if f.next_version != before {
                 save(tx, &f);
             }
@@ -157,13 +157,13 @@ pub(super) fn apply(
 /// Saves a created or updated function, publishing a version of it first if asked.
 fn save_and_publish(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     mut f: Function,
     publish_too: bool,
     now_ms: u64,
 ) -> Result<CommandOutput, MetaError> {
     if publish_too {
-        let v = publish(tx, index, &mut f, String::new(), now_ms)?;
+        let v = publish(tx, at, &mut f, String::new(), now_ms)?;
         save(tx, &f);
         return Ok(CommandOutput::FunctionAndVersion(Box::new(f), Box::new(v)));
     }
@@ -175,7 +175,7 @@ fn save_and_publish(
 /// (then that version is the answer). The caller saves `f`.
 fn publish(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     f: &mut Function,
     description: String,
     now_ms: u64,
@@ -194,18 +194,18 @@ fn publish(
         config: f.config.clone(),
         code: f.code.clone(),
         description,
-        revision_id: revision_id(index, &key),
+        revision_id: revision_id(at, &key),
         last_modified_ms: now_ms,
     };
     tx.put(key, Entity::Version(v.clone()));
     f.next_version += 1;
-    f.revision_id = revision_id(index, &keys::function(&f.key));
+    f.revision_id = revision_id(at, &keys::function(&f.key));
     Ok(v)
 }
 
-/// Marks `f` changed at `index`: a new revision id, and a new modification time if given.
-fn touch(f: &mut Function, index: u64, now_ms: Option<u64>) {
-    f.revision_id = revision_id(index, &keys::function(&f.key));
+/// Marks `f` changed at `at`: a new revision id, and a new modification time if given.
+fn touch(f: &mut Function, at: Stamp, now_ms: Option<u64>) {
+    f.revision_id = revision_id(at, &keys::function(&f.key));
     if let Some(now) = now_ms {
         f.last_modified_ms = now;
     }

@@ -9,12 +9,12 @@ use nimbus_types::{
 
 use super::code::require_code;
 use super::lookup::{check_revision, require_account};
-use super::{misrouted, revision_id};
+use super::{misrouted, revision_id, Stamp};
 use crate::state_machine::tx::EntryTx;
 
 pub(super) fn apply(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     cmd: &Command,
 ) -> Result<CommandOutput, MetaError> {
     match cmd {
@@ -49,7 +49,7 @@ pub(super) fn apply(
                 code: code.clone(),
                 created_ms: *now_ms,
                 policy: Vec::new(),
-                policy_revision: revision_id(index, &vkey),
+                policy_revision: revision_id(at, &vkey),
             };
             tx.put(keys::layer(key), Entity::Layer(layer));
             tx.put(vkey, Entity::LayerVersion(v.clone()));
@@ -96,7 +96,7 @@ pub(super) fn apply(
                     "The final policy size is bigger than the limit.",
                 ));
             }
-            save(tx, index, &mut v);
+            save(tx, at, &mut v);
             Ok(CommandOutput::LayerVersion(Box::new(v)))
         }
         Command::RemoveLayerVersionPermission {
@@ -114,16 +114,16 @@ pub(super) fn apply(
                     "Statement {statement_id} is not found in resource policy."
                 )));
             }
-            save(tx, index, &mut v);
+            save(tx, at, &mut v);
             Ok(CommandOutput::LayerVersion(Box::new(v)))
         }
         _ => Err(misrouted("a layer")),
     }
 }
 
-fn save(tx: &mut EntryTx<'_>, index: u64, v: &mut LayerVersion) {
+fn save(tx: &mut EntryTx<'_>, at: Stamp, v: &mut LayerVersion) {
     let vkey = keys::layer_version(&v.key, v.number);
-    v.policy_revision = revision_id(index, &vkey);
+    v.policy_revision = revision_id(at, &vkey);
     tx.put(vkey, Entity::LayerVersion(v.clone()));
 }
 

@@ -38,10 +38,29 @@ use sha2::Digest;
 use super::tx::EntryTx;
 pub use code::chunk_key;
 
-/// Applies one command at log `index`.
+/// Where a command sits in the log: its entry's index and, in a batch entry
+/// ([`Command::Batch`]), its place in the batch. Revision ids derive from it, so two
+/// writes of one batch to the same record still get different ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub index: u64,
+    pub position: Option<u32>,
+}
+
+impl Stamp {
+    /// A command that is its entry's only one.
+    pub(crate) fn entry(index: u64) -> Self {
+        Self {
+            index,
+            position: None,
+        }
+    }
+}
+
+/// Applies one command at `at`.
 pub(crate) fn apply(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     cmd: &Command,
 ) -> Result<CommandOutput, MetaError> {
     use Command::*;
@@ -65,17 +84,15 @@ pub(crate) fn apply(
         | DetachPolicy { .. } => iam::apply(tx, cmd),
         DeployToEdge { .. } | RemoveFromEdge { .. } => edge::apply(tx, cmd),
         AddFunctionPermission { .. } | RemoveFunctionPermission { .. } => {
-            permissions::apply(tx, index, cmd)
+            permissions::apply(tx, at, cmd)
         }
         PutCodeChunk { .. } | CommitCode { .. } => code::apply(tx, cmd),
         CreateFunction { .. }
         | UpdateFunctionCode { .. }
         | UpdateFunctionConfiguration { .. }
         | DeleteFunction { .. }
-        | PublishVersion { .. } => functions::apply(tx, index, cmd),
-        CreateAlias { .. } | UpdateAlias { .. } | DeleteAlias { .. } => {
-            aliases::apply(tx, index, cmd)
-        }
+        | PublishVersion { .. } => functions::apply(tx, at, cmd),
+        CreateAlias { .. } | UpdateAlias { .. } | DeleteAlias { .. } => aliases::apply(tx, at, cmd),
         PutFunctionConcurrency { .. }
         | DeleteFunctionConcurrency { .. }
         | PutProvisionedConcurrency { .. }
@@ -90,7 +107,7 @@ pub(crate) fn apply(
         PublishLayerVersion { .. }
         | DeleteLayerVersion { .. }
         | AddLayerVersionPermission { .. }
-        | RemoveLayerVersionPermission { .. } => layers::apply(tx, index, cmd),
+        | RemoveLayerVersionPermission { .. } => layers::apply(tx, at, cmd),
         RegisterWorker { .. }
         | DeregisterWorker { .. }
         | RetireNode { .. }
@@ -98,6 +115,12 @@ pub(crate) fn apply(
         EnqueueEvent { .. } | ClaimEvent { .. } | RetryEvent { .. } | CompleteEvent { .. } => {
             events::apply(tx, cmd)
         }
+        // The state machine opens a batch entry into its writes before they get here, so
+        // a batch reaching `apply` was nested in another.
+        Batch { .. } => Err(MetaError::new(
+            nimbus_types::ErrorKind::InvalidParameterValue,
+            "a batch of writes cannot contain another batch",
+        )),
     }
 }
 
@@ -110,9 +133,19 @@ fn misrouted(group: &str) -> MetaError {
     )
 }
 
-/// A revision id (Lambda's `RevisionId`, a UUID) derived from the log index and the key.
-pub(crate) fn revision_id(index: u64, key: &str) -> String {
-    let digest = sha2::Sha256::digest([&index.to_be_bytes()[..], key.as_bytes()].concat());
+/// A revision id (Lambda's `RevisionId`, a UUID) derived from where the write sits in
+/// the log and the key.
+pub(crate) fn revision_id(at: Stamp, key: &str) -> String {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(at.index.to_be_bytes());
+    if let Some(position) = at.position {
+        // 0xFF never occurs in UTF-8, so no key can make an unbatched write's input equal
+        // a batched one's; an unbatched write hashes exactly as before batching existed.
+        hasher.update([0xFF]);
+        hasher.update(position.to_be_bytes());
+    }
+    hasher.update(key.as_bytes());
+    let digest = hasher.finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
     // Mark it as an RFC 4122 variant, version 4 layout, so clients that parse it accept it.

@@ -7,12 +7,12 @@ use nimbus_types::command::{Command, CommandOutput};
 use nimbus_types::{limits, ErrorKind, MetaError};
 
 use super::lookup::{check_revision, get_function, require_qualifier};
-use super::{misrouted, revision_id, save};
+use super::{misrouted, revision_id, save, Stamp};
 use crate::state_machine::tx::EntryTx;
 
 pub(super) fn apply(
     tx: &mut EntryTx<'_>,
-    index: u64,
+    at: Stamp,
     cmd: &Command,
 ) -> Result<CommandOutput, MetaError> {
     let (key, qualifier, sid, expected) = match cmd {
@@ -67,7 +67,7 @@ pub(super) fn apply(
             }
         }
     }
-    f.revision_id = revision_id(index, &nimbus_types::keys::function(&f.key));
+    f.revision_id = revision_id(at, &nimbus_types::keys::function(&f.key));
     save(tx, &f);
     Ok(CommandOutput::Function(Box::new(f)))
 }
