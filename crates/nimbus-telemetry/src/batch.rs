@@ -7,7 +7,12 @@
 //! blocking executor, which the async HTTP client cannot run on, and it keeps its drop
 //! count to itself; here the count is a Prometheus counter and both OTLP transports run
 //! on the process's tokio runtime.
+//!
+//! The export task is woken only when a batch is full (or by its timer), not for every
+//! span: with every trace exported, a wake-up per span was thousands of task wake-ups and
+//! thread unparks a second (docs/benchmarks.md, "Where tracing's CPU goes").
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::Context;
@@ -15,7 +20,7 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::otlp::QueueConfig;
 
@@ -65,10 +70,53 @@ impl BatchHandle {
     }
 }
 
+/// Finished spans waiting for export, shared by the processor and the export task.
+#[derive(Debug)]
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    /// Told when the queue holds a full batch.
+    batch_full: Notify,
+    /// Spans held at most.
+    capacity: usize,
+    /// Spans per export.
+    batch_size: usize,
+}
+
+impl Queue {
+    /// Queues `span`; false when the queue is full.
+    fn push(&self, span: SpanData) -> bool {
+        let len = {
+            let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+            if spans.len() >= self.capacity {
+                return false;
+            }
+            spans.push(span);
+            spans.len()
+        };
+        if len == self.batch_size {
+            self.batch_full.notify_one();
+        }
+        true
+    }
+
+    /// The oldest spans, at most a batch of them; with `only_full`, none unless a
+    /// whole batch is queued.
+    fn take(&self, only_full: bool) -> Vec<SpanData> {
+        let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+        if spans.len() <= self.batch_size {
+            if only_full && spans.len() < self.batch_size {
+                return Vec::new();
+            }
+            return std::mem::take(&mut *spans);
+        }
+        spans.drain(..self.batch_size).collect()
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct BoundedBatchProcessor {
-    spans: mpsc::Sender<SpanData>,
+    queue: Arc<Queue>,
     control: mpsc::UnboundedSender<Control>,
     counters: QueueCounters,
 }
@@ -80,18 +128,23 @@ impl BoundedBatchProcessor {
         config: QueueConfig,
         counters: QueueCounters,
     ) -> (Self, BatchHandle) {
-        let (spans_tx, spans_rx) = mpsc::channel(config.max_queue_size.max(1));
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::new()),
+            batch_full: Notify::new(),
+            capacity: config.max_queue_size.max(1),
+            batch_size: config.max_export_batch_size.max(1),
+        });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         tokio::spawn(export_loop(
             exporter,
             config,
-            spans_rx,
+            queue.clone(),
             control_rx,
             counters.clone(),
         ));
         (
             BoundedBatchProcessor {
-                spans: spans_tx,
+                queue,
                 control: control_tx.clone(),
                 counters,
             },
@@ -109,7 +162,7 @@ impl SpanProcessor for BoundedBatchProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.spans.try_send(span).is_err() {
+        if !self.queue.push(span) {
             self.counters.dropped.inc();
         }
     }
@@ -132,28 +185,26 @@ impl SpanProcessor for BoundedBatchProcessor {
     fn set_resource(&mut self, _resource: &Resource) {}
 }
 
+/// Exports full batches as they fill, everything queued on each tick of
+/// `OTEL_BSP_SCHEDULE_DELAY`, and everything on a flush or at shutdown. Ends when the
+/// processor and its handle are gone, or at shutdown.
 async fn export_loop<E: SpanExporter>(
     exporter: E,
     config: QueueConfig,
-    mut spans: mpsc::Receiver<SpanData>,
+    queue: Arc<Queue>,
     mut control: mpsc::UnboundedReceiver<Control>,
     counters: QueueCounters,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(config.max_export_batch_size);
-    let mut tick = tokio::time::interval(config.schedule_delay);
+    // The first tick one delay from now, not at once.
+    let first = tokio::time::Instant::now() + config.schedule_delay;
+    let mut tick = tokio::time::interval_at(first, config.schedule_delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             msg = control.recv() => {
                 let Some(msg) = msg else { break };
-                while let Ok(s) = spans.try_recv() {
-                    batch.push(s);
-                    if batch.len() >= config.max_export_batch_size {
-                        export(&exporter, &mut batch, &config, &counters).await;
-                    }
-                }
-                export(&exporter, &mut batch, &config, &counters).await;
+                export_all(&queue, &exporter, &config, &counters).await;
                 match msg {
                     Control::Flush(done) => {
                         let _ = done.send(());
@@ -165,30 +216,40 @@ async fn export_loop<E: SpanExporter>(
                     }
                 }
             }
-            span = spans.recv() => {
-                let Some(span) = span else { break };
-                batch.push(span);
-                if batch.len() >= config.max_export_batch_size {
-                    export(&exporter, &mut batch, &config, &counters).await;
+            _ = queue.batch_full.notified() => loop {
+                let batch = queue.take(true);
+                if batch.is_empty() {
+                    break;
                 }
-            }
-            _ = tick.tick() => {
-                export(&exporter, &mut batch, &config, &counters).await;
-            }
+                export(&exporter, batch, &config, &counters).await;
+            },
+            _ = tick.tick() => export_all(&queue, &exporter, &config, &counters).await,
         }
+    }
+}
+
+/// Exports everything queued, a batch at a time.
+async fn export_all<E: SpanExporter>(
+    queue: &Queue,
+    exporter: &E,
+    config: &QueueConfig,
+    counters: &QueueCounters,
+) {
+    loop {
+        let batch = queue.take(false);
+        if batch.is_empty() {
+            break;
+        }
+        export(exporter, batch, config, counters).await;
     }
 }
 
 async fn export<E: SpanExporter>(
     exporter: &E,
-    batch: &mut Vec<SpanData>,
+    spans: Vec<SpanData>,
     config: &QueueConfig,
     counters: &QueueCounters,
 ) {
-    if batch.is_empty() {
-        return;
-    }
-    let spans = std::mem::take(batch);
     let n = spans.len() as u64;
     match tokio::time::timeout(config.export_timeout, exporter.export(spans)).await {
         Ok(Ok(())) => {
@@ -243,13 +304,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn spans_are_exported_on_flush() {
+    /// A processor (queue of 100, batches of 8) under a provider, exporting to `Collect`.
+    fn started() -> (SdkTracerProvider, Collect, QueueCounters, BatchHandle) {
         let exporter = Collect::default();
         let counters = QueueCounters::default();
         let (p, handle) =
             BoundedBatchProcessor::start(exporter.clone(), config(100), counters.clone());
         let provider = SdkTracerProvider::builder().with_span_processor(p).build();
+        (provider, exporter, counters, handle)
+    }
+
+    #[tokio::test]
+    async fn spans_are_exported_on_flush() {
+        let (provider, exporter, counters, handle) = started();
         let tracer = provider.tracer("t");
         for i in 0..20 {
             tracer.in_span(format!("s{i}"), |_| {});
@@ -259,6 +326,28 @@ mod tests {
         assert_eq!(counters.exported.get(), 20);
         assert_eq!(counters.dropped.get(), 0);
         assert!(handle.shutdown(Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_exported_without_waiting_for_the_timer() {
+        let (provider, exporter, _, _handle) = started();
+        let tracer = provider.tracer("t");
+        // 8 spans make a batch; the timer is an hour away.
+        for i in 0..19 {
+            tracer.in_span(format!("s{i}"), |_| {});
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while exporter.got.lock().unwrap().len() < 16 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "full batches not exported"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = exporter.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 16, "the last 3 wait for a batch or the timer");
+        assert_eq!(got[0], "s0", "oldest first");
     }
 
     #[tokio::test]

@@ -9,8 +9,9 @@
 //!   rather than ever making an invocation wait for a collector.
 //! - [`propagation`]: trace context in (`traceparent`, `X-Amzn-Trace-Id`) and out (the
 //!   `X-Amzn-Trace-Id` a function receives).
-//! - [`sampling`]: the sampling decision made once per trace at its root, before any of
-//!   its spans is built.
+//! - [`decision`]: a request's sampling decision, made before its root span exists, so
+//!   an unsampled request builds no span; [`sampling`]: the layer that keeps any other
+//!   unsampled trace's spans from OpenTelemetry.
 //! - [`registry`]: the Prometheus registry of a process and its `/metrics` endpoint.
 //! - [`otlp_metrics`]: the same metrics pushed over OTLP when configured, read back from
 //!   the registry by [`openmetrics`].
@@ -18,6 +19,7 @@
 #![deny(unsafe_code)]
 
 pub mod batch;
+pub mod decision;
 pub mod lambda;
 pub mod openmetrics;
 pub mod otlp;
@@ -33,6 +35,9 @@ pub use lambda::{FunctionLabels, LambdaMetrics};
 pub use prometheus_client;
 pub use registry::MetricsRegistry;
 pub use setup::{init, LogFormat, Telemetry, TelemetryError};
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// A fake environment for the configuration parsers' tests.
 #[cfg(test)]

@@ -121,8 +121,13 @@ pub fn set_remote_parent(span: &tracing::Span, parent: SpanContext) {
 }
 
 /// The OpenTelemetry span context of `span`, when traces are exported: its own when its
-/// trace is sampled, else its trace's, marked not sampled.
+/// trace is sampled, else its trace's, marked not sampled. A span not built (an unsampled
+/// request's, see [`crate::decision`]) gives the context of the unsampled trace the
+/// current task works for.
 pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    if span.is_disabled() {
+        return crate::decision::unsampled_context();
+    }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
     if sc.is_valid() {

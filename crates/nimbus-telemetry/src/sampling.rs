@@ -10,13 +10,15 @@
 //! (`_X_AMZN_TRACE_ID` with `Sampled=0`), as they do on Lambda.
 //!
 //! The decision is the SDK's own sampler, read from `OTEL_TRACES_SAMPLER(_ARG)` exactly as
-//! the SDK reads it, applied to the root's remote parent. A root learns its remote parent
-//! through [`root_span`], before the span exists: by the time a parent could be set on a
-//! span, the inner layer would already have built it. The SDK's provider then samples
-//! everything it is given (`AlwaysOn`), so no trace is sampled twice.
+//! the SDK reads it ([`HeadSampler`]). The roots of requests are decided earlier still, by
+//! [`crate::decision::TraceDecision`], before the root span exists: an unsampled request
+//! then builds no `tracing` span at all, and a sampled one tells this layer so
+//! ([`sampled_root`]) instead of being decided twice. A root made any other way is decided
+//! here, as a new trace. The SDK's provider then samples everything it is given
+//! (`AlwaysOn`), so no trace is sampled twice.
 
 use std::any::TypeId;
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceFlags};
 use opentelemetry::Context as OtelContext;
@@ -29,11 +31,9 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Registry;
 
-use crate::propagation;
-
 thread_local! {
-    /// The remote parent of the root span [`root_span`] is creating on this thread.
-    static REMOTE_PARENT: RefCell<Option<SpanContext>> = const { RefCell::new(None) };
+    /// Set while [`sampled_root`] creates the root of a trace already decided sampled.
+    static DECIDED_SAMPLED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Marks a span of a sampled trace: the inner layer sees it.
@@ -44,20 +44,12 @@ struct Recorded;
 #[derive(Clone)]
 struct Unrecorded(SpanContext);
 
-/// Creates the root span of a request that continues its caller's trace `parent` (from
-/// `traceparent` or `X-Amzn-Trace-Id`): the sampling decision follows that parent, and a
-/// sampled span gets it as its parent.
-pub fn root_span(
-    parent: Option<SpanContext>,
-    make: impl FnOnce() -> tracing::Span,
-) -> tracing::Span {
-    REMOTE_PARENT.with(|p| *p.borrow_mut() = parent.clone());
+/// Creates, with `make`, the root span of a trace [`HeadSampler::decide`] has sampled.
+pub(crate) fn sampled_root(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    DECIDED_SAMPLED.with(|d| d.set(true));
     let span = make();
-    // Cleared whether or not a layer consumed it, so no later span inherits it.
-    REMOTE_PARENT.with(|p| p.borrow_mut().take());
-    if let Some(parent) = parent {
-        propagation::set_remote_parent(&span, parent);
-    }
+    // Cleared whether or not a layer consumed it, so no later root inherits it.
+    DECIDED_SAMPLED.with(|d| d.set(false));
     span
 }
 
@@ -73,45 +65,73 @@ pub(crate) fn unrecorded_context(span: &tracing::Span) -> Option<SpanContext> {
     .flatten()
 }
 
+/// The process's sampler (`OTEL_TRACES_SAMPLER(_ARG)`) and the ids of the traces it
+/// starts. It lives in the [`HeadSampled`] layer, where [`HeadSampler::current`] finds it,
+/// so the decision follows whichever subscriber is installed.
+pub(crate) struct HeadSampler {
+    sampler: Box<dyn ShouldSample>,
+    ids: RandomIdGenerator,
+}
+
+impl HeadSampler {
+    /// Runs `f` with the sampler of the current subscriber, `None` when it exports no
+    /// traces.
+    pub(crate) fn current<T>(mut f: impl FnMut(Option<&HeadSampler>) -> T) -> T {
+        tracing::dispatcher::get_default(|d| f(d.downcast_ref::<HeadSampler>()))
+    }
+
+    /// The decision for a trace rooted at a span named `name`, continuing `parent` if
+    /// given: `Ok` when sampled, else the context the unsampled trace propagates (its id,
+    /// a span id of its own, flags "not sampled").
+    pub(crate) fn decide(
+        &self,
+        parent: Option<&SpanContext>,
+        name: &str,
+    ) -> Result<(), SpanContext> {
+        let trace_id = match parent {
+            Some(p) => p.trace_id(),
+            None => self.ids.new_trace_id(),
+        };
+        let cx = parent.map(|p| OtelContext::new().with_remote_span_context(p.clone()));
+        let result =
+            self.sampler
+                .should_sample(cx.as_ref(), trace_id, name, &SpanKind::Internal, &[], &[]);
+        match result.decision {
+            SamplingDecision::RecordAndSample | SamplingDecision::RecordOnly => Ok(()),
+            SamplingDecision::Drop => Err(SpanContext::new(
+                trace_id,
+                self.ids.new_span_id(),
+                TraceFlags::default(),
+                false,
+                parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
+            )),
+        }
+    }
+}
+
 /// A layer that passes the spans of sampled traces, and only those, to `inner`.
 pub struct HeadSampled<L> {
     inner: L,
-    sampler: Box<dyn ShouldSample>,
-    ids: RandomIdGenerator,
+    sampler: HeadSampler,
 }
 
 impl<L> HeadSampled<L> {
     pub fn new(inner: L, sampler: Box<dyn ShouldSample>) -> Self {
         HeadSampled {
             inner,
-            sampler,
-            ids: RandomIdGenerator::default(),
+            sampler: HeadSampler {
+                sampler,
+                ids: RandomIdGenerator::default(),
+            },
         }
     }
 
-    /// The decision for a new trace rooted at a span named `name`.
+    /// The decision for a new root named `name`: already made, or made now for a new trace.
     fn decide_root(&self, name: &str) -> Result<(), Unrecorded> {
-        let parent = REMOTE_PARENT.with(|p| p.borrow_mut().take());
-        let trace_id = match &parent {
-            Some(p) => p.trace_id(),
-            None => self.ids.new_trace_id(),
-        };
-        let cx = parent
-            .as_ref()
-            .map(|p| OtelContext::new().with_remote_span_context(p.clone()));
-        let result =
-            self.sampler
-                .should_sample(cx.as_ref(), trace_id, name, &SpanKind::Internal, &[], &[]);
-        match result.decision {
-            SamplingDecision::RecordAndSample | SamplingDecision::RecordOnly => Ok(()),
-            SamplingDecision::Drop => Err(Unrecorded(SpanContext::new(
-                trace_id,
-                self.ids.new_span_id(),
-                TraceFlags::default(),
-                false,
-                parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
-            ))),
+        if DECIDED_SAMPLED.with(|d| d.replace(false)) {
+            return Ok(());
         }
+        self.sampler.decide(None, name).map_err(Unrecorded)
     }
 }
 
@@ -225,6 +245,10 @@ where
         if id == TypeId::of::<Self>() {
             return Some(self as *const Self as *const ());
         }
+        // How `TraceDecision` finds the sampler (`HeadSampler::current`).
+        if id == TypeId::of::<HeadSampler>() {
+            return Some(&self.sampler as *const HeadSampler as *const ());
+        }
         // SAFETY: the inner layer's own implementation, called with the same type id: it
         // upholds the contract (a pointer to a value of that type, living as long as the
         // layer), and `self.inner` lives as long as `self`.
@@ -234,58 +258,11 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    use opentelemetry::trace::{SpanId, TraceId, TraceState};
     use opentelemetry_sdk::trace::Sampler;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    /// Counts the spans it is given.
-    #[derive(Clone, Default)]
-    struct Counting {
-        created: Arc<AtomicUsize>,
-        closed: Arc<AtomicUsize>,
-        entered: Arc<AtomicUsize>,
-    }
-
-    impl<S: Subscriber> Layer<S> for Counting {
-        fn on_new_span(&self, _: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
-            self.created.fetch_add(1, Ordering::SeqCst);
-        }
-        fn on_enter(&self, _: &Id, _: Context<'_, S>) {
-            self.entered.fetch_add(1, Ordering::SeqCst);
-        }
-        fn on_close(&self, _: Id, _: Context<'_, S>) {
-            self.closed.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Counting {
-        fn counts(&self) -> (usize, usize, usize) {
-            (
-                self.created.load(Ordering::SeqCst),
-                self.entered.load(Ordering::SeqCst),
-                self.closed.load(Ordering::SeqCst),
-            )
-        }
-    }
-
-    fn remote(sampled: bool) -> SpanContext {
-        let flags = match sampled {
-            true => TraceFlags::SAMPLED,
-            false => TraceFlags::default(),
-        };
-        SpanContext::new(
-            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
-            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
-            flags,
-            true,
-            TraceState::default(),
-        )
-    }
+    use crate::testing::{remote, Counting};
 
     /// Runs `f` under a subscriber whose `HeadSampled` layer (with `sampler`) wraps a
     /// counting layer; returns `f`'s result and the counting layer.
@@ -296,27 +273,24 @@ mod tests {
         (tracing::subscriber::with_default(subscriber, f), counting)
     }
 
-    /// A root (under `parent`) with a child and a grandchild, each entered and closed;
-    /// returns what the inner layer saw and the context the grandchild propagates.
-    fn trace(
-        sampler: Sampler,
-        parent: Option<SpanContext>,
-    ) -> ((usize, usize, usize), Option<SpanContext>) {
+    /// A root with a child and a grandchild, each entered and closed; returns what the
+    /// inner layer saw and the context the grandchild propagates.
+    fn trace(sampler: Sampler) -> ((usize, usize, usize), Option<SpanContext>) {
         let (propagated, counting) = sampled(sampler, || {
-            let root = root_span(parent, || tracing::info_span!("root"));
+            let root = tracing::info_span!("root");
             let _root = root.enter();
             let child = tracing::info_span!("child");
             let _child = child.enter();
             let grandchild = tracing::info_span!("grandchild");
             let _g = grandchild.enter();
-            propagation::span_context(&grandchild)
+            crate::propagation::span_context(&grandchild)
         });
         (counting.counts(), propagated)
     }
 
     #[test]
-    fn spans_of_an_unsampled_trace_are_never_built() {
-        let (seen, propagated) = trace(Sampler::TraceIdRatioBased(0.0), None);
+    fn spans_of_an_unsampled_trace_never_reach_the_inner_layer() {
+        let (seen, propagated) = trace(Sampler::TraceIdRatioBased(0.0));
         assert_eq!(seen, (0, 0, 0));
         let sc = propagated.expect("an unsampled trace still has a context to propagate");
         assert!(sc.is_valid() && !sc.is_sampled());
@@ -324,29 +298,8 @@ mod tests {
 
     #[test]
     fn spans_of_a_sampled_trace_all_reach_the_inner_layer() {
-        let (seen, _) = trace(Sampler::AlwaysOn, None);
+        let (seen, _) = trace(Sampler::AlwaysOn);
         assert_eq!(seen, (3, 3, 3));
-    }
-
-    #[test]
-    fn a_remote_parent_decides_under_a_parent_based_sampler() {
-        let never = || Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.0)));
-        let always = || Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
-        // Sampled upstream: recorded although the root ratio is 0.
-        let (seen, _) = trace(never(), Some(remote(true)));
-        assert_eq!(seen, (3, 3, 3));
-        // Not sampled upstream: nothing built although the root ratio is 1, and the
-        // caller's trace id travels on, unsampled.
-        let (seen, propagated) = trace(always(), Some(remote(false)));
-        assert_eq!(seen, (0, 0, 0));
-        let sc = propagated.unwrap();
-        assert_eq!(sc.trace_id(), remote(false).trace_id());
-        assert!(!sc.is_sampled());
-        assert_ne!(
-            sc.span_id(),
-            remote(false).span_id(),
-            "a span id of its own"
-        );
     }
 
     #[test]
@@ -369,18 +322,34 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_parent_does_not_leak_into_the_next_root() {
-        let always = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
-        let ((), counting) = sampled(always, || {
-            drop(root_span(Some(remote(false)), || {
-                tracing::info_span!("first")
-            }));
-            drop(tracing::info_span!("second"));
+    fn a_root_decided_sampled_is_not_decided_again_and_the_next_one_is() {
+        let ((), counting) = sampled(Sampler::TraceIdRatioBased(0.0), || {
+            let root = sampled_root(|| tracing::info_span!("decided"));
+            drop(tracing::info_span!(parent: &root, "child"));
+            drop(tracing::info_span!(parent: None, "undecided"));
         });
         assert_eq!(
             counting.counts().0,
-            1,
-            "only the second, a new sampled trace"
+            2,
+            "the decided root and its child only"
+        );
+    }
+
+    #[test]
+    fn the_sampler_decides_by_the_remote_parent() {
+        let parent = remote;
+        let layer = HeadSampled::new(
+            Counting::default(),
+            Box::new(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+        );
+        assert!(layer.sampler.decide(Some(&parent(true)), "r").is_ok());
+        let unsampled = layer.sampler.decide(Some(&parent(false)), "r").unwrap_err();
+        assert_eq!(unsampled.trace_id(), parent(false).trace_id());
+        assert!(!unsampled.is_sampled());
+        assert_ne!(
+            unsampled.span_id(),
+            parent(false).span_id(),
+            "a span id of its own"
         );
     }
 }

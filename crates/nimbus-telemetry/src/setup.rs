@@ -157,7 +157,11 @@ pub fn init(format: LogFormat, service_name: &str) -> Result<Telemetry, Telemetr
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
-            .with_tracked_inactivity(false);
+            .with_tracked_inactivity(false)
+            // Activation attaches the span's OpenTelemetry context on every enter (every
+            // poll of an instrumented future); only OpenTelemetry-native instrumentation
+            // would read it, and Nimbus has none: parents come from `tracing`'s own.
+            .with_context_activation(false);
         let layer = HeadSampled::new(otel, sampler)
             // Only Nimbus's own spans: not those of tonic, hyper or h2 underneath.
             .with_filter(Targets::new().with_target("nimbus", tracing::Level::INFO))

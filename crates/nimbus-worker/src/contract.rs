@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nimbus_proto::worker::{self as pb, invoke_event::Event, rejection::Reason, Rejection};
+use nimbus_telemetry::decision::carried;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -214,11 +215,11 @@ impl WorkerContract {
         let (events, events_rx) = mpsc::channel(STREAM_BUFFER);
         let (started, started_rx) = oneshot::channel();
         let this = self.clone();
-        let run = tokio::spawn(
+        let run = tokio::spawn(carried(
             async move { this.run(&spec, inv).await.map(|out| this.response(out)) }
                 .in_current_span(),
-        );
-        tokio::spawn(
+        ));
+        tokio::spawn(carried(
             async move {
                 let mut out = StreamOut {
                     events,
@@ -250,7 +251,7 @@ impl WorkerContract {
                 .await;
             }
             .in_current_span(),
-        );
+        ));
         match started_rx.await {
             Ok(Ok(())) => Ok(events_rx),
             Ok(Err(rejection)) => Err(rejection),

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nimbus_sandbox::{Jail, JailConfig, ShellShape, ZygoteShape};
+use nimbus_telemetry::decision::child_span;
 use nimbus_types::limits;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -209,12 +210,14 @@ impl Engine {
                     e.shutdown().await;
                 }
                 // Cold start only: the environment's Init, as its own span.
-                let init_span = tracing::info_span!(
-                    "init",
-                    otel.name = "Init",
-                    faas.name = %spec.function_name,
-                    faas.version = %spec.version,
-                );
+                let init_span = child_span(|| {
+                    tracing::info_span!(
+                        "init",
+                        otel.name = "Init",
+                        faas.name = %spec.function_name,
+                        faas.version = %spec.version,
+                    )
+                });
                 match ExecutionEnvironment::start(
                     &self.inner.config,
                     self.inner.jail.clone(),
@@ -238,17 +241,20 @@ impl Engine {
         };
         // The invocation inside the runtime (OpenTelemetry's FaaS server span). Its
         // context goes into the function as X-Amzn-Trace-Id, so the function's own spans
-        // join this trace; without exported traces the caller's header passes through.
-        let span = tracing::info_span!(
-            "invocation",
-            otel.name = "Invocation",
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            faas.invocation_id = %inv.request_id,
-            faas.coldstart = cold,
-            faas.name = %spec.function_name,
-            faas.version = %spec.version,
-        );
+        // join this trace; without exported traces the caller's header passes through. An
+        // unsampled trace has no span here, and passes on its own context.
+        let span = child_span(|| {
+            tracing::info_span!(
+                "invocation",
+                otel.name = "Invocation",
+                otel.kind = "server",
+                otel.status_code = tracing::field::Empty,
+                faas.invocation_id = %inv.request_id,
+                faas.coldstart = cold,
+                faas.name = %spec.function_name,
+                faas.version = %spec.version,
+            )
+        });
         if let Some(sc) = nimbus_telemetry::propagation::span_context(&span) {
             inv.trace_id = Some(nimbus_telemetry::propagation::amzn_trace_id(&sc));
         }

@@ -71,6 +71,25 @@ async fn grpc_receiver() -> (String, Received) {
     (format!("http://{addr}"), received)
 }
 
+/// `nimbus dev` exporting over gRPC to a new receiver, with `extra` settings.
+async fn grpc_dev(extra: &[(&str, &str)]) -> (Dev, Received) {
+    let (endpoint, received) = grpc_receiver().await;
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    env.extend_from_slice(extra);
+    (Dev::start(&env).await, received)
+}
+
+/// The `_X_AMZN_TRACE_ID` the function saw (it answers with it), from a 200 reply.
+fn trace_seen(r: &nimbus_gateway::client::Reply) -> String {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    body["trace"].as_str().unwrap().to_string()
+}
+
 /// An OTLP/HTTP (protobuf) receiver on a free port.
 async fn http_receiver() -> (String, Received) {
     let received = Received::default();
@@ -396,22 +415,13 @@ async fn a_collector_that_is_down_costs_nothing_but_dropped_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsampled_traces_export_nothing_and_still_propagate() {
     let _one_at_a_time = common::dev::LOCK.lock().await;
-    let (endpoint, received) = grpc_receiver().await;
-    let dev = Dev::start(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    let (dev, received) = grpc_dev(&[
         ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
         ("OTEL_TRACES_SAMPLER_ARG", "0"),
     ])
     .await;
     dev.create_python_function("sampled", FUNCTION).await;
     let mut client = dev.client().await;
-    let seen = |r: &nimbus_gateway::client::Reply| -> String {
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        body["trace"].as_str().unwrap().to_string()
-    };
 
     // Not sampled upstream: the caller's trace id travels on, unsampled.
     let unsampled = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0";
@@ -419,7 +429,7 @@ async fn unsampled_traces_export_nothing_and_still_propagate() {
         .invoke("sampled", b"{}", &[("x-amzn-trace-id", unsampled)])
         .await
         .unwrap();
-    let in_function = seen(&r);
+    let in_function = trace_seen(&r);
     assert!(
         in_function.starts_with("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=")
             && in_function.ends_with(";Sampled=0"),
@@ -431,7 +441,7 @@ async fn unsampled_traces_export_nothing_and_still_propagate() {
     );
     // No caller context: a new trace, and at ratio 0 not sampled.
     let r = client.invoke("sampled", b"{}", &[]).await.unwrap();
-    let fresh = seen(&r);
+    let fresh = trace_seen(&r);
     assert!(
         fresh.starts_with("Root=1-") && fresh.ends_with(";Sampled=0"),
         "{fresh}"
@@ -444,7 +454,7 @@ async fn unsampled_traces_export_nothing_and_still_propagate() {
         .invoke("sampled", b"{}", &[("x-amzn-trace-id", sampled)])
         .await
         .unwrap();
-    assert!(seen(&r).ends_with(";Sampled=1"));
+    assert!(trace_seen(&r).ends_with(";Sampled=1"));
     let id = r.header("x-amzn-requestid").unwrap().to_string();
     // The batch queue exports in order: once the sampled trace is here, the spans of the
     // two earlier calls would be too, had any been built.
@@ -461,6 +471,68 @@ async fn unsampled_traces_export_nothing_and_still_propagate() {
         "{fresh_trace} in {traces:?}"
     );
     assert_eq!(traces.len(), 1, "{traces:?}");
+}
+
+/// With the default sampler (parent-based, always on), a caller that did not sample its
+/// trace gets no span built on the invoke path: the root is decided first and nothing
+/// under it is made. A span made anyway (outside the decision) would have no parent,
+/// start a trace of its own, be sampled, and arrive here. Cold and warm, sync and async;
+/// the function still sees the caller's trace, unsampled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_caller_gets_no_span_on_the_invoke_path() {
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    let (dev, received) = grpc_dev(&[]).await;
+    dev.create_python_function("unsampled", FUNCTION).await;
+    let mut client = dev.client().await;
+    let unsampled = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-00";
+    for _ in 0..2 {
+        let r = client
+            .invoke("unsampled", b"{}", &[("traceparent", unsampled)])
+            .await
+            .unwrap();
+        let seen = trace_seen(&r);
+        assert!(
+            seen.starts_with("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=")
+                && seen.ends_with(";Sampled=0"),
+            "{seen}"
+        );
+    }
+    let r = client
+        .invoke(
+            "unsampled",
+            b"{}",
+            &[
+                ("traceparent", unsampled),
+                ("x-amz-invocation-type", "Event"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    // The event has run once it is counted.
+    let invocations = "lambda_invocations_total{account=\"000000000000\",region=\"us-east-1\",function=\"unsampled\",resource=\"unsampled\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::dev::sample(&dev.scrape().await, invocations) != Some(3.0) {
+        assert!(Instant::now() < deadline, "the async event did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new trace, sampled: spans leave in the order they end, so once its spans are
+    // here, any made before would be too.
+    let r = client.invoke("unsampled", b"{}", &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.header("x-amzn-requestid").unwrap().to_string();
+    let spans = wait_for(&received, &[id], &dev).await;
+    let traces: std::collections::HashSet<String> =
+        spans.iter().map(|(_, s)| hex(&s.trace_id)).collect();
+    assert_eq!(
+        traces.len(),
+        1,
+        "only the sampled trace; got {:?}",
+        spans
+            .iter()
+            .map(|(_, s)| (hex(&s.trace_id), &s.name))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Kills the processes of a small cluster when the test ends.
@@ -641,5 +713,60 @@ async fn traces_cross_from_gateway_to_worker_in_a_cluster() {
         init.parent_span_id, hop.span_id,
         "cold start: Init on the worker"
     );
+
+    // Not sampled by the caller: the worker follows the gateway's flag and builds no
+    // span either (one made anyway would start a sampled trace of its own), and the
+    // function still sees the caller's trace.
+    let unsampled = "5759e988bd862e3fe1be46a994272793";
+    let r = client
+        .invoke(
+            "traced",
+            b"{}",
+            &[(
+                "traceparent",
+                &format!("00-{unsampled}-53995c3f42cd8ad8-00"),
+            )],
+        )
+        .await
+        .unwrap();
+    let seen = trace_seen(&r);
+    assert!(
+        seen.starts_with(&format!("Root=1-{}-{};", &unsampled[..8], &unsampled[8..]))
+            && seen.ends_with(";Sampled=0"),
+        "{seen}"
+    );
+    // Then a sampled one: once both processes' spans of it are here, any made before
+    // would be too (each exports in the order spans end).
+    let last = "1af7651916cd43dd8448eb211c80319c";
+    let r = client
+        .invoke(
+            "traced",
+            b"{}",
+            &[("traceparent", &format!("00-{last}-b7ad6b7169203331-01"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = received.spans();
+        let of_last = |name: &str| {
+            spans
+                .iter()
+                .any(|(_, s)| hex(&s.trace_id) == last && s.name == name)
+        };
+        if of_last("Invocation") && of_last("Invoke") {
+            let traces: std::collections::HashSet<String> =
+                spans.iter().map(|(_, s)| hex(&s.trace_id)).collect();
+            assert_eq!(
+                traces,
+                [trace, last].into_iter().map(String::from).collect(),
+                "the two sampled traces only"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last trace did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(procs);
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nimbus_proto::worker as pb;
+use nimbus_telemetry::decision::{carried, child_span};
 use nimbus_telemetry::FunctionLabels;
 use nimbus_types::{CodeRef, Function, FunctionConfig, FunctionKey, Qualifier};
 use tracing::Instrument;
@@ -278,7 +279,9 @@ impl Gateway {
                 unreserved: account.unreserved(),
                 edge_share,
             })
-            .instrument(tracing::info_span!("admission", otel.name = "Admission"))
+            .instrument(child_span(|| {
+                tracing::info_span!("admission", otel.name = "Admission")
+            }))
             .await
             .inspect_err(|e| {
                 if e.is_throttle() {
@@ -329,18 +332,20 @@ impl Gateway {
         } = self.admitted(named).await?;
         let started = std::time::Instant::now();
         let gw = self.clone();
-        let span = tracing::info_span!(
-            "place_and_invoke",
-            otel.name = "Place and invoke",
-            otel.kind = "client",
-        );
+        let span = child_span(|| {
+            tracing::info_span!(
+                "place_and_invoke",
+                otel.name = "Place and invoke",
+                otel.kind = "client",
+            )
+        });
         let executed_version = target.version.clone();
-        let result = tokio::spawn(async move {
+        let result = tokio::spawn(carried(async move {
             let result = gw.run(&target, request).instrument(span).await;
             drop(slot);
             drop(running);
             result
-        })
+        }))
         .await
         .map_err(|e| ApiError::service(format!("invocation task failed: {e}")))?
         .inspect_err(|e| {
@@ -535,12 +540,14 @@ impl Gateway {
         let (started, started_rx) = oneshot::channel();
         let gw = self.clone();
         let executed_version = target.version.clone();
-        let span = tracing::info_span!(
-            "place_and_invoke",
-            otel.name = "Place and invoke",
-            otel.kind = "client",
-        );
-        tokio::spawn(
+        let span = child_span(|| {
+            tracing::info_span!(
+                "place_and_invoke",
+                otel.name = "Place and invoke",
+                otel.kind = "client",
+            )
+        });
+        tokio::spawn(carried(
             async move {
                 let began = std::time::Instant::now();
                 let placed = gw
@@ -566,7 +573,7 @@ impl Gateway {
                 drop(running);
             }
             .instrument(span),
-        );
+        ));
         match started_rx.await {
             Ok(Ok(())) => Ok(StreamedInvoke {
                 executed_version,

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use nimbus_proto::worker as pb;
 use nimbus_proto::worker::worker_server::Worker;
+use nimbus_telemetry::decision::{TraceDecision, Traced};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use crate::contract::WorkerContract;
 
@@ -36,21 +37,24 @@ impl WorkerService {
     }
 }
 
-/// The span of one invocation, continuing the gateway's trace: the engine's Init and
-/// Invocation spans become its children.
-fn invoke_span(request: &Request<pb::InvokeRequest>) -> tracing::Span {
-    let parent = request
-        .metadata()
+/// Runs `invoke`, one invocation, in the gateway's trace: inside its span, which the
+/// engine's Init and Invocation spans become children of, when the gateway's sampled
+/// flag (under a parent-based sampler) says the trace is sampled; with no span at all
+/// when it is not.
+fn traced<F: std::future::Future>(metadata: &MetadataMap, invoke: F) -> Traced<F> {
+    let parent = metadata
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| nimbus_telemetry::propagation::parse_traceparent(v, None));
-    nimbus_telemetry::sampling::root_span(parent, || {
+    let trace = TraceDecision::new(parent, "Worker invoke");
+    let span = trace.root_span(|| {
         tracing::info_span!(
             "worker_invoke",
             otel.name = "Worker invoke",
             otel.kind = "server"
         )
-    })
+    });
+    trace.scope(invoke, span)
 }
 
 fn answer<T>(r: Result<T, pb::Rejection>) -> Result<Response<T>, Status> {
@@ -65,13 +69,8 @@ impl Worker for WorkerService {
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(self.in_flight.clone());
-        let span = invoke_span(&request);
-        answer(
-            self.contract
-                .invoke(request.into_inner())
-                .instrument(span)
-                .await,
-        )
+        let (metadata, _, request) = request.into_parts();
+        answer(traced(&metadata, self.contract.invoke(request)).await)
     }
 
     type InvokeStreamStream =
@@ -83,11 +82,8 @@ impl Worker for WorkerService {
     ) -> Result<Response<Self::InvokeStreamStream>, Status> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let in_flight = InFlight(self.in_flight.clone());
-        let span = invoke_span(&request);
-        let events = self
-            .contract
-            .invoke_stream(request.into_inner())
-            .instrument(span)
+        let (metadata, _, request) = request.into_parts();
+        let events = traced(&metadata, self.contract.invoke_stream(request))
             .await
             .map_err(pb::Rejection::into_status)?;
         // Counted in flight until the last event is sent (or the gateway leaves).

@@ -206,14 +206,14 @@ impl Dispatcher {
             Err(e) => return Err(e),
         };
 
-        let slot = self.gw.admit(&function, &labels, None).await;
         // Observability (issue 5): the event's age, Lambda's counts, and a span that
         // continues the trace of the request that queued the event.
         let parent = event
             .trace_id
             .as_deref()
             .and_then(nimbus_telemetry::propagation::parse_amzn_trace_id);
-        let span = nimbus_telemetry::sampling::root_span(parent, || {
+        let trace = nimbus_telemetry::decision::TraceDecision::new(parent, "Async invoke");
+        let span = trace.root_span(|| {
             tracing::info_span!(
                 "async_invoke",
                 otel.name = "Async invoke",
@@ -222,6 +222,10 @@ impl Dispatcher {
                 faas.name = %event.key.name,
             )
         });
+        // Admitted inside the trace: a span made outside it would start a trace of its own.
+        let slot = trace
+            .scope(self.gw.admit(&function, &labels, None), span.clone())
+            .await;
         let result = match slot {
             Ok(slot) => {
                 self.gw.metrics().async_event_age(
@@ -236,10 +240,7 @@ impl Dispatcher {
                 };
                 let started = std::time::Instant::now();
                 let r = self
-                    .renewing_lease(
-                        &event.id,
-                        tracing::Instrument::instrument(self.gw.run(&target, request), span),
-                    )
+                    .renewing_lease(&event.id, trace.scope(self.gw.run(&target, request), span))
                     .await;
                 if let Ok(out) = &r {
                     self.gw.metrics().invoked(

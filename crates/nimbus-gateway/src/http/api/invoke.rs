@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
-use nimbus_telemetry::{propagation, sampling};
+use nimbus_telemetry::decision::TraceDecision;
+use nimbus_telemetry::propagation;
 use nimbus_types::limits::{CLIENT_CONTEXT_MAX_BYTES, LOG_TAIL_MAX_BYTES, SYNC_RESPONSE_MAX_BYTES};
 use nimbus_types::vocabulary::{InvocationType, LogType};
 use nimbus_types::AsyncEvent;
 use tracing::field::Empty;
-use tracing::Instrument;
 
 use crate::core::async_events;
 use crate::core::resolve::{self, Named};
@@ -38,8 +38,10 @@ pub async fn invoke(
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
+    // Decided before the span exists: an unsampled request builds none.
     let parent = propagation::remote_parent(|h| header(&headers, h));
-    let span = sampling::root_span(parent, || {
+    let trace = TraceDecision::new(parent, "Invoke");
+    let span = trace.root_span(|| {
         tracing::info_span!(
             "invoke_api",
             otel.name = "Invoke",
@@ -55,8 +57,8 @@ pub async fn invoke(
             http.response.status_code = Empty,
         )
     });
-    let result = run(gw, named, request_id, headers, payload)
-        .instrument(span.clone())
+    let result = trace
+        .scope(run(gw, named, request_id, headers, payload), span.clone())
         .await;
     let status = match &result {
         Ok(resp) => resp.status().as_u16(),
@@ -89,14 +91,14 @@ async fn run(
             let labels = gw.labels(&named);
             // Checked now so a missing function is a 404, not a dropped event.
             resolve::qualifier(&gw, &named.key, named.qualifier.as_deref())?;
-            let span = tracing::Span::current();
             let event = AsyncEvent {
                 id: request_id,
                 key: named.key,
                 qualifier: named.qualifier,
                 client_context,
-                // With traces exported, the event carries this request's span as its parent.
-                trace_id: propagation::span_context(&span)
+                // With traces exported, the event carries this request's span as its parent
+                // (or, unsampled, its trace).
+                trace_id: propagation::span_context(&tracing::Span::current())
                     .map(|sc| propagation::amzn_trace_id(&sc))
                     .or_else(|| header(&headers, "x-amzn-trace-id").map(str::to_string)),
                 enqueued_ms: async_events::now_ms(),
