@@ -12,7 +12,8 @@ pub struct Row {
     pub summary: Summary,
 }
 
-/// The results table and, for each concurrency, the Nimbus/etcd ratios.
+/// The results table, for each concurrency the Nimbus/etcd ratios, and a last line for
+/// scripts: `ratio nimbus/etcd writes_1=… p50_1=… writes_64=… p50_64=…`.
 pub fn markdown(rows: &[Row], rounds: usize) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -38,6 +39,7 @@ pub fn markdown(rows: &[Row], rounds: usize) -> String {
             .find(|r| r.system == system && r.concurrency == c)
     };
     let mut seen = Vec::new();
+    let mut last_line = String::from("ratio nimbus/etcd");
     for r in rows {
         if seen.contains(&r.concurrency) {
             continue;
@@ -54,7 +56,15 @@ pub fn markdown(rows: &[Row], rounds: usize) -> String {
                 ratio(n.p50_ms, e.p50_ms),
                 ratio(n.p99_ms, e.p99_ms)
             );
+            let _ = write!(
+                last_line,
+                " writes_{c}={:.2} p50_{c}={:.2}",
+                ratio(n.writes_per_sec, e.writes_per_sec),
+                ratio(n.p50_ms, e.p50_ms),
+                c = r.concurrency
+            );
         }
     }
+    let _ = writeln!(out, "\n{last_line}");
     out
 }

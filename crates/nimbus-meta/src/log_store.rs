@@ -3,7 +3,10 @@
 //! Column families: `log` (index, big-endian, → postcard entry) and `meta` (vote, committed,
 //! last purged id). Every append and vote is written with `sync = true`, so an entry is on
 //! disk before openraft counts it toward a quorum, and therefore before any client hears
-//! that its write succeeded.
+//! that its write succeeded. The committed id is not synced: saving it is optional in
+//! openraft (after a crash it is learnt again from the leader; a saved one only spares
+//! re-applying entries), and a synced one cost every node a second fsync per write, on
+//! the leader between the commit and the answer.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -101,9 +104,18 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        self.put_meta_opt(key, value, &synced())
+    }
+
+    fn put_meta_opt<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        opts: &WriteOptions,
+    ) -> Result<(), StorageError> {
         let bytes = postcard::to_stdvec(value).map_err(write_err)?;
         self.db
-            .put_cf_opt(self.cf(CF_META), key, bytes, &synced())
+            .put_cf_opt(self.cf(CF_META), key, bytes, opts)
             .map_err(write_err)
     }
 
@@ -177,7 +189,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)?;
+        // Not synced (see the module's doc).
+        self.put_meta_opt(KEY_COMMITTED, &committed, &WriteOptions::default())?;
         self.committed
             .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         Ok(())

@@ -23,7 +23,7 @@ use crate::state_machine::StateMachineStore;
 
 /// See [`NodeConfig::proposals_in_flight`]; chosen by `nimbus-bench meta-writes`
 /// (docs/benchmarks.md, "Proposal batching").
-pub const DEFAULT_PROPOSALS_IN_FLIGHT: usize = 2;
+pub const DEFAULT_PROPOSALS_IN_FLIGHT: usize = 1;
 
 /// Everything a metadata node is configured with. Shared by the CLI and tests.
 #[derive(Debug, Clone)]
