@@ -144,10 +144,26 @@ impl LambdaConnection {
         path: &str,
         body: Bytes,
     ) -> Result<Reply, LambdaClientError> {
-        let req = hyper::Request::builder()
+        self.send_unsigned_with(method, host, path, &[], body).await
+    }
+
+    /// [`Self::send_unsigned`] with extra headers (`traceparent`, say).
+    pub async fn send_unsigned_with(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, LambdaClientError> {
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, host)
+            .header(hyper::header::HOST, host);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(Full::new(body))
             .map_err(|e| LambdaClientError::Request(e.to_string()))?;
         self.exchange(req).await

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -497,6 +499,71 @@ async fn an_unsampled_caller_gets_no_span_on_the_invoke_path() {
             "{seen}"
         );
     }
+    // InvokeWithResponseStream.
+    let r = client
+        .send(
+            "POST",
+            "/2021-11-15/functions/unsampled/response-streaming-invocations",
+            "",
+            &[("traceparent", unsampled)],
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // A public function URL.
+    let r = client
+        .send(
+            "POST",
+            "/2021-10-31/functions/unsampled/url",
+            "",
+            &[],
+            Bytes::from_static(br#"{"AuthType":"NONE"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let url: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let host = url["FunctionUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    for (id, action, extra) in [
+        (
+            "url",
+            "lambda:InvokeFunctionUrl",
+            r#","FunctionUrlAuthType":"NONE""#,
+        ),
+        ("invoke", "lambda:InvokeFunction", ""),
+    ] {
+        let body =
+            format!(r#"{{"StatementId":"{id}","Action":"{action}","Principal":"*"{extra}}}"#);
+        let r = client
+            .send(
+                "POST",
+                "/2015-03-31/functions/unsampled/policy",
+                "",
+                &[],
+                Bytes::from(body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = client
+        .send_unsigned_with(
+            "GET",
+            &host,
+            "/",
+            &[("traceparent", unsampled)],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = client
         .invoke(
             "unsampled",
@@ -509,10 +576,10 @@ async fn an_unsampled_caller_gets_no_span_on_the_invoke_path() {
         .await
         .unwrap();
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-    // The event has run once it is counted.
+    // The event has run once it is counted (with the two syncs, the stream and the URL).
     let invocations = "lambda_invocations_total{account=\"000000000000\",region=\"us-east-1\",function=\"unsampled\",resource=\"unsampled\"}";
     let deadline = Instant::now() + Duration::from_secs(30);
-    while common::dev::sample(&dev.scrape().await, invocations) != Some(3.0) {
+    while common::dev::sample(&dev.scrape().await, invocations) != Some(5.0) {
         assert!(Instant::now() < deadline, "the async event did not run");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

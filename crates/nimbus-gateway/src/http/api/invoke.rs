@@ -28,6 +28,14 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Records a request's HTTP status on its root span; a 5xx marks the span an error.
+pub(crate) fn record_status(span: &tracing::Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// The API request's span (the root of an invocation's trace in Nimbus), continuing the
 /// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`.
 pub async fn invoke(
@@ -64,10 +72,7 @@ pub async fn invoke(
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status,
     };
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
-    }
+    record_status(&span, status);
     result
 }
 
@@ -201,10 +206,50 @@ fn response(invoked: Invoked, log_type: LogType) -> Result<Response, ApiError> {
 /// `InvokeComplete`, which the SDKs decode unchanged. Errors before the function first
 /// wrote (not found, throttled) are ordinary Lambda errors; after that they can only be
 /// told in `InvokeComplete`.
+/// Its root span is made like [`invoke`]'s: after the sampling decision, so an unsampled
+/// request builds no span here or below.
 pub async fn invoke_stream(
     State(gw): State<Arc<Gateway>>,
+    Extension(caller): Extension<Caller>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     QualifiedFunction(named): QualifiedFunction,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let parent = propagation::remote_parent(|h| header(&headers, h));
+    let trace = TraceDecision::new(parent, "InvokeWithResponseStream");
+    let span = trace.root_span(|| {
+        tracing::info_span!(
+            "invoke_stream_api",
+            otel.name = "InvokeWithResponseStream",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            faas.trigger = "http",
+            faas.invocation_id = %request_id,
+            cloud.provider = "nimbus",
+            cloud.region = %gw.region(),
+            cloud.account.id = %caller.account_id,
+            http.response.status_code = Empty,
+        )
+    });
+    let result = trace
+        .scope(
+            run_stream(gw, named, request_id, headers, payload),
+            span.clone(),
+        )
+        .await;
+    let status = match &result {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status,
+    };
+    record_status(&span, status);
+    result
+}
+
+async fn run_stream(
+    gw: Arc<Gateway>,
+    named: Named,
+    request_id: String,
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {

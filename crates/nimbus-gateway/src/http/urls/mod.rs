@@ -21,7 +21,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use nimbus_iam::{Context, Principal, PrincipalKind};
+use nimbus_telemetry::decision::TraceDecision;
+use nimbus_telemetry::propagation;
 use nimbus_types::{keys, Entity, FunctionUrlConfig, UrlCors};
+use tracing::field::Empty;
 
 use crate::core::access::{Caller, Identity, Operation};
 use crate::core::resolve::Named;
@@ -53,10 +56,31 @@ pub async fn front(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    match host.as_deref().and_then(|h| url_id(&gw, h)) {
-        Some(id) => serve(&gw, &id, host.unwrap_or_default(), req).await,
-        None => next.run(req).await,
-    }
+    let Some(id) = host.as_deref().and_then(|h| url_id(&gw, h)) else {
+        return next.run(req).await;
+    };
+    // The invocation's root span, made after the sampling decision like the API's
+    // `Invoke`: an unsampled request builds no span here or below.
+    let parent = propagation::remote_parent(|h| req.headers().get(h).and_then(|v| v.to_str().ok()));
+    let trace = TraceDecision::new(parent, "Invoke");
+    let span = trace.root_span(|| {
+        tracing::info_span!(
+            "function_url",
+            otel.name = "Invoke",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            faas.trigger = "http",
+            url.id = %id,
+            cloud.provider = "nimbus",
+            cloud.region = %gw.region(),
+            http.response.status_code = Empty,
+        )
+    });
+    let resp = trace
+        .scope(serve(&gw, &id, host.unwrap_or_default(), req), span.clone())
+        .await;
+    crate::http::api::invoke::record_status(&span, resp.status().as_u16());
+    resp
 }
 
 /// Lambda's URL error bodies: `{"Message": ...}`.
