@@ -68,6 +68,18 @@ pub fn register(node: &MetaNode, registry: &MetricsRegistry) {
         snapshots.clone(),
     );
 
+    let proposed = node.ctx.proposer.counts();
+    registry.register(
+        "nimbus_meta_write_proposals",
+        "Log entries of client writes this node proposed while leading (a batch is one)",
+        proposed.proposals.clone(),
+    );
+    registry.register(
+        "nimbus_meta_proposed_writes",
+        "Client writes in those proposals; divided by the proposals, the mean batch size",
+        proposed.writes.clone(),
+    );
+
     let ctx = node.ctx.clone();
     registry.on_scrape(move || {
         let m = ctx.raft.metrics().borrow().clone();

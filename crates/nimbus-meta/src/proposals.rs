@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use nimbus_telemetry::prometheus_client::metrics::counter::Counter;
 use nimbus_types::{
     encode, BatchedOutput, BatchedWrite, Command, CommandOutput, ErrorKind, MetaError,
 };
@@ -49,6 +50,23 @@ pub struct Proposer {
     /// `None`: batching is off, and each write is proposed as itself at once.
     queue: Option<mpsc::Sender<Waiting>>,
     raft: Raft,
+    counts: Counts,
+}
+
+/// What this node proposed: writes per proposal is the mean batch size.
+#[derive(Clone, Default)]
+pub struct Counts {
+    /// Proposals made (log entries of client writes), whether or not they committed.
+    pub proposals: Counter<u64>,
+    /// Client writes in those proposals.
+    pub writes: Counter<u64>,
+}
+
+impl Counts {
+    fn proposed(&self, writes: usize) {
+        self.proposals.inc();
+        self.writes.inc_by(writes as u64);
+    }
 }
 
 impl Proposer {
@@ -58,17 +76,28 @@ impl Proposer {
     /// existed (for a rolling upgrade from such a release, whose nodes cannot read a
     /// batch entry).
     pub fn start(raft: Raft, in_flight: usize) -> Self {
+        let counts = Counts::default();
         let queue = (in_flight > 0).then(|| {
             let (queue, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(raft.clone(), rx, in_flight));
+            tokio::spawn(run(raft.clone(), rx, in_flight, counts.clone()));
             queue
         });
-        Self { queue, raft }
+        Self {
+            queue,
+            raft,
+            counts,
+        }
+    }
+
+    /// What this node has proposed so far (for metrics).
+    pub fn counts(&self) -> &Counts {
+        &self.counts
     }
 
     /// Proposes `request` and waits until it is applied (or the proposal fails).
     pub async fn propose(&self, request: Request) -> Result<Response, ProposeError> {
         let Some(queue) = &self.queue else {
+            self.counts.proposed(1);
             return self.raft.client_write(request).await.map(|r| r.data);
         };
         let bytes = encode(&request.command).len();
@@ -90,7 +119,7 @@ fn shut_down() -> ProposeError {
     RaftError::Fatal(openraft::error::Fatal::Stopped)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, in_flight: usize) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, in_flight: usize, counts: Counts) {
     let slots = Arc::new(Semaphore::new(in_flight));
     // A write taken from the queue that did not fit in the previous batch.
     let mut carried: Option<Waiting> = None;
@@ -122,6 +151,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, in_flight: usize) {
                 Err(_) => break,
             }
         }
+        counts.proposed(batch.len());
         let raft = raft.clone();
         tokio::spawn(async move {
             propose(&raft, batch).await;

@@ -313,6 +313,10 @@ async fn concurrent_writes(proposals_in_flight: usize) -> usize {
         answers.push((id, command, revision));
     }
     let entries = (last_index() - before) as usize;
+    // The metrics count what was proposed: every write, in as many proposals as entries.
+    let counts = node.ctx.proposer.counts();
+    assert_eq!(counts.writes.get() as usize, WRITES);
+    assert_eq!(counts.proposals.get() as usize, entries);
     let revisions: std::collections::BTreeSet<u64> = answers.iter().map(|a| a.2).collect();
     // Writes of one batch share its revision; nothing else is written meanwhile.
     assert_eq!(revisions.len(), entries);

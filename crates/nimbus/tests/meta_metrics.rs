@@ -35,7 +35,10 @@ async fn raft_metrics_on_the_admin_port() {
             && get("nimbus_raft_apply_lag") == 0.0
             && get("nimbus_raft_voters") == 1.0
             && get("nimbus_raft_snapshots_total") >= 1.0
-            && get("nimbus_raft_snapshot_index") >= 5.0;
+            && get("nimbus_raft_snapshot_index") >= 5.0
+            // One at a time, the 12 writes are 12 proposals of one write each.
+            && get("nimbus_meta_write_proposals_total") == 12.0
+            && get("nimbus_meta_proposed_writes_total") == 12.0;
         if ok {
             break;
         }
