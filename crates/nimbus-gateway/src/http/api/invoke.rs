@@ -65,9 +65,17 @@ pub async fn invoke(
             http.response.status_code = Empty,
         )
     });
-    let result = trace
-        .scope(run(gw, named, request_id, headers, payload), span.clone())
-        .await;
+    in_root(trace, span, run(gw, named, request_id, headers, payload)).await
+}
+
+/// Runs an API invocation in its root `span` (or, unsampled, its trace's scope) and
+/// records the answer's status on the span.
+async fn in_root(
+    trace: TraceDecision,
+    span: tracing::Span,
+    call: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    let result = trace.scope(call, span.clone()).await;
     let status = match &result {
         Ok(resp) => resp.status().as_u16(),
         Err(e) => e.status,
@@ -206,6 +214,7 @@ fn response(invoked: Invoked, log_type: LogType) -> Result<Response, ApiError> {
 /// `InvokeComplete`, which the SDKs decode unchanged. Errors before the function first
 /// wrote (not found, throttled) are ordinary Lambda errors; after that they can only be
 /// told in `InvokeComplete`.
+///
 /// Its root span is made like [`invoke`]'s: after the sampling decision, so an unsampled
 /// request builds no span here or below.
 pub async fn invoke_stream(
@@ -232,18 +241,12 @@ pub async fn invoke_stream(
             http.response.status_code = Empty,
         )
     });
-    let result = trace
-        .scope(
-            run_stream(gw, named, request_id, headers, payload),
-            span.clone(),
-        )
-        .await;
-    let status = match &result {
-        Ok(resp) => resp.status().as_u16(),
-        Err(e) => e.status,
-    };
-    record_status(&span, status);
-    result
+    in_root(
+        trace,
+        span,
+        run_stream(gw, named, request_id, headers, payload),
+    )
+    .await
 }
 
 async fn run_stream(
