@@ -36,7 +36,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use openraft::{RaftMetrics, ServerState};
+use openraft::metrics::RaftServerMetrics;
+use openraft::ServerState;
 
 use crate::raft_types::{Node, NodeId};
 use crate::sync::lock;
@@ -82,27 +83,29 @@ impl CheckQuorum {
         self.timeout
     }
 
-    /// Takes in this node's Raft metrics: whether it leads, in which term, with which
-    /// voters. Called on every change of the metrics.
-    pub fn observe(&self, m: &RaftMetrics<NodeId, Node>) {
+    /// Takes in this node's server metrics: whether it leads, in which term, with which
+    /// voters. Called on every change of them (not of the log's progress, which moves
+    /// with every write).
+    pub fn observe(&self, m: &RaftServerMetrics<NodeId, Node>) {
         let now = Instant::now();
+        let term = m.vote.leader_id().get_term();
         let mut s = lock(&self.state);
         if m.state == ServerState::Leader && m.current_leader == Some(self.me) {
             let since = match &s.leading {
-                Some(l) if l.term == m.current_term => l.since,
+                Some(l) if l.term == term => l.since,
                 _ => now,
             };
             s.leading = Some(Leading {
-                term: m.current_term,
+                term,
                 since,
                 voters: m.membership_config.membership().get_joint_config().clone(),
             });
         } else {
             s.leading = None;
         }
-        if s.silent_in.is_some_and(|t| t != m.current_term) {
+        if s.silent_in.is_some_and(|t| t != term) {
             tracing::info!(
-                term = m.current_term,
+                term,
                 "check-quorum: the term moved on; this node talks to its peers again"
             );
             s.silent_in = None;
@@ -203,7 +206,7 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use openraft::{Membership, StoredMembership};
+    use openraft::{Membership, StoredMembership, Vote};
 
     use super::*;
 
@@ -289,20 +292,21 @@ mod tests {
     }
 
     /// Metrics of node 1 in `term`, leading it with voters {1,2,3} or following.
-    fn metrics(term: u64, leads: bool) -> RaftMetrics<NodeId, Node> {
-        let mut m = RaftMetrics::new_initial(1);
-        m.current_term = term;
-        if leads {
-            m.state = ServerState::Leader;
-            m.current_leader = Some(1);
-        } else {
-            m.state = ServerState::Follower;
-            m.current_leader = Some(2);
-        }
+    fn metrics(term: u64, leads: bool) -> RaftServerMetrics<NodeId, Node> {
+        let leader = if leads { 1 } else { 2 };
         let nodes: BTreeMap<NodeId, Node> = (1..=3).map(|id| (id, Node::default())).collect();
         let voters = Membership::new(vec![set(&[1, 2, 3])], nodes);
-        m.membership_config = Arc::new(StoredMembership::new(None, voters));
-        m
+        RaftServerMetrics {
+            id: 1,
+            vote: Vote::new_committed(term, leader),
+            state: if leads {
+                ServerState::Leader
+            } else {
+                ServerState::Follower
+            },
+            current_leader: Some(leader),
+            membership_config: Arc::new(StoredMembership::new(None, voters)),
+        }
     }
 
     /// Node 1's check-quorum, told it leads term 4, and a moment just after.

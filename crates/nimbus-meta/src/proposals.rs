@@ -49,6 +49,8 @@ struct Waiting {
 pub struct Proposer {
     /// `None`: batching is off, and each write is proposed as itself at once.
     queue: Option<mpsc::Sender<Waiting>>,
+    /// The proposals that may be outstanding at once (shared with the task).
+    slots: Arc<Semaphore>,
     raft: Raft,
     counts: Counts,
 }
@@ -77,13 +79,15 @@ impl Proposer {
     /// batch entry).
     pub fn start(raft: Raft, in_flight: usize) -> Self {
         let counts = Counts::default();
+        let slots = Arc::new(Semaphore::new(in_flight));
         let queue = (in_flight > 0).then(|| {
             let (queue, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(run(raft.clone(), rx, in_flight, counts.clone()));
+            tokio::spawn(run(raft.clone(), rx, slots.clone(), counts.clone()));
             queue
         });
         Self {
             queue,
+            slots,
             raft,
             counts,
         }
@@ -100,6 +104,14 @@ impl Proposer {
             self.counts.proposed(1);
             return self.raft.client_write(request).await.map(|r| r.data);
         };
+        // Nothing waiting and a slot free (a lone writer, or a quiet moment): proposed
+        // from here as itself, as the task would, without the hops to the task and back.
+        if queue.capacity() == queue.max_capacity() {
+            if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
+                self.counts.proposed(1);
+                return self.raft.client_write(request).await.map(|r| r.data);
+            }
+        }
         let bytes = encode(&request.command).len();
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
@@ -119,22 +131,22 @@ fn shut_down() -> ProposeError {
     RaftError::Fatal(openraft::error::Fatal::Stopped)
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, in_flight: usize, counts: Counts) {
-    let slots = Arc::new(Semaphore::new(in_flight));
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, slots: Arc<Semaphore>, counts: Counts) {
     // A write taken from the queue that did not fit in the previous batch.
     let mut carried: Option<Waiting> = None;
     loop {
-        // Wait for a free slot before taking writes: while every slot is busy, new writes
-        // queue up, and the next proposal takes them all.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let first = match carried.take() {
             Some(w) => w,
             None => match rx.recv().await {
                 Some(w) => w,
                 None => return,
             },
+        };
+        // Then wait for a free slot: while every slot is busy, new writes queue up, and
+        // the next proposal takes them all. (The slot is taken after a write, not before,
+        // so that an idle task holds none and a lone writer proposes directly.)
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
         };
         let mut bytes = first.bytes;
         let mut batch = vec![first];

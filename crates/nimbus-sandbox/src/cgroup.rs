@@ -10,7 +10,10 @@
 //! does) get the same limits through the v1 files.
 
 use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// CPU period written to `cpu.max` / `cpu.cfs_period_us`, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -171,6 +174,12 @@ impl CgroupLimits {
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     layout: CgroupLayoutKind,
+    /// The memory high-water mark's file, opened once and re-read in place: every
+    /// invocation's REPORT reads it, and opening it by path each time (a path walk
+    /// through the cgroup file system, and a close) was a few percent of an
+    /// invocation's CPU (docs/benchmarks.md, "Where an invocation's CPU goes").
+    /// On cgroup v2 a reset through this same descriptor also scopes the peak to it.
+    peak: Arc<OnceLock<Option<fs::File>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +217,7 @@ impl Cgroup {
                 mkdir(&dir)?;
                 Cgroup {
                     layout: CgroupLayoutKind::V2(dir),
+                    peak: Arc::default(),
                 }
             }
             CgroupLayout::V1 { memory, cpu, pids } => {
@@ -217,6 +227,7 @@ impl Cgroup {
                 }
                 Cgroup {
                     layout: CgroupLayoutKind::V1 { memory, cpu, pids },
+                    peak: Arc::default(),
                 }
             }
         };
@@ -271,12 +282,37 @@ impl Cgroup {
     /// `max_usage_in_bytes`, v2's `memory.peak` on kernels that allow it),
     /// so a shell's own set-up is not reported as the function's.
     pub(crate) fn reset_peak(&self) {
-        let _ = match &self.layout {
-            CgroupLayoutKind::V2(dir) => write(&dir.join("memory.peak"), "0"),
-            CgroupLayoutKind::V1 { memory, .. } => {
-                write(&memory.join("memory.max_usage_in_bytes"), "0")
+        match self.peak_file() {
+            Some(mut f) => {
+                let _ = f.write_all(b"0");
             }
-        };
+            None => {
+                let _ = write(&self.peak_path(), "0");
+            }
+        }
+    }
+
+    fn peak_path(&self) -> PathBuf {
+        match &self.layout {
+            CgroupLayoutKind::V2(dir) => dir.join("memory.peak"),
+            CgroupLayoutKind::V1 { memory, .. } => memory.join("memory.max_usage_in_bytes"),
+        }
+    }
+
+    /// The high-water mark's file, open for reading and (where the kernel lets it be
+    /// reset) writing; `None` if it cannot be opened.
+    fn peak_file(&self) -> Option<&fs::File> {
+        self.peak
+            .get_or_init(|| {
+                let path = self.peak_path();
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .or_else(|_| fs::File::open(&path))
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Whether process `pid` is in this cgroup (in every hierarchy, on v1).
@@ -323,12 +359,19 @@ impl Cgroup {
     /// The environment's memory high-water mark in bytes (`memory.peak` /
     /// `memory.max_usage_in_bytes`).
     pub fn memory_peak_bytes(&self) -> Result<u64, CgroupError> {
-        let path = match &self.layout {
-            CgroupLayoutKind::V2(dir) => dir.join("memory.peak"),
-            CgroupLayoutKind::V1 { memory, .. } => memory.join("memory.max_usage_in_bytes"),
+        let Some(f) = self.peak_file() else {
+            return Ok(read(&self.peak_path())?.trim().parse().unwrap_or(0));
         };
-        let text = read(&path)?;
-        Ok(text.trim().parse().unwrap_or(0))
+        // A cgroup file is produced afresh by each read from offset 0.
+        let mut buf = [0u8; 32];
+        let n = f.read_at(&mut buf, 0).map_err(|source| CgroupError::File {
+            path: self.peak_path(),
+            source,
+        })?;
+        Ok(std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0))
     }
 
     /// How many times the kernel's OOM killer fired inside this environment.

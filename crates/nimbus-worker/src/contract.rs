@@ -181,7 +181,7 @@ impl WorkerContract {
 
     /// This worker's load, reported with every answer for placement between heartbeats.
     pub fn load(&self) -> pb::WorkerLoad {
-        let m = self.engine.metrics();
+        let m = self.engine.pool_metrics();
         pb::WorkerLoad {
             worker_id: self.id.clone(),
             memory_total_mb: m.capacity_mb,

@@ -149,20 +149,21 @@ impl Engine {
 
     /// Appends an invocation's lines to its stream before the invocation is answered, so
     /// a query right after sees them. A failing disk costs the logs, not the invocation.
-    async fn persist_logs(&self, spec: &FunctionSpec, outcome: &InvokeOutcome) {
-        let store = self.inner.logs.clone();
-        let account = spec.account_id.clone();
+    ///
+    /// Written from the invoking task rather than on a blocking thread: it is one small
+    /// append to a local file (the page cache takes it; nothing is synced), and handing
+    /// it to tokio's blocking pool and waiting for it cost more than the write itself
+    /// (a thread wake-up and a futex each way on every invocation; docs/benchmarks.md,
+    /// "Where an invocation's CPU goes").
+    fn persist_logs(&self, spec: &FunctionSpec, outcome: &InvokeOutcome) {
         let function = self.inner.config.log_group_function(&spec.function_name);
-        let (stream, lines) = (outcome.log_stream.clone(), outcome.log_lines.clone());
-        let written =
-            tokio::task::spawn_blocking(move || store.append(&account, &function, &stream, &lines))
-                .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(function = %spec.function_name, "writing function logs: {e}")
-            }
-            Err(e) => tracing::warn!(function = %spec.function_name, "writing function logs: {e}"),
+        if let Err(e) = self.inner.logs.append(
+            &spec.account_id,
+            &function,
+            &outcome.log_stream,
+            &outcome.log_lines,
+        ) {
+            tracing::warn!(function = %spec.function_name, "writing function logs: {e}");
         }
     }
 
@@ -233,7 +234,7 @@ impl Engine {
                         drop(slot);
                         let mut outcome = init_failure_outcome(spec, inv, failure);
                         logs::apply_system_level(spec.system_log_level.as_deref(), &mut outcome);
-                        self.persist_logs(spec, &outcome).await;
+                        self.persist_logs(spec, &outcome);
                         return Ok(outcome);
                     }
                 }
@@ -265,7 +266,7 @@ impl Engine {
         if outcome.status != InvokeStatus::Ok {
             span.record("otel.status_code", "ERROR");
         }
-        self.persist_logs(spec, &outcome).await;
+        self.persist_logs(spec, &outcome);
         let keep = healthy && !self.is_shutting_down();
         if keep {
             env.release();
@@ -340,7 +341,15 @@ impl Engine {
         Ok(self.inner.pool.environments(&key).min(count))
     }
 
-    /// Current pool counts.
+    /// The pool's own counts (environments, memory, invocations), without the shell
+    /// and zygote counts. Every invocation's answer carries these as the worker's load,
+    /// so they must be cheap: counting ready shells copies their pids out of the shell
+    /// pool.
+    pub fn pool_metrics(&self) -> PoolMetrics {
+        self.inner.pool.metrics()
+    }
+
+    /// Current pool counts, ready shells and zygotes included (for metrics and status).
     pub fn metrics(&self) -> PoolMetrics {
         let mut m = self.inner.pool.metrics();
         m.shells_ready = self

@@ -359,7 +359,7 @@ impl ExecutionEnvironment {
                     return Err(StartError::Engine(e.into()));
                 }
                 let mut init_logs = init_start;
-                init_logs.extend(env.logs.drain().await);
+                init_logs.extend(env.logs.drain());
                 env.pending_init = Some((init_duration, init_logs));
                 Ok(env)
             }
@@ -367,7 +367,7 @@ impl ExecutionEnvironment {
                 env.terminate();
                 wait_exit_within(env.exited.clone(), EXIT_GRACE).await;
                 let mut logs = init_start;
-                logs.extend(env.logs.drain().await);
+                logs.extend(env.logs.drain());
                 // The failure is answered now; the environment finishes dying
                 // in the background.
                 tokio::spawn(env.shutdown());
@@ -498,7 +498,7 @@ impl ExecutionEnvironment {
             wait_exit_within(exited, EXIT_GRACE).await;
         }
         let max_memory_mb = self.peak_mb();
-        log.extend(self.logs.drain().await);
+        log.extend(self.logs.drain());
         let error_type = match &status {
             InvokeStatus::Ok => None,
             InvokeStatus::FunctionError { error_type } => Some(error_type.as_str()),

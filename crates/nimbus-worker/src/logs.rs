@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::unix::pipe;
-use tokio::sync::{mpsc, oneshot};
 
 /// `X-Amz-Log-Result` carries the last 4 KB of the log.
 pub const LOG_TAIL_BYTES: usize = nimbus_types::limits::LOG_TAIL_MAX_BYTES;
@@ -105,58 +104,82 @@ impl LogBuffer {
 }
 
 /// Reads one environment's output pipe.
+///
+/// A task reads whatever the runtime writes as it arrives; [`LogCapture::drain`] reads
+/// what is left in the pipe itself, from the invoking task, instead of asking the reader
+/// task and waiting for its answer: that round trip was two task wake-ups on every
+/// invocation (docs/benchmarks.md, "Where an invocation's CPU goes"). Both read with the
+/// buffer locked, so lines keep the order the runtime wrote them in.
 #[derive(Debug)]
 pub(crate) struct LogCapture {
     env_id: String,
-    buffer: Arc<Mutex<LogBuffer>>,
-    drain_tx: mpsc::Sender<oneshot::Sender<()>>,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    rx: pipe::Receiver,
+    /// Read into under this lock, by either reader.
+    buffer: Mutex<Reader>,
+}
+
+#[derive(Debug)]
+struct Reader {
+    lines: LogBuffer,
+    chunk: Vec<u8>,
+    /// False once the pipe is closed (the runtime and everything it started are gone).
+    open: bool,
+}
+
+impl Shared {
+    /// Non-blocking reads until the pipe is empty; false once it is closed.
+    fn read_available(&self, env_id: &str) -> bool {
+        let mut r = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Reader { lines, chunk, open } = &mut *r;
+        while *open {
+            match self.rx.try_read(chunk) {
+                Ok(0) => *open = false,
+                Ok(n) => lines.push_bytes(env_id, &chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => *open = false,
+            }
+        }
+        *open
+    }
 }
 
 impl LogCapture {
     /// Starts reading `read_end`.
     pub(crate) fn start(env_id: String, read_end: OwnedFd) -> std::io::Result<Self> {
-        let rx = pipe::Receiver::from_owned_fd(read_end)?;
-        let buffer = Arc::new(Mutex::new(LogBuffer::default()));
-        let (drain_tx, mut drain_rx) = mpsc::channel::<oneshot::Sender<()>>(4);
-        let buf = buffer.clone();
+        let shared = Arc::new(Shared {
+            rx: pipe::Receiver::from_owned_fd(read_end)?,
+            buffer: Mutex::new(Reader {
+                lines: LogBuffer::default(),
+                chunk: vec![0u8; 16 * 1024],
+                open: true,
+            }),
+        });
+        let reader = shared.clone();
         let id = env_id.clone();
         let task = tokio::spawn(async move {
-            let mut chunk = vec![0u8; 16 * 1024];
-            let mut open = true;
-            loop {
-                tokio::select! {
-                    ready = rx.readable(), if open => {
-                        if ready.is_err() { open = false; continue; }
-                        open = read_available(&rx, &mut chunk, &buf, &id);
-                    }
-                    req = drain_rx.recv() => {
-                        let Some(ack) = req else { break };
-                        if open {
-                            open = read_available(&rx, &mut chunk, &buf, &id);
-                        }
-                        let _ = ack.send(());
-                    }
-                }
-            }
+            while reader.rx.readable().await.is_ok() && reader.read_available(&id) {}
         });
         Ok(LogCapture {
             env_id,
-            buffer,
-            drain_tx,
+            shared,
             task,
         })
     }
 
     /// Reads everything already in the pipe, then returns the lines so far.
-    pub(crate) async fn drain(&self) -> Vec<LogLine> {
-        let (tx, rx) = oneshot::channel();
-        if self.drain_tx.send(tx).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_millis(200), rx).await;
-        }
-        self.buffer
+    pub(crate) fn drain(&self) -> Vec<LogLine> {
+        self.shared.read_available(&self.env_id);
+        self.shared
+            .buffer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .lines
             .take(&self.env_id)
     }
 }
@@ -164,21 +187,6 @@ impl LogCapture {
 impl Drop for LogCapture {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Non-blocking reads until the pipe is empty; false once it is closed.
-fn read_available(rx: &pipe::Receiver, chunk: &mut [u8], buf: &Mutex<LogBuffer>, id: &str) -> bool {
-    loop {
-        match rx.try_read(chunk) {
-            Ok(0) => return false,
-            Ok(n) => buf
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_bytes(id, &chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
-        }
     }
 }
 

@@ -57,6 +57,15 @@ def hog(event, context):
 def big(event, context):
     return "x" * (7 * 1024 * 1024)
 
+KEPT = []
+
+def grow(event, context):
+    # Keeps event["mb"] MiB more each call, touched, and prints numbered lines.
+    KEPT.append(bytearray(b"x" * (event["mb"] * 1024 * 1024)))
+    for i in range(event["lines"]):
+        print(f"line {event['call']}.{i}")
+    return len(KEPT)
+
 def sized(event, context):
     # A JSON string of exactly event["n"] bytes, quotes included.
     return "x" * (event["n"] - 2)
@@ -289,6 +298,42 @@ async fn t14_response_over_6mb_is_rejected() {
     s.memory_mb = 512;
     let o = invoke(&t.engine, &s, "{}").await;
     assert_error(&o, "Function.ResponseSizeTooLarge");
+}
+
+/// Max Memory Used follows the environment's growth from one warm invocation to the
+/// next (the worker keeps the cgroup's high-water mark file open and re-reads it), and
+/// each invocation's log holds its own lines, all of them, in the order written (the
+/// invoking task drains the output pipe itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn t14a_warm_reports_follow_memory_growth_and_logs_stay_in_order() {
+    let t = engine();
+    let code = code(&[("app.py", APP)]);
+    let mut s = spec("py-grow", "python3.11", "app.grow", code.path());
+    s.memory_mb = 256;
+    let mut peaks = Vec::new();
+    for call in 0..3 {
+        let o = invoke(
+            &t.engine,
+            &s,
+            &format!(r#"{{"mb": 40, "lines": 200, "call": {call}}}"#),
+        )
+        .await;
+        assert_ok(&o);
+        assert_eq!(json(&o), serde_json::json!(call + 1));
+        let printed: Vec<&str> = o.log.lines().filter(|l| l.starts_with("line ")).collect();
+        let expected: Vec<String> = (0..200).map(|i| format!("line {call}.{i}")).collect();
+        assert_eq!(printed, expected, "log of call {call}:\n{}", o.log);
+        let report = o.log.lines().find(|l| l.starts_with("REPORT")).unwrap();
+        assert!(
+            report.contains(&format!("Max Memory Used: {} MB", o.max_memory_mb)),
+            "{report}"
+        );
+        peaks.push(o.max_memory_mb);
+    }
+    // 40 MiB more per call; allow for the allocator and the interpreter.
+    assert!(peaks[1] >= peaks[0] + 30, "{peaks:?}");
+    assert!(peaks[2] >= peaks[1] + 30, "{peaks:?}");
+    assert!(peaks[2] <= 256, "{peaks:?}");
 }
 
 /// Lambda's synchronous response limit is exactly 6,291,556 bytes: a response of that

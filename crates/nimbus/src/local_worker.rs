@@ -70,7 +70,8 @@ impl LocalWorkers {
 
 impl Workers for LocalWorkers {
     fn live(&self) -> Vec<WorkerView> {
-        let m = self.engine().metrics();
+        // Placement asks on every invocation: the pool's counts, not the shells'.
+        let m = self.engine().pool_metrics();
         vec![WorkerView {
             id: LOCAL_WORKER.into(),
             free_mb: m.capacity_mb.saturating_sub(m.reserved_mb),

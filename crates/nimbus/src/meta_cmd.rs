@@ -46,15 +46,19 @@ pub async fn run(
     // while the gRPC server would keep answering "unavailable" for ever, holding on to a
     // leadership it cannot use. Exit instead, so the supervisor restarts the node and it
     // recovers from its durable log once the fault is gone.
-    let mut metrics_rx = node.ctx.raft.metrics();
+    // Looked at five times a second rather than on every change of the metrics, which
+    // change several times per write (each change woke this task).
+    let metrics_rx = node.ctx.raft.metrics();
     let fatal = async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
+            tick.tick().await;
             match &metrics_rx.borrow().running_state {
                 // A normal shutdown (SIGTERM) is not a failure; node.wait() ends it.
                 Err(openraft::error::Fatal::Stopped) | Ok(()) => {}
                 Err(e) => return e.to_string(),
             }
-            if metrics_rx.changed().await.is_err() {
+            if metrics_rx.has_changed().is_err() {
                 return std::future::pending().await;
             }
         }

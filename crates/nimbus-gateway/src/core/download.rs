@@ -43,10 +43,6 @@ fn mac(secret: &str, sha256: &str, expires: u64, access_key_id: &str) -> Hmac<Sh
     m
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn url_safe(sha256: &str) -> String {
     sha256.replace('/', "_").replace('+', "-")
 }
@@ -64,15 +60,17 @@ pub async fn location(
     if super::sessions::is_session_key(access_key_id) {
         let account =
             account.ok_or_else(|| ApiError::service("a session link needs its account"))?;
-        let sig = hex(&session_mac(
-            gw.session_key().await?,
-            sha256,
-            expires,
-            access_key_id,
-            account,
-        )
-        .finalize()
-        .into_bytes());
+        let sig = hex::encode(
+            session_mac(
+                gw.session_key().await?,
+                sha256,
+                expires,
+                access_key_id,
+                account,
+            )
+            .finalize()
+            .into_bytes(),
+        );
         return Ok(format!(
             "{origin}{PATH}/{}?AccessKeyId={access_key_id}&Account={account}&Expires={expires}&Signature={sig}",
             url_safe(sha256)
@@ -83,9 +81,11 @@ pub async fn location(
         .get(gw.catalog(), gw.meta(), access_key_id)
         .await
         .map_err(|e| ApiError::service(format!("signing a download link: {e}")))?;
-    let sig = hex(&mac(&credential.secret, sha256, expires, access_key_id)
-        .finalize()
-        .into_bytes());
+    let sig = hex::encode(
+        mac(&credential.secret, sha256, expires, access_key_id)
+            .finalize()
+            .into_bytes(),
+    );
     Ok(format!(
         "{origin}{PATH}/{}?AccessKeyId={access_key_id}&Expires={expires}&Signature={sig}",
         url_safe(sha256)

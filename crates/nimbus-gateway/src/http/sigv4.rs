@@ -167,11 +167,7 @@ pub fn check_payload(body: &[u8], declared: &str) -> Result<(), SigError> {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(data))
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -276,7 +272,7 @@ pub fn signature(
     let k_region = hmac(&k_date, auth.region.as_bytes());
     let k_service = hmac(&k_region, auth.service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
-    hex(&hmac(&k_signing, to_sign.as_bytes()))
+    hex::encode(hmac(&k_signing, to_sign.as_bytes()))
 }
 
 /// Who signs, for which scope: what [`sign_request`] needs besides the request.

@@ -110,11 +110,5 @@ fn read_chunk(ctx: &NodeContext, package: &CodePackage, i: u32) -> Result<Vec<u8
 
 /// Lower-case hex of bytes (how a chunk's SHA-256 is recorded in its package).
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex::encode(bytes)
 }

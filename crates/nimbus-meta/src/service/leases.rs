@@ -64,10 +64,12 @@ pub(super) async fn acquire_lease(
 }
 
 impl NodeContext {
-    /// Records when this node becomes leader of a term, from openraft's metrics, and
-    /// keeps check-quorum told of its term, role and voters.
+    /// Records when this node becomes leader of a term, from openraft's server metrics,
+    /// and keeps check-quorum told of its term, role and voters. (Its server metrics
+    /// change with the vote, role, leader and membership only; the full metrics change
+    /// several times per write, and each change woke this task.)
     pub fn track_leadership(&self) {
-        let mut rx = self.raft.metrics();
+        let mut rx = self.raft.server_metrics();
         let since = self.leading_since.clone();
         let quorum = self.quorum.clone();
         let id = self.id;
@@ -77,9 +79,10 @@ impl NodeContext {
                     let m = rx.borrow_and_update();
                     quorum.observe(&m);
                     let mut s = lock(&since);
+                    let term = m.vote.leader_id().get_term();
                     if m.current_leader == Some(id) {
-                        if s.is_none_or(|(t, _)| t != m.current_term) {
-                            *s = Some((m.current_term, Instant::now()));
+                        if s.is_none_or(|(t, _)| t != term) {
+                            *s = Some((term, Instant::now()));
                         }
                     } else {
                         *s = None;

@@ -31,6 +31,8 @@ pub mod query;
 pub mod retention;
 pub mod rpc;
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -92,13 +94,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogStoreError + '_ {
     }
 }
 
-/// One worker's log store. Cheap to share behind an `Arc`; all methods block on disk I/O
-/// (call them from a blocking thread).
+/// Stream files kept open for appending; past this many, all are closed and reopened
+/// as they are written again.
+const OPEN_STREAMS: usize = 256;
+
+/// One worker's log store. Cheap to share behind an `Arc`. Queries and retention block
+/// on disk I/O (call them from a blocking thread); [`append`](Self::append) is one small
+/// write to an open file.
 #[derive(Debug)]
 pub struct LogStore {
     root: PathBuf,
     max_age: Duration,
     max_bytes: u64,
+    /// The streams being written, open: an append is then one `write`, not an open, a
+    /// write and a close (the open's path walk was most of an append's cost; an
+    /// environment appends to its stream on every invocation). Retention takes a file
+    /// out of here, under this lock, as it deletes it, so no append lands in a deleted
+    /// file.
+    open_streams: std::sync::Mutex<HashMap<PathBuf, std::fs::File>>,
 }
 
 impl LogStore {
@@ -109,6 +122,7 @@ impl LogStore {
             root,
             max_age: config.max_age,
             max_bytes: config.max_bytes,
+            open_streams: Default::default(),
         })
     }
 
@@ -132,22 +146,53 @@ impl LogStore {
         let ingested = now_ms();
         let mut buf = String::with_capacity(lines.iter().map(|l| l.message.len() + 32).sum());
         for l in lines {
-            buf.push_str(&l.timestamp_ms.to_string());
-            buf.push('\t');
-            buf.push_str(&ingested.max(l.timestamp_ms).to_string());
-            buf.push('\t');
-            buf.push_str(&l.message.replace('\n', "\r"));
+            let _ = write!(
+                buf,
+                "{}\t{}\t",
+                l.timestamp_ms,
+                ingested.max(l.timestamp_ms)
+            );
+            for (i, part) in l.message.split('\n').enumerate() {
+                if i > 0 {
+                    buf.push('\r');
+                }
+                buf.push_str(part);
+            }
             buf.push('\n');
         }
+        let mut open = self.open_streams();
+        if !open.contains_key(&path) {
+            let file = Self::open_for_append(&path)?;
+            if open.len() >= OPEN_STREAMS {
+                open.clear();
+            }
+            open.insert(path.clone(), file);
+        }
+        let file = open.get_mut(&path).expect("inserted above");
+        let written = file.write_all(buf.as_bytes());
+        if written.is_err() {
+            // Reopened next time (the error may have been the file's, not the disk's).
+            open.remove(&path);
+        }
+        written.map_err(io(&path))
+    }
+
+    fn open_streams(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, std::fs::File>> {
+        self.open_streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open_for_append(path: &Path) -> Result<std::fs::File, LogStoreError> {
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&path)
+                .open(path)
         };
         // The stream's directory exists after its first append (until retention removes
-        // it): try the file first, which saves every later append a mkdir.
-        let mut file = match open() {
+        // it): try the file first, which saves a stream's later openings a mkdir.
+        match open() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -156,8 +201,14 @@ impl LogStore {
             }
             other => other,
         }
-        .map_err(io(&path))?;
-        file.write_all(buf.as_bytes()).map_err(io(&path))
+        .map_err(io(path))
+    }
+
+    /// Deletes a stream's file (retention), closing it first if it is open for appends.
+    fn remove_stream_file(&self, path: &Path) -> std::io::Result<()> {
+        let mut open = self.open_streams();
+        open.remove(path);
+        std::fs::remove_file(path)
     }
 
     /// Whether `function`'s log group exists (something was ever logged and kept).

@@ -43,7 +43,7 @@ impl LogStore {
             if *mtime >= cutoff && total <= self.max_bytes {
                 break;
             }
-            if std::fs::remove_file(path).is_ok() {
+            if self.remove_stream_file(path).is_ok() {
                 total -= len;
                 report.removed_streams += 1;
                 report.removed_bytes += len;
@@ -186,6 +186,28 @@ mod tests {
             "the most recently written stream stays"
         );
         assert_eq!(s.enforce_retention(now_ms()).removed_streams, 0);
+    }
+
+    /// Appends go to open files; a stream retention deleted is written afresh, not into
+    /// the deleted file (whose lines nobody could read).
+    #[test]
+    fn a_stream_written_after_retention_removed_it_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogStoreConfig {
+            max_bytes: 0,
+            ..Default::default()
+        };
+        let s = LogStore::open(dir.path().to_owned(), &cfg).unwrap();
+        let n = crate::logs::log_stream_name("1");
+        s.append(ACC, "f", &n, &[LogLine::now("before")]).unwrap();
+        s.append(ACC, "f", &n, &[LogLine::now("before, again")])
+            .unwrap();
+        assert_eq!(s.enforce_retention(now_ms()).removed_streams, 1);
+        assert!(!s.group_exists(ACC, "f"));
+        s.append(ACC, "f", &n, &[LogLine::now("after")]).unwrap();
+        let page = s.filter(ACC, "f", &FilterQuery::default()).unwrap();
+        let messages: Vec<&str> = page.events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages, ["after"]);
     }
 
     #[tokio::test]
