@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use nimbus_telemetry::prometheus_client::metrics::counter::Counter;
 use nimbus_types::{
-    encode, BatchedOutput, BatchedWrite, Command, CommandOutput, ErrorKind, MetaError,
+    encoded_len, BatchedOutput, BatchedWrite, Command, CommandOutput, ErrorKind, MetaError,
 };
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -112,7 +112,7 @@ impl Proposer {
                 return self.raft.client_write(request).await.map(|r| r.data);
             }
         }
-        let bytes = encode(&request.command).len();
+        let bytes = encoded_len(&request.command);
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
             request,

@@ -39,8 +39,45 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("model types always serialize")
 }
 
+/// The length of [`encode`]'s output, counted without building it (a command can carry
+/// a 1 MiB code chunk).
+pub fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("model types always serialize")
+}
+
 /// Decodes a value written by [`encode`].
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MetaError> {
     postcard::from_bytes(bytes)
         .map_err(|e| MetaError::new(ErrorKind::Service, format!("corrupt record: {e}")))
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let commands = [
+            Command::DeleteAccessKey {
+                access_key_id: "AKID".into(),
+            },
+            Command::PutCodeChunk {
+                sha256: "a".repeat(64),
+                index: 7,
+                ciphertext: vec![0xA5; 1 << 20],
+            },
+            Command::Batch {
+                writes: vec![BatchedWrite {
+                    request_id: "r-1".into(),
+                    command: Command::DeleteAccessKey {
+                        access_key_id: "k".repeat(300),
+                    },
+                }],
+            },
+        ];
+        for c in &commands {
+            assert_eq!(encoded_len(c), encode(c).len());
+        }
+    }
 }
