@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use common::dev::Dev;
 use common::otlp::attr;
+use nimbus_gateway::client::LambdaConnection;
 
 /// Every span received, with its resource's `service.name`.
 #[derive(Clone, Default)]
@@ -512,47 +513,7 @@ async fn an_unsampled_caller_gets_no_span_on_the_invoke_path() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // A public function URL.
-    let r = client
-        .send(
-            "POST",
-            "/2021-10-31/functions/unsampled/url",
-            "",
-            &[],
-            Bytes::from_static(br#"{"AuthType":"NONE"}"#),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let url: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let host = url["FunctionUrl"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
-    for (id, action, extra) in [
-        (
-            "url",
-            "lambda:InvokeFunctionUrl",
-            r#","FunctionUrlAuthType":"NONE""#,
-        ),
-        ("invoke", "lambda:InvokeFunction", ""),
-    ] {
-        let body =
-            format!(r#"{{"StatementId":"{id}","Action":"{action}","Principal":"*"{extra}}}"#);
-        let r = client
-            .send(
-                "POST",
-                "/2015-03-31/functions/unsampled/policy",
-                "",
-                &[],
-                Bytes::from(body),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    }
+    let host = public_url(&mut client, "unsampled").await;
     let r = client
         .send_unsigned_with(
             "GET",
@@ -600,6 +561,115 @@ async fn an_unsampled_caller_gets_no_span_on_the_invoke_path() {
             .map(|(_, s)| (hex(&s.trace_id), &s.name))
             .collect::<Vec<_>>()
     );
+}
+
+/// A streamed invocation's and a function URL's root spans name the function and the
+/// version that ran, as the API's `Invoke` does (`faas.name`, `faas.version`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_and_url_root_spans_name_the_function() {
+    let _one_at_a_time = common::dev::LOCK.lock().await;
+    let (dev, received) = grpc_dev(&[]).await;
+    dev.create_python_function("named", FUNCTION).await;
+    let mut client = dev.client().await;
+    let streamed = "6759e988cd862e3fe1be46a994272711";
+    let r = client
+        .send(
+            "POST",
+            "/2021-11-15/functions/named/response-streaming-invocations",
+            "",
+            &[("traceparent", &format!("00-{streamed}-53995c3f42cd8ad8-01"))],
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let host = public_url(&mut client, "named").await;
+    let through_url = "6759e988cd862e3fe1be46a994272722";
+    let r = client
+        .send_unsigned_with(
+            "GET",
+            &host,
+            "/",
+            &[(
+                "traceparent",
+                &format!("00-{through_url}-53995c3f42cd8ad8-01"),
+            )],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Spans leave in the order they end: once this call's are here, those are too.
+    let r = client.invoke("named", b"{}", &[]).await.unwrap();
+    let id = r.header("x-amzn-requestid").unwrap().to_string();
+    let spans = wait_for(&received, &[id], &dev).await;
+    for (trace, root) in [
+        (streamed, "InvokeWithResponseStream"),
+        (through_url, "Invoke"),
+    ] {
+        let trace_id: Vec<u8> = (0..16)
+            .map(|k| u8::from_str_radix(&trace[2 * k..2 * k + 2], 16).unwrap())
+            .collect();
+        let span = &Tree::of(&spans, &trace_id).by_name[root];
+        assert_eq!(
+            attr(&span.attributes, "faas.name").as_deref(),
+            Some("named"),
+            "{root}: {:?}",
+            span.attributes
+        );
+        assert_eq!(
+            attr(&span.attributes, "faas.version").as_deref(),
+            Some("$LATEST"),
+            "{root}"
+        );
+    }
+}
+
+/// Gives `function` a public URL (auth NONE, both permissions a public URL needs);
+/// returns the URL's host.
+async fn public_url(client: &mut LambdaConnection, function: &str) -> String {
+    let r = client
+        .send(
+            "POST",
+            &format!("/2021-10-31/functions/{function}/url"),
+            "",
+            &[],
+            Bytes::from_static(br#"{"AuthType":"NONE"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let url: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let host = url["FunctionUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    for (id, action, extra) in [
+        (
+            "url",
+            "lambda:InvokeFunctionUrl",
+            r#","FunctionUrlAuthType":"NONE""#,
+        ),
+        ("invoke", "lambda:InvokeFunction", ""),
+    ] {
+        let body =
+            format!(r#"{{"StatementId":"{id}","Action":"{action}","Principal":"*"{extra}}}"#);
+        let r = client
+            .send(
+                "POST",
+                &format!("/2015-03-31/functions/{function}/policy"),
+                "",
+                &[],
+                Bytes::from(body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    host
 }
 
 /// Kills the processes of a small cluster when the test ends.

@@ -235,6 +235,8 @@ pub async fn invoke_stream(
             otel.status_code = Empty,
             faas.trigger = "http",
             faas.invocation_id = %request_id,
+            faas.name = Empty,
+            faas.version = Empty,
             cloud.provider = "nimbus",
             cloud.region = %gw.region(),
             cloud.account.id = %caller.account_id,

@@ -71,6 +71,8 @@ pub async fn front(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> 
             otel.status_code = Empty,
             faas.trigger = "http",
             url.id = %id,
+            faas.name = Empty,
+            faas.version = Empty,
             cloud.provider = "nimbus",
             cloud.region = %gw.region(),
             http.response.status_code = Empty,
