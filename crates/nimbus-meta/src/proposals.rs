@@ -100,18 +100,17 @@ impl Proposer {
 
     /// Proposes `request` and waits until it is applied (or the proposal fails).
     pub async fn propose(&self, request: Request) -> Result<Response, ProposeError> {
-        let Some(queue) = &self.queue else {
-            self.counts.proposed(1);
-            return self.raft.client_write(request).await.map(|r| r.data);
+        // Batching off, or nothing waiting and a slot free (a lone writer, or a quiet
+        // moment): proposed from here as itself, as the task would, without the hops to
+        // the task and back.
+        let queue = match &self.queue {
+            Some(queue) if queue.capacity() < queue.max_capacity() => queue,
+            Some(queue) => match self.slots.clone().try_acquire_owned() {
+                Ok(_slot) => return self.propose_alone(request).await,
+                Err(_) => queue,
+            },
+            None => return self.propose_alone(request).await,
         };
-        // Nothing waiting and a slot free (a lone writer, or a quiet moment): proposed
-        // from here as itself, as the task would, without the hops to the task and back.
-        if queue.capacity() == queue.max_capacity() {
-            if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
-                self.counts.proposed(1);
-                return self.raft.client_write(request).await.map(|r| r.data);
-            }
-        }
         let bytes = encoded_len(&request.command);
         let (reply, answer) = oneshot::channel();
         let waiting = Waiting {
@@ -123,6 +122,12 @@ impl Proposer {
             return Err(shut_down());
         }
         answer.await.unwrap_or_else(|_| Err(shut_down()))
+    }
+
+    /// Proposes `request` as its own log entry, from the caller's task.
+    async fn propose_alone(&self, request: Request) -> Result<Response, ProposeError> {
+        self.counts.proposed(1);
+        self.raft.client_write(request).await.map(|r| r.data)
     }
 }
 

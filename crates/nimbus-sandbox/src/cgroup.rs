@@ -359,19 +359,19 @@ impl Cgroup {
     /// The environment's memory high-water mark in bytes (`memory.peak` /
     /// `memory.max_usage_in_bytes`).
     pub fn memory_peak_bytes(&self) -> Result<u64, CgroupError> {
-        let Some(f) = self.peak_file() else {
-            return Ok(read(&self.peak_path())?.trim().parse().unwrap_or(0));
-        };
-        // A cgroup file is produced afresh by each read from offset 0.
         let mut buf = [0u8; 32];
-        let n = f.read_at(&mut buf, 0).map_err(|source| CgroupError::File {
-            path: self.peak_path(),
-            source,
-        })?;
-        Ok(std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0))
+        let text = match self.peak_file() {
+            // A cgroup file is produced afresh by each read from offset 0.
+            Some(f) => {
+                let n = f.read_at(&mut buf, 0).map_err(|source| CgroupError::File {
+                    path: self.peak_path(),
+                    source,
+                })?;
+                String::from_utf8_lossy(&buf[..n])
+            }
+            None => read(&self.peak_path())?.into(),
+        };
+        Ok(text.trim().parse().unwrap_or(0))
     }
 
     /// How many times the kernel's OOM killer fired inside this environment.

@@ -133,19 +133,24 @@ struct Reader {
 }
 
 impl Shared {
-    /// Non-blocking reads until the pipe is empty; false once it is closed.
-    fn read_available(&self, env_id: &str) -> bool {
-        let mut r = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-        let Reader { lines, chunk, open } = &mut *r;
-        while *open {
-            match self.rx.try_read(chunk) {
-                Ok(0) => *open = false,
-                Ok(n) => lines.push_bytes(env_id, &chunk[..n]),
+    /// The buffer, locked: whoever holds it may read the pipe.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reader> {
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Reader {
+    /// Non-blocking reads of `rx` until it is empty; false once it is closed.
+    fn read_available(&mut self, rx: &pipe::Receiver, env_id: &str) -> bool {
+        while self.open {
+            match rx.try_read(&mut self.chunk) {
+                Ok(0) => self.open = false,
+                Ok(n) => self.lines.push_bytes(env_id, &self.chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => *open = false,
+                Err(_) => self.open = false,
             }
         }
-        *open
+        self.open
     }
 }
 
@@ -163,7 +168,9 @@ impl LogCapture {
         let reader = shared.clone();
         let id = env_id.clone();
         let task = tokio::spawn(async move {
-            while reader.rx.readable().await.is_ok() && reader.read_available(&id) {}
+            while reader.rx.readable().await.is_ok()
+                && reader.lock().read_available(&reader.rx, &id)
+            {}
         });
         Ok(LogCapture {
             env_id,
@@ -174,13 +181,9 @@ impl LogCapture {
 
     /// Reads everything already in the pipe, then returns the lines so far.
     pub(crate) fn drain(&self) -> Vec<LogLine> {
-        self.shared.read_available(&self.env_id);
-        self.shared
-            .buffer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .lines
-            .take(&self.env_id)
+        let mut reader = self.shared.lock();
+        reader.read_available(&self.shared.rx, &self.env_id);
+        reader.lines.take(&self.env_id)
     }
 }
 

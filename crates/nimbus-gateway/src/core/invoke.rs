@@ -332,13 +332,7 @@ impl Gateway {
         } = self.admitted(named).await?;
         let started = std::time::Instant::now();
         let gw = self.clone();
-        let span = child_span(|| {
-            tracing::info_span!(
-                "place_and_invoke",
-                otel.name = "Place and invoke",
-                otel.kind = "client",
-            )
-        });
+        let span = place_span();
         let executed_version = target.version.clone();
         let result = tokio::spawn(carried(async move {
             let result = gw.run(&target, request).instrument(span).await;
@@ -540,13 +534,7 @@ impl Gateway {
         let (started, started_rx) = oneshot::channel();
         let gw = self.clone();
         let executed_version = target.version.clone();
-        let span = child_span(|| {
-            tracing::info_span!(
-                "place_and_invoke",
-                otel.name = "Place and invoke",
-                otel.kind = "client",
-            )
-        });
+        let span = place_span();
         tokio::spawn(carried(
             async move {
                 let began = std::time::Instant::now();
@@ -654,6 +642,18 @@ impl Gateway {
             _ => Ok(allocated),
         }
     }
+}
+
+/// The span of placing an invocation and running it on a worker (none inside an
+/// unsampled trace).
+fn place_span() -> tracing::Span {
+    child_span(|| {
+        tracing::info_span!(
+            "place_and_invoke",
+            otel.name = "Place and invoke",
+            otel.kind = "client",
+        )
+    })
 }
 
 /// How `count` provisioned environments of a revision are spread over `workers` live

@@ -36,8 +36,35 @@ pub(crate) fn record_status(span: &tracing::Span, status: u16) {
     }
 }
 
-/// The API request's span (the root of an invocation's trace in Nimbus), continuing the
-/// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`.
+/// The sampling decision and root span of an API invocation, the operation `$op`:
+/// decided before the span exists (an unsampled request builds none), continuing the
+/// caller's trace when it sent `traceparent` or `X-Amzn-Trace-Id`. A macro because a
+/// span's name (`$name`, what log lines show) must be a literal.
+macro_rules! api_root {
+    ($name:literal, $op:literal, $headers:expr, $gw:expr, $caller:expr, $request_id:expr) => {{
+        let parent = propagation::remote_parent(|h| header(&$headers, h));
+        let trace = TraceDecision::new(parent, $op);
+        let span = trace.root_span(|| {
+            tracing::info_span!(
+                $name,
+                otel.name = $op,
+                otel.kind = "server",
+                otel.status_code = Empty,
+                faas.trigger = "http",
+                faas.invocation_id = %$request_id,
+                faas.name = Empty,
+                faas.version = Empty,
+                cloud.provider = "nimbus",
+                cloud.region = %$gw.region(),
+                cloud.account.id = %$caller.account_id,
+                http.response.status_code = Empty,
+            )
+        });
+        (trace, span)
+    }};
+}
+
+/// `Invoke`, in its root span (the root of an invocation's trace in Nimbus).
 pub async fn invoke(
     State(gw): State<Arc<Gateway>>,
     Extension(caller): Extension<Caller>,
@@ -46,25 +73,7 @@ pub async fn invoke(
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
-    // Decided before the span exists: an unsampled request builds none.
-    let parent = propagation::remote_parent(|h| header(&headers, h));
-    let trace = TraceDecision::new(parent, "Invoke");
-    let span = trace.root_span(|| {
-        tracing::info_span!(
-            "invoke_api",
-            otel.name = "Invoke",
-            otel.kind = "server",
-            otel.status_code = Empty,
-            faas.trigger = "http",
-            faas.invocation_id = %request_id,
-            faas.name = Empty,
-            faas.version = Empty,
-            cloud.provider = "nimbus",
-            cloud.region = %gw.region(),
-            cloud.account.id = %caller.account_id,
-            http.response.status_code = Empty,
-        )
-    });
+    let (trace, span) = api_root!("invoke_api", "Invoke", headers, gw, caller, request_id);
     in_root(trace, span, run(gw, named, request_id, headers, payload)).await
 }
 
@@ -225,24 +234,14 @@ pub async fn invoke_stream(
     headers: HeaderMap,
     payload: Bytes,
 ) -> Result<Response, ApiError> {
-    let parent = propagation::remote_parent(|h| header(&headers, h));
-    let trace = TraceDecision::new(parent, "InvokeWithResponseStream");
-    let span = trace.root_span(|| {
-        tracing::info_span!(
-            "invoke_stream_api",
-            otel.name = "InvokeWithResponseStream",
-            otel.kind = "server",
-            otel.status_code = Empty,
-            faas.trigger = "http",
-            faas.invocation_id = %request_id,
-            faas.name = Empty,
-            faas.version = Empty,
-            cloud.provider = "nimbus",
-            cloud.region = %gw.region(),
-            cloud.account.id = %caller.account_id,
-            http.response.status_code = Empty,
-        )
-    });
+    let (trace, span) = api_root!(
+        "invoke_stream_api",
+        "InvokeWithResponseStream",
+        headers,
+        gw,
+        caller,
+        request_id
+    );
     in_root(
         trace,
         span,
