@@ -574,9 +574,12 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
     let settings = invoke_tracing::settings(&endpoint);
     let mut results: Vec<Vec<Summary>> = vec![Vec::new(); settings.len()];
     let mut spans: Vec<u64> = vec![0; settings.len()];
-    // `nimbus dev`'s CPU per invocation, one per round: steadier than throughput on a
-    // machine whose spare cycles come and go.
+    // CPU per invocation, one per round: steadier than throughput on a machine whose
+    // spare cycles come and go. `nimbus dev`'s; this process's (the clients, and the
+    // span receiver, which a deployment would run elsewhere); every process's.
     let mut dev_cpu_us: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
+    let mut bench_cpu_us: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
+    let mut total_cpu_us: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
     for round in 0..args.rounds {
         for k in 0..settings.len() {
             // Rotate the order, so drift over time favours no setting.
@@ -591,12 +594,12 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
             let run =
                 invoke_tracing::run(&dev.endpoint(), "bench", args.concurrency, args.invocations)
                     .await?;
-            let dev_cpu = cpu::Snapshot::take()
-                .since(&cpu_before)
-                .get(&cpu::Role::Dev)
-                .copied()
-                .unwrap_or_default();
-            dev_cpu_us[si].push(dev_cpu.as_secs_f64() * 1e6 / args.invocations as f64);
+            let spent = cpu::Snapshot::take().since(&cpu_before);
+            let per_invocation = |d: Duration| d.as_secs_f64() * 1e6 / args.invocations as f64;
+            let role = |r| spent.get(&r).copied().unwrap_or_default();
+            dev_cpu_us[si].push(per_invocation(role(cpu::Role::Dev)));
+            bench_cpu_us[si].push(per_invocation(role(cpu::Role::Client)));
+            total_cpu_us[si].push(per_invocation(spent.values().sum()));
             dev.check_alive()?;
             if let Some(e) = &run.first_error {
                 anyhow::bail!("{} round {}: {e}", setting.name, round + 1);
@@ -624,14 +627,21 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
         args.concurrency, args.invocations, args.rounds
     );
     let base_cpu = middle(dev_cpu_us[0].iter().copied());
-    println!("| setting | invocations/s | vs off | p50 ms | p99 ms | p99 vs off | nimbus dev CPU µs per invocation | vs off | spans exported per invocation |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let base_bench = middle(bench_cpu_us[0].iter().copied());
+    let base_total = middle(total_cpu_us[0].iter().copied());
+    println!("| setting | invocations/s | vs off | p50 ms | p99 ms | p99 vs off | nimbus dev CPU µs per invocation | vs off | bench process (clients + span receiver) µs | all processes µs | all but the receiver, vs off | spans exported per invocation |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for (si, setting) in settings.iter().enumerate() {
         let s = Summary::median(&results[si]);
         let per_invocation = spans[si] as f64 / (args.invocations as f64 * args.rounds as f64);
         let cpu = middle(dev_cpu_us[si].iter().copied());
+        let bench = middle(bench_cpu_us[si].iter().copied());
+        let total = middle(total_cpu_us[si].iter().copied());
+        // The receiver's share is what this process spent beyond its own with tracing
+        // off (the clients do the same work in every setting).
+        let without_receiver = total - (bench - base_bench).max(0.0);
         println!(
-            "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.0} | {:.3} | {:.2} |",
+            "| {} | {:.0} | {:.3} | {:.2} | {:.2} | {:.3} | {:.0} | {:.3} | {:.0} | {:.0} | {:.3} | {:.2} |",
             setting.name,
             s.writes_per_sec,
             s.writes_per_sec / base.writes_per_sec,
@@ -640,14 +650,18 @@ async fn invoke_tracing_bench(args: InvokeTracingArgs) -> anyhow::Result<()> {
             s.p99_ms / base.p99_ms,
             cpu,
             cpu / base_cpu,
+            bench,
+            total,
+            without_receiver / base_total,
             per_invocation
         );
         if si > 0 {
             let name = setting.name.replace([' ', '%'], "_");
             ratios.push(format!(
-                "{name}_throughput={:.3} {name}_cpu={:.3}",
+                "{name}_throughput={:.3} {name}_cpu={:.3} {name}_all_but_receiver_cpu={:.3}",
                 s.writes_per_sec / base.writes_per_sec,
-                cpu / base_cpu
+                cpu / base_cpu,
+                without_receiver / base_total
             ));
         }
     }

@@ -2,6 +2,9 @@
 //! Python 3 function and of a `provided` bootstrap (shell + curl) at 128 MB
 //! each, against the same runtime processes started directly with fork+exec
 //! (`insecure_no_isolation`: no sandbox, same Runtime API) in the same run.
+//! Python runs sandboxed twice: from the pool's zygotes (the default) and from
+//! plain shells. The last line gives each setup's environments per GiB as a
+//! ratio to fork+exec's.
 //!
 //! Run as root: `cargo bench --workspace --bench density`
 //! (`NIMBUS_BENCH_ENVS=N` changes N, default 20).
@@ -163,21 +166,31 @@ async fn run(n: usize, worker_cg: &Path) {
     }
     println!("{n} warm idle environments per runtime, 128 MB each:");
     let gib = 1024.0 * 1024.0 * 1024.0;
+    let mut ratios = Vec::new();
     for (runtime, handler) in [
         ("python3.11", "app.handler"),
         ("provided.al2023", "bootstrap.handler"),
     ] {
+        // Sandboxed from a zygote (the default where the runtime has one), sandboxed from
+        // a plain shell, and the baseline: fork+exec, no sandbox.
         let mut per_env = Vec::new();
-        for (mode, insecure) in [("sandbox", false), ("fork+exec", true)] {
-            let parent = format!(
-                "nimbus-bench-density-{}",
-                if insecure { "direct" } else { "sandbox" }
-            );
+        let modes: &[(&str, bool, bool)] = if runtime.starts_with("python") {
+            &[
+                ("zygote", false, true),
+                ("shell", false, false),
+                ("fork+exec", true, false),
+            ]
+        } else {
+            &[("shell", false, false), ("fork+exec", true, false)]
+        };
+        for &(mode, insecure, zygotes) in modes {
+            let parent = format!("nimbus-bench-density-{}", mode.replace('+', "-"));
             let state = tempfile_dir(&parent);
             let engine = Engine::new(EngineConfig {
                 state_dir: state.clone(),
                 cgroup_parent: parent.clone(),
                 insecure_no_isolation: insecure,
+                zygotes,
                 ..EngineConfig::default()
             })
             .expect("engine");
@@ -189,8 +202,23 @@ async fn run(n: usize, worker_cg: &Path) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let before = snapshot(worker_cg, &env_parent);
             let s = spec(&code, runtime, handler, &format!("density-{mode}"));
-            let started = engine.prewarm(&s, n).await.expect("prewarm");
-            assert_eq!(started, n);
+            if zygotes {
+                // One at a time, each once a zygote is ready, so that every environment
+                // measured comes from one (the pool refills in the background).
+                for i in 0..n {
+                    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+                        while engine.metrics().zygotes_ready == 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    })
+                    .await;
+                    assert!(ready.is_ok(), "no zygote ready for environment {i}");
+                    assert_eq!(engine.prewarm(&s, 1).await.expect("prewarm"), 1);
+                }
+            } else {
+                let started = engine.prewarm(&s, n).await.expect("prewarm");
+                assert_eq!(started, n);
+            }
             tokio::time::sleep(Duration::from_secs(2)).await;
             let after = snapshot(worker_cg, &env_parent);
             let d = |a: u64, b: u64| a.saturating_sub(b) as f64 / n as f64;
@@ -209,17 +237,19 @@ async fn run(n: usize, worker_cg: &Path) {
                 mib(worker_anon),
                 gib / total
             );
-            per_env.push(total);
+            per_env.push((mode, total));
             engine.shutdown().await;
             drop(engine);
             tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = std::fs::remove_dir_all(&state);
         }
-        println!(
-            "{runtime}: environments per GiB, sandbox / fork+exec = {:.2}",
-            per_env[1] / per_env[0]
-        );
+        // Environments per GiB against fork+exec's: its bytes per environment over theirs.
+        let (_, baseline) = per_env[per_env.len() - 1];
+        for &(mode, total) in &per_env[..per_env.len() - 1] {
+            ratios.push(format!("{runtime}_{mode}={:.2}", baseline / total));
+        }
     }
+    println!("ratio environments_per_gib/fork+exec {}", ratios.join(" "));
     let _ = std::fs::remove_dir_all(&code);
 }
 
