@@ -165,6 +165,15 @@ impl CheckQuorum {
         }
     }
 
+    /// Since when this node has been seen leading `term`, if it leads it (the lease
+    /// ledger's warm-up counts from this moment).
+    pub fn leading_since(&self, term: u64) -> Option<Instant> {
+        match &lock(&self.state).leading {
+            Some(l) if l.term == term => Some(l.since),
+            _ => None,
+        }
+    }
+
     /// Is this node silent as leader of `term`?
     pub fn is_silent(&self, term: u64) -> bool {
         lock(&self.state).silent_in == Some(term)
@@ -359,5 +368,25 @@ mod tests {
         assert!(!cq.silenced(6, before + T));
         cq.observe(&metrics(6, true)); // a later update of the same term keeps the start
         assert!(cq.silenced(6, won6 + T + 2 * MS));
+    }
+
+    #[test]
+    fn leading_since_is_when_the_term_was_first_seen_led() {
+        let before = Instant::now();
+        let (cq, won) = leading_term_4();
+        let since = cq.leading_since(4).expect("leads term 4");
+        assert!(before <= since && since <= won);
+        cq.observe(&metrics(4, true));
+        assert_eq!(
+            cq.leading_since(4),
+            Some(since),
+            "the same term keeps its start"
+        );
+        assert_eq!(cq.leading_since(3), None, "not the term it leads");
+        cq.observe(&metrics(5, false));
+        assert_eq!(cq.leading_since(4), None, "following now");
+        assert_eq!(cq.leading_since(5), None);
+        cq.observe(&metrics(6, true));
+        assert!(cq.leading_since(6).is_some_and(|s| s >= won));
     }
 }

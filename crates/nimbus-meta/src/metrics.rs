@@ -79,6 +79,11 @@ pub fn register(node: &MetaNode, registry: &MetricsRegistry) {
         "Client writes in those proposals; divided by the proposals, the mean batch size",
         proposed.writes.clone(),
     );
+    registry.register(
+        "nimbus_meta_queued_writes",
+        "Client writes waiting on this leader for a proposal slot (its write backlog)",
+        proposed.queued.clone(),
+    );
 
     let ctx = node.ctx.clone();
     registry.on_scrape(move || {

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use nimbus_telemetry::prometheus_client::metrics::counter::Counter;
+use nimbus_telemetry::prometheus_client::metrics::gauge::Gauge;
 use nimbus_types::{
     encoded_len, BatchedOutput, BatchedWrite, Command, CommandOutput, ErrorKind, MetaError,
 };
@@ -62,6 +63,8 @@ pub struct Counts {
     pub proposals: Counter<u64>,
     /// Client writes in those proposals.
     pub writes: Counter<u64>,
+    /// Client writes waiting for a proposal slot now: the leader's write backlog.
+    pub queued: Gauge<i64>,
 }
 
 impl Counts {
@@ -118,7 +121,9 @@ impl Proposer {
             bytes,
             reply,
         };
+        self.counts.queued.inc();
         if queue.send(waiting).await.is_err() {
+            self.counts.queued.dec();
             return Err(shut_down());
         }
         answer.await.unwrap_or_else(|_| Err(shut_down()))
@@ -153,6 +158,8 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, slots: Arc<Semaphore>,
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        // Counted as waiting until it goes into a proposal (a carried write included).
+        counts.queued.dec();
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < MAX_WRITES {
@@ -162,6 +169,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiting>, slots: Arc<Semaphore>,
                     break;
                 }
                 Ok(w) => {
+                    counts.queued.dec();
                     bytes += w.bytes;
                     batch.push(w);
                 }

@@ -204,6 +204,16 @@ async fn t70_a_leader_that_hears_no_quorum_refuses_calls_at_once() {
         account_id: format!("{n:012}"),
     };
     c.write(account(1)).await.unwrap();
+    let status = || async {
+        MetaClient::node_status(&at.to_string(), &nimbus_tls::Transport::Plaintext)
+            .await
+            .unwrap()
+    };
+    let s = status().await;
+    assert!(
+        s.leader == Some(leader) && !s.quorum_lost,
+        "a leader with its quorum: {s:?}"
+    );
 
     // Both followers stop; the leader, still leading by its own metrics, hears no one.
     let mut kept = Vec::new();
@@ -235,5 +245,11 @@ async fn t70_a_leader_that_hears_no_quorum_refuses_calls_at_once() {
         kept[0].0.ctx.raft.metrics().borrow().current_leader,
         Some(leader),
         "it still leads by openraft's account: only its answers changed"
+    );
+    // Its status says so, for operators and `nimbus cluster status`.
+    let s = status().await;
+    assert!(
+        s.leader == Some(leader) && s.role == "leader" && s.quorum_lost,
+        "a leader that hears no quorum: {s:?}"
     );
 }

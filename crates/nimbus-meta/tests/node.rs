@@ -317,6 +317,8 @@ async fn concurrent_writes(proposals_in_flight: usize) -> usize {
     let counts = node.ctx.proposer.counts();
     assert_eq!(counts.writes.get() as usize, WRITES);
     assert_eq!(counts.proposals.get() as usize, entries);
+    // Every write that queued left the queue: the backlog gauge is back to nothing.
+    assert_eq!(counts.queued.get(), 0);
     let revisions: std::collections::BTreeSet<u64> = answers.iter().map(|a| a.2).collect();
     // Writes of one batch share its revision; nothing else is written meanwhile.
     assert_eq!(revisions.len(), entries);

@@ -12,6 +12,9 @@ use crate::cli::{ClusterCommand, Output};
 #[derive(Serialize)]
 struct Status {
     leader: Option<u64>,
+    /// The leader, by its own answer, has heard from no quorum within check-quorum's
+    /// bound: it refuses calls while the others elect a new one.
+    leader_quorum_lost: bool,
     term: u64,
     members: Vec<Member>,
     /// Region → zone or edge location → its registered workers (registration written
@@ -178,12 +181,16 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
         .with_context(|| format!("no metadata node answered at {meta}"))?
         .clone();
     let mut members = Vec::new();
+    let mut leader_quorum_lost = false;
     for m in &best.members {
         // Each member's own view of its indexes; ask it if we did not already.
         let own = match answers.iter().find(|s| s.id == m.id) {
             Some(s) => Some(s.clone()),
             None => MetaClient::node_status(&m.addr, t).await.ok(),
         };
+        if Some(m.id) == best.leader {
+            leader_quorum_lost = own.as_ref().is_some_and(|s| s.quorum_lost);
+        }
         members.push(Member {
             id: m.id,
             addr: m.addr.clone(),
@@ -195,6 +202,7 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
     }
     let status = Status {
         leader: best.leader,
+        leader_quorum_lost,
         term: best.term,
         members,
         regions: registered_workers(&addrs, t).await,
@@ -206,7 +214,12 @@ async fn status(meta: &str, output: Output, t: &Transport) -> anyhow::Result<()>
                 .leader
                 .map(|l| l.to_string())
                 .unwrap_or_else(|| "none".into());
-            println!("leader: {leader}  term: {}", status.term);
+            let silent = if status.leader_quorum_lost {
+                "  (hears no quorum: refusing calls)"
+            } else {
+                ""
+            };
+            println!("leader: {leader}  term: {}{silent}", status.term);
             println!(
                 "{:<4} {:<22} {:<9} {:>8} {:>9}",
                 "ID", "ADDRESS", "ROLE", "APPLIED", "COMMITTED"

@@ -38,7 +38,9 @@ async fn raft_metrics_on_the_admin_port() {
             && get("nimbus_raft_snapshot_index") >= 5.0
             // One at a time, the 12 writes are 12 proposals of one write each.
             && get("nimbus_meta_write_proposals_total") == 12.0
-            && get("nimbus_meta_proposed_writes_total") == 12.0;
+            && get("nimbus_meta_proposed_writes_total") == 12.0
+            // Nothing waits for a proposal once the writes are answered.
+            && get("nimbus_meta_queued_writes") == 0.0;
         if ok {
             break;
         }

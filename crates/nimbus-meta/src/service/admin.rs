@@ -55,6 +55,10 @@ pub(super) fn node_status(ctx: &NodeContext) -> Response<pb::NodeStatusResponse>
         last_log: m.last_log_index.unwrap_or(0),
         snapshot_index: m.snapshot.map(|l| l.index),
         members,
+        quorum_lost: m.state == ServerState::Leader
+            && ctx
+                .quorum
+                .lost_quorum(m.current_term, std::time::Instant::now()),
     })
 }
 

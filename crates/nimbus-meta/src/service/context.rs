@@ -39,8 +39,6 @@ pub struct NodeContext {
     pub(super) admin_lock: tokio::sync::Mutex<()>,
     /// Concurrency leases handed to gateways while this node leads.
     pub(super) leases: Mutex<Ledger>,
-    /// The term this node leads and since when (the lease ledger's warm-up counts from it).
-    pub(super) leading_since: Arc<Mutex<Option<(u64, Instant)>>>,
     /// Check-quorum, shared with the Raft transport: a leader that no quorum answers
     /// refuses the calls only a leader serves.
     pub(super) quorum: Arc<CheckQuorum>,
@@ -75,7 +73,6 @@ impl NodeContext {
             committed,
             admin_lock: tokio::sync::Mutex::new(()),
             leases: Mutex::new(Ledger::new(LEASE)),
-            leading_since: Arc::default(),
             quorum,
             peers: Mutex::default(),
             transport,

@@ -30,11 +30,8 @@ pub(super) async fn acquire_lease(
         OnLeader::Answered(a) => return Ok(a),
     };
     let term = ctx.raft.metrics().borrow().current_term;
-    let since = match *lock(&ctx.leading_since) {
-        Some((t, since)) if t == term => since,
-        // Not seen yet by the tracker: count from now, which is only later (safer).
-        _ => Instant::now(),
-    };
+    // Not seen leading yet by the tracker: count from now, which is only later (safer).
+    let since = ctx.quorum.leading_since(term).unwrap_or_else(Instant::now);
     let capacity = ctx.pool_capacity(&req)?;
     let pool = if req.function_name.is_empty() {
         format!("u/{}/{}", req.account_id, req.region)
@@ -64,30 +61,17 @@ pub(super) async fn acquire_lease(
 }
 
 impl NodeContext {
-    /// Records when this node becomes leader of a term, from openraft's server metrics,
-    /// and keeps check-quorum told of its term, role and voters. (Its server metrics
-    /// change with the vote, role, leader and membership only; the full metrics change
-    /// several times per write, and each change woke this task.)
+    /// Keeps check-quorum told of this node's term, role and voters, from openraft's
+    /// server metrics; it also records since when this node leads its term, which the
+    /// lease ledger's warm-up counts from. (Server metrics change with the vote, role,
+    /// leader and membership only; the full metrics change several times per write, and
+    /// each change woke this task.)
     pub fn track_leadership(&self) {
         let mut rx = self.raft.server_metrics();
-        let since = self.leading_since.clone();
         let quorum = self.quorum.clone();
-        let id = self.id;
         tokio::spawn(async move {
             loop {
-                {
-                    let m = rx.borrow_and_update();
-                    quorum.observe(&m);
-                    let mut s = lock(&since);
-                    let term = m.vote.leader_id().get_term();
-                    if m.current_leader == Some(id) {
-                        if s.is_none_or(|(t, _)| t != term) {
-                            *s = Some((term, Instant::now()));
-                        }
-                    } else {
-                        *s = None;
-                    }
-                }
+                quorum.observe(&rx.borrow_and_update());
                 if rx.changed().await.is_err() {
                     break;
                 }
