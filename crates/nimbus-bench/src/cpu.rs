@@ -47,10 +47,19 @@ impl Role {
     ];
 }
 
-/// CPU time (user + system) per process of this process's tree, at one moment.
+/// CPU time (user + system) and run-queue wait per process of this process's tree, at
+/// one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    by_pid: HashMap<u32, (Role, Duration)>,
+    by_pid: HashMap<u32, Usage>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    role: Role,
+    cpu: Duration,
+    /// Time its threads spent runnable but waiting for a CPU (`schedstat`).
+    waited: Duration,
 }
 
 struct Proc {
@@ -135,7 +144,7 @@ impl Snapshot {
         let mut by_pid = HashMap::new();
         for (&pid, p) in &all {
             if pid == me {
-                by_pid.insert(pid, (Role::Client, p.cpu));
+                by_pid.insert(pid, usage(pid, Role::Client, p.cpu));
                 continue;
             }
             // Walk up to the child of this process that the tree hangs from.
@@ -157,7 +166,7 @@ impl Snapshot {
             } else {
                 child_role(&all[&top].argv)
             };
-            by_pid.insert(pid, (role, p.cpu));
+            by_pid.insert(pid, usage(pid, role, p.cpu));
         }
         Snapshot { by_pid }
     }
@@ -165,13 +174,49 @@ impl Snapshot {
     /// CPU spent by each role between `before` and this snapshot (processes that exited
     /// in between are not counted; those that started are counted from zero).
     pub fn since(&self, before: &Snapshot) -> BTreeMap<Role, Duration> {
+        self.delta(before, |u| u.cpu)
+    }
+
+    /// Time each role's threads waited, runnable, for a CPU between `before` and this
+    /// snapshot: on a saturated machine, where a request's tail latency goes.
+    pub fn waited_since(&self, before: &Snapshot) -> BTreeMap<Role, Duration> {
+        self.delta(before, |u| u.waited)
+    }
+
+    fn delta(
+        &self,
+        before: &Snapshot,
+        of: impl Fn(&Usage) -> Duration,
+    ) -> BTreeMap<Role, Duration> {
         let mut out = BTreeMap::new();
-        for (pid, (role, cpu)) in &self.by_pid {
-            let start = before.by_pid.get(pid).map_or(Duration::ZERO, |(_, c)| *c);
-            *out.entry(*role).or_insert(Duration::ZERO) += cpu.saturating_sub(start);
+        for (pid, u) in &self.by_pid {
+            let start = before.by_pid.get(pid).map_or(Duration::ZERO, &of);
+            *out.entry(u.role).or_insert(Duration::ZERO) += of(u).saturating_sub(start);
         }
         out
     }
+}
+
+fn usage(pid: u32, role: Role, cpu: Duration) -> Usage {
+    Usage {
+        role,
+        cpu,
+        waited: run_queue_wait(pid),
+    }
+}
+
+/// The run-queue wait of every thread of `pid`, from `/proc/PID/task/*/schedstat`
+/// (its second field, nanoseconds); zero where the kernel keeps no schedstats.
+fn run_queue_wait(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .sum()
 }
 
 #[cfg(test)]
@@ -192,6 +237,38 @@ mod tests {
             Role::Runtime
         );
         assert_eq!(child_role(&argv("/usr/bin/etcd --name a")), Role::Other);
+    }
+
+    #[test]
+    // A plain test thread, no async runtime to block: it sleeps while the spinners run.
+    #[allow(clippy::disallowed_methods)]
+    fn run_queue_wait_is_read_for_every_thread() {
+        if !std::path::Path::new("/proc/self/schedstat").exists() {
+            eprintln!("this kernel keeps no schedstats; skipped");
+            return;
+        }
+        // Two more busy threads than cores, alive until after the second snapshot: about
+        // two threads' worth of that time is spent waiting for a CPU.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let before = Snapshot::take();
+        let waited = std::thread::scope(|s| {
+            for _ in 0..cores + 2 {
+                s.spawn(|| {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                });
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let waited = Snapshot::take().waited_since(&before);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            waited
+        });
+        let client = waited.get(&Role::Client).copied().unwrap_or_default();
+        assert!(client >= Duration::from_millis(50), "{waited:?}");
     }
 
     #[test]

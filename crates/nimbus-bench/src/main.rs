@@ -745,8 +745,9 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
     let nimbus_bin = nimbus_binary(&args.nimbus_bin)?;
     // results[target][concurrency index] = one summary per round.
     let mut results = vec![vec![Vec::new(); args.concurrency.len()]; args.targets.len()];
-    // The same, CPU per invocation by role.
+    // The same, CPU per invocation by role, and time spent waiting for a CPU by role.
     let mut cpu = vec![vec![Vec::new(); args.concurrency.len()]; args.targets.len()];
+    let mut waited = cpu.clone();
     for round in 0..args.rounds {
         for k in 0..args.targets.len() {
             // Rotate the order, so drift over time favours no target.
@@ -757,7 +758,9 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
                 let before = cpu::Snapshot::take();
                 let run =
                     invoke_tracing::run(&running.endpoint(), "bench", c, args.invocations).await?;
-                cpu[ti][ci].push(cpu::Snapshot::take().since(&before));
+                let after = cpu::Snapshot::take();
+                cpu[ti][ci].push(after.since(&before));
+                waited[ti][ci].push(after.waited_since(&before));
                 running.check_alive()?;
                 if let Some(e) = &run.first_error {
                     anyhow::bail!("{} c={c} round {}: {e}", target.name(), round + 1);
@@ -801,7 +804,17 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
             );
         }
     }
-    cpu_table(&args, &cpu);
+    role_table(
+        &args,
+        &cpu,
+        "CPU per invocation, microseconds (user + system, from /proc; medians of rounds)",
+    );
+    role_table(
+        &args,
+        &waited,
+        "Time runnable but waiting for a CPU, per invocation, microseconds (all threads' \
+         run-queue wait from /proc/*/task/*/schedstat; medians of rounds)",
+    );
     // The last line, for scripts: each target's throughput against the baseline.
     let mut ratios = Vec::new();
     for (ci, &c) in args.concurrency.iter().enumerate() {
@@ -823,10 +836,12 @@ async fn invoke_load_bench(args: InvokeLoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU per invocation by role (medians of rounds): where each target's cycles go.
-fn cpu_table(
+/// A time per invocation by role (medians of rounds), under `title`: where each
+/// target's cycles go, or how long its threads waited for one.
+fn role_table(
     args: &InvokeLoadArgs,
-    cpu: &[Vec<Vec<std::collections::BTreeMap<cpu::Role, Duration>>>],
+    times: &[Vec<Vec<std::collections::BTreeMap<cpu::Role, Duration>>>],
+    title: &str,
 ) {
     let per_invocation_us = |rounds: &[std::collections::BTreeMap<cpu::Role, Duration>],
                              role: Option<cpu::Role>| {
@@ -841,15 +856,14 @@ fn cpu_table(
     let roles: Vec<cpu::Role> = cpu::Role::ALL
         .into_iter()
         .filter(|r| {
-            cpu.iter()
+            times
+                .iter()
                 .flatten()
                 .flatten()
                 .any(|m| m.get(r).is_some_and(|d| !d.is_zero()))
         })
         .collect();
-    println!(
-        "\nCPU per invocation, microseconds (user + system, from /proc; medians of rounds):\n"
-    );
+    println!("\n{title}:\n");
     let header: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     println!(
         "| target | clients | {} | total |\n|---|---:|{}---:|",
@@ -860,13 +874,13 @@ fn cpu_table(
         for (ti, target) in args.targets.iter().enumerate() {
             let cells: Vec<String> = roles
                 .iter()
-                .map(|r| format!("{:.0}", per_invocation_us(&cpu[ti][ci], Some(*r))))
+                .map(|r| format!("{:.0}", per_invocation_us(&times[ti][ci], Some(*r))))
                 .collect();
             println!(
                 "| {} | {c} | {} | {:.0} |",
                 target.name(),
                 cells.join(" | "),
-                per_invocation_us(&cpu[ti][ci], None)
+                per_invocation_us(&times[ti][ci], None)
             );
         }
     }
