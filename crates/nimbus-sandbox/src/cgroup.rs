@@ -19,6 +19,11 @@ use std::sync::{Arc, OnceLock};
 const CPU_PERIOD_US: u64 = 100_000;
 /// Lambda gives one full vCPU at this memory size; CPU scales linearly with memory.
 pub const MB_PER_VCPU: u64 = 1769;
+/// The CPU weight of one runnable thread outside any group: v1 `cpu.shares`' default.
+const V1_SHARES_PER_CPU: u64 = 1024;
+/// The same for v2 `cpu.weight` (its default), and the most it takes.
+const V2_WEIGHT_PER_CPU: u64 = 100;
+const V2_WEIGHT_MAX: u64 = 10_000;
 
 /// Errors creating, limiting or reading a cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +106,27 @@ impl CgroupLayout {
             CgroupLayout::V1 { pids, .. } => pids,
         };
         write(&parent.join("pids.max"), &max.to_string())
+    }
+
+    /// Gives all environments together the CPU weight of `cpus` runnable threads (the
+    /// parent's `cpu.shares` / `cpu.weight`). The scheduler weighs a cgroup as one
+    /// entity against the threads beside it: left at its default, the parent of every
+    /// environment weighed as much as *one* of the worker's threads, so on a busy host
+    /// the runtimes waited in the run queue behind the worker and its callers, which the
+    /// same runtimes started as plain processes never did (docs/benchmarks.md, "Where
+    /// the tail comes from"). Each environment's own share is still capped by its quota.
+    pub fn set_parent_cpu_weight(&self, cpus: u64) -> Result<(), CgroupError> {
+        let cpus = cpus.max(1);
+        match self {
+            CgroupLayout::V2 { parent } => write(
+                &parent.join("cpu.weight"),
+                &(V2_WEIGHT_PER_CPU * cpus).min(V2_WEIGHT_MAX).to_string(),
+            ),
+            CgroupLayout::V1 { cpu, .. } => write(
+                &cpu.join("cpu.shares"),
+                &(V1_SHARES_PER_CPU * cpus).to_string(),
+            ),
+        }
     }
 
     /// Kills every process left in environment cgroups under the parent (by

@@ -91,6 +91,12 @@ impl Jail {
             });
         }
         let cgroups = CgroupLayout::detect(&config.cgroup_parent)?;
+        // A fairness setting, not an isolation step: without it functions run, only
+        // slower on a busy host, so a failure is logged rather than fatal.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        if let Err(e) = cgroups.set_parent_cpu_weight(cpus) {
+            tracing::warn!(error = %e, "cannot weigh the environments' parent cgroup as {cpus} CPUs");
+        }
         if let Some(max) = config.pids_max_total {
             // Fails closed like every other isolation step.
             cgroups.set_parent_pids_max(max)?;

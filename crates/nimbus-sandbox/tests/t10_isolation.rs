@@ -180,6 +180,34 @@ fn t18b_all_environments_together_are_bounded_by_the_parent_pids_max() {
 }
 
 #[test]
+fn t18c_all_environments_together_weigh_as_many_threads_as_there_are_cpus() {
+    let parent = format!("nimbus-test-weight-{}", std::process::id());
+    let _jail = Jail::new(JailConfig {
+        state_dir: state_dir(),
+        cgroup_parent: parent.clone(),
+        ..JailConfig::default()
+    })
+    .expect("jail");
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    // v1: cpu.shares, 1024 a thread; v2: cpu.weight, 100 a thread (at most 10000).
+    let (weight, per_cpu, max) = [
+        ("/sys/fs/cgroup/cpu", "cpu.shares", 1024, u64::MAX),
+        ("/sys/fs/cgroup", "cpu.weight", 100, 10_000),
+    ]
+    .iter()
+    .find_map(|(root, file, per_cpu, max)| {
+        let w = std::fs::read_to_string(format!("{root}/{parent}/{file}")).ok()?;
+        Some((w.trim().parse::<u64>().unwrap(), *per_cpu, *max))
+    })
+    .expect("the parent cgroup's CPU weight");
+    assert_eq!(weight, (per_cpu * cpus).min(max));
+    assert!(
+        weight > per_cpu || cpus == 1,
+        "not the default of one thread: {weight}"
+    );
+}
+
+#[test]
 fn t19_failed_step_never_runs_the_workload() {
     let jail = jail();
     let code = code_dir(&[]);

@@ -448,10 +448,15 @@ async fn t15_python_behaves_as_lambdas_runtime() {
 
 /// What a handler can see of how its interpreter was started.
 const STARTED: &str = r#"
-import os, sys, locale
+import gc, os, sys, locale
+MODULE_LEVEL = [object()]
 def handler(event, context):
     import __main__
     return {
+        # The runtime's own objects are frozen before the function loads; the
+        # function's are not (frozen objects are not in gc.get_objects()).
+        "runtime_frozen": gc.get_freeze_count() > 5000,
+        "function_collectable": any(o is MODULE_LEVEL for o in gc.get_objects()),
         "cmdline": open("/proc/self/cmdline", "rb").read().split(b"\0")[1].decode(),
         "argv": sys.argv,
         "orig_argv": sys.orig_argv,
@@ -484,4 +489,6 @@ async fn t16_a_zygote_started_function_sees_what_a_fresh_start_shows() {
     let v = json(&o);
     assert_eq!(v["cmdline"], "/var/runtime/bootstrap.py", "{v}");
     assert_eq!(v["extra_on_path"], true, "{v}");
+    assert_eq!(v["runtime_frozen"], true, "{v}");
+    assert_eq!(v["function_collectable"], true, "{v}");
 }

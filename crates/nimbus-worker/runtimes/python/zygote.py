@@ -18,6 +18,7 @@ import struct
 import sys
 
 # What bootstrap.py imports at start and on its first invocation, loaded now.
+import gc  # noqa: F401
 import http.client  # noqa: F401
 import importlib  # noqa: F401
 import json  # noqa: F401
