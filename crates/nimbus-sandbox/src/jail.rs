@@ -160,6 +160,13 @@ impl Jail {
         }
     }
 
+    /// Stops keeping shells ready and frees the waiting ones (processes, cgroups, roots,
+    /// links): for a worker shutting down. Later cold starts take the plain path.
+    /// Returns how many were freed. Blocks while it frees them.
+    pub fn close_shells(&self) -> usize {
+        self.shells.as_ref().map_or(0, |pool| pool.close())
+    }
+
     /// Host pids of the shells of `shape` ready right now.
     pub fn ready(&self, shape: ShellShape) -> Vec<i32> {
         self.shells

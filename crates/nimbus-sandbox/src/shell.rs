@@ -243,6 +243,8 @@ pub(crate) struct ShellPool {
     ready: Mutex<HashMap<ShellShape, Vec<Shell>>>,
     refill: Condvar,
     target: usize,
+    /// Set (under `ready`'s lock) by [`ShellPool::close`]: no shell is kept or made after.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl ShellPool {
@@ -258,6 +260,7 @@ impl ShellPool {
             ready: Mutex::new(HashMap::new()),
             refill: Condvar::new(),
             target,
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&pool);
         let _ = std::thread::Builder::new()
@@ -284,12 +287,41 @@ impl ShellPool {
         shell
     }
 
-    /// Returns a shell that was taken but never sent anything.
+    /// Returns a shell that was taken but never sent anything (dropped, freeing it, once
+    /// the pool is closed).
     pub(crate) fn put_back(&self, shell: Shell) {
-        self.lock()
-            .entry(shell.shape.clone())
-            .or_default()
-            .push(shell);
+        let _ = self.keep(shell);
+    }
+
+    /// Puts `shell` among the ready ones unless the pool is closed; then hands it back,
+    /// to be dropped outside the lock.
+    fn keep(&self, shell: Shell) -> Option<Shell> {
+        let mut ready = self.lock();
+        if self.is_closed() {
+            return Some(shell);
+        }
+        ready.entry(shell.shape.clone()).or_default().push(shell);
+        None
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Stops keeping shells and frees the ready ones (their processes, cgroups, roots
+    /// and links), as a worker shutting down must: a process that exits with shells
+    /// waiting leaves their cgroups behind. Cold starts take the plain path after.
+    /// Returns how many shells were freed. Blocks while it frees them.
+    pub(crate) fn close(&self) -> usize {
+        let shells: Vec<Shell> = {
+            let mut ready = self.lock();
+            self.closed.store(true, Ordering::SeqCst);
+            ready.drain().flat_map(|(_, shells)| shells).collect()
+        };
+        self.refill.notify_all();
+        let freed = shells.len();
+        drop(shells);
+        freed
     }
 
     /// Host pids of the ready shells of `shape`.
@@ -688,6 +720,9 @@ fn send_spec(
 fn refill_loop(pool: Weak<ShellPool>) {
     loop {
         let Some(p) = pool.upgrade() else { return };
+        if p.is_closed() {
+            return;
+        }
         let missing: Vec<ShellShape> = {
             let ready = p.lock();
             let missing: Vec<ShellShape> = ready
@@ -706,7 +741,12 @@ fn refill_loop(pool: Weak<ShellPool>) {
         };
         for shape in missing {
             match p.create(&p.scratch, shape.clone()) {
-                Ok(shell) => p.lock().entry(shape).or_default().push(shell),
+                Ok(shell) => {
+                    // Closed while this one was being made: freed here, not kept.
+                    if p.keep(shell).is_some() {
+                        return;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot pre-create an environment shell");
                     drop(p);

@@ -13,10 +13,15 @@ use std::time::Duration;
 use nimbus_sandbox::{ExitStatus, Jail, JailConfig, SandboxSpec};
 
 fn pooled_jail() -> Jail {
+    pooled_jail_of(1)
+}
+
+/// A jail keeping `shells` shells ready for `common::spec`'s shape.
+fn pooled_jail_of(shells: usize) -> Jail {
     let jail = Jail::new(JailConfig {
         state_dir: state_dir(),
         cgroup_parent: "nimbus-test".into(),
-        shell_pool: 1,
+        shell_pool: shells,
         ..JailConfig::default()
     })
     .expect("jail");
@@ -289,6 +294,59 @@ fn t47_a_shell_outside_its_cgroups_is_never_used() {
     runs_as_the_function(prepared, r);
     // The discarded shell is gone.
     wait_dead(pid);
+}
+
+#[test]
+fn t47b_closing_the_pool_frees_its_shells_and_their_cgroups() {
+    let jail = pooled_jail_of(2);
+    assert!(
+        jail.wait_for_shells(None, EPHEMERAL_MB, 2, Duration::from_secs(20)),
+        "no shells became ready"
+    );
+    let pids = jail.ready_shells(None, EPHEMERAL_MB);
+    // Each shell's cgroup, found by the pid it holds.
+    let cgroups: Vec<std::path::PathBuf> = pids
+        .iter()
+        .map(|pid| {
+            let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let rel = line
+                .lines()
+                .find_map(|l| {
+                    let (_, rest) = l.split_once(':')?;
+                    let (controllers, path) = rest.split_once(':')?;
+                    (controllers.is_empty() || controllers.split(',').any(|c| c == "pids"))
+                        .then(|| path.trim_start_matches('/').to_string())
+                })
+                .expect("a pids or unified cgroup line");
+            ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+                .iter()
+                .map(|root| std::path::Path::new(root).join(&rel))
+                .find(|d| d.exists())
+                .expect("the shell's cgroup directory")
+        })
+        .collect();
+    assert!(cgroups
+        .iter()
+        .all(|d| d.to_string_lossy().contains("shell-")));
+
+    assert_eq!(jail.close_shells(), pids.len());
+    for pid in &pids {
+        wait_dead(*pid);
+    }
+    for d in &cgroups {
+        assert!(!d.exists(), "{} is still there", d.display());
+    }
+    // Nothing is kept or made after; a cold start takes the plain path.
+    #[allow(clippy::disallowed_methods)] // a plain test thread, no async runtime
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(jail.ready_shells(None, EPHEMERAL_MB).is_empty());
+    let code = code_dir(&[]);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let prepared = jail
+        .prepare(spec(&unique_id("closed"), code.path(), "id -u", w))
+        .unwrap();
+    assert!(!prepared.pooled());
+    runs_as_the_function(prepared, r);
 }
 
 #[test]

@@ -403,6 +403,9 @@ impl Engine {
         for env in idle {
             env.shutdown().await;
         }
+        // The pool's waiting shells too: left to the process's exit, their cgroups stay.
+        let jail = self.inner.jail.clone();
+        let _ = tokio::task::spawn_blocking(move || jail.close_shells()).await;
     }
 
     fn is_shutting_down(&self) -> bool {
