@@ -113,8 +113,9 @@ impl CgroupLayout {
     /// entity against the threads beside it: left at its default, the parent of every
     /// environment weighed as much as *one* of the worker's threads, so on a busy host
     /// the runtimes waited in the run queue behind the worker and its callers, which the
-    /// same runtimes started as plain processes never did (docs/benchmarks.md, "Where
-    /// the tail comes from"). Each environment's own share is still capped by its quota.
+    /// same runtimes started as plain processes never did (docs/benchmarks.md, "Run-queue
+    /// waits, the environments' CPU weight"). Each environment's own share is still capped
+    /// by its quota.
     pub fn set_parent_cpu_weight(&self, cpus: u64) -> Result<(), CgroupError> {
         let cpus = cpus.max(1);
         match self {

@@ -254,8 +254,8 @@ def main():
     # Everything loaded so far is the runtime's own and lives as long as the process:
     # frozen, the cyclic collector's full passes no longer walk it. One such pass over
     # these ~15,000 objects took ~1 ms, paid by whichever invocation it fell in
-    # (docs/benchmarks.md, "Where the tail comes from"). The function's objects, loaded
-    # next, are collected as usual.
+    # (docs/benchmarks.md, "Run-queue waits, the environments' CPU weight"). The
+    # function's objects, loaded next, are collected as usual.
     gc.freeze()
     # Lambda's order: the function, then a layer's site-packages for this Python, then
     # the layer's top level.
